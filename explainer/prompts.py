@@ -1,0 +1,62 @@
+"""Prompt templates: versioned YAML data files in ``prompts/``.
+
+A template's identity is ``name@version#hash``, where the hash is the sha256 of the file's
+bytes, so any edit (even one that forgets to bump the version) gives a new key and never
+mixes explanations written from different prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: str
+    sha256: str
+    data: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        """Short display form ``name@version#hash8``."""
+        return f"{self.name}@{self.version}#{self.sha256[:8]}"
+
+    def __getitem__(self, item: str) -> Any:
+        return self.data[item]
+
+    def get(self, item: str, default: Any = None) -> Any:
+        return self.data.get(item, default)
+
+    def render(self, field_name: str, **values: Any) -> str:
+        """Render one Jinja2 field of the template with ``values``."""
+        import jinja2
+
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+        return env.from_string(self.data[field_name]).render(**values)
+
+
+def load_template(name: str, directory: Path | None = None) -> PromptTemplate:
+    """Load ``prompts/{name}.yaml`` (or a path to a YAML file)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else (directory or PROMPTS_DIR) / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (directory or PROMPTS_DIR).glob("*.yaml"))
+        raise ConfigError(f"unknown prompt template {name!r}; known templates: {', '.join(known)}")
+    raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"prompt template {path} is not valid YAML: {exc}") from exc
+    for key in ("name", "version"):
+        if not isinstance(data, dict) or key not in data:
+            raise ConfigError(f"prompt template {path} lacks the field {key!r}")
+    return PromptTemplate(str(data["name"]), str(data["version"]), hashlib.sha256(raw).hexdigest(), data)

@@ -1,0 +1,106 @@
+"""Domain records that flow through every stage: collect → explain → simulate → score → index.
+
+All records are frozen dataclasses. Activations are stored *raw* (the unit's own scale);
+the 0–10 scale shown to LLMs is derived with :func:`scale_0_10` from the unit's maximum.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+WindowKind = Literal["top", "random"]
+WindowSplit = Literal["explain", "heldout"]
+
+
+def make_unit_id(model: str, hookpoint: str, index: int) -> str:
+    """Stable, human-readable unit id: ``{model}/{hookpoint}/{index}``."""
+    return f"{model}/{hookpoint}/{index}"
+
+
+def parse_unit_id(unit_id: str) -> tuple[str, str, int]:
+    """Inverse of :func:`make_unit_id`; raises ``ValueError`` on a malformed id."""
+    model, hookpoint, index = unit_id.rsplit("/", 2)
+    return model, hookpoint, int(index)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus document."""
+
+    doc_id: str
+    """Stable id, e.g. ``code:json/decoder.py``."""
+    domain: str
+    """Domain tag (``code``, ``docs``, ``legal`` or the user's own)."""
+    text: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run of consecutive tokens from one document, with the unit's activation on each."""
+
+    window_id: str
+    """Unique within a unit, e.g. ``top-3`` or ``random-1``; explanations cite these."""
+    kind: WindowKind
+    """``top``: among the unit's most activating windows; ``random``: drawn uniformly."""
+    split: WindowSplit
+    """``explain``: shown to the explainer; ``heldout``: kept for scoring only."""
+    doc_id: str
+    domain: str
+    tokens: tuple[str, ...]
+    """Decoded token strings (leading spaces kept)."""
+    activations: tuple[float, ...]
+    """Raw activation per token, same length as ``tokens``."""
+
+    @property
+    def max_activation(self) -> float:
+        return max(self.activations) if self.activations else 0.0
+
+
+@dataclass(frozen=True)
+class UnitStats:
+    """Summary statistics of one unit over the whole collected corpus (raw units)."""
+
+    max: float
+    mean: float
+    std: float
+    density: float
+    """Share of tokens where the activation is > 0."""
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """Everything collection keeps about one unit."""
+
+    unit_id: str
+    model: str
+    hookpoint: str
+    index: int
+    stats: UnitStats
+    windows: tuple[Window, ...] = field(default_factory=tuple)
+
+    def windows_for(self, split: WindowSplit, kind: WindowKind | None = None) -> list[Window]:
+        return [w for w in self.windows if w.split == split and (kind is None or w.kind == kind)]
+
+    def to_blob(self) -> bytes:
+        """Compact binary form for the SQL store (zlib-compressed JSON)."""
+        return zlib.compress(json.dumps(asdict(self), separators=(",", ":")).encode(), 6)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> "UnitRecord":
+        d = json.loads(zlib.decompress(blob))
+        windows = tuple(
+            Window(**{**w, "tokens": tuple(w["tokens"]), "activations": tuple(w["activations"])})
+            for w in d.pop("windows")
+        )
+        return cls(**{**d, "stats": UnitStats(**d["stats"]), "windows": windows})
+
+
+def scale_0_10(activations: list[float] | tuple[float, ...], max_activation: float) -> list[int]:
+    """Map raw activations to integers 0–10 relative to ``max_activation`` (negatives → 0)."""
+    if max_activation <= 0:
+        return [0 for _ in activations]
+    return [max(0, min(10, int(round(10 * a / max_activation)))) for a in activations]

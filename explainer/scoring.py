@@ -1,0 +1,65 @@
+"""Scores: how well simulated activations match the real ones.
+
+The headline score is the Pearson correlation pooled over every held-out token (top and
+random windows together), as in Bills et al. (2023). A bootstrap over windows gives a 95%
+interval; per-domain correlations show where an explanation holds and where it does not.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SimulationScore:
+    value: float
+    """Pooled Pearson correlation in [-1, 1]; 0 when either side is constant."""
+    ci_low: float
+    ci_high: float
+    per_domain: dict[str, float]
+    n_tokens: int
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    """Pearson correlation; 0.0 when either series is constant (nothing is predicted)."""
+    n = len(x)
+    if n != len(y):
+        raise ValueError(f"length mismatch: {n} vs {len(y)}")
+    if n < 2:
+        return 0.0
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx <= 1e-12 or syy <= 1e-12:
+        return 0.0
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def _pooled(true: list[list[float]], pred: list[list[float]]) -> float:
+    return pearson([a for w in true for a in w], [p for w in pred for p in w])
+
+
+def score_simulation(true: list[list[float]], pred: list[list[float]], domains: list[str],
+                     n_boot: int = 1000, seed: int = 0) -> SimulationScore:
+    """Pooled correlation of per-window true vs predicted activations, with interval and domains."""
+    if not true or len(true) != len(pred) or len(true) != len(domains):
+        raise ValueError("need one prediction and one domain per held-out window")
+    for t, p in zip(true, pred):
+        if len(t) != len(p):
+            raise ValueError(f"window length mismatch: {len(t)} true vs {len(p)} predicted")
+    value = _pooled(true, pred)
+    rng = random.Random(seed)
+    idx = range(len(true))
+    boots = sorted(
+        _pooled([true[i] for i in s], [pred[i] for i in s]) for s in ([rng.choice(idx) for _ in idx] for _ in range(n_boot))
+    )
+    lo, hi = boots[int(0.025 * (n_boot - 1))], boots[int(math.ceil(0.975 * (n_boot - 1)))]
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for i, d in enumerate(domains):
+        by_domain[d].append(i)
+    per_domain = {d: _pooled([true[i] for i in ids], [pred[i] for i in ids]) for d, ids in sorted(by_domain.items())}
+    return SimulationScore(value, lo, hi, per_domain, sum(len(t) for t in true))

@@ -1,0 +1,257 @@
+"""The SQL store: the source of truth (SQLite embedded, PostgreSQL distributed).
+
+Every write is an upsert keyed on what makes the row unique, so a task delivered twice
+does no harm:
+
+- ``collections``: one per (model, hookpoint, corpus fingerprint, collect config);
+- ``units``: one per unit id, with its record as a compressed blob;
+- ``explanations``: one per (unit, explainer model, prompt hash); failures are rows with
+  ``status='failed'`` and an ``error``, never a text;
+- ``scores``: one per (explanation, scorer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import (
+    Boolean, Column, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text,
+    UniqueConstraint, create_engine, select, update,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+collections = Table(
+    "collections", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("hookpoint", String(200), nullable=False),
+    Column("corpus", Text, nullable=False),
+    Column("corpus_hash", String(64), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("n_tokens", Integer),
+    Column("n_units", Integer),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+units = Table(
+    "units", metadata,
+    Column("unit_id", String(300), primary_key=True),
+    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False, index=True),
+    Column("model", String(200), nullable=False),
+    Column("hookpoint", String(200), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("live", Boolean, nullable=False),
+    Column("max_act", Float), Column("mean_act", Float), Column("std_act", Float), Column("density", Float),
+    Column("record", LargeBinary, nullable=False),
+)
+
+explanations = Table(
+    "explanations", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("unit_id", String(300), ForeignKey("units.unit_id"), nullable=False, index=True),
+    Column("explainer_model", String(200), nullable=False),
+    Column("prompt_name", String(100), nullable=False),
+    Column("prompt_version", String(32), nullable=False),
+    Column("prompt_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("text", Text),
+    Column("error", Text),
+    Column("window_ids", Text),
+    Column("settings", Text),
+    Column("prompt_tokens", Integer), Column("completion_tokens", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("indexed_at", DateTime(timezone=True)),
+    UniqueConstraint("unit_id", "explainer_model", "prompt_hash", name="uq_explanation_key"),
+)
+
+scores = Table(
+    "scores", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, index=True),
+    Column("scorer", String(100), nullable=False),
+    Column("simulator_model", String(200)),
+    Column("status", String(16), nullable=False),
+    Column("value", Float), Column("ci_low", Float), Column("ci_high", Float),
+    Column("per_domain", Text),
+    Column("heldout_ids", Text),
+    Column("n_tokens", Integer),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("explanation_id", "scorer", name="uq_score_key"),
+)
+
+
+def key_id(*parts: Any) -> str:
+    """Deterministic row id from the parts of a natural key."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite drops the tzinfo on the way back; the store only writes UTC.
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+class SQLStore:
+    """Repository functions over one database. Safe to share between threads."""
+
+    def __init__(self, url: str):
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        self.url = url
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        if url.startswith("sqlite"):
+            from sqlalchemy import event
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn: Any, _record: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        metadata.create_all(self.engine)
+
+    # -- generic upsert ------------------------------------------------------------
+    def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+        if not rows:
+            return
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=cols) if cols else stmt.on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 500):
+                conn.execute(stmt, rows[start : start + 500])
+
+    # -- collections and units -----------------------------------------------------
+    def get_collection(self, collection_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().first()
+        return dict(row) if row else None
+
+    def start_collection(self, collection_id: str, model: str, hookpoint: str, corpus: str, corpus_hash: str,
+                         config: dict[str, Any]) -> None:
+        """Mark a collection as running, discarding units a crashed earlier attempt left behind."""
+        with self.engine.begin() as conn:
+            conn.execute(units.delete().where(units.c.collection_id == collection_id))
+        self._upsert(collections, [dict(id=collection_id, model=model, hookpoint=hookpoint, corpus=corpus,
+                                        corpus_hash=corpus_hash, config=json.dumps(config, sort_keys=True),
+                                        status="running", error=None, created_at=now(), finished_at=None)], ["id"])
+
+    def finish_collection(self, collection_id: str, records: Iterable[Any], n_tokens: int) -> None:
+        rows = [dict(unit_id=r.unit_id, collection_id=collection_id, model=r.model, hookpoint=r.hookpoint,
+                     idx=r.index, live=bool(r.windows), max_act=r.stats.max, mean_act=r.stats.mean,
+                     std_act=r.stats.std, density=r.stats.density, record=r.to_blob()) for r in records]
+        self._upsert(units, rows, ["unit_id"])
+        with self.engine.begin() as conn:
+            conn.execute(update(collections).where(collections.c.id == collection_id).values(
+                status="done", n_tokens=n_tokens, n_units=len(rows), finished_at=now()))
+
+    def fail_collection(self, collection_id: str, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(collections).where(collections.c.id == collection_id).values(
+                status="failed", error=error, finished_at=now()))
+
+    def unit_rows(self, collection_id: str, live_only: bool = True) -> list[dict[str, Any]]:
+        """Unit summaries (no blobs) of a collection, by index."""
+        cols = [c for c in units.c if c.name != "record"]
+        q = select(*cols).where(units.c.collection_id == collection_id).order_by(units.c.idx)
+        if live_only:
+            q = q.where(units.c.live.is_(True))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def get_records(self, unit_ids: list[str]) -> dict[str, Any]:
+        from explainer.records import UnitRecord
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(units.c.unit_id, units.c.record).where(units.c.unit_id.in_(unit_ids))).all()
+        return {uid: UnitRecord.from_blob(blob) for uid, blob in rows}
+
+    def get_record(self, unit_id: str) -> Any | None:
+        return self.get_records([unit_id]).get(unit_id)
+
+    # -- explanations ---------------------------------------------------------------
+    def save_explanation(self, *, unit_id: str, explainer_model: str, prompt_name: str, prompt_version: str,
+                         prompt_hash: str, status: str, text: str | None = None, error: str | None = None,
+                         window_ids: list[str] | None = None, settings: dict[str, Any] | None = None,
+                         prompt_tokens: int | None = None, completion_tokens: int | None = None) -> str:
+        if status == "ok" and not (text and text.strip()):
+            raise ValueError("an ok explanation needs a text")
+        eid = key_id(unit_id, explainer_model, prompt_hash)
+        self._upsert(explanations, [dict(
+            id=eid, unit_id=unit_id, explainer_model=explainer_model, prompt_name=prompt_name,
+            prompt_version=prompt_version, prompt_hash=prompt_hash, status=status,
+            text=text if status == "ok" else None, error=error, window_ids=json.dumps(window_ids or []),
+            settings=json.dumps(settings or {}, sort_keys=True), prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, created_at=now(), indexed_at=None)], ["id"])
+        return eid
+
+    def get_explanation(self, explanation_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(explanations).where(explanations.c.id == explanation_id)).mappings().first()
+        return _decode_json(dict(row), "window_ids", "settings") if row else None
+
+    def explanations_for(self, unit_ids: list[str]) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(explanations).where(explanations.c.unit_id.in_(unit_ids))
+                                .order_by(explanations.c.unit_id, explanations.c.created_at)).mappings().all()
+        return [_decode_json(dict(r), "window_ids", "settings") for r in rows]
+
+    def mark_indexed(self, explanation_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(explanations).where(explanations.c.id == explanation_id).values(indexed_at=now()))
+
+    # -- scores -----------------------------------------------------------------------
+    def save_score(self, *, explanation_id: str, scorer: str, simulator_model: str | None, status: str,
+                   value: float | None = None, ci_low: float | None = None, ci_high: float | None = None,
+                   per_domain: dict[str, float] | None = None, heldout_ids: list[str] | None = None,
+                   n_tokens: int | None = None, error: str | None = None) -> str:
+        sid = key_id(explanation_id, scorer)
+        self._upsert(scores, [dict(
+            id=sid, explanation_id=explanation_id, scorer=scorer, simulator_model=simulator_model, status=status,
+            value=value, ci_low=ci_low, ci_high=ci_high, per_domain=json.dumps(per_domain or {}),
+            heldout_ids=json.dumps(heldout_ids or []), n_tokens=n_tokens, error=error, created_at=now())], ["id"])
+        return sid
+
+    def get_score(self, explanation_id: str, scorer: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(scores).where(scores.c.id == key_id(explanation_id, scorer))).mappings().first()
+        return _decode_json(dict(row), "per_domain", "heldout_ids") if row else None
+
+    def scores_for(self, explanation_ids: list[str]) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(scores).where(scores.c.explanation_id.in_(explanation_ids))).mappings().all()
+        return [_decode_json(dict(r), "per_domain", "heldout_ids") for r in rows]
+
+    def count_rows(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                    for t in (collections, units, explanations, scores)}
+
+
+def _decode_json(row: dict[str, Any], *fields: str) -> dict[str, Any]:
+    for f in fields:
+        if isinstance(row.get(f), str):
+            row[f] = json.loads(row[f])
+    for f in ("created_at", "finished_at", "indexed_at"):
+        if f in row:
+            row[f] = _as_utc(row[f])
+    return row
