@@ -213,6 +213,11 @@ class SQLStore:
                                 .order_by(explanations.c.unit_id, explanations.c.created_at)).mappings().all()
         return [_decode_json(dict(r), "window_ids", "settings") for r in rows]
 
+    def labeled_unit_ids(self) -> list[str]:
+        """Units that have at least one explanation row (ok or failed), in id order."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(explanations.c.unit_id).distinct().order_by(explanations.c.unit_id)).scalars())
+
     def mark_indexed(self, explanation_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(explanations).where(explanations.c.id == explanation_id).values(indexed_at=now()))

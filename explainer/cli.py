@@ -1,0 +1,214 @@
+"""Command line: thin adapters over the pipeline, search, views and report functions.
+
+Every command has ``--help`` and ``--json``; expected errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .collect import CollectConfig
+from .config import DEFAULT_MODEL, Settings, load_settings
+from .errors import ExplainerError, InputError
+
+
+def _add_collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help="subject model: packaged short name, HF directory or .gguf (default: %(default)s)")
+    p.add_argument("--layer", type=int, default=None, help="MLP neurons of this block (default 15); same as --hookpoint layers.L.mlp")
+    p.add_argument("--hookpoint", default=None, help="layers.L.mlp (MLP neurons) or layers.L (residual stream)")
+    p.add_argument("--corpus", default=None, help="'default' (stdlib code, docstrings, licenses) or a .txt/.jsonl file or directory")
+    p.add_argument("--max-tokens", type=int, default=CollectConfig.max_tokens, help="corpus tokens to read (default: %(default)s)")
+    p.add_argument("--window", type=int, default=CollectConfig.window, help="tokens per window (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=CollectConfig.top_k, help="top windows kept per unit (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _collect_config(args: argparse.Namespace) -> CollectConfig:
+    if args.max_tokens <= 0 or args.window < 4 or args.top_k < 2:
+        raise InputError("--max-tokens must be > 0, --window >= 4 and --top-k >= 2")
+    return CollectConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
+
+
+def cmd_collect(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from .pipeline import collect_stage, normalize_hookpoint
+    from .runtime import get_store
+
+    hp = normalize_hookpoint(args.layer, args.hookpoint)
+    cid = collect_stage(settings, args.model, hp, args.corpus, _collect_config(args), progress=not args.json)
+    col = get_store(settings).get_collection(cid)
+    live = len(get_store(settings).unit_rows(cid, live_only=True))
+    return {"collection_id": cid, "model": col["model"], "hookpoint": col["hookpoint"], "corpus": col["corpus"],
+            "n_tokens": col["n_tokens"], "n_units": col["n_units"], "live_units": live}
+
+
+def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from workers.batch import label_units
+
+    from .llm import LLMConfig
+    from .pipeline import LabelOptions, collect_stage, normalize_hookpoint, select_units
+    from .runtime import get_store
+
+    hp = normalize_hookpoint(args.layer, args.hookpoint)
+    cid = collect_stage(settings, args.model, hp, args.corpus, _collect_config(args), progress=not args.json)
+    unit_ids = args.unit_ids or select_units(settings, cid, args.units)
+    if not unit_ids:
+        raise InputError("no live units to label in this collection")
+    base_url = args.explainer_base_url or settings.llm_base_url
+    llm = LLMConfig(model=args.explainer_model or settings.llm_model, base_url=base_url,
+                    timeout_s=settings.llm_timeout_s, device=settings.device)
+    opts = LabelOptions(explainer=llm, retry_failed=args.retry_failed)
+    result = label_units(settings, unit_ids, opts, progress=not args.json)
+    from .views import entry_summary, unit_entries
+
+    units = [entry_summary(e) for e in unit_entries(settings, unit_ids)]
+    for u in units:
+        u.pop("top_example", None)
+    counts = {k: sum(1 for u in units if u["status"] == k) for k in ("ok", "failed", "pending")}
+    return {"collection_id": cid, "counts": counts, "task_errors": result.task_errors,
+            "seconds": round(result.seconds, 1), "units": units, "store": get_store(settings).count_rows()}
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from .search import SearchFilters, search
+
+    filters = SearchFilters(model=args.model, layer=args.layer, source=args.source, min_score=args.min_score)
+    return search(settings, args.query, filters, args.limit)
+
+
+def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from .views import entry_summary, unit_entries
+
+    entry = unit_entries(settings, [args.unit_id])[0]
+    out = entry_summary(entry)
+    out["windows"] = [{"id": w.window_id, "kind": w.kind, "split": w.split, "domain": w.domain, "doc_id": w.doc_id,
+                       "max": w.max_activation, "text": "".join(w.tokens)} for w in entry.record.windows]
+    out["explainer_model"], out["prompt"] = entry.explainer_model, entry.prompt
+    return out
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from . import report as rep
+    from .runtime import get_store
+    from .views import unit_entries
+
+    if args.units:
+        unit_ids = args.units
+    elif args.query:
+        from .search import search
+
+        unit_ids = list(dict.fromkeys(h["unit_id"] for h in search(settings, args.query, limit=args.limit)))
+    else:
+        unit_ids = get_store(settings).labeled_unit_ids()
+    entries = unit_entries(settings, unit_ids) if unit_ids else []
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "html":
+        rep.write_html(entries, out, generated_by="explainer report")
+    elif args.format == "md":
+        out.write_text(rep.render_markdown(entries), encoding="utf-8")
+    else:
+        out.write_text(json.dumps(rep.report_json(entries), indent=2, allow_nan=False), encoding="utf-8")
+    return {"path": str(out), "units": len(entries), "format": args.format}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="explainer", description="Explain what units inside a language model do, score the explanations, search and report them.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="run the subject model over a corpus and keep each unit's top and random windows")
+    _add_collect_args(p)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("label", help="collect (once), then explain, score and index units through Celery")
+    _add_collect_args(p)
+    p.add_argument("--units", type=int, default=12, help="label this many live units, the most selective first (default: %(default)s)")
+    p.add_argument("--unit-ids", nargs="+", default=None, help="label exactly these unit ids")
+    p.add_argument("--explainer-model", default=None, help="explainer LLM (default: EXPLAINER_LLM_MODEL or the packaged SmolLM2)")
+    p.add_argument("--explainer-base-url", default=None, help="OpenAI-compatible endpoint (default: EXPLAINER_LLM_BASE_URL; unset = in-process)")
+    p.add_argument("--retry-failed", action="store_true", help="retry units whose explanation or score failed before")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("search", help="search explanations by description")
+    p.add_argument("query")
+    p.add_argument("--model", default=None)
+    p.add_argument("--layer", type=int, default=None)
+    p.add_argument("--source", default=None, choices=["mlp", "resid"])
+    p.add_argument("--min-score", type=float, default=None)
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("show", help="show one unit: statistics, explanation, scores, windows")
+    p.add_argument("unit_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("report", help="write a report of labeled units (HTML with highlighted windows, Markdown or JSON)")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--units", nargs="+", default=None, help="these unit ids")
+    sel.add_argument("--query", default=None, help="the units a search returns")
+    p.add_argument("--limit", type=int, default=20, help="hits taken from --query")
+    p.add_argument("--format", choices=["html", "md", "json"], default="html")
+    p.add_argument("-o", "--output", default="data/report.html")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def _print_human(command: str, result: Any) -> None:
+    if command == "search":
+        if not result:
+            print("no hits")
+        for i, h in enumerate(result, 1):
+            s = h["score"]
+            score = f"{s['value']:+.3f} [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]" if s else "unscored"
+            print(f"{i:2d}. {h['unit_id']}  sim={h['similarity']:.3f}  score={score}\n    {h['explanation']}")
+            if h.get("top_example"):
+                print(f"    e.g. {h['top_example'][:160]}")
+    elif command == "label":
+        print(f"labeled {len(result['units'])} units: {result['counts']} in {result['seconds']} s")
+        for u in result["units"]:
+            s = u["score"]
+            text = u["explanation"] if u["status"] == "ok" else f"[{u['status']}] {u['error']}"
+            print(f"  {u['unit_id']:40s} {('%+.3f' % s['value']) if s else '   -  '}  {text}")
+        for uid, err in result["task_errors"].items():
+            print(f"  task error {uid}: {err}")
+    elif command == "show":
+        s = result["score"]
+        print(f"{result['unit_id']}  [{result['status']}]  {result['explanation'] or result['error'] or ''}")
+        print(f"  score: {json.dumps(s)}\n  stats: {json.dumps(result['stats'])}  prompt: {result['prompt']}")
+        for w in result["windows"]:
+            print(f"  {w['id']:10s} {w['split']:8s} max={w['max']:.2f} {w['domain']:6s} {' '.join(w['text'].split())[:100]}")
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        result = args.func(settings, args)
+    except ExplainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_human(args.command, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

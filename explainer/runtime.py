@@ -1,0 +1,36 @@
+"""Per-process singletons: one SQL engine and one vector index per configuration.
+
+Created lazily (never at import), so a Celery worker creates them after it forks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .config import Settings
+
+_lock = threading.Lock()
+_stores: dict[str, Any] = {}
+_indexes: dict[str, Any] = {}
+
+
+def get_store(settings: Settings) -> Any:
+    from store.sql import SQLStore
+
+    with _lock:
+        if settings.database_url not in _stores:
+            if settings.database_url.startswith("sqlite"):
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+            _stores[settings.database_url] = SQLStore(settings.database_url)
+        return _stores[settings.database_url]
+
+
+def get_index(settings: Settings) -> Any:
+    from store.vectors import VectorIndex
+
+    key = settings.chroma_url or str(settings.chroma_path)
+    with _lock:
+        if key not in _indexes:
+            _indexes[key] = VectorIndex(url=settings.chroma_url) if settings.chroma_url else VectorIndex(path=settings.chroma_path)
+        return _indexes[key]

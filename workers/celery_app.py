@@ -1,0 +1,45 @@
+"""The Celery application. Configuration comes only from environment variables.
+
+- ``EXPLAINER_BROKER_URL`` unset: memory transport, for the in-process worker the CLI starts.
+- ``EXPLAINER_BROKER_URL=redis://…``: Redis broker and result backend; run workers with
+  ``celery -A workers worker -Q llm,index``.
+
+Queues: ``llm`` (explain, simulate and score) and ``index`` (embed and upsert into Chroma).
+With a Chroma *directory*, run exactly one worker process on ``index`` (a Chroma directory
+is not safe to share between processes); with a Chroma server, any number.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from explainer.config import Settings, load_settings
+
+
+def make_app(settings: Settings) -> Celery:
+    broker = settings.broker_url or "memory://"
+    backend = settings.result_backend or ("cache+memory://" if settings.embedded_broker else broker)
+    app = Celery("explainer", broker=broker, backend=backend, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_routes={
+            "explainer.explain": {"queue": "llm"},
+            "explainer.score": {"queue": "llm"},
+            "explainer.index": {"queue": "index"},
+        },
+        task_default_queue="llm",
+        result_expires=24 * 3600,
+        worker_redirect_stdouts=False,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"polling_interval": 0.01} if settings.embedded_broker else {"visibility_timeout": 4 * 3600},
+    )
+    return app
+
+
+app = make_app(load_settings())

@@ -1,0 +1,42 @@
+"""Thin Celery tasks: ids in, one library call, upserts out.
+
+Each task re-reads its state from the SQL store, so a message delivered twice does no harm.
+Transient LLM errors are retried with exponential backoff and jitter; on the last attempt
+the stage records the failure instead of raising.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from explainer import pipeline
+from explainer.config import load_settings
+from explainer.errors import TransientLLMError
+
+from .celery_app import app
+
+RETRY = dict(bind=True, autoretry_for=(TransientLLMError,), max_retries=3, retry_backoff=2,
+             retry_backoff_max=60, retry_jitter=True)
+
+
+@app.task(name="explainer.explain", **RETRY)
+def explain_task(self: Any, unit_id: str, options: dict[str, Any]) -> str:
+    final = self.request.retries >= self.max_retries
+    return pipeline.explain_stage(load_settings(), unit_id, pipeline.LabelOptions.from_payload(options), final)
+
+
+@app.task(name="explainer.score", bind=True)
+def score_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
+    return pipeline.score_stage(load_settings(), explanation_id, pipeline.LabelOptions.from_payload(options))
+
+
+@app.task(name="explainer.index", bind=True)
+def index_task(self: Any, explanation_id: str) -> str:
+    return pipeline.index_stage(load_settings(), explanation_id)
+
+
+def unit_chain(unit_id: str, options: dict[str, Any]) -> Any:
+    """explain → simulate/score → index for one unit."""
+    from celery import chain
+
+    return chain(explain_task.s(unit_id, options), score_task.s(options), index_task.s())
