@@ -78,21 +78,59 @@ def load_model(name_or_path: str, device: str = "cpu") -> LoadedModel:
         return _cache[key]
 
 
+def _gguf_cache_dir(source: ModelSource) -> Path:
+    """Where the dequantised float32 copy of a GGUF model is kept (keyed by file size and mtime)."""
+    gguf = source.directory / (source.gguf_file or "")
+    st = gguf.stat()
+    root = Path(os.environ.get("EXPLAINER_MODEL_CACHE") or Path.home() / ".cache" / "activation-explainer")
+    return root / f"{source.name}-{st.st_size}-{int(st.st_mtime)}"
+
+
 def _load(source: ModelSource, device: str) -> LoadedModel:
+    """Load a model; a GGUF is dequantised once and cached as safetensors (about 10x faster next time)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()
-    kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    log.info("loading %s from %s", source.name, source.directory)
+    directory, kwargs = source.directory, ({"gguf_file": source.gguf_file} if source.gguf_file else {})
+    cache = _gguf_cache_dir(source) if source.gguf_file else None
+    if cache is not None and (cache / "config.json").is_file():
+        directory, kwargs = cache, {}
+    log.info("loading %s from %s", source.name, directory)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.directory, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.directory, dtype=torch.float32, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
     except Exception as exc:  # transformers raises many types; translate at the boundary
-        raise ModelLoadError(f"cannot load model {source.name!r} from {source.directory}: {exc}") from exc
+        raise ModelLoadError(f"cannot load model {source.name!r} from {directory}: {exc}") from exc
+    if cache is not None and directory != cache:
+        _write_cache(model, tokenizer, cache)
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(source.name, model, tokenizer, device)
+
+
+def _write_cache(model: Any, tokenizer: Any, cache: Path) -> None:
+    """Save atomically (temp dir + rename) so a crash never leaves a half-written cache."""
+    import shutil
+    import tempfile
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
+        import json
+
+        from safetensors.torch import save_model
+
+        config = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(cache)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("could not cache the dequantised model in %s: %s", cache, exc)

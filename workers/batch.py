@@ -26,9 +26,10 @@ def label_units(settings: Settings, unit_ids: list[str], opts: LabelOptions, pro
                 timeout_s: float | None = None) -> BatchResult:
     from tqdm.auto import tqdm
 
-    from .celery_app import app
+    from .celery_app import configure
     from .tasks import unit_chain
 
+    app = configure(settings)
     if settings.embedded_broker:
         from .embedded import start_embedded_worker
 

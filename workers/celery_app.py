@@ -16,11 +16,12 @@ from celery import Celery
 from explainer.config import Settings, load_settings
 
 
-def make_app(settings: Settings) -> Celery:
+def celery_config(settings: Settings) -> dict:
     broker = settings.broker_url or "memory://"
     backend = settings.result_backend or ("cache+memory://" if settings.embedded_broker else broker)
-    app = Celery("explainer", broker=broker, backend=backend, include=["workers.tasks"])
-    app.conf.update(
+    return dict(
+        broker_url=broker,
+        result_backend=backend,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -34,12 +35,19 @@ def make_app(settings: Settings) -> Celery:
         },
         task_default_queue="llm",
         result_expires=24 * 3600,
+        result_extended=True,
         worker_redirect_stdouts=False,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"polling_interval": 0.01} if settings.embedded_broker else {"visibility_timeout": 4 * 3600},
     )
+
+
+app = Celery("explainer", include=["workers.tasks"])
+app.conf.update(celery_config(load_settings()))
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app at ``settings``' broker before the first task is sent from this process."""
+    app.conf.update(celery_config(settings))
     return app
-
-
-app = make_app(load_settings())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from typing import Any
 
 _started: dict[int, Any] = {}
@@ -22,11 +23,15 @@ def start_embedded_worker(app: Any, concurrency: int = 1, queues: tuple[str, ...
             return _started[id(app)]
         ready = threading.Event()
         from celery import signals
+        from celery.exceptions import SecurityWarning
 
         def _on_ready(sender: Any = None, **_: Any) -> None:
             ready.set()
 
         signals.worker_ready.connect(_on_ready, weak=False)
+        # The in-process worker accepts JSON only; Celery's warning about running as root
+        # concerns pickle and a worker reachable by others, neither of which applies here.
+        warnings.filterwarnings("ignore", category=SecurityWarning)
         worker = app.Worker(pool="threads", concurrency=concurrency, queues=list(queues), loglevel="WARNING",
                             without_heartbeat=True, without_mingle=True, without_gossip=True, quiet=True)
         thread = threading.Thread(target=worker.start, name="embedded-celery-worker", daemon=True)

@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random LLaMA with the real SmolLM2 tokenizer, and isolated settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import random
+
+    import torch
+
+    random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The SmolLM2 tokenizer read from the packaged GGUF (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    from explainer.models import resolve_model
+
+    src = resolve_model("smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(src.directory, gguf_file=src.gguf_file)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smol_tokenizer):
+    """A randomly initialised 4-layer LLaMA (hidden 64, MLP 128) as a LoadedModel."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from explainer.models import LoadedModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    model = LlamaForCausalLM(cfg).eval()
+    return LoadedModel("tiny-llama", model, smol_tokenizer, "cpu")
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    """Settings for an isolated embedded deployment under tmp_path."""
+    from explainer.config import load_settings
+
+    for key in list(os.environ):
+        if key.startswith("EXPLAINER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("EXPLAINER_DATA_DIR", str(tmp_path / "data"))
+    return load_settings()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    if not _port_open(6379):
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (this machine kind starts it; see the README)")
+    return "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    if not _port_open(5432):
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (this machine kind starts it; see the README)")
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -1,0 +1,174 @@
+"""compose.yaml: the distributed deployment.
+
+Checks that it matches the code (Celery queues, configuration keys), that it is valid against
+the official Compose specification JSON schema, and, where a Docker Compose CLI is installed,
+that ``docker compose config`` accepts it (this parses locally; no Docker engine is needed).
+
+``tests/data/compose-spec.json`` is the ``schema/compose-spec.json`` of the compose-spec project
+(https://github.com/compose-spec/compose-spec, Apache-2.0, see ``compose-spec.LICENSE`` beside
+it) as vendored in the PyPI package ``check-jsonschema`` 0.39.0
+(``check_jsonschema/builtin_schemas/vendor/compose-spec.json``, sha256 d549057e…e64).
+To refresh it: ``pip download --no-deps check-jsonschema`` and copy that file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "compose.yaml"
+SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+CONFIG_SRC = ROOT / "explainer" / "config.py"
+
+SERVICES = {"redis", "postgres", "chroma", "vllm", "llm-worker", "index-worker", "flower"}
+PROJECT_SERVICES = {"llm-worker", "index-worker", "flower"}
+ENV_KEYS = {
+    "EXPLAINER_BROKER_URL", "EXPLAINER_RESULT_BACKEND", "EXPLAINER_DATABASE_URL", "EXPLAINER_CHROMA_URL",
+    "EXPLAINER_LLM_BASE_URL", "EXPLAINER_LLM_MODEL", "EXPLAINER_LLM_API_KEY", "EXPLAINER_DEVICE", "HF_HUB_OFFLINE",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _argv(command) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def _queues(argv: list[str]) -> list[str]:
+    for i, arg in enumerate(argv):
+        if arg in ("-Q", "--queues") and i + 1 < len(argv):
+            return argv[i + 1].split(",")
+        if arg.startswith("--queues="):
+            return arg.split("=", 1)[1].split(",")
+        if arg.startswith("-Q") and len(arg) > 2:
+            return arg[2:].split(",")
+    return []
+
+
+def test_services_present(compose):
+    assert SERVICES <= set(compose["services"])
+
+
+def test_celery_queues_are_routed(compose):
+    from workers.celery_app import app
+
+    routed = {route["queue"] for route in app.conf.task_routes.values()}
+    consumed: set[str] = set()
+    celery_services = []
+    for name, svc in compose["services"].items():
+        argv = _argv(svc.get("command", []))
+        if argv[:3] != ["celery", "-A", "workers"]:
+            continue
+        celery_services.append(name)
+        if argv[3:4] == ["worker"]:
+            queues = _queues(argv)
+            assert queues, f"{name}: a worker must name its queues with -Q"
+            unknown = set(queues) - routed
+            assert not unknown, f"{name}: queues {sorted(unknown)} are not in task_routes {sorted(routed)}"
+            consumed.update(queues)
+    assert set(celery_services) >= PROJECT_SERVICES
+    assert consumed == routed, f"every routed queue needs a worker: routed {sorted(routed)}, consumed {sorted(consumed)}"
+    assert _queues(_argv(compose["services"]["llm-worker"]["command"])) == ["llm"]
+    assert _queues(_argv(compose["services"]["index-worker"]["command"])) == ["index"]
+
+
+def test_explainer_variables_are_config_keys(compose):
+    source = CONFIG_SRC.read_text()
+    names = set(re.findall(r"\bEXPLAINER_[A-Z0-9_]+\b", COMPOSE.read_text()))
+    assert names, "compose.yaml sets no EXPLAINER_* variable"
+    unknown = sorted(n for n in names if f'"{n}"' not in source)
+    assert not unknown, f"not read by explainer/config.py: {unknown}"
+
+
+def test_shared_environment(compose):
+    env = compose["x-explainer-env"]
+    assert set(env) == ENV_KEYS
+    assert env["EXPLAINER_BROKER_URL"].startswith("redis://redis:")
+    assert env["EXPLAINER_DATABASE_URL"].startswith("postgresql+psycopg://")
+    for name in PROJECT_SERVICES:
+        assert compose["services"][name]["environment"] == env, name
+
+
+def test_profiles_and_gpu(compose):
+    services = compose["services"]
+    assert services["vllm"]["profiles"] == ["gpu"]
+    devices = services["vllm"]["deploy"]["resources"]["reservations"]["devices"]
+    assert {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]} in devices
+    # Everything else starts with a plain `docker compose up -d`.
+    assert [n for n, s in services.items() if s.get("profiles") and n != "vllm"] == []
+
+
+def test_workers_wait_for_healthy_backends(compose):
+    services = compose["services"]
+    for name in ("llm-worker", "index-worker"):
+        deps = services[name]["depends_on"]
+        for dep in ("redis", "postgres", "chroma"):
+            assert deps[dep]["condition"] == "service_healthy", (name, dep)
+            assert "healthcheck" in services[dep], dep
+        for dep, spec in deps.items():
+            # A dependency on a profiled service must not be required, or the CPU deployment fails.
+            if services[dep].get("profiles"):
+                assert spec.get("required") is False, (name, dep)
+    for name in PROJECT_SERVICES:
+        assert services[name]["build"] == "." and services[name]["image"] == services["llm-worker"]["image"]
+
+
+def _validator():
+    schema = json.loads(SCHEMA.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def test_valid_against_compose_spec_schema(compose):
+    errors = sorted(_validator().iter_errors(compose), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+def test_schema_rejects_a_broken_file(compose):
+    """The schema is strict enough to matter: unknown keys and wrong types are errors."""
+    validator = _validator()
+    broken = copy.deepcopy(compose)
+    broken["services"]["redis"]["healthcheck"]["retires"] = 3
+    assert not validator.is_valid(broken)
+    broken = copy.deepcopy(compose)
+    broken["services"]["vllm"]["profiles"] = "gpu"
+    assert not validator.is_valid(broken)
+
+
+def _compose_cli() -> list[str]:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("the `docker` binary is not installed")
+    if subprocess.run([docker, "compose", "version"], capture_output=True, timeout=60).returncode == 0:
+        return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    if standalone and subprocess.run([standalone, "version"], capture_output=True, text=True,
+                                     timeout=60).stdout.find("v2.") >= 0:
+        return [standalone]
+    pytest.skip("`docker` is installed without the Compose plugin (docker compose) or a v2 docker-compose")
+
+
+@pytest.mark.parametrize("profile", [None, "gpu"])
+def test_docker_compose_config(profile):
+    cli = _compose_cli()
+    args = [*cli, "-f", str(COMPOSE)] + (["--profile", profile] if profile else []) + ["config", "--services"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPLAINER_", "COMPOSE_", "POSTGRES_"))}
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    expected = SERVICES if profile else SERVICES - {"vllm"}
+    assert set(proc.stdout.split()) == expected
