@@ -106,7 +106,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     else:
         unit_ids = get_store(settings).labeled_unit_ids()
     entries = unit_entries(settings, unit_ids) if unit_ids else []
-    out = Path(args.output)
+    out = Path(args.output) if args.output else settings.data_dir / f"report.{args.format}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "html":
         rep.write_html(entries, out, generated_by="explainer report")
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--query", default=None, help="the units a search returns")
     p.add_argument("--limit", type=int, default=20, help="hits taken from --query")
     p.add_argument("--format", choices=["html", "md", "json"], default="html")
-    p.add_argument("-o", "--output", default="data/report.html")
+    p.add_argument("-o", "--output", default=None, help="output file (default: $EXPLAINER_DATA_DIR/report.FORMAT)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
     return parser

@@ -1,0 +1,254 @@
+"""The explainer LLM over HTTP: a scripted OpenAI-compatible server, error mapping, and explain_stage."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from explainer import pipeline
+from explainer.errors import PermanentLLMError, TransientLLMError
+from explainer.llm import ChatAnswer, LLMConfig, invoke_chat, make_chat_model
+from explainer.pipeline import LabelOptions
+from explainer.records import UnitRecord, UnitStats, Window
+from explainer.runtime import get_store
+
+
+class FakeOpenAI:
+    """POST /v1/chat/completions answers with the next scripted response.
+
+    Responses: ``("answer", text)``, ``("status", code)``, ``("raw", bytes)``, ``("sleep", seconds, text)``.
+    An unscripted request gets HTTP 418, which the tests would notice.
+    """
+
+    def __init__(self):
+        self.script: list[tuple] = []
+        self.requests: list[dict] = []
+        self.paths: list[str] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with fake._lock:
+                    fake.paths.append(self.path)
+                    fake.requests.append(json.loads(body))
+                    step = fake.script.pop(0) if fake.script else ("status", 418)
+                try:
+                    fake._respond(self, step)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    @staticmethod
+    def completion(text: str, prompt_tokens: int = 321, completion_tokens: int = 7) -> bytes:
+        return json.dumps({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 1700000000, "model": "fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }).encode()
+
+    def _respond(self, h: BaseHTTPRequestHandler, step: tuple) -> None:
+        kind = step[0]
+        if kind == "sleep":
+            time.sleep(step[1])
+            kind, step = "answer", ("answer", step[2])
+        if kind == "answer":
+            code, body = 200, self.completion(step[1])
+        elif kind == "raw":
+            code, body = 200, step[1]
+        else:
+            code = step[1]
+            body = json.dumps({"error": {"message": f"scripted HTTP {code}", "type": "test", "code": None}}).encode()
+        h.send_response(code)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server():
+    s = FakeOpenAI()
+    yield s
+    s.close()
+
+
+MESSAGES = [("system", "You explain neurons."), ("user", "What does it fire on?")]
+
+
+def _chat(server, timeout_s=5.0):
+    return make_chat_model(LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=timeout_s))
+
+
+# -- invoke_chat over HTTP ----------------------------------------------------------------
+
+def test_good_answer_returns_text_and_token_counts(server):
+    server.script = [("answer", "the word foo")]
+    answer = invoke_chat(_chat(server), MESSAGES)
+    assert answer == ChatAnswer("the word foo", 321, 7)
+    assert server.paths == ["/v1/chat/completions"]
+    req = server.requests[0]
+    assert req["model"] == "fake"
+    assert req["messages"] == [{"role": "system", "content": "You explain neurons."},
+                               {"role": "user", "content": "What does it fire on?"}]
+    assert req["temperature"] == 0.0
+    assert req["max_tokens"] == 48
+
+
+@pytest.mark.parametrize("code", [429, 500, 502, 503])
+def test_rate_limit_and_server_errors_are_transient(server, code):
+    server.script = [("status", code)]
+    with pytest.raises(TransientLLMError):
+        invoke_chat(_chat(server), MESSAGES)
+    assert len(server.requests) == 1  # max_retries=0: the client itself does not retry
+
+
+@pytest.mark.parametrize("code", [400, 401, 403, 404])
+def test_client_errors_are_permanent(server, code):
+    server.script = [("status", code)]
+    with pytest.raises(PermanentLLMError, match=f"HTTP {code}"):
+        invoke_chat(_chat(server), MESSAGES)
+    assert len(server.requests) == 1
+
+
+def test_garbage_body_is_a_permanent_error(server):
+    server.script = [("raw", b"<html>not json</html>")]
+    with pytest.raises(PermanentLLMError):
+        invoke_chat(_chat(server), MESSAGES)
+
+
+def test_slow_server_times_out_as_transient(server):
+    server.script = [("sleep", 1.5, "too late")]
+    start = time.monotonic()
+    with pytest.raises(TransientLLMError, match="(?i)timed? ?out"):
+        invoke_chat(_chat(server, timeout_s=0.5), MESSAGES)
+    assert time.monotonic() - start < 1.4
+
+
+def test_unreachable_server_is_transient():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chat = make_chat_model(LLMConfig(model="fake", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout_s=2))
+    with pytest.raises(TransientLLMError):
+        invoke_chat(chat, MESSAGES)
+
+
+# -- explain_stage against the server -----------------------------------------------------
+
+UNIT = "tiny/layers.1.mlp/3"
+RECORD = UnitRecord(
+    UNIT, "tiny", "layers.1.mlp", 3, UnitStats(max=4.0, mean=0.1, std=0.2, density=0.1, n_tokens=100),
+    (Window("top-0", "top", "explain", "code:a.py", "code", ("def", " foo", "("), (0.0, 4.0, 1.0)),
+     Window("top-1", "top", "heldout", "code:b.py", "code", ("def", " bar"), (0.0, 3.0)),
+     Window("top-2", "top", "explain", "docs:c.md", "docs", ("call", " foo", "()"), (0.0, 3.5, 0.0)),
+     Window("random-0", "random", "heldout", "docs:d.md", "docs", ("hello",), (0.0,))),
+)
+
+
+@pytest.fixture
+def stored(settings):
+    store = get_store(settings)
+    store.start_collection("c1", "tiny", "layers.1.mlp", "test", "0" * 64, {"window": 16})
+    store.finish_collection("c1", [RECORD], 100)
+    return settings, store
+
+
+def _opts(server, **kw):
+    return LabelOptions(explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5), **kw)
+
+
+def test_explain_stage_records_a_garbage_answer_as_failed(stored, server):
+    settings, store = stored
+    server.script = [("answer", "!!!")]
+    eid = pipeline.explain_stage(settings, UNIT, _opts(server))
+    row = store.get_explanation(eid)
+    assert row["status"] == "failed"
+    assert row["text"] is None
+    assert row["error"].startswith("ParseError:") and "no words" in row["error"]
+    assert (row["unit_id"], row["explainer_model"], row["prompt_name"]) == (UNIT, "fake", "explain")
+    assert row["settings"]["base_url"] == server.base_url
+    assert not any("key" in k.lower() for k in row["settings"])
+    assert len(server.requests) == 1
+    # without retry_failed the failure stands and the server is not asked again
+    assert pipeline.explain_stage(settings, UNIT, _opts(server)) == eid
+    assert len(server.requests) == 1
+
+
+def test_explain_stage_retries_a_failure_and_then_keeps_the_ok_row(stored, server):
+    settings, store = stored
+    server.script = [("answer", "!!!"), ("answer", "Explanation: the identifier foo.")]
+    eid = pipeline.explain_stage(settings, UNIT, _opts(server))
+    assert store.get_explanation(eid)["status"] == "failed"
+    assert pipeline.explain_stage(settings, UNIT, _opts(server, retry_failed=True)) == eid
+    row = store.get_explanation(eid)
+    assert (row["status"], row["text"], row["error"]) == ("ok", "the identifier foo", None)
+    assert row["window_ids"] == ["top-0", "top-2"]
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (321, 7)
+    assert store.count_rows()["explanations"] == 1
+    assert len(server.requests) == 2
+    # the prompt shows only the explain windows, after the system prompt and three few-shot examples
+    msgs = server.requests[1]["messages"]
+    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * 3 + ["user"]
+    assert "[[foo]]" in msgs[-1]["content"] and "bar" not in msgs[-1]["content"]
+    # an ok row is final, even with retry_failed
+    assert pipeline.explain_stage(settings, UNIT, _opts(server, retry_failed=True)) == eid
+    assert pipeline.explain_stage(settings, UNIT, _opts(server)) == eid
+    assert len(server.requests) == 2
+
+
+def test_explain_stage_raises_transient_errors_before_the_final_attempt(stored, server):
+    settings, store = stored
+    server.script = [("status", 500)]
+    with pytest.raises(TransientLLMError):
+        pipeline.explain_stage(settings, UNIT, _opts(server), final_attempt=False)
+    assert store.count_rows()["explanations"] == 0
+    assert len(server.requests) == 1
+
+
+def test_explain_stage_records_transient_errors_on_the_final_attempt(stored, server):
+    settings, store = stored
+    server.script = [("status", 500)]
+    eid = pipeline.explain_stage(settings, UNIT, _opts(server), final_attempt=True)
+    row = store.get_explanation(eid)
+    assert row["status"] == "failed" and row["text"] is None
+    assert row["error"].startswith("gave up after retries:")
+    assert "500" in row["error"]
+
+
+def test_explain_stage_records_permanent_errors_even_before_the_final_attempt(stored, server):
+    settings, store = stored
+    server.script = [("status", 401)]
+    eid = pipeline.explain_stage(settings, UNIT, _opts(server), final_attempt=False)
+    row = store.get_explanation(eid)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("PermanentLLMError: HTTP 401")
+
+
+def test_explain_stage_unknown_unit(stored, server):
+    from explainer.errors import UnknownUnitError
+
+    settings, _ = stored
+    with pytest.raises(UnknownUnitError, match="tiny/layers.1.mlp/77"):
+        pipeline.explain_stage(settings, "tiny/layers.1.mlp/77", _opts(server))
+    assert server.requests == []
