@@ -63,10 +63,10 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     llm = LLMConfig(model=args.explainer_model or settings.llm_model, base_url=base_url,
                     timeout_s=settings.llm_timeout_s, device=settings.device)
     opts = LabelOptions(explainer=llm, retry_failed=args.retry_failed)
-    result = label_units(settings, unit_ids, opts, progress=not args.json)
+    result = label_units(settings, cid, unit_ids, opts, progress=not args.json)
     from .views import entry_summary, unit_entries
 
-    units = [entry_summary(e) for e in unit_entries(settings, unit_ids)]
+    units = [entry_summary(e) for e in unit_entries(settings, unit_ids, cid)]
     for u in units:
         u.pop("top_example", None)
     counts = {k: sum(1 for u in units if u["status"] == k) for k in ("ok", "failed", "pending")}

@@ -63,7 +63,18 @@ def build_messages(template: PromptTemplate, record: UnitRecord, max_windows: in
     return messages, tuple(w.window_id for w in shown)
 
 
-_PREFIX = re.compile(r"^(?:explanation|answer|this neuron|the neuron|neuron)\s*(?:fires on|fires for|responds to|detects|is)?\s*[:\-]?\s*", re.I)
+_PREFIX = re.compile(r"^(?:explanation|answer|this neuron|the neuron|neuron)\b\s*"
+                     r"(?:(?:fires on|fires for|responds to|detects|is)\b)?\s*[:\-]?\s*", re.I)
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]])(?<!\be\.g)(?<!\bi\.e)\.\s")
+
+
+def _unwrap(text: str) -> str:
+    """Remove one pair of quotes or emphasis marks that encloses the whole text, and only then."""
+    for q in ("**", "*", "`", '"', "'"):
+        inner = text[len(q):-len(q)]
+        if len(text) > 2 * len(q) and text.startswith(q) and text.endswith(q) and q not in inner:
+            return inner.strip()
+    return text
 
 
 def parse_explanation(raw: str) -> str:
@@ -71,8 +82,8 @@ def parse_explanation(raw: str) -> str:
     lines = [ln.strip() for ln in raw.strip().splitlines() if ln.strip()]
     if not lines:
         raise ParseError("the explainer returned an empty answer")
-    text = _PREFIX.sub("", lines[0]).strip().strip("\"'`*").strip()
-    text = re.split(r"(?<=[a-z0-9)\]])\.\s", text, maxsplit=1)[0].rstrip(".").strip()
+    text = _unwrap(_PREFIX.sub("", lines[0]).strip())
+    text = _unwrap(_SENTENCE_END.split(text, maxsplit=1)[0].rstrip(".").strip())
     if not re.search(r"[A-Za-z]{2,}", text):
         raise ParseError(f"the explainer's answer has no words: {raw[:80]!r}")
     if len(text) > MAX_EXPLANATION_CHARS:

@@ -90,27 +90,29 @@ def select_units(settings: Settings, collection_id: str, n: int) -> list[str]:
 
 # -- explain ------------------------------------------------------------------------------
 
-def explanation_key(unit_id: str, opts: LabelOptions) -> tuple[str, Any]:
+def explanation_key(collection_id: str, unit_id: str, opts: LabelOptions) -> tuple[str, Any]:
     from store.sql import key_id
 
     template = load_template(opts.explain_prompt)
-    return key_id(unit_id, opts.explainer.model, template.sha256), template
+    return key_id(unit_id, collection_id, opts.explainer.model, template.sha256), template
 
 
-def explain_stage(settings: Settings, unit_id: str, opts: LabelOptions, final_attempt: bool = True) -> str:
-    """Explain one unit; returns the explanation id (the row may hold a failure)."""
+def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: LabelOptions,
+                  final_attempt: bool = True) -> str:
+    """Explain one unit from its record in ``collection_id``; returns the explanation id
+    (the row may hold a failure)."""
     store = get_store(settings)
-    eid, template = explanation_key(unit_id, opts)
+    eid, template = explanation_key(collection_id, unit_id, opts)
     existing = store.get_explanation(eid)
     if existing and (existing["status"] == "ok" or not opts.retry_failed):
         return eid
-    record = store.get_record(unit_id)
+    record = store.get_record(unit_id, collection_id)
     if record is None:
         from .errors import UnknownUnitError
 
         raise UnknownUnitError([unit_id])
     chat = make_chat_model(opts.explainer, settings.llm_api_key)
-    common = dict(unit_id=unit_id, explainer_model=opts.explainer.model, prompt_name=template.name,
+    common = dict(unit_id=unit_id, collection_id=collection_id, explainer_model=opts.explainer.model, prompt_name=template.name,
                   prompt_version=template.version, prompt_hash=template.sha256,
                   settings={**opts.explainer.public(), **describe_settings(chat)})
     try:
@@ -138,7 +140,7 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions) -> 
     existing = store.get_score(explanation_id, sim.method)
     if existing and (existing["status"] == "ok" or not opts.retry_failed):
         return explanation_id
-    record = store.get_record(expl["unit_id"])
+    record = store.get_record(expl["unit_id"], expl["collection_id"])
     windows = record.windows_for("heldout")
     common = dict(explanation_id=explanation_id, scorer=sim.method, heldout_ids=[w.window_id for w in windows])
     try:

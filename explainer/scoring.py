@@ -34,7 +34,8 @@ def pearson(x: list[float], y: list[float]) -> float:
     sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
     sxx = sum((a - mx) ** 2 for a in x)
     syy = sum((b - my) ** 2 for b in y)
-    if sxx <= 1e-12 or syy <= 1e-12:
+    # Constant series (up to rounding, relative to their magnitude) predict nothing.
+    if sxx <= 1e-12 * sum(a * a for a in x) or syy <= 1e-12 * sum(b * b for b in y) or sxx == 0 or syy == 0:
         return 0.0
     return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
 

@@ -10,15 +10,19 @@ from .report import ReportEntry, ReportScore
 from .runtime import get_store
 
 
-def unit_entries(settings: Settings, unit_ids: list[str]) -> list[ReportEntry]:
-    """One report entry per unit (its latest explanation and that explanation's scores)."""
+def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | None = None) -> list[ReportEntry]:
+    """One report entry per unit: its record (from ``collection_id``, else the latest
+    collection), the latest explanation written from that record, and its scores."""
     store = get_store(settings)
-    records = store.get_records(unit_ids)
-    missing = [u for u in unit_ids if u not in records]
+    found = store.get_records(unit_ids, collection_id)
+    missing = [u for u in unit_ids if u not in found]
     if missing:
         raise UnknownUnitError(missing)
+    records = {uid: rec for uid, (_, rec) in found.items()}
     expls: dict[str, dict[str, Any]] = {}
     for e in store.explanations_for(unit_ids):
+        if e["collection_id"] != found[e["unit_id"]][0]:
+            continue
         best = expls.get(e["unit_id"])
         if best is None or (e["status"] == "ok", e["created_at"]) >= (best["status"] == "ok", best["created_at"]):
             expls[e["unit_id"]] = e

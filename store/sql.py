@@ -4,9 +4,10 @@ Every write is an upsert keyed on what makes the row unique, so a task delivered
 does no harm:
 
 - ``collections``: one per (model, hookpoint, corpus fingerprint, collect config);
-- ``units``: one per unit id, with its record as a compressed blob;
-- ``explanations``: one per (unit, explainer model, prompt hash); failures are rows with
-  ``status='failed'`` and an ``error``, never a text;
+- ``units``: one per (collection, unit id), with its record as a compressed blob; the same
+  unit collected over two corpora has two records;
+- ``explanations``: one per (unit, collection, explainer model, prompt hash); failures are
+  rows with ``status='failed'`` and an ``error``, never a text;
 - ``scores``: one per (explanation, scorer).
 """
 
@@ -43,7 +44,8 @@ collections = Table(
 
 units = Table(
     "units", metadata,
-    Column("unit_id", String(300), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("unit_id", String(300), nullable=False, index=True),
     Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False, index=True),
     Column("model", String(200), nullable=False),
     Column("hookpoint", String(200), nullable=False),
@@ -51,12 +53,15 @@ units = Table(
     Column("live", Boolean, nullable=False),
     Column("max_act", Float), Column("mean_act", Float), Column("std_act", Float), Column("density", Float),
     Column("record", LargeBinary, nullable=False),
+    UniqueConstraint("collection_id", "unit_id", name="uq_unit_in_collection"),
 )
 
 explanations = Table(
     "explanations", metadata,
     Column("id", String(64), primary_key=True),
-    Column("unit_id", String(300), ForeignKey("units.unit_id"), nullable=False, index=True),
+    Column("unit_id", String(300), nullable=False, index=True),
+    Column("collection_id", String(64), nullable=False),
+    Column("unit_row", String(64), ForeignKey("units.id"), nullable=False, index=True),
     Column("explainer_model", String(200), nullable=False),
     Column("prompt_name", String(100), nullable=False),
     Column("prompt_version", String(32), nullable=False),
@@ -69,7 +74,7 @@ explanations = Table(
     Column("prompt_tokens", Integer), Column("completion_tokens", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("indexed_at", DateTime(timezone=True)),
-    UniqueConstraint("unit_id", "explainer_model", "prompt_hash", name="uq_explanation_key"),
+    UniqueConstraint("unit_id", "collection_id", "explainer_model", "prompt_hash", name="uq_explanation_key"),
 )
 
 scores = Table(
@@ -154,10 +159,10 @@ class SQLStore:
                                         status="running", error=None, created_at=now(), finished_at=None)], ["id"])
 
     def finish_collection(self, collection_id: str, records: Iterable[Any], n_tokens: int) -> None:
-        rows = [dict(unit_id=r.unit_id, collection_id=collection_id, model=r.model, hookpoint=r.hookpoint,
+        rows = [dict(id=key_id(collection_id, r.unit_id), unit_id=r.unit_id, collection_id=collection_id, model=r.model, hookpoint=r.hookpoint,
                      idx=r.index, live=bool(r.windows), max_act=r.stats.max, mean_act=r.stats.mean,
                      std_act=r.stats.std, density=r.stats.density, record=r.to_blob()) for r in records]
-        self._upsert(units, rows, ["unit_id"])
+        self._upsert(units, rows, ["id"])
         with self.engine.begin() as conn:
             conn.execute(update(collections).where(collections.c.id == collection_id).values(
                 status="done", n_tokens=n_tokens, n_units=len(rows), finished_at=now()))
@@ -176,26 +181,35 @@ class SQLStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
-    def get_records(self, unit_ids: list[str]) -> dict[str, Any]:
+    def get_records(self, unit_ids: list[str], collection_id: str | None = None) -> dict[str, tuple[str, Any]]:
+        """unit id → (collection id, record); without ``collection_id``, the latest finished collection."""
         from explainer.records import UnitRecord
 
+        q = (select(units.c.unit_id, units.c.collection_id, units.c.record)
+             .join(collections, collections.c.id == units.c.collection_id)
+             .where(units.c.unit_id.in_(unit_ids), collections.c.status == "done")
+             .order_by(collections.c.finished_at))
+        if collection_id is not None:
+            q = q.where(units.c.collection_id == collection_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(units.c.unit_id, units.c.record).where(units.c.unit_id.in_(unit_ids))).all()
-        return {uid: UnitRecord.from_blob(blob) for uid, blob in rows}
+            rows = conn.execute(q).all()
+        return {uid: (cid, UnitRecord.from_blob(blob)) for uid, cid, blob in rows}  # later rows win
 
-    def get_record(self, unit_id: str) -> Any | None:
-        return self.get_records([unit_id]).get(unit_id)
+    def get_record(self, unit_id: str, collection_id: str | None = None) -> Any | None:
+        found = self.get_records([unit_id], collection_id).get(unit_id)
+        return found[1] if found else None
 
     # -- explanations ---------------------------------------------------------------
-    def save_explanation(self, *, unit_id: str, explainer_model: str, prompt_name: str, prompt_version: str,
+    def save_explanation(self, *, unit_id: str, collection_id: str, explainer_model: str, prompt_name: str, prompt_version: str,
                          prompt_hash: str, status: str, text: str | None = None, error: str | None = None,
                          window_ids: list[str] | None = None, settings: dict[str, Any] | None = None,
                          prompt_tokens: int | None = None, completion_tokens: int | None = None) -> str:
         if status == "ok" and not (text and text.strip()):
             raise ValueError("an ok explanation needs a text")
-        eid = key_id(unit_id, explainer_model, prompt_hash)
+        eid = key_id(unit_id, collection_id, explainer_model, prompt_hash)
         self._upsert(explanations, [dict(
-            id=eid, unit_id=unit_id, explainer_model=explainer_model, prompt_name=prompt_name,
+            id=eid, unit_id=unit_id, collection_id=collection_id, unit_row=key_id(collection_id, unit_id),
+            explainer_model=explainer_model, prompt_name=prompt_name,
             prompt_version=prompt_version, prompt_hash=prompt_hash, status=status,
             text=text if status == "ok" else None, error=error, window_ids=json.dumps(window_ids or []),
             settings=json.dumps(settings or {}, sort_keys=True), prompt_tokens=prompt_tokens,
@@ -207,10 +221,12 @@ class SQLStore:
             row = conn.execute(select(explanations).where(explanations.c.id == explanation_id)).mappings().first()
         return _decode_json(dict(row), "window_ids", "settings") if row else None
 
-    def explanations_for(self, unit_ids: list[str]) -> list[dict[str, Any]]:
+    def explanations_for(self, unit_ids: list[str], collection_id: str | None = None) -> list[dict[str, Any]]:
+        q = select(explanations).where(explanations.c.unit_id.in_(unit_ids))
+        if collection_id is not None:
+            q = q.where(explanations.c.collection_id == collection_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(explanations).where(explanations.c.unit_id.in_(unit_ids))
-                                .order_by(explanations.c.unit_id, explanations.c.created_at)).mappings().all()
+            rows = conn.execute(q.order_by(explanations.c.unit_id, explanations.c.created_at)).mappings().all()
         return [_decode_json(dict(r), "window_ids", "settings") for r in rows]
 
     def labeled_unit_ids(self) -> list[str]:

@@ -137,9 +137,10 @@ def test_garbage_body_is_a_permanent_error(server):
 
 def test_slow_server_times_out_as_transient(server):
     server.script = [("sleep", 1.5, "too late")]
+    chat = _chat(server, timeout_s=0.5)
     start = time.monotonic()
     with pytest.raises(TransientLLMError, match="(?i)timed? ?out"):
-        invoke_chat(_chat(server, timeout_s=0.5), MESSAGES)
+        invoke_chat(chat, MESSAGES)
     assert time.monotonic() - start < 1.4
 
 
@@ -181,7 +182,7 @@ def _opts(server, **kw):
 def test_explain_stage_records_a_garbage_answer_as_failed(stored, server):
     settings, store = stored
     server.script = [("answer", "!!!")]
-    eid = pipeline.explain_stage(settings, UNIT, _opts(server))
+    eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server))
     row = store.get_explanation(eid)
     assert row["status"] == "failed"
     assert row["text"] is None
@@ -191,16 +192,16 @@ def test_explain_stage_records_a_garbage_answer_as_failed(stored, server):
     assert not any("key" in k.lower() for k in row["settings"])
     assert len(server.requests) == 1
     # without retry_failed the failure stands and the server is not asked again
-    assert pipeline.explain_stage(settings, UNIT, _opts(server)) == eid
+    assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server)) == eid
     assert len(server.requests) == 1
 
 
 def test_explain_stage_retries_a_failure_and_then_keeps_the_ok_row(stored, server):
     settings, store = stored
     server.script = [("answer", "!!!"), ("answer", "Explanation: the identifier foo.")]
-    eid = pipeline.explain_stage(settings, UNIT, _opts(server))
+    eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server))
     assert store.get_explanation(eid)["status"] == "failed"
-    assert pipeline.explain_stage(settings, UNIT, _opts(server, retry_failed=True)) == eid
+    assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server, retry_failed=True)) == eid
     row = store.get_explanation(eid)
     assert (row["status"], row["text"], row["error"]) == ("ok", "the identifier foo", None)
     assert row["window_ids"] == ["top-0", "top-2"]
@@ -212,8 +213,8 @@ def test_explain_stage_retries_a_failure_and_then_keeps_the_ok_row(stored, serve
     assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * 3 + ["user"]
     assert "[[foo]]" in msgs[-1]["content"] and "bar" not in msgs[-1]["content"]
     # an ok row is final, even with retry_failed
-    assert pipeline.explain_stage(settings, UNIT, _opts(server, retry_failed=True)) == eid
-    assert pipeline.explain_stage(settings, UNIT, _opts(server)) == eid
+    assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server, retry_failed=True)) == eid
+    assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server)) == eid
     assert len(server.requests) == 2
 
 
@@ -221,7 +222,7 @@ def test_explain_stage_raises_transient_errors_before_the_final_attempt(stored, 
     settings, store = stored
     server.script = [("status", 500)]
     with pytest.raises(TransientLLMError):
-        pipeline.explain_stage(settings, UNIT, _opts(server), final_attempt=False)
+        pipeline.explain_stage(settings, "c1", UNIT, _opts(server), final_attempt=False)
     assert store.count_rows()["explanations"] == 0
     assert len(server.requests) == 1
 
@@ -229,7 +230,7 @@ def test_explain_stage_raises_transient_errors_before_the_final_attempt(stored, 
 def test_explain_stage_records_transient_errors_on_the_final_attempt(stored, server):
     settings, store = stored
     server.script = [("status", 500)]
-    eid = pipeline.explain_stage(settings, UNIT, _opts(server), final_attempt=True)
+    eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server), final_attempt=True)
     row = store.get_explanation(eid)
     assert row["status"] == "failed" and row["text"] is None
     assert row["error"].startswith("gave up after retries:")
@@ -239,7 +240,7 @@ def test_explain_stage_records_transient_errors_on_the_final_attempt(stored, ser
 def test_explain_stage_records_permanent_errors_even_before_the_final_attempt(stored, server):
     settings, store = stored
     server.script = [("status", 401)]
-    eid = pipeline.explain_stage(settings, UNIT, _opts(server), final_attempt=False)
+    eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server), final_attempt=False)
     row = store.get_explanation(eid)
     assert row["status"] == "failed"
     assert row["error"].startswith("PermanentLLMError: HTTP 401")
@@ -250,5 +251,5 @@ def test_explain_stage_unknown_unit(stored, server):
 
     settings, _ = stored
     with pytest.raises(UnknownUnitError, match="tiny/layers.1.mlp/77"):
-        pipeline.explain_stage(settings, "tiny/layers.1.mlp/77", _opts(server))
+        pipeline.explain_stage(settings, "c1", "tiny/layers.1.mlp/77", _opts(server))
     assert server.requests == []

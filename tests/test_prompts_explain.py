@@ -193,17 +193,16 @@ def test_format_window_lists_at_most_six_tokens_and_truncates_around_the_first_m
     ("The neuron fires on: commas in lists", "commas in lists"),
     ("This neuron detects dates. It also fires on times.", "dates"),
     ("Answer: **numbers**", "numbers"),
-    ('the word "if" or "elif".', 'the word "if" or "elif"'),  # the final period protects the closing quote
+    ('the word "if" or "elif".', 'the word "if" or "elif"'),
+    ('the word "if"', 'the word "if"'),  # a closing quote that belongs to the phrase is kept
+    ('four-digit years like "2019"', 'four-digit years like "2019"'),
 ])
 def test_parse_explanation_good_answers(raw, expected):
     assert parse_explanation(raw) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="parse_explanation strips a closing quote that belongs to the phrase "
-                                       "(.strip('\"\\'`*') on the whole text)")
 @pytest.mark.parametrize("raw, expected", [
-    ('the word "if"', 'the word "if"'),
-    ('four-digit years like "2019"', 'four-digit years like "2019"'),
+    ('"if" or "elif"', '"if" or "elif"'),
     ("`import` statements", "`import` statements"),
 ])
 def test_parse_explanation_keeps_balanced_quotes(raw, expected):
@@ -214,13 +213,11 @@ def test_parse_explanation_strips_quotes_around_the_whole_answer():
     assert parse_explanation('"closing brackets"') == "closing brackets"
 
 
-@pytest.mark.xfail(strict=True, reason="the prefix regex has no word boundary: 'Answers…' loses 'Answer'")
 @pytest.mark.parametrize("raw", ["answers to quiz questions", "Explanations of code", "neurons and synapses"])
 def test_parse_explanation_prefix_needs_a_word_boundary(raw):
     assert parse_explanation(raw) == raw
 
 
-@pytest.mark.xfail(strict=True, reason="the sentence split cuts at the abbreviation 'e.g. '")
 def test_parse_explanation_keeps_eg_abbreviation():
     assert parse_explanation('Python keywords, e.g. "if" and "for"') == 'Python keywords, e.g. "if" and "for"'
 
@@ -270,9 +267,8 @@ def test_explain_unit_rejects_a_copied_few_shot_answer():
         explain_unit(RECORD, _fake('The word "if" or "elif" at the start of a condition'), template)
 
 
-@pytest.mark.xfail(strict=True, reason="parse_explanation drops the closing quote, so the copy of a few-shot "
-                                       "answer ending in a quote is not recognised")
-@pytest.mark.parametrize("answer", ['the word "without"', 'four-digit years like "2019"'])
+@pytest.mark.parametrize("answer", ['the word "without"', 'Four-digit years like "2019".',
+                                    'Explanation: the word "if" or "elif" at the start of a condition'])
 def test_explain_unit_rejects_every_few_shot_answer(answer):
     with pytest.raises(ParseError, match="copied a few-shot example"):
         explain_unit(RECORD, _fake(answer), load_template("explain"))

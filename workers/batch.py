@@ -22,7 +22,7 @@ class BatchResult:
     seconds: float
 
 
-def label_units(settings: Settings, unit_ids: list[str], opts: LabelOptions, progress: bool = True,
+def label_units(settings: Settings, collection_id: str, unit_ids: list[str], opts: LabelOptions, progress: bool = True,
                 timeout_s: float | None = None) -> BatchResult:
     from tqdm.auto import tqdm
 
@@ -36,7 +36,7 @@ def label_units(settings: Settings, unit_ids: list[str], opts: LabelOptions, pro
         start_embedded_worker(app)
     start = time.monotonic()
     payload = opts.to_payload()
-    pending: dict[str, Any] = {uid: unit_chain(uid, payload).apply_async() for uid in unit_ids}
+    pending: dict[str, Any] = {uid: unit_chain(collection_id, uid, payload).apply_async() for uid in unit_ids}
     errors: dict[str, str] = {}
     with tqdm(total=len(unit_ids), desc="label units", unit="unit", disable=not progress) as bar:
         while pending:

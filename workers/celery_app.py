@@ -17,7 +17,7 @@ from explainer.config import Settings, load_settings
 
 
 def celery_config(settings: Settings) -> dict:
-    broker = settings.broker_url or "memory://"
+    broker = settings.broker_url or "memory://localhost/"
     backend = settings.result_backend or ("cache+memory://" if settings.embedded_broker else broker)
     return dict(
         broker_url=broker,

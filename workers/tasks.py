@@ -20,9 +20,10 @@ RETRY = dict(bind=True, autoretry_for=(TransientLLMError,), max_retries=3, retry
 
 
 @app.task(name="explainer.explain", **RETRY)
-def explain_task(self: Any, unit_id: str, options: dict[str, Any]) -> str:
+def explain_task(self: Any, collection_id: str, unit_id: str, options: dict[str, Any]) -> str:
     final = self.request.retries >= self.max_retries
-    return pipeline.explain_stage(load_settings(), unit_id, pipeline.LabelOptions.from_payload(options), final)
+    opts = pipeline.LabelOptions.from_payload(options)
+    return pipeline.explain_stage(load_settings(), collection_id, unit_id, opts, final)
 
 
 @app.task(name="explainer.score", bind=True)
@@ -35,8 +36,8 @@ def index_task(self: Any, explanation_id: str) -> str:
     return pipeline.index_stage(load_settings(), explanation_id)
 
 
-def unit_chain(unit_id: str, options: dict[str, Any]) -> Any:
-    """explain → simulate/score → index for one unit."""
+def unit_chain(collection_id: str, unit_id: str, options: dict[str, Any]) -> Any:
+    """explain → simulate/score → index for one unit of a collection."""
     from celery import chain
 
-    return chain(explain_task.s(unit_id, options), score_task.s(options), index_task.s())
+    return chain(explain_task.s(collection_id, unit_id, options), score_task.s(options), index_task.s())
