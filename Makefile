@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean-data clean
+.PHONY: demo test install clean-data clean browser bench-search bench-collect bench-discrimination
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,28 @@ demo: $(STAMP)
 	$(VENV)/bin/explainer report -o data/report.html
 
 ## make test: the whole test suite (needs the local Redis and PostgreSQL of this machine kind)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+## make browser: Debian's chromium and chromium-driver for the web-page test (no-op when present)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; else \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
+
+## make bench-search: index 100,000 synthetic explanations, time filtered hybrid queries; JSON on the last line
+bench-search: $(STAMP)
+	$(PY) bench/bench_search.py
+
+## make bench-collect: collection vs the bare truncated forward pass (and forward + SAE encode) on
+## SmolLM2-135M, side by side on the same batches; layer 3 vs 29; JSON on the last line
+bench-collect: $(STAMP)
+	$(PY) bench/bench_collect.py
+
+## make bench-discrimination [CONCEPTS=FILE]: does each scorer rank a planted unit's true description
+## above the other concepts' descriptions? Writes explainer/scorer_discrimination.json; JSON on the last line
+bench-discrimination: $(STAMP)
+	$(PY) -m bench.bench_discrimination --write $(if $(CONCEPTS),--concepts $(CONCEPTS))
 
 clean-data:
 	rm -rf data

@@ -21,26 +21,44 @@ from .errors import ExplainerError, InputError
 def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="subject model: packaged short name, HF directory or .gguf (default: %(default)s)")
     p.add_argument("--layer", type=int, default=None, help="MLP neurons of this block (default 15); same as --hookpoint layers.L.mlp")
-    p.add_argument("--hookpoint", default=None, help="layers.L.mlp (MLP neurons) or layers.L (residual stream)")
+    p.add_argument("--hookpoint", default=None, help="layers.L.mlp (MLP neurons), layers.L (residual stream), layers.L.mlp_in, "
+                   "layers.L.mlp_out or layers.L.attn_out; with --sae, defaults to the SAE's own")
+    p.add_argument("--sae", default=None, help="SAE/transcoder folder written by SAELens (cfg.json + sae_weights.safetensors) or "
+                   "sparsify (cfg.json + sae.safetensors, or a folder of hookpoint folders): its features are the units")
+    p.add_argument("--directions", default=None, help="a .safetensors or .npy matrix of directions: the projections are the units")
     p.add_argument("--corpus", default=None, help="'default' (stdlib code, docstrings, licenses) or a .txt/.jsonl file or directory")
     p.add_argument("--max-tokens", type=int, default=CollectConfig.max_tokens, help="corpus tokens to read (default: %(default)s)")
     p.add_argument("--window", type=int, default=CollectConfig.window, help="tokens per window (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=CollectConfig.top_k, help="top windows kept per unit (default: %(default)s)")
+    p.add_argument("--context", type=int, default=CollectConfig.context, help="tokens per forward-pass sequence; windows are cut around the max (default: %(default)s)")
+    p.add_argument("--quantiles", type=int, default=CollectConfig.n_quantiles, help="activation strata with one window each, 0 for none (default: %(default)s)")
+    p.add_argument("--random", type=int, default=CollectConfig.n_random, help="random windows per unit, held out (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def _collect_config(args: argparse.Namespace) -> CollectConfig:
     if args.max_tokens <= 0 or args.window < 4 or args.top_k < 2:
         raise InputError("--max-tokens must be > 0, --window >= 4 and --top-k >= 2")
-    return CollectConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
+    if args.context < args.window or args.quantiles < 0 or args.random < 0:
+        raise InputError("--context must be >= --window, --quantiles and --random >= 0")
+    return CollectConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens, context=args.context,
+                         n_quantiles=args.quantiles, n_random=args.random)
+
+
+def _collect(settings: Settings, args: argparse.Namespace) -> str:
+    """Run (or reuse) the collection the collect/label arguments describe; returns its id."""
+    from .pipeline import collect_stage, normalize_hookpoint
+
+    own = (args.sae or args.directions) and args.layer is None and not args.hookpoint
+    hp = None if own else normalize_hookpoint(args.layer, args.hookpoint)
+    return collect_stage(settings, args.model, hp, args.corpus, _collect_config(args), progress=not args.json,
+                         sae=args.sae, directions=args.directions)
 
 
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from .pipeline import collect_stage, normalize_hookpoint
     from .runtime import get_store
 
-    hp = normalize_hookpoint(args.layer, args.hookpoint)
-    cid = collect_stage(settings, args.model, hp, args.corpus, _collect_config(args), progress=not args.json)
+    cid = _collect(settings, args)
     col = get_store(settings).get_collection(cid)
     live = len(get_store(settings).unit_rows(cid, live_only=True))
     return {"collection_id": cid, "model": col["model"], "hookpoint": col["hookpoint"], "corpus": col["corpus"],
@@ -51,18 +69,25 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from workers.batch import label_units
 
     from .llm import LLMConfig
-    from .pipeline import LabelOptions, collect_stage, normalize_hookpoint, select_units
+    from .pipeline import LabelOptions, select_units
     from .runtime import get_store
 
-    hp = normalize_hookpoint(args.layer, args.hookpoint)
-    cid = collect_stage(settings, args.model, hp, args.corpus, _collect_config(args), progress=not args.json)
+    cid = _collect(settings, args)
     unit_ids = args.unit_ids or select_units(settings, cid, args.units)
     if not unit_ids:
         raise InputError("no live units to label in this collection")
     base_url = args.explainer_base_url or settings.llm_base_url
     llm = LLMConfig(model=args.explainer_model or settings.llm_model, base_url=base_url,
                     timeout_s=settings.llm_timeout_s, device=settings.device)
-    opts = LabelOptions(explainer=llm, retry_failed=args.retry_failed)
+    if args.best_of < 1:
+        raise InputError("--best-of must be at least 1")
+    from .scorers import make_scorer
+
+    for name in (args.scorer or []) + ([args.cascade_scorer] if args.cascade_scorer else []):
+        make_scorer(name)  # unknown names fail here, before any work is queued
+    opts = LabelOptions(explainer=llm, retry_failed=args.retry_failed, best_of=args.best_of,
+                        baseline_candidate=not args.no_baseline, cascade_scorer=args.cascade_scorer,
+                        **({"scorers": tuple(dict.fromkeys(args.scorer))} if args.scorer else {}))
     result = label_units(settings, cid, unit_ids, opts, progress=not args.json)
     from .views import entry_summary, unit_entries
 
@@ -77,8 +102,38 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 def cmd_search(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
     from .search import SearchFilters, search
 
-    filters = SearchFilters(model=args.model, layer=args.layer, source=args.source, min_score=args.min_score)
-    return search(settings, args.query, filters, args.limit)
+    filters = SearchFilters(model=args.model, layer=args.layer, source=args.source, min_score=args.min_score,
+                            domain=args.domain)
+    return search(settings, args.query, filters, args.limit, args.offset)
+
+
+def cmd_reindex(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from .reindex import reindex
+
+    return reindex(settings)
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from .reindex import check
+
+    return check(settings)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    import uvicorn
+
+    from .api import create_app, load_api_config
+    from .errors import ConfigError
+
+    config = load_api_config()
+    if not config.configured:
+        raise ConfigError("no API keys configured: set EXPLAINER_API_READ_KEYS and/or EXPLAINER_API_WRITE_KEYS")
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)  # per request; requests run side by side
+    uvicorn.run(create_app(settings, config, warm_up=True), host=args.host, port=args.port, log_level="info")
+    return {"stopped": True}
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -133,17 +188,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explainer-model", default=None, help="explainer LLM (default: EXPLAINER_LLM_MODEL or the packaged SmolLM2)")
     p.add_argument("--explainer-base-url", default=None, help="OpenAI-compatible endpoint (default: EXPLAINER_LLM_BASE_URL; unset = in-process)")
     p.add_argument("--retry-failed", action="store_true", help="retry units whose explanation or score failed before")
+    p.add_argument("--scorer", action="append", default=None, metavar="NAME",
+                   help="scorer to store (repeatable; default: simulation-embedding, chosen by make bench-discrimination; "
+                        "also: simulation-logits)")
+    p.add_argument("--best-of", type=int, default=1, help="LLM answers per unit; the best by the cheap scorer is kept (default: 1)")
+    p.add_argument("--no-baseline", action="store_true", help="do not let the no-LLM baseline compete with the LLM's answers")
+    p.add_argument("--cascade-scorer", default=None, metavar="NAME",
+                   help="expensive scorer spent only on the 2 best candidates (e.g. simulation-logits)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("search", help="search explanations by description")
-    p.add_argument("query")
-    p.add_argument("--model", default=None)
-    p.add_argument("--layer", type=int, default=None)
-    p.add_argument("--source", default=None, choices=["mlp", "resid"])
-    p.add_argument("--min-score", type=float, default=None)
-    p.add_argument("--limit", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("query", help="what the unit does, in words (semantic and keyword ranking, fused)")
+    p.add_argument("--model", default=None, help="only units of this subject model")
+    p.add_argument("--layer", type=int, default=None, help="only units of this block")
+    p.add_argument("--source", default=None, choices=["mlp", "resid"], help="MLP neurons or residual stream")
+    p.add_argument("--min-score", type=float, default=None, help="only explanations scored at least this (-1..1)")
+    p.add_argument("--domain", default=None, help="only units whose top windows include this corpus domain")
+    p.add_argument("--limit", type=int, default=10, help="hits per page, at most 50 (default: %(default)s)")
+    p.add_argument("--offset", type=int, default=0, help="hits to skip (offset + limit <= 100)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("reindex", help="rebuild the search indexes (Chroma and keyword) from the SQL store")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("check", help="report differences between SQL and the search indexes (exit 1 if any)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("serve", help="serve the HTTP API and the search page (needs EXPLAINER_API_*_KEYS)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads for query embeddings (default: %(default)s; 0 = torch's default)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on exit")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("show", help="show one unit: statistics, explanation, scores, windows")
     p.add_argument("unit_id")
@@ -166,17 +246,29 @@ def _print_human(command: str, result: Any) -> None:
     if command == "search":
         if not result:
             print("no hits")
-        for i, h in enumerate(result, 1):
+        for h in result:
             s = h["score"]
             score = f"{s['value']:+.3f} [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]" if s else "unscored"
-            print(f"{i:2d}. {h['unit_id']}  sim={h['similarity']:.3f}  score={score}\n    {h['explanation']}")
+            sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
+            ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
+            print(f"{h['rank']:2d}. {h['unit_id']}  score={score}  sim={sim}  ({ranks})\n    {h['explanation']}")
             if h.get("top_example"):
                 print(f"    e.g. {h['top_example'][:160]}")
+    elif command == "check":
+        print("in sync" if result["in_sync"] else "OUT OF SYNC")
+        print(f"  sql explanations {result['sql_explanations']}, vector entries {result['vector_entries']}, "
+              f"keyword docs {result['keyword_docs']}")
+        for part in ("vector", "keyword"):
+            for kind, d in result[part].items():
+                if d["count"]:
+                    print(f"  {part} {kind}: {d['count']}  e.g. {', '.join(d['ids'][:5])}")
     elif command == "label":
         print(f"labeled {len(result['units'])} units: {result['counts']} in {result['seconds']} s")
         for u in result["units"]:
             s = u["score"]
             text = u["explanation"] if u["status"] == "ok" else f"[{u['status']}] {u['error']}"
+            if u.get("source") == "baseline":
+                text += "  [no-LLM baseline]"
             print(f"  {u['unit_id']:40s} {('%+.3f' % s['value']) if s else '   -  '}  {text}")
         for uid, err in result["task_errors"].items():
             print(f"  task error {uid}: {err}")
@@ -207,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_human(args.command, result)
+    if args.command == "check" and not result["in_sync"]:
+        return 1  # differences found (2 stays for errors)
     return 0
 
 

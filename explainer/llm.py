@@ -83,11 +83,13 @@ class LLMConfig:
     timeout_s: float = 120.0
     max_retries: int = 2
     device: str = "cpu"
+    seed: int = 0
+    """Sampling seed (used when temperature > 0)."""
 
     def public(self) -> dict[str, Any]:
         """Settings recorded with each explanation (no secrets)."""
         return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens, "seed": self.seed}
 
 
 def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel:
@@ -96,9 +98,10 @@ def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel
 
         return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, api_key=api_key or "not-needed",
                           temperature=cfg.temperature, timeout=cfg.timeout_s, max_retries=cfg.max_retries,
-                          max_completion_tokens=cfg.max_tokens, extra_body={"max_tokens": cfg.max_tokens})
+                          max_completion_tokens=cfg.max_tokens, extra_body={"max_tokens": cfg.max_tokens},
+                          **({"seed": cfg.seed} if cfg.temperature > 0 else {}))
     return LocalChatModel(model_path=cfg.model, device=cfg.device, max_new_tokens=cfg.max_tokens,
-                          temperature=cfg.temperature)
+                          temperature=cfg.temperature, seed=cfg.seed)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ def _write_cache(model: Any, tokenizer: Any, cache: Path) -> None:
     import shutil
     import tempfile
 
+    tmp = None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
@@ -134,3 +135,5 @@ def _write_cache(model: Any, tokenizer: Any, cache: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("could not cache the dequantised model in %s: %s", cache, exc)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from .collect import CollectConfig, collect
+from .collect import CollectConfig, Collector, make_sequences, unit_hookpoint
 from .config import Settings
 from .corpus import corpus_fingerprint, resolve_corpus
 from .errors import ExplainerError, TransientLLMError
@@ -24,7 +24,7 @@ from .models import load_model, resolve_model
 from .prompts import load_template
 from .runtime import get_index, get_store
 from .scoring import score_simulation
-from .simulate import LogitSimulator
+from .scorers import DEFAULT_SCORERS, make_scorer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,18 @@ class LabelOptions:
     explain_prompt: str = "explain"
     simulate_prompt: str = "simulate"
     simulator_model: str = "smollm2-135m"
-    """Local model whose logits simulate activations."""
+    """Local model for the ``simulation-logits`` scorer."""
+    scorers: tuple[str, ...] = DEFAULT_SCORERS
+    """Scorers stored for each explanation; the first one ranks search results."""
+    best_of: int = 1
+    """LLM answers per unit (the first greedy, the others sampled); the best is kept."""
+    baseline_candidate: bool = False
+    """Also consider the no-LLM baseline explanation as a candidate."""
+    selection_scorer: str = "simulation-embedding"
+    """Cheap scorer that ranks candidates on the windows the explainer saw."""
+    cascade_scorer: str | None = None
+    """Expensive scorer spent only on the ``cascade_top`` best-ranked candidates."""
+    cascade_top: int = 2
     retry_failed: bool = False
 
     def to_payload(self) -> dict[str, Any]:
@@ -45,7 +56,7 @@ class LabelOptions:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "LabelOptions":
-        return cls(**{**payload, "explainer": LLMConfig(**payload["explainer"])})
+        return cls(**{**payload, "explainer": LLMConfig(**payload["explainer"]), "scorers": tuple(payload["scorers"])})
 
 
 # -- collect ------------------------------------------------------------------------------
@@ -56,28 +67,64 @@ def normalize_hookpoint(layer: int | None, hookpoint: str | None) -> str:
     return f"layers.{15 if layer is None else layer}.mlp"
 
 
-def collect_stage(settings: Settings, model: str, hookpoint: str, corpus: str | None, cfg: CollectConfig,
-                  progress: bool = True) -> str:
-    """Collect (or reuse) the unit records of ``model`` at ``hookpoint``; returns the collection id."""
+def load_encoder(sae: str | None, directions: str | None, hookpoint: str | None) -> Any:
+    """The SAE or directions that turn the hooked tensor into units, or ``None`` for raw units."""
+    from .errors import InputError
+
+    if sae and directions:
+        raise InputError("give either an SAE or directions, not both")
+    if sae:
+        from .sae import load_sae
+
+        return load_sae(sae, hookpoint)
+    if directions:
+        from .directions import load_directions
+
+        return load_directions(directions)
+    return None
+
+
+def collect_stage(settings: Settings, model: str, hookpoint: str | None, corpus: str | None, cfg: CollectConfig,
+                  progress: bool = True, sae: str | None = None, directions: str | None = None) -> str:
+    """Collect (or reuse) the unit records of ``model`` at ``hookpoint`` — its raw units, or the
+    features of the SAE folder ``sae``, or the projections on the ``directions`` file — and return
+    the collection id. Without a hookpoint, the SAE's (or directions') own is used. Bad input
+    (unknown hookpoint, SAE width, corpus shorter than a window) fails before anything is written.
+    A killed run resumes from its checkpoint under ``$EXPLAINER_DATA_DIR/checkpoints``."""
     from store.sql import key_id
+
+    from .errors import HookpointError
 
     source = resolve_model(model)
     corpus_name, docs = resolve_corpus(corpus)
+    encoder = load_encoder(sae, directions, hookpoint)
+    own = getattr(encoder, "hookpoint", None)
+    if own and hookpoint and hookpoint not in (own, getattr(encoder, "hook_name", None)):
+        raise HookpointError(f"{encoder.name!r} reads hookpoint {own}, not {hookpoint!r}")
+    hookpoint = own or hookpoint
+    if not hookpoint:
+        raise HookpointError("the directions file names no hookpoint: give --hookpoint or --layer")
     store = get_store(settings)
-    cid = key_id(source.name, hookpoint, corpus_fingerprint(docs), sorted(cfg.to_dict().items()))
+    extra = [encoder.fingerprint] if encoder is not None else []
+    cid = key_id(source.name, hookpoint, corpus_fingerprint(docs), sorted(cfg.to_dict().items()), *extra)
     existing = store.get_collection(cid)
     if existing and existing["status"] == "done":
         log.info("reusing collection %s (%s units)", cid, existing["n_units"])
         return cid
     lm = load_model(model, settings.device)
     hp = resolve_hookpoint(lm.model, hookpoint)
-    store.start_collection(cid, lm.name, hp.name, corpus_name, corpus_fingerprint(docs), cfg.to_dict())
+    collector = Collector(lm, hp, make_sequences(docs, lm.tokenizer, cfg), cfg, encoder)
+    store.start_collection(cid, lm.name, unit_hookpoint(hp, encoder), corpus_name, corpus_fingerprint(docs),
+                           {**cfg.to_dict(), **({"units": encoder.describe()} if encoder is not None else {})})
+    checkpoint = settings.data_dir / "checkpoints" / f"{cid}.pt"
     try:
-        records = collect(lm, hp, docs, cfg, progress=progress)
+        collector.run(progress=progress, checkpoint=checkpoint)
+        records = collector.records(names=getattr(encoder, "names", None))
         store.finish_collection(cid, records, records[0].stats.n_tokens if records else 0)
     except BaseException as exc:
         store.fail_collection(cid, f"{type(exc).__name__}: {exc}")
         raise
+    checkpoint.unlink(missing_ok=True)
     return cid
 
 
@@ -97,10 +144,60 @@ def explanation_key(collection_id: str, unit_id: str, opts: LabelOptions) -> tup
     return key_id(unit_id, collection_id, opts.explainer.model, template.sha256), template
 
 
+def _candidates(record: Any, opts: LabelOptions, template: Any, api_key: str | None,
+                final_attempt: bool) -> list[dict[str, Any]]:
+    """``best_of`` LLM answers (the first greedy, the rest sampled) plus, optionally, the baseline."""
+    from dataclasses import replace
+
+    from .baseline import baseline_explanation
+
+    out: list[dict[str, Any]] = []
+    for i in range(opts.best_of):
+        cfg = opts.explainer if i == 0 else replace(opts.explainer, temperature=max(opts.explainer.temperature, 0.8), seed=i)
+        try:
+            r = explain_unit(record, make_chat_model(cfg, api_key), template)
+            out.append({"source": f"llm-{i}", "text": r.text, "raw": r.raw, "window_ids": list(r.window_ids),
+                        "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens})
+        except TransientLLMError as exc:
+            if not final_attempt:
+                raise
+            out.append({"source": f"llm-{i}", "text": None, "error": f"gave up after retries: {exc}"})
+        except ExplainerError as exc:
+            out.append({"source": f"llm-{i}", "text": None, "error": f"{type(exc).__name__}: {exc}"})
+    if opts.baseline_candidate:
+        text = baseline_explanation(record)
+        out.append({"source": "baseline", "text": text, "window_ids": [w.window_id for w in record.windows_for("explain", "top")]}
+                   if text else {"source": "baseline", "text": None, "error": "no strongly activating tokens"})
+    return out
+
+
+def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, device: str) -> dict[str, Any]:
+    """Rank usable candidates with the cheap scorer on the windows the explainer saw (never on
+    held-out windows, so the stored score carries no selection bias); with ``cascade_scorer``,
+    re-rank the ``cascade_top`` best of them with that (expensive) scorer."""
+    ok = [c for c in candidates if c["text"]]
+    if len(ok) == 1:
+        return ok[0]
+    windows = record.windows_for("explain", "top")
+    true = [list(w.activations) for w in windows]
+    domains = [w.domain for w in windows]
+
+    def rank(scorer_name: str, cands: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+        sim = make_scorer(scorer_name, simulator_model=opts.simulator_model, device=device)
+        for c in cands:
+            c[key] = score_simulation(true, sim.simulate(c["text"], windows), domains, n_boot=0).value
+        return sorted(cands, key=lambda c: -c[key])
+
+    ranked = rank(opts.selection_scorer, ok, "selection_score")
+    if opts.cascade_scorer:
+        ranked = rank(opts.cascade_scorer, ranked[: opts.cascade_top], "cascade_score")
+    return ranked[0]
+
+
 def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: LabelOptions,
                   final_attempt: bool = True) -> str:
     """Explain one unit from its record in ``collection_id``; returns the explanation id
-    (the row may hold a failure)."""
+    (the row may hold a failure: no candidate was usable)."""
     store = get_store(settings)
     eid, template = explanation_key(collection_id, unit_id, opts)
     existing = store.get_explanation(eid)
@@ -111,74 +208,92 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
         from .errors import UnknownUnitError
 
         raise UnknownUnitError([unit_id])
-    chat = make_chat_model(opts.explainer, settings.llm_api_key)
-    common = dict(unit_id=unit_id, collection_id=collection_id, explainer_model=opts.explainer.model, prompt_name=template.name,
-                  prompt_version=template.version, prompt_hash=template.sha256,
-                  settings={**opts.explainer.public(), **describe_settings(chat)})
-    try:
-        result = explain_unit(record, chat, template)
-    except TransientLLMError as exc:
-        if not final_attempt:
-            raise
-        return store.save_explanation(status="failed", error=f"gave up after retries: {exc}", **common)
-    except ExplainerError as exc:
-        return store.save_explanation(status="failed", error=f"{type(exc).__name__}: {exc}", **common)
-    return store.save_explanation(status="ok", text=result.text, window_ids=list(result.window_ids),
-                                  prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                                  **common)
+    candidates = _candidates(record, opts, template, settings.llm_api_key, final_attempt)
+    common = dict(unit_id=unit_id, collection_id=collection_id, explainer_model=opts.explainer.model,
+                  prompt_name=template.name, prompt_version=template.version, prompt_hash=template.sha256)
+    run_settings = {**opts.explainer.public(), "best_of": opts.best_of, "baseline_candidate": opts.baseline_candidate,
+                    "selection_scorer": opts.selection_scorer, "cascade_scorer": opts.cascade_scorer}
+    tokens = dict(prompt_tokens=sum(c.get("prompt_tokens") or 0 for c in candidates),
+                  completion_tokens=sum(c.get("completion_tokens") or 0 for c in candidates))
+    if not any(c["text"] for c in candidates):
+        errors = candidates[0]["error"] if len(candidates) == 1 else "; ".join(
+            f"{c['source']}: {c['error']}" for c in candidates)
+        return store.save_explanation(status="failed", error=errors, settings={**run_settings, "candidates": candidates},
+                                      **tokens, **common)
+    best = _select(record, candidates, opts, settings.device)
+    return store.save_explanation(status="ok", text=best["text"], window_ids=best["window_ids"],
+                                  settings={**run_settings, "selected": best["source"], "candidates": candidates},
+                                  **tokens, **common)
 
 
 # -- simulate and score -------------------------------------------------------------------
 
 def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions) -> str:
-    """Simulate the held-out windows from the explanation and store the correlation score."""
+    """Simulate the held-out windows from the explanation with every configured scorer and
+    store one score per scorer (pooled correlation, 95% interval, per-domain split)."""
     store = get_store(settings)
     expl = store.get_explanation(explanation_id)
     if expl is None or expl["status"] != "ok":
         return explanation_id
-    sim = LogitSimulator(load_template(opts.simulate_prompt), opts.simulator_model, settings.device)
-    existing = store.get_score(explanation_id, sim.method)
-    if existing and (existing["status"] == "ok" or not opts.retry_failed):
-        return explanation_id
-    record = store.get_record(expl["unit_id"], expl["collection_id"])
-    windows = record.windows_for("heldout")
-    common = dict(explanation_id=explanation_id, scorer=sim.method, heldout_ids=[w.window_id for w in windows])
-    try:
-        if not windows:
-            raise ExplainerError("no held-out windows to score on")
-        pred = sim.simulate(expl["text"], windows)
-        s = score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows])
-    except ExplainerError as exc:
-        store.save_score(simulator_model=opts.simulator_model, status="failed", error=str(exc), **common)
-        return explanation_id
-    store.save_score(simulator_model=sim.model_name, status="ok", value=s.value, ci_low=s.ci_low, ci_high=s.ci_high,
-                     per_domain=s.per_domain, n_tokens=s.n_tokens, **common)
+    record = None
+    for name in opts.scorers:
+        existing = store.get_score(explanation_id, name)
+        if existing and (existing["status"] == "ok" or not opts.retry_failed):
+            continue
+        if record is None:
+            record = store.get_record(expl["unit_id"], expl["collection_id"])
+        windows = record.windows_for("heldout")
+        common = dict(explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows])
+        try:
+            sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device)
+            if not windows:
+                raise ExplainerError("no held-out windows to score on")
+            pred = sim.simulate(expl["text"], windows)
+            s = score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows])
+        except ExplainerError as exc:
+            store.save_score(simulator_model=None, status="failed", error=str(exc), **common)
+            continue
+        store.save_score(simulator_model=sim.model_name, status="ok", value=s.value, ci_low=s.ci_low,
+                         ci_high=s.ci_high, per_domain=s.per_domain, n_tokens=s.n_tokens, **common)
     return explanation_id
 
 
 # -- index --------------------------------------------------------------------------------
 
-def index_metadata(expl: dict[str, Any], score: dict[str, Any] | None) -> dict[str, Any]:
+def index_metadata(expl: dict[str, Any], score: dict[str, Any] | None, domains: Sequence[str] = ()) -> dict[str, Any]:
+    """Vector-index metadata of an explanation: what search filters on (model, layer, source,
+    score, the corpus ``domains`` of the unit's top windows) and what a hit shows."""
+    from store.keyword import UNSCORED, hookpoint_fields
+
     from .records import parse_unit_id
 
     model, hookpoint, index = parse_unit_id(expl["unit_id"])
-    parts = hookpoint.split(".")
-    return {
-        "unit_id": expl["unit_id"], "model": model, "hookpoint": hookpoint, "index": index,
-        "layer": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1,
-        "source": parts[-1] if parts[-1] == "mlp" else "resid",
+    layer, source = hookpoint_fields(hookpoint)
+    meta: dict[str, Any] = {
+        "unit_id": expl["unit_id"], "collection_id": expl["collection_id"], "model": model,
+        "hookpoint": hookpoint, "index": index, "layer": layer, "source": source,
         "explainer_model": expl["explainer_model"],
-        "score": float(score["value"]) if score and score["status"] == "ok" else -2.0,
+        "score": float(score["value"]) if score and score["status"] == "ok" and score["value"] is not None
+        else UNSCORED,
     }
+    if domains:
+        meta["domains"] = sorted(domains)  # Chroma rejects empty lists
+    return meta
 
 
-def index_stage(settings: Settings, explanation_id: str, scorer: str = LogitSimulator.method) -> str:
+def index_stage(settings: Settings, explanation_id: str, scorer: str = DEFAULT_SCORERS[0]) -> str:
     """Embed the explanation and upsert it into the vector index (idempotent)."""
+    from store.keyword import unit_domains
+
     store = get_store(settings)
     expl = store.get_explanation(explanation_id)
     if expl is None or expl["status"] != "ok":
         return explanation_id
     score = store.get_score(explanation_id, scorer)
-    get_index(settings).upsert([explanation_id], [expl["text"]], [index_metadata(expl, score)])
+    if expl["indexed_at"] is not None and (score is None or score["created_at"] <= expl["indexed_at"]):
+        return explanation_id  # already indexed with this score; nothing to embed again
+    record = store.get_record(expl["unit_id"], expl["collection_id"])
+    meta = index_metadata(expl, score, unit_domains(record) if record is not None else ())
+    get_index(settings).upsert([explanation_id], [expl["text"]], [meta])
     store.mark_indexed(explanation_id)
     return explanation_id

@@ -36,6 +36,9 @@ class ReportScore:
     status: str = "ok"
     """``ok`` or ``failed``."""
     error: str | None = None
+    discrimination: dict[str, float] | None = None
+    """This scorer's measured discrimination (``make bench-discrimination``): ``auroc``,
+    ``pairs_correct``, ``n_concepts``; ``None`` when it was never measured."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class ReportEntry:
     prompt: str | None
     """``name@version#hash8``."""
     scores: tuple[ReportScore, ...] = ()
+    explanation_source: str | None = None
+    """Which candidate was kept: ``llm-0``… or ``baseline`` (the no-LLM explainer)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -92,6 +97,14 @@ def warnings_for(entry: ReportEntry) -> list[str]:
         lo, hi = _finite(s.ci_low), _finite(s.ci_high)
         if lo is not None and hi is not None and hi - lo > WIDE_INTERVAL:
             out.append(f"{s.scorer}: interval wider than {WIDE_INTERVAL}")
+    if entry.explanation_source == "baseline":
+        out.append("explanation from the no-LLM baseline (most frequent top tokens)")
+    for s in entry.scores:
+        d = s.discrimination
+        if d is None:
+            out.append(f"{s.scorer}: discrimination never measured")
+        elif d.get("auroc", 0) < 0.7:
+            out.append(f"{s.scorer}: barely tells right from wrong explanations (AUROC {d['auroc']:.2f})")
     n_top = len(entry.record.windows_for("explain", "top"))
     if n_top < MIN_TOP_WINDOWS:
         out.append(f"only {n_top} top window(s) shown to explainer")
@@ -134,7 +147,8 @@ padding:0 .4em;font-size:.8em;margin-left:.4em}
 
 def _explanation_html(e: ReportEntry) -> str:
     if _has_explanation(e):
-        return f'<p class="expl">{_esc(e.explanation)}</p>'
+        source = f' <span class="domains">(source: {_esc(e.explanation_source)})</span>' if e.explanation_source else ""
+        return f'<p class="expl">{_esc(e.explanation)}{source}</p>'
     if e.explanation_status == "failed":
         return f'<p class="failed">failed: {_esc(e.explanation_error or "unknown error")}</p>'
     if e.explanation_status == "pending":
@@ -149,7 +163,19 @@ def _score_html(s: ReportScore) -> str:
     dom = ", ".join(f"{_esc(d)} {_fmt(v)}" for d, v in sorted(s.per_domain.items()))
     dom_html = f' <span class="domains">({dom})</span>' if dom else ""
     return (f'<div class="score">{_esc(s.scorer)}: <span class="val">{_fmt(s.value)}</span> '
-            f'<span class="domains">{_interval(s)}</span>{dom_html}</div>')
+            f'<span class="domains">{_interval(s)}</span>{dom_html}{_discrimination_html(s)}</div>')
+
+
+def _discrimination_text(s: ReportScore) -> str:
+    d = s.discrimination
+    if not d:
+        return "discrimination not measured"
+    return (f"discrimination: AUROC {d['auroc']:.2f}, {d['pairs_correct']:.0%} of right/wrong pairs ranked "
+            f"correctly on {int(d.get('n_concepts', 0))} planted concepts")
+
+
+def _discrimination_html(s: ReportScore) -> str:
+    return f' <span class="domains disc">— {_esc(_discrimination_text(s))}</span>'
 
 
 def _unit_html(i: int, e: ReportEntry) -> str:
@@ -234,7 +260,8 @@ def render_markdown(entries: list[ReportEntry], title: str = "Activation explana
         else:
             expl = f"*{_md(e.explanation_status)}*"
         scores = "; ".join(
-            f"{s.scorer} {_fmt(s.value)} ({_interval(s)})" if s.status == "ok" and _finite(s.value) is not None
+            f"{s.scorer} {_fmt(s.value)} ({_interval(s)}; {_discrimination_text(s)})"
+            if s.status == "ok" and _finite(s.value) is not None
             else f"{s.scorer} failed" for s in e.scores) or "—"
         lines.append(f"| `{_md(e.record.unit_id)}` | {expl} | {_md(scores)} | {_md('; '.join(warnings_for(e)))} |")
     return "\n".join(lines) + "\n"
@@ -260,7 +287,7 @@ def report_json(entries: list[ReportEntry]) -> dict:
             "stats": asdict(r.stats),
             "explanation": e.explanation if _has_explanation(e) else None,
             "explanation_status": e.explanation_status, "explanation_error": e.explanation_error,
-            "explainer_model": e.explainer_model, "prompt": e.prompt,
+            "explainer_model": e.explainer_model, "prompt": e.prompt, "explanation_source": e.explanation_source,
             "scores": [asdict(s) for s in e.scores],
             "warnings": warnings_for(e),
             "windows": [asdict(w) for w in r.windows],

@@ -53,6 +53,8 @@ def score_simulation(true: list[list[float]], pred: list[list[float]], domains: 
         if len(t) != len(p):
             raise ValueError(f"window length mismatch: {len(t)} true vs {len(p)} predicted")
     value = _pooled(true, pred)
+    if n_boot <= 0:  # no interval asked for (e.g. ranking candidates)
+        return SimulationScore(value, value, value, {}, sum(len(t) for t in true))
     rng = random.Random(seed)
     idx = range(len(true))
     boots = sorted(

@@ -29,11 +29,15 @@ def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | N
     scores_by_expl: dict[str, list[dict[str, Any]]] = {}
     for s in store.scores_for([e["id"] for e in expls.values()]):
         scores_by_expl.setdefault(s["explanation_id"], []).append(s)
+    from .scorers import measured_discrimination
+
+    discrimination = measured_discrimination()
     entries = []
     for uid in unit_ids:
         e = expls.get(uid)
         scores = tuple(ReportScore(s["scorer"], s["value"], s["ci_low"], s["ci_high"], s["per_domain"] or {},
-                                   s["status"], s["error"]) for s in scores_by_expl.get(e["id"], [])) if e else ()
+                                   s["status"], s["error"], discrimination.get(s["scorer"]))
+                       for s in scores_by_expl.get(e["id"], [])) if e else ()
         entries.append(ReportEntry(
             record=records[uid],
             explanation=e["text"] if e and e["status"] == "ok" else None,
@@ -42,6 +46,7 @@ def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | N
             explainer_model=e["explainer_model"] if e else None,
             prompt=f"{e['prompt_name']}@{e['prompt_version']}#{e['prompt_hash'][:8]}" if e else None,
             scores=scores,
+            explanation_source=(e.get("settings") or {}).get("selected") if e else None,
         ))
     return entries
 
@@ -53,6 +58,7 @@ def entry_summary(entry: ReportEntry) -> dict[str, Any]:
     return {
         "unit_id": entry.record.unit_id,
         "status": entry.explanation_status,
+        "source": entry.explanation_source,
         "explanation": entry.explanation,
         "error": entry.explanation_error,
         "score": None if score is None else {"scorer": score.scorer, "value": score.value,
@@ -70,3 +76,65 @@ def highlight(window: Any, unit_max: float, threshold: float = 0.4) -> str:
         strong = unit_max > 0 and a >= threshold * unit_max and tok.strip()
         out.append(f"{tok[: len(tok) - len(tok.lstrip())]}«{tok.strip()}»" if strong else tok)
     return " ".join("".join(out).split())
+
+
+def _finite(x: Any) -> float | None:
+    import math
+
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def activation_histogram(record: Any, bins: int = 20) -> dict[str, Any]:
+    """Token counts per activation bin (raw units) of the unit's top windows and, separately, of
+    its random windows (an unbiased sample of the corpus)."""
+    import numpy as np
+
+    top = [a for w in record.windows if w.kind == "top" for a in w.activations if _finite(a) is not None]
+    rnd = [a for w in record.windows if w.kind == "random" for a in w.activations if _finite(a) is not None]
+    lo, hi = min(top + rnd + [0.0]), max(top + rnd + [record.stats.max if _finite(record.stats.max) else 0.0])
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    return {"edges": [round(float(e), 6) for e in edges],
+            "top": np.histogram(top, edges)[0].tolist(), "random": np.histogram(rnd, edges)[0].tolist()}
+
+
+def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = None) -> dict[str, Any]:
+    """Everything about one unit (of ``collection_id``, else its latest collection) as plain JSON:
+    statistics, activation histogram, every explanation with its scores, every window."""
+    from store.keyword import hookpoint_fields
+
+    from .records import scale_0_10
+
+    store = get_store(settings)
+    found = store.get_records([unit_id], collection_id)
+    if unit_id not in found:
+        raise UnknownUnitError([unit_id])
+    cid, rec = found[unit_id]
+    expls = store.explanations_for([unit_id], cid)
+    by_expl: dict[str, list[dict[str, Any]]] = {}
+    for s in store.scores_for([e["id"] for e in expls]):
+        by_expl.setdefault(s["explanation_id"], []).append({
+            "scorer": s["scorer"], "status": s["status"], "value": _finite(s["value"]),
+            "ci95": [_finite(s["ci_low"]), _finite(s["ci_high"])],
+            "per_domain": {k: _finite(v) for k, v in (s["per_domain"] or {}).items()},
+            "simulator_model": s["simulator_model"], "n_tokens": s["n_tokens"], "error": s["error"]})
+    layer, source = hookpoint_fields(rec.hookpoint)
+    st = rec.stats
+    return {
+        "unit_id": rec.unit_id, "model": rec.model, "hookpoint": rec.hookpoint, "index": rec.index,
+        "layer": layer, "source": source, "collection_id": cid,
+        "stats": {"max": _finite(st.max), "mean": _finite(st.mean), "std": _finite(st.std),
+                  "density": _finite(st.density), "n_tokens": st.n_tokens},
+        "histogram": activation_histogram(rec),
+        "explanations": [{
+            "id": e["id"], "status": e["status"], "text": e["text"], "error": e["error"],
+            "explainer_model": e["explainer_model"],
+            "prompt": f"{e['prompt_name']}@{e['prompt_version']}#{e['prompt_hash'][:8]}",
+            "created_at": e["created_at"], "indexed_at": e["indexed_at"],
+            "scores": sorted(by_expl.get(e["id"], []), key=lambda s: s["scorer"]),
+        } for e in sorted(sorted(expls, key=lambda e: e["created_at"], reverse=True),
+                          key=lambda e: e["status"] != "ok")],  # ok first, newest first
+        "windows": [{"id": w.window_id, "kind": w.kind, "split": w.split, "domain": w.domain, "doc_id": w.doc_id,
+                     "max": _finite(w.max_activation), "tokens": list(w.tokens),
+                     "activations": [_finite(a) for a in w.activations],
+                     "levels": scale_0_10(w.activations, st.max)} for w in rec.windows],
+    }

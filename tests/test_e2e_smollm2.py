@@ -38,7 +38,8 @@ def test_label_search_report_then_reuse(settings, tmp_path, capsys):
         assert e["prompt_name"] == "explain" and len(e["prompt_hash"]) == 64
     for e in ok:
         assert e["window_ids"] and all(w.startswith("top-") for w in e["window_ids"])
-        score = store.get_score(e["id"], "simulation-logits")
+        assert e["settings"]["selected"] in {"llm-0", "baseline"} and len(e["settings"]["candidates"]) == 2
+        score = store.get_score(e["id"], "simulation-embedding")
         assert score["status"] == "ok" and -1 <= score["value"] <= 1
         assert score["ci_low"] <= score["value"] <= score["ci_high"]
         assert score["heldout_ids"] and set(score["heldout_ids"]).isdisjoint(e["window_ids"])

@@ -253,3 +253,57 @@ def test_explain_stage_unknown_unit(stored, server):
     with pytest.raises(UnknownUnitError, match="tiny/layers.1.mlp/77"):
         pipeline.explain_stage(settings, "c1", "tiny/layers.1.mlp/77", _opts(server))
     assert server.requests == []
+
+
+# -- best-of-k with the no-LLM baseline ----------------------------------------------------
+
+def test_baseline_candidate_stands_in_for_a_garbage_answer(stored, server):
+    settings, store = stored
+    server.script = [("answer", "!!!")]
+    eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server, baseline_candidate=True))
+    row = store.get_explanation(eid)
+    assert row["status"] == "ok" and row["text"] == 'the token "foo"'
+    assert row["settings"]["selected"] == "baseline"
+    failed = [c for c in row["settings"]["candidates"] if c["source"] == "llm-0"][0]
+    assert failed["text"] is None and "no words" in failed["error"]
+
+
+def test_best_of_k_keeps_the_candidate_the_cheap_scorer_ranks_first(stored, server):
+    settings, store = stored
+    server.script = [("answer", "words about cooking and food"), ("answer", 'the word "foo"')]
+    eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server, best_of=2))
+    row = store.get_explanation(eid)
+    assert len(server.requests) == 2
+    assert row["status"] == "ok" and row["text"] == 'the word "foo"'
+    assert row["settings"]["selected"] == "llm-1"
+    by_source = {c["source"]: c for c in row["settings"]["candidates"]}
+    assert by_source["llm-1"]["selection_score"] > by_source["llm-0"]["selection_score"]
+    assert row["prompt_tokens"] == 2 * 321 and row["completion_tokens"] == 2 * 7
+    # the second request was sampled, the first greedy
+    assert server.requests[0].get("temperature") in (0, 0.0, None)
+    assert server.requests[1]["temperature"] == 0.8
+
+
+def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, server):
+    from explainer.scorers import register
+
+    seen: list[str] = []
+
+    class Expensive:
+        method, model_name = "test-expensive", "test"
+
+        def simulate(self, explanation, windows):
+            seen.append(explanation)
+            # prefers the shorter explanation, whatever the cheap scorer thinks
+            return [[1.0 / len(explanation) * (i % 2) for i in range(len(w.tokens))] for w in windows]
+
+    register("test-expensive")(lambda **_: Expensive())
+    settings, store = stored
+    server.script = [("answer", "words about cooking and food"), ("answer", 'the word "foo"'),
+                     ("answer", 'calls of the function foo')]
+    opts = _opts(server, best_of=3, cascade_scorer="test-expensive", cascade_top=2)
+    row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, opts))
+    cands = {c["source"]: c for c in row["settings"]["candidates"]}
+    shortlist = sorted(cands, key=lambda s: -cands[s]["selection_score"])[:2]
+    assert sorted(seen) == sorted(cands[s]["text"] for s in shortlist)  # 2 of 3 candidates, never the third
+    assert row["settings"]["selected"] in shortlist and "cascade_score" in cands[row["settings"]["selected"]]

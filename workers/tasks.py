@@ -32,12 +32,13 @@ def score_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
 
 
 @app.task(name="explainer.index", bind=True)
-def index_task(self: Any, explanation_id: str) -> str:
-    return pipeline.index_stage(load_settings(), explanation_id)
+def index_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
+    scorer = pipeline.LabelOptions.from_payload(options).scorers[0]
+    return pipeline.index_stage(load_settings(), explanation_id, scorer)
 
 
 def unit_chain(collection_id: str, unit_id: str, options: dict[str, Any]) -> Any:
     """explain → simulate/score → index for one unit of a collection."""
     from celery import chain
 
-    return chain(explain_task.s(collection_id, unit_id, options), score_task.s(options), index_task.s())
+    return chain(explain_task.s(collection_id, unit_id, options), score_task.s(options), index_task.s(options))
