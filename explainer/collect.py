@@ -1,21 +1,40 @@
 """Collection: run the subject model over a corpus and keep, per unit, the evidence.
 
-Per unit we keep a streaming top-k of the most activating windows (by the window's max
-activation), a fixed set of random windows, and running statistics. Memory is
-O(units × (k + random) × window); the full tokens × units activation matrix is never built.
-Top windows alternate between the explainer (even ranks) and the held-out scoring set
-(odd ranks); random windows are all held out.
+The corpus is tokenized and cut into sequences of ``context`` tokens, run in batches (a BOS
+first) up to the hooked layer only; an optional encoder (an SAE, transcoder or directions)
+turns the hooked tensor into units. Per unit we keep, all on the model's device:
+
+- the ``top_k`` sequences with the highest max activation, each as a ``window``-token window
+  placed around the max token with ``lead_fraction`` of it *before* the max (context first);
+- a uniform reservoir of the unit's activating sequences, sorted at the end into
+  ``n_quantiles`` equal-count strata with one window drawn from each (quantile windows);
+- ``n_random`` windows at random places of the corpus (the same for every unit);
+- running statistics: max, mean, std and firing density over every token, and a histogram of
+  the activating sequences' max activations with the quantile boundaries read from it.
+
+Memory is O(units × (top_k + pool + n_random) × window); the tokens × units matrix is never
+built beyond one batch. Top windows alternate between the explainer (even ranks) and the
+held-out scoring set (odd ranks); quantile windows alternate by stratum; random windows are
+all held out. Dead units (never > 0) get no windows; ultra-rare ones keep their windows but are
+marked with a ``skip_reason`` so that labeling skips them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import re
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Protocol
 
+from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .errors import CorpusError
+from .evidence import RunningStats, TopWindows
 from .hooks import Hookpoint, capture
-from .records import Document, UnitRecord, UnitStats, Window, make_unit_id
+from .records import Document, UnitRecord
+from .unit_records import build_records
 
 
 @dataclass(frozen=True)
@@ -23,7 +42,7 @@ class CollectConfig:
     """What collection keeps. Part of the collection's cache key."""
 
     window: int = 32
-    """Tokens per window (sequences are cut from documents at this length)."""
+    """Tokens per evidence window."""
     top_k: int = 12
     """Top windows kept per unit; even ranks go to the explainer, odd ranks are held out."""
     n_random: int = 5
@@ -31,160 +50,230 @@ class CollectConfig:
     max_tokens: int = 40_000
     """Stop after this many corpus tokens."""
     batch_size: int = 16
+    """Sequences per forward pass."""
     seed: int = 0
+    context: int = 64
+    """Tokens per sequence run through the model; windows are cut from these (>= window)."""
+    lead_fraction: float = 0.75
+    """Share of a window placed before its max token (the context the explainer reads first)."""
+    n_quantiles: int = 10
+    """Activation strata with one quantile window each (0 disables quantile windows)."""
+    pool_per_quantile: int = 2
+    """Reservoir size per stratum: the pool holds n_quantiles × this many activating windows."""
+    min_density: float = 1e-5
+    """Units active (> 0) on a smaller share of tokens, or in fewer than 2 sequences, are ultra-rare."""
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def lead(self) -> int:
+        """Tokens kept before the max token in a window."""
+        return min(self.window - 1, int(self.window * self.lead_fraction))
+
+    def validate(self) -> None:
+        if self.window < 2 or self.context < self.window or self.top_k < 1 or self.batch_size < 1:
+            raise ValueError("need window >= 2, context >= window, top_k >= 1 and batch_size >= 1")
+        if self.n_random < 0 or self.n_quantiles < 0 or self.pool_per_quantile < 1 or not 0 <= self.lead_fraction <= 1:
+            raise ValueError("need n_random, n_quantiles >= 0, pool_per_quantile >= 1 and 0 <= lead_fraction <= 1")
+
+
+class Encoder(Protocol):
+    """Turns hooked activations ``[..., d_in]`` into unit activations ``[..., width]`` (an SAE,
+    a transcoder's encoder, or directions)."""
+
+    name: str
+    fingerprint: str
+    d_in: int
+
+    @property
+    def width(self) -> int: ...
+
+    def encode(self, x: Any) -> Any: ...
+
+    def to(self, device: Any) -> "Encoder": ...
+
+    def check_hookpoint(self, hp: Hookpoint) -> None: ...
 
 
 @dataclass(frozen=True)
 class Sequence:
+    """One row of a forward-pass batch: up to ``context`` consecutive tokens of one document."""
+
     doc_id: str
     domain: str
     token_ids: tuple[int, ...]
 
 
 def make_sequences(docs: list[Document], tokenizer: Any, cfg: CollectConfig) -> list[Sequence]:
-    """Tokenize documents and cut them into windows of at most ``cfg.window`` tokens."""
+    """Tokenize documents and cut them into sequences of at most ``cfg.context`` tokens (tails
+    shorter than ``max(4, window // 4)`` are dropped), up to ``cfg.max_tokens`` tokens."""
     seqs: list[Sequence] = []
     total = 0
     for doc in docs:
         ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-        for start in range(0, len(ids), cfg.window):
-            chunk = ids[start : start + cfg.window]
+        for start in range(0, len(ids), cfg.context):
+            chunk = ids[start : start + cfg.context]
             if len(chunk) < max(4, cfg.window // 4):
                 continue
             seqs.append(Sequence(doc.doc_id, doc.domain, tuple(chunk)))
             total += len(chunk)
             if total >= cfg.max_tokens:
                 return seqs
-    if not seqs:
-        raise CorpusError("the corpus yields no windows of text (is every document empty or tiny?)")
+    if total < cfg.window:
+        raise CorpusError(f"the corpus yields {total} usable tokens, fewer than one window of {cfg.window} "
+                          "(is every document empty or tiny?)")
     return seqs
 
 
-def _batches(seqs: list[Sequence], size: int) -> Iterator[tuple[int, list[Sequence]]]:
-    for start in range(0, len(seqs), size):
-        yield start, seqs[start : start + size]
+def unit_hookpoint(hp: Hookpoint, encoder: Encoder | None) -> str:
+    """The hookpoint part of unit ids: ``layers.3`` for raw units, ``layers.3.sae-NAME-HASH`` for
+    SAE features, ``layers.3.dir-NAME-HASH`` for directions."""
+    if encoder is None:
+        return hp.name
+    kind = "dir" if hasattr(encoder, "vectors") else "sae"
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", encoder.name).strip("-")[:40] or kind
+    return f"{hp.name}.{kind}-{slug}-{encoder.fingerprint[:6]}"
 
 
-class _TopK:
-    """Streaming per-unit top-k windows, kept as tensors on the model's device."""
+class Collector:
+    """The streaming state of one collection; :meth:`step` processes one batch."""
 
-    def __init__(self, units: int, k: int, window: int, device: Any):
+    def __init__(self, loaded: Any, hookpoint: Hookpoint, seqs: list[Sequence], cfg: CollectConfig,
+                 encoder: Encoder | None = None):
         import torch
 
-        self.vals = torch.full((units, k), float("-inf"), device=device)
-        self.seq = torch.full((units, k), -1, dtype=torch.long, device=device)
-        self.acts = torch.zeros((units, k, window), device=device)
+        cfg.validate()
+        if encoder is not None:
+            encoder.check_hookpoint(hookpoint)
+            encoder = encoder.to(loaded.device)
+        self.loaded, self.hookpoint, self.seqs, self.cfg, self.encoder = loaded, hookpoint, seqs, cfg, encoder
+        self.device = loaded.device
+        self.units = encoder.width if encoder is not None else hookpoint.width
+        self.n_batches = (len(seqs) + cfg.batch_size - 1) // cfg.batch_size
+        rng = random.Random(cfg.seed)
+        self.random_ids = sorted(rng.sample(range(len(seqs)), min(cfg.n_random, len(seqs))))
+        self.random_start = {s: rng.randrange(max(1, len(seqs[s].token_ids) - cfg.window + 1)) for s in self.random_ids}
+        self.top = TopWindows(self.units, cfg.top_k, cfg.window, self.device)
+        self.pool = TopWindows(self.units, max(1, cfg.n_quantiles * cfg.pool_per_quantile), cfg.window, self.device)
+        self.stats = RunningStats(self.units, self.device)
+        self.rand_acts = torch.zeros((len(self.random_ids), cfg.window, self.units), device=self.device)
+        tok = loaded.tokenizer
+        self.bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.bos
+        self.next_batch = 0
 
-    def update(self, acts: Any, seq_ids: Any, masked_max: Any) -> None:
-        """acts [B, T, U] (padded to window), seq_ids [B], masked_max [B, U]."""
+    # -- state, for checkpoints -----------------------------------------------------------
+    def key(self) -> str:
+        """Names what is collected: a checkpoint is resumed only under the same key."""
+        h = hashlib.sha256(json.dumps([self.loaded.name, self.hookpoint.name, self.units, self.cfg.to_dict(),
+                                       getattr(self.encoder, "fingerprint", None)]).encode())
+        for s in self.seqs:
+            h.update(f"{s.doc_id}\x1f{s.domain}\x1f{s.token_ids}\n".encode())
+        return h.hexdigest()
+
+    def state(self) -> dict[str, Any]:
+        out = {f"top.{k}": v for k, v in self.top.state().items()}
+        out.update({f"pool.{k}": v for k, v in self.pool.state().items()})
+        out.update({f"stats.{k}": v for k, v in self.stats.state().items()})
+        out["rand_acts"] = self.rand_acts
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        for part in ("top", "pool", "stats"):
+            getattr(self, part).load({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(part + ".")})
+        self.rand_acts.copy_(state["rand_acts"])
+
+    # -- one batch -----------------------------------------------------------------------
+    def batch_inputs(self, b: int) -> tuple[Any, Any]:
+        """``input_ids`` and ``attention_mask`` ``[B, context + 1]`` of batch ``b`` (BOS first), on CPU."""
         import torch
 
-        units, k = self.vals.shape
-        vals = torch.cat([self.vals, masked_max.T], dim=1)
-        top = vals.topk(k, dim=1)
-        seq = torch.cat([self.seq, seq_ids.expand(units, -1)], dim=1)
-        all_acts = torch.cat([self.acts, acts.permute(2, 0, 1)], dim=1)
-        self.vals = top.values
-        self.seq = seq.gather(1, top.indices)
-        self.acts = all_acts.gather(1, top.indices.unsqueeze(-1).expand(-1, -1, all_acts.shape[-1]))
+        batch = self.seqs[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+        ids = torch.full((len(batch), self.cfg.context + 1), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), self.cfg.context + 1), dtype=torch.long)
+        ids[:, 0], mask[:, 0] = self.bos, 1  # a leading BOS keeps the first token from being an attention-sink outlier
+        for i, s in enumerate(batch):
+            ids[i, 1 : 1 + len(s.token_ids)] = torch.tensor(s.token_ids)
+            mask[i, 1 : 1 + len(s.token_ids)] = 1
+        return ids, mask
+
+    def unit_acts(self, ids: Any, mask: Any) -> Any:
+        """Unit activations ``[B, context, units]`` of one batch (BOS dropped), the floor of collection."""
+        acts = capture(self.loaded.model, self.hookpoint, ids.to(self.device), mask.to(self.device))[:, 1:, :]
+        return self.encoder.encode(acts) if self.encoder is not None else acts.contiguous()
+
+    def step(self, b: int, inputs: tuple[Any, Any] | None = None) -> int:
+        """Process batch ``b``; returns its number of tokens."""
+        import torch
+
+        ids, mask = inputs if inputs is not None else self.batch_inputs(b)
+        acts = self.unit_acts(ids, mask)
+        lens_cpu = mask[:, 1:].sum(dim=1)
+        short = [i for i, n in enumerate(lens_cpu.tolist()) if n < acts.shape[1]]
+        for i in short:  # only a document's last sequence is padded
+            acts[i, int(lens_cpu[i]):] = 0.0
+        seq_max = acts.amax(dim=1)  # [B, U]
+        for i in short:
+            seq_max[i] = acts[i, : int(lens_cpu[i])].amax(dim=0)
+        lens = lens_cpu.to(self.device)
+        first = b * self.cfg.batch_size
+        seq_ids = torch.arange(first, first + acts.shape[0], device=self.device)
+        cache: list[Any] = []
+
+        def transposed() -> Any:  # [B, U, T], made at most once per batch and only when worth it
+            if not cache:
+                cache.append(acts.transpose(1, 2).contiguous())
+            return cache[0]
+
+        self.top.update(seq_max, seq_max, seq_ids, lens, acts, self.cfg.lead, transposed)
+        if self.cfg.n_quantiles:
+            gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + b)
+            keys = torch.rand(seq_max.shape, generator=gen, device=self.device).masked_fill_(seq_max <= 0, float("-inf"))
+            self.pool.update(keys, seq_max, seq_ids, lens, acts, self.cfg.lead, transposed)
+        n_tokens = int(lens_cpu.sum())
+        self.stats.update(acts, seq_max, n_tokens)
+        for r, s in enumerate(self.random_ids):
+            if first <= s < first + acts.shape[0]:
+                st = self.random_start[s]
+                self.rand_acts[r] = acts[s - first, st : st + self.cfg.window]
+        self.next_batch = b + 1
+        return n_tokens
+
+    def run(self, progress: bool = False, checkpoint: str | Path | None = None, checkpoint_every: int = 0) -> None:
+        """Process every remaining batch, resuming from ``checkpoint`` when it holds this collection's
+        state and saving it every ``checkpoint_every`` batches (0: about every 5% of the batches)."""
+        from tqdm.auto import tqdm
+
+        key = self.key() if checkpoint is not None else ""
+        resumed = load_checkpoint(checkpoint, key)
+        if resumed is not None:
+            self.next_batch = resumed[0]
+            self.load(resumed[1])
+        every = checkpoint_every or max(1, self.n_batches // 20)
+        done = sum(len(s.token_ids) for s in self.seqs[: self.next_batch * self.cfg.batch_size])
+        bar = tqdm(total=sum(len(s.token_ids) for s in self.seqs), initial=done, unit="tok",
+                   desc=f"collect {self.hookpoint.name}", disable=not progress)
+        for b in range(self.next_batch, self.n_batches):
+            bar.update(self.step(b))
+            if checkpoint is not None and (b + 1) % every == 0 and b + 1 < self.n_batches:
+                save_checkpoint(checkpoint, key, b + 1, self.state())
+        bar.close()
+
+    def records(self, unit_hookpoint_name: str | None = None, names: list[str] | None = None) -> list[UnitRecord]:
+        return build_records(self, unit_hookpoint_name or unit_hookpoint(self.hookpoint, self.encoder), names)
 
 
-def collect(
-    loaded: Any,
-    hookpoint: Hookpoint,
-    docs: list[Document],
-    cfg: CollectConfig,
-    progress: bool = True,
-) -> list[UnitRecord]:
-    """Collect evidence for every unit at ``hookpoint``; returns one record per unit."""
-    import torch
-    from tqdm.auto import tqdm
-
-    tok = loaded.tokenizer
-    seqs = make_sequences(docs, tok, cfg)
-    device = loaded.device
-    rng = random.Random(cfg.seed)
-    random_ids = sorted(rng.sample(range(len(seqs)), min(cfg.n_random, len(seqs))))
-    random_pos = {s: i for i, s in enumerate(random_ids)}
-    units = hookpoint.width
-    topk = _TopK(units, cfg.top_k, cfg.window, device)
-    rand_acts = torch.zeros((len(random_ids), cfg.window, units), device=device)
-    act_sum = torch.zeros(units, dtype=torch.float64, device=device)
-    act_sq_sum = torch.zeros(units, dtype=torch.float64, device=device)
-    fire_count = torch.zeros(units, dtype=torch.float64, device=device)
-    act_max = torch.full((units,), float("-inf"), device=device)
-    n_tokens = 0
-    # A leading BOS keeps the first real token from being an attention-sink outlier.
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    bar = tqdm(total=sum(len(s.token_ids) for s in seqs), unit="tok", desc=f"collect {hookpoint.name}", disable=not progress)
-    for start, batch in _batches(seqs, cfg.batch_size):
-        ids = torch.full((len(batch), cfg.window + 1), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), cfg.window + 1), dtype=torch.long)
-        ids[:, 0], mask[:, 0] = bos, 1
-        for b, s in enumerate(batch):
-            ids[b, 1 : 1 + len(s.token_ids)] = torch.tensor(s.token_ids)
-            mask[b, 1 : 1 + len(s.token_ids)] = 1
-        acts = capture(loaded.model, hookpoint, ids.to(device), mask.to(device))[:, 1:, :]
-        valid = mask[:, 1:].bool().to(device).unsqueeze(-1)  # [B, T, 1]
-        acts = acts.masked_fill(~valid, 0.0)
-        masked_max = acts.masked_fill(~valid, float("-inf")).amax(dim=1)
-        topk.update(acts, torch.arange(start, start + len(batch), device=device), masked_max)
-        act_sum += acts.sum(dim=(0, 1)).double()
-        act_sq_sum += acts.double().pow(2).sum(dim=(0, 1))
-        fire_count += ((acts > 0) & valid).sum(dim=(0, 1)).double()
-        act_max = torch.maximum(act_max, masked_max.amax(dim=0))
-        for b in range(len(batch)):
-            if start + b in random_pos:
-                rand_acts[random_pos[start + b]] = acts[b]
-        n_batch = int(valid.sum())
-        n_tokens += n_batch
-        bar.update(n_batch)
-    bar.close()
-    mean = act_sum / n_tokens
-    std = (act_sq_sum / n_tokens - mean.pow(2)).clamp(min=0).sqrt()
-    return _build_records(loaded, hookpoint, seqs, cfg, topk, random_ids, rand_acts,
-                          mean.tolist(), std.tolist(), (fire_count / n_tokens).tolist(), act_max.tolist(), n_tokens)
-
-
-def _build_records(loaded, hookpoint, seqs, cfg, topk, random_ids, rand_acts, means, stds, densities, maxes, n_tokens):
-    decode_cache: dict[int, str] = {}
-
-    def decode(i: int) -> str:
-        if i not in decode_cache:
-            decode_cache[i] = loaded.tokenizer.decode([i])
-        return decode_cache[i]
-
-    seq_tokens = {}
-
-    def tokens_of(s: int) -> tuple[str, ...]:
-        if s not in seq_tokens:
-            seq_tokens[s] = tuple(decode(i) for i in seqs[s].token_ids)
-        return seq_tokens[s]
-
-    top_seq = topk.seq.cpu().tolist()
-    top_acts = topk.acts.cpu().tolist()
-    top_vals = topk.vals.cpu().tolist()
-    rand = rand_acts.permute(2, 0, 1).cpu().tolist()  # [U, R, T]
-    records = []
-    for u in range(hookpoint.width):
-        live = maxes[u] > 0 and densities[u] > 0
-        windows: list[Window] = []
-        if live:
-            rank = 0
-            for s, acts, val in zip(top_seq[u], top_acts[u], top_vals[u]):
-                if s < 0 or val <= 0:
-                    continue
-                n = len(seqs[s].token_ids)
-                windows.append(Window(f"top-{rank}", "top", "explain" if rank % 2 == 0 else "heldout",
-                                      seqs[s].doc_id, seqs[s].domain, tokens_of(s), tuple(round(a, 5) for a in acts[:n])))
-                rank += 1
-            for r, s in enumerate(random_ids):
-                n = len(seqs[s].token_ids)
-                windows.append(Window(f"random-{r}", "random", "heldout", seqs[s].doc_id, seqs[s].domain,
-                                      tokens_of(s), tuple(round(a, 5) for a in rand[u][r][:n])))
-        stats = UnitStats(max=float(maxes[u]), mean=float(means[u]), std=float(stds[u]), density=float(densities[u]), n_tokens=n_tokens)
-        records.append(UnitRecord(make_unit_id(loaded.name, hookpoint.name, u), loaded.name, hookpoint.name, u, stats, tuple(windows)))
+def collect(loaded: Any, hookpoint: Hookpoint, docs: list[Document], cfg: CollectConfig, progress: bool = True,
+            encoder: Encoder | None = None, checkpoint: str | Path | None = None,
+            checkpoint_every: int = 0) -> list[UnitRecord]:
+    """Collect evidence for every unit at ``hookpoint`` (or every feature of ``encoder``); returns
+    one record per unit. With ``checkpoint`` (a file path) the state is saved every
+    ``checkpoint_every`` batches and a killed run resumes from it; the file is removed at the end."""
+    seqs = make_sequences(docs, loaded.tokenizer, cfg)
+    collector = Collector(loaded, hookpoint, seqs, cfg, encoder)
+    collector.run(progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    records = collector.records(names=getattr(encoder, "names", None))
+    remove_checkpoint(checkpoint)
     return records
+

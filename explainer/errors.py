@@ -13,6 +13,7 @@ Chroma) are translated at the boundary where they happen, with ``raise ... from 
     │   ├── CorpusError        empty, missing or undecodable corpus
     │   ├── ModelLoadError     unknown model path or unloadable weights
     │   ├── HookpointError     unknown layer or hookpoint (lists the valid ones)
+    │   ├── SAEError           unusable SAE or directions file (format, architecture, weights, width)
     │   └── UnknownUnitError   unit ids that are not in the store
     ├── LLMError               a call to an explainer/simulator LLM failed
     │   ├── TransientLLMError  worth retrying: timeouts, 429, 5xx, dropped connections
@@ -30,6 +31,7 @@ __all__ = [
     "CorpusError",
     "ModelLoadError",
     "HookpointError",
+    "SAEError",
     "UnknownUnitError",
     "LLMError",
     "TransientLLMError",
@@ -61,6 +63,11 @@ class ModelLoadError(InputError):
 
 class HookpointError(InputError):
     """A layer or hookpoint name does not exist in the model."""
+
+
+class SAEError(InputError):
+    """An SAE, transcoder or directions file cannot be used: unknown format or architecture,
+    missing or non-finite weights, or a width that does not match the hookpoint."""
 
 
 class UnknownUnitError(InputError):

@@ -11,7 +11,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-WindowKind = Literal["top", "random"]
+WindowKind = Literal["top", "quantile", "random"]
 WindowSplit = Literal["explain", "heldout"]
 
 
@@ -44,7 +44,8 @@ class Window:
     window_id: str
     """Unique within a unit, e.g. ``top-3`` or ``random-1``; explanations cite these."""
     kind: WindowKind
-    """``top``: among the unit's most activating windows; ``random``: drawn uniformly."""
+    """``top``: among the unit's most activating windows; ``quantile``: an activating window drawn
+    from one stratum of the unit's activating windows sorted by max; ``random``: drawn uniformly."""
     split: WindowSplit
     """``explain``: shown to the explainer; ``heldout``: kept for scoring only."""
     doc_id: str
@@ -53,6 +54,8 @@ class Window:
     """Decoded token strings (leading spaces kept)."""
     activations: tuple[float, ...]
     """Raw activation per token, same length as ``tokens``."""
+    quantile: int | None = None
+    """For ``quantile`` windows: the stratum, 0 (weakest) … n-1 (strongest); ``None`` otherwise."""
 
     @property
     def max_activation(self) -> float:
@@ -69,6 +72,15 @@ class UnitStats:
     density: float
     """Share of tokens where the activation is > 0."""
     n_tokens: int
+    quantiles: tuple[float, ...] = ()
+    """Boundaries (raw units) between equal-count strata of the activating sequences' max
+    activations, lowest first, as quantile windows are drawn; read from the histogram (within a bin)."""
+    histogram: tuple[int, ...] = ()
+    """Number of activating sequences (max > 0) per bin of their max activation, for bins
+    ``histogram_edges[i]…[i+1]``."""
+    histogram_edges: tuple[float, ...] = ()
+    """Bin edges (raw units): each octave 2**e…2**(e+1) split into four equal-width bins; one more
+    edge than ``histogram`` bins."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,15 @@ class UnitRecord:
     index: int
     stats: UnitStats
     windows: tuple[Window, ...] = field(default_factory=tuple)
+    name: str | None = None
+    """A human name when the unit has one (a direction's name); ``None`` for neurons and features."""
+    skip_reason: str | None = None
+    """Why labeling skips this unit (dead or ultra-rare), or ``None`` for a live unit."""
+
+    @property
+    def live(self) -> bool:
+        """Has evidence and is not skipped: labeling considers only live units."""
+        return bool(self.windows) and self.skip_reason is None
 
     def windows_for(self, split: WindowSplit, kind: WindowKind | None = None) -> list[Window]:
         return [w for w in self.windows if w.split == split and (kind is None or w.kind == kind)]
@@ -96,7 +117,8 @@ class UnitRecord:
             Window(**{**w, "tokens": tuple(w["tokens"]), "activations": tuple(w["activations"])})
             for w in d.pop("windows")
         )
-        return cls(**{**d, "stats": UnitStats(**d["stats"]), "windows": windows})
+        stats = {k: tuple(v) if isinstance(v, list) else v for k, v in d["stats"].items()}
+        return cls(**{**d, "stats": UnitStats(**stats), "windows": windows})
 
 
 def scale_0_10(activations: list[float] | tuple[float, ...], max_activation: float) -> list[int]:

@@ -1,14 +1,11 @@
-"""Hookpoints and collection on the tiny random LLaMA, checked against brute force."""
-
-import random
+"""Hookpoints on the tiny random LLaMA: names, widths, the captured tensors, the stop, and
+the translation of SAE libraries' hook names. Collection itself: tests/test_collect.py."""
 
 import pytest
 import torch
 
-from explainer.collect import CollectConfig, collect, make_sequences
-from explainer.errors import CorpusError, HookpointError
-from explainer.hooks import capture, resolve_hookpoint
-from explainer.records import Document, UnitRecord
+from explainer.errors import HookpointError
+from explainer.hooks import capture, from_sparsify, from_transformer_lens, resolve_hookpoint
 
 # -- resolve_hookpoint --------------------------------------------------------------------
 
@@ -123,160 +120,110 @@ def test_capture_stops_the_forward_pass_and_removes_its_hook(tiny_model, name, d
             h.remove()
 
 
-# -- collect ------------------------------------------------------------------------------
+# -- other hookpoint kinds ----------------------------------------------------------------
 
-DOCS = [
-    Document("code:a.py", "code", "import os\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n\n"
-             "def write(path, text):\n    if not text:\n        raise ValueError('empty')\n"
-             "    with open(path, 'w') as f:\n        f.write(text)\n\nfor i in range(10):\n    print(i * i)\n"),
-    Document("docs:intro.md", "docs", "The library reads a corpus, runs the model over it and keeps, for every "
-             "neuron, the windows of text where it fires the most. Each explanation is then scored by how well "
-             "a simulator predicts the activations from the explanation alone. Results are stored in a database "
-             "and can be searched by meaning."),
-    Document("legal:license.txt", "legal", "Permission is hereby granted, free of charge, to any person obtaining "
-             "a copy of this software, to deal in the Software without restriction, including without limitation "
-             "the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the "
-             "Software. THE SOFTWARE IS PROVIDED AS IS, WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED."),
-    Document("docs:tiny.md", "docs", "Hi."),  # too short to give a window
-    Document("code:b.py", "code", "x = [n for n in range(100) if n % 3 == 0]\nprint(sum(x), len(x), max(x))\n" * 8),
-]
-CFG = CollectConfig(window=16, top_k=4, n_random=2, max_tokens=400, batch_size=3)
-UNITS = [0, 1, 7, 42, 63, 64, 99, 127]
+@pytest.mark.parametrize("name, kind", [("layers.2.mlp_in", "mlp_in"), ("layers.2.mlp_out", "mlp_out"),
+                                        ("layers.2.attn_out", "attn_out")])
+def test_resolve_module_io_hookpoints(tiny_model, name, kind):
+    hp = resolve_hookpoint(tiny_model.model, name)
+    assert (hp.name, hp.layer, hp.kind, hp.width) == (name, 2, kind, 64)
 
 
-@pytest.fixture(scope="module")
-def collected(tiny_model):
-    hp = resolve_hookpoint(tiny_model.model, "layers.1.mlp")
-    records = collect(tiny_model, hp, DOCS, CFG, progress=False)
-    return hp, records
+def test_capture_module_io_equals_the_modules_own_tensors(tiny_model):
+    model = tiny_model.model
+    ids, mask = _batch(tiny_model.tokenizer, TEXTS)
+    block = model.model.layers[2]
+    seen = {}
+    handles = [
+        block.mlp.register_forward_pre_hook(lambda _m, args: seen.__setitem__("mlp_in", args[0].detach().clone())),
+        block.mlp.register_forward_hook(lambda _m, _a, out: seen.__setitem__("mlp_out", out.detach().clone())),
+        block.self_attn.register_forward_hook(lambda _m, _a, out: seen.__setitem__("attn_out", out[0].detach().clone())),
+    ]
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    for kind in ("mlp_in", "mlp_out", "attn_out"):
+        acts = capture(model, resolve_hookpoint(model, f"layers.2.{kind}"), ids, mask)
+        assert acts.shape == (2, ids.shape[1], 64)
+        torch.testing.assert_close(acts, seen[kind], atol=1e-5, rtol=0)
+    # the three are different tensors
+    assert (seen["mlp_in"] - seen["mlp_out"]).abs().max() > 1e-3
+    assert (seen["attn_out"] - seen["mlp_in"]).abs().max() > 1e-3
 
 
-@pytest.fixture(scope="module")
-def brute(tiny_model):
-    """Activations of every window, computed one window at a time without padding."""
-    tok = tiny_model.tokenizer
-    hp = resolve_hookpoint(tiny_model.model, "layers.1.mlp")
-    seqs = make_sequences(DOCS, tok, CFG)
-    per_seq = []
-    for s in seqs:
-        ids = torch.tensor([[tok.bos_token_id, *s.token_ids]])
-        acts = capture(tiny_model.model, hp, ids, torch.ones_like(ids))[0, 1:, :]  # drop the BOS
-        per_seq.append(acts)
-    return seqs, per_seq
+# -- names of SAE libraries ---------------------------------------------------------------
+
+@pytest.mark.parametrize("tl, ours", [
+    ("blocks.12.hook_resid_post", "layers.12"), ("blocks.12.hook_resid_pre", "layers.11"),
+    ("blocks.12.mlp.hook_post", "layers.12.mlp"), ("blocks.12.hook_mlp_out", "layers.12.mlp_out"),
+    ("blocks.12.hook_attn_out", "layers.12.attn_out"), ("blocks.12.ln2.hook_normalized", "layers.12.mlp_in"),
+    ("layers.3.mlp", "layers.3.mlp"), ("layers.3", "layers.3"),
+])
+def test_transformer_lens_names_map_to_our_hookpoints(tl, ours):
+    assert from_transformer_lens(tl) == ours
 
 
-def test_sequences_cover_the_corpus_up_to_max_tokens(tiny_model, brute):
-    seqs, _ = brute
-    total = sum(len(s.token_ids) for s in seqs)
-    assert 400 <= total < 400 + 16  # stops at the first window that reaches max_tokens
-    assert all(4 <= len(s.token_ids) <= 16 for s in seqs)
-    assert any(len(s.token_ids) < 16 for s in seqs)  # some windows need padding in a batch
-    assert len(seqs) > 2 * CFG.batch_size and len(seqs) % CFG.batch_size != 0  # several batches, the last partial
-    # a document is cut into consecutive windows; a tail shorter than 4 tokens is dropped
-    a_ids = tiny_model.tokenizer(DOCS[0].text, add_special_tokens=False)["input_ids"]
-    a_seqs = [s.token_ids for s in seqs if s.doc_id == "code:a.py"]
-    assert [list(t) for t in a_seqs] == [a_ids[i : i + 16] for i in range(0, len(a_ids), 16) if len(a_ids[i : i + 16]) >= 4]
-    assert "docs:tiny.md" not in {s.doc_id for s in seqs}
+@pytest.mark.parametrize("name", ["blocks.0.hook_resid_pre", "blocks.3.attn.hook_z", "hook_embed", "blocks.x.hook_resid_post"])
+def test_unsupported_transformer_lens_names_list_the_mapping(name):
+    with pytest.raises(HookpointError, match="blocks.L.hook_resid_post → layers.L|embeddings"):
+        from_transformer_lens(name)
 
 
-def test_one_record_per_unit(collected, tiny_model):
-    hp, records = collected
-    assert len(records) == 128
-    assert [r.index for r in records] == list(range(128))
-    assert records[5].unit_id == "tiny-llama/layers.1.mlp/5"
-    assert {(r.model, r.hookpoint) for r in records} == {("tiny-llama", "layers.1.mlp")}
+@pytest.mark.parametrize("name, transcode, ours", [
+    ("layers.12", False, "layers.12"), ("layers.12.mlp", False, "layers.12.mlp_out"),
+    ("layers.12.mlp", True, "layers.12.mlp_in"), ("layers.12.self_attn", False, "layers.12.attn_out"),
+    ("layers.12.mlp.down_proj", False, "layers.12.mlp_out"), ("layers.12.mlp.down_proj", True, "layers.12.mlp"),
+    ("model.layers.4", False, "layers.4"), ("h.4.mlp", False, "layers.4.mlp_out"),
+])
+def test_sparsify_names_map_to_our_hookpoints(name, transcode, ours):
+    assert from_sparsify(name, transcode) == ours
 
 
-@pytest.mark.parametrize("unit", UNITS)
-def test_top_windows_match_brute_force(collected, brute, tiny_model, unit):
-    _, records = collected
-    seqs, per_seq = brute
-    rec = records[unit]
-    maxima = [float(a[:, unit].max()) for a in per_seq]
-    order = sorted(range(len(seqs)), key=lambda i: -maxima[i])[:4]
-    assert maxima[order[3]] > 0, "pick units whose 4 best windows are positive"
-    tops = rec.windows_for("explain", "top") + rec.windows_for("heldout", "top")
-    tops.sort(key=lambda w: int(w.window_id.split("-")[1]))
-    assert [w.window_id for w in tops] == ["top-0", "top-1", "top-2", "top-3"]
-    assert [w.max_activation for w in tops] == pytest.approx([maxima[i] for i in order], abs=1e-4)
-    for rank, (w, s) in enumerate(zip(tops, order)):
-        assert w.kind == "top"
-        assert w.split == ("explain" if rank % 2 == 0 else "heldout")
-        assert (w.doc_id, w.domain) == (seqs[s].doc_id, seqs[s].domain)
-        assert w.tokens == tuple(tiny_model.tokenizer.decode([i]) for i in seqs[s].token_ids)
-        assert len(w.activations) == len(w.tokens) == len(seqs[s].token_ids)
-        assert list(w.activations) == pytest.approx(per_seq[s][:, unit].tolist(), abs=1e-4)
+@pytest.mark.parametrize("name, transcode", [("layers.12", True), ("embed_tokens", False), ("layers.12.mlp.act_fn", False)])
+def test_unsupported_sparsify_names_list_the_mapping(name, transcode):
+    with pytest.raises(HookpointError, match=r"layers\.L\.mlp → layers\.L\.mlp_out") as info:
+        from_sparsify(name, transcode)
+    assert repr(name) in str(info.value)
 
 
-@pytest.mark.parametrize("unit", UNITS)
-def test_random_windows_are_heldout_and_match_brute_force(collected, brute, unit):
-    _, records = collected
-    seqs, per_seq = brute
-    expected = sorted(random.Random(CFG.seed).sample(range(len(seqs)), CFG.n_random))
-    rand = [w for w in records[unit].windows if w.kind == "random"]
-    assert [w.window_id for w in rand] == ["random-0", "random-1"]
-    assert all(w.split == "heldout" for w in rand)
-    for w, s in zip(rand, expected):
-        assert w.doc_id == seqs[s].doc_id
-        assert list(w.activations) == pytest.approx(per_seq[s][:, unit].tolist(), abs=1e-4)
-    # windows are ordered: the 4 top windows, then the random ones
-    assert [w.kind for w in records[unit].windows] == ["top"] * 4 + ["random"] * 2
+def test_mapped_names_resolve_on_the_model(tiny_model):
+    for tl in ("blocks.3.hook_resid_post", "blocks.1.mlp.hook_post", "blocks.0.hook_mlp_out"):
+        hp = resolve_hookpoint(tiny_model.model, from_transformer_lens(tl))
+        assert hp.name == from_transformer_lens(tl)
 
 
-@pytest.mark.parametrize("unit", UNITS)
-def test_stats_match_brute_force(collected, brute, unit):
-    _, records = collected
-    _, per_seq = brute
-    allacts = torch.cat([a[:, unit] for a in per_seq]).double()
-    st = records[unit].stats
-    assert st.n_tokens == allacts.numel()
-    assert st.max == pytest.approx(float(allacts.max()), abs=1e-4)
-    assert st.mean == pytest.approx(float(allacts.mean()), abs=1e-4)
-    assert st.std == pytest.approx(float(allacts.std(unbiased=False)), abs=1e-4)
-    assert st.density == pytest.approx(float((allacts > 0).double().mean()), abs=1e-4)
-    assert 0 < st.density < 1
+# -- GPT-2-style MLPs ---------------------------------------------------------------------
 
+def test_gpt2_style_mlp_neurons_are_the_activation_output(tiny_model):
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-def test_stats_of_every_unit_match_brute_force(collected, brute):
-    _, records = collected
-    _, per_seq = brute
-    allacts = torch.cat(per_seq).double()  # [tokens, units]
-    got = torch.tensor([[r.stats.max, r.stats.mean, r.stats.density] for r in records], dtype=torch.float64)
-    want = torch.stack([allacts.max(0).values, allacts.mean(0), (allacts > 0).double().mean(0)], dim=1)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    from explainer.collect import CollectConfig, collect
+    from explainer.models import LoadedModel
+    from explainer.records import Document
 
-
-def test_records_round_trip_through_blob(collected):
-    _, records = collected
-    for rec in records[:10]:
-        blob = rec.to_blob()
-        assert isinstance(blob, bytes)
-        back = UnitRecord.from_blob(blob)
-        assert back == rec
-        assert isinstance(back.windows, tuple) and isinstance(back.windows[0].tokens, tuple)
-
-
-def test_collect_residual_hookpoint(tiny_model, brute):
-    seqs, _ = brute
-    hp = resolve_hookpoint(tiny_model.model, "layers.1")
-    records = collect(tiny_model, hp, DOCS, CFG, progress=False)
-    assert len(records) == 64
-    tok = tiny_model.tokenizer
-    rec = records[3]
-    top0 = rec.windows[0]
-    # brute force for this one unit
-    best = max(
-        float(capture(tiny_model.model, hp, torch.tensor([[tok.bos_token_id, *s.token_ids]]),
-                      torch.ones((1, len(s.token_ids) + 1), dtype=torch.long))[0, 1:, 3].max())
-        for s in seqs
-    )
-    assert top0.window_id == "top-0" and top0.max_activation == pytest.approx(best, abs=1e-4)
-    assert rec.stats.max == pytest.approx(best, abs=1e-4)
-
-
-def test_empty_corpus_raises(tiny_model):
-    hp = resolve_hookpoint(tiny_model.model, "layers.1.mlp")
-    with pytest.raises(CorpusError):
-        collect(tiny_model, hp, [], CFG, progress=False)
-    with pytest.raises(CorpusError):
-        collect(tiny_model, hp, [Document("d:1", "docs", ""), Document("d:2", "docs", "Hi.")], CFG, progress=False)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_model.tokenizer), n_positions=128, n_embd=32, n_layer=2,
+                                       n_head=2)).eval()
+    hp = resolve_hookpoint(model, "layers.1.mlp")
+    assert (hp.kind, hp.width) == ("mlp", 128)  # n_inner = 4 × n_embd
+    ids, mask = _batch(tiny_model.tokenizer, TEXTS)
+    seen = []
+    mlp = model.transformer.h[1].mlp
+    handle = mlp.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    try:
+        acts = capture(model, hp, ids, mask)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        expected = mlp.act(mlp.c_fc(seen[0]))
+    torch.testing.assert_close(acts, expected, atol=1e-5, rtol=0)
+    for kind in ("mlp_in", "mlp_out", "attn_out", ""):
+        name = f"layers.1.{kind}" if kind else "layers.1"
+        assert capture(model, resolve_hookpoint(model, name), ids, mask).shape == (2, ids.shape[1], 32)
+    docs = [Document("d:1", "docs", " ".join(TEXTS * 6))]
+    records = collect(LoadedModel("gpt2-tiny", model, tiny_model.tokenizer, "cpu"), hp, docs,
+                      CollectConfig(window=8, context=16, top_k=2, n_random=1, n_quantiles=2), progress=False)
+    assert len(records) == 128 and records[0].unit_id == "gpt2-tiny/layers.1.mlp/0"
