@@ -17,7 +17,7 @@ from .collect import CollectConfig, Collector, make_sequences, unit_hookpoint
 from .config import Settings
 from .corpus import corpus_fingerprint, resolve_corpus
 from .errors import ExplainerError, TransientLLMError
-from .explain import describe_settings, explain_unit
+from .explain import explain_unit
 from .hooks import resolve_hookpoint
 from .llm import LLMConfig, make_chat_model
 from .models import load_model, resolve_model

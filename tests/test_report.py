@@ -28,7 +28,8 @@ def _entries():
     failed = _record(9, [_win("top-0", "top", "explain", ["z"], [1.0])])
     pending = _record(11, [])
     score = ReportScore(scorer="simulation-logits", value=0.6123, ci_low=0.5, ci_high=0.7,
-                        per_domain={"code": 0.71, "docs": 0.42}, status="ok")
+                        per_domain={"code": 0.71, "docs": 0.42}, status="ok",
+                        discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24})
     bad_score = ReportScore(scorer="simulation-logits", value=None, ci_low=None, ci_high=None,
                             per_domain={}, status="failed", error="simulator timed out")
     return [
@@ -95,6 +96,20 @@ def test_warning_badges():
                       scores=(ReportScore("simulation-logits", 0.1, -0.3, 0.4, {}, "ok"),))
     out = render_html([low])
     assert "score &lt; 0.2" in out and "interval wider than 0.5" in out
+    assert "discrimination never measured" in out and "discrimination not measured" in out
+
+
+def test_scores_show_their_scorer_discrimination():
+    out = render_html(_entries())
+    assert "discrimination: AUROC 0.96, 97% of right/wrong pairs ranked correctly on 24 planted concepts" in out
+    weak = ReportEntry(record=_entries()[0].record, explanation="x", explanation_status="ok",
+                       explanation_error=None, explainer_model=None, prompt=None, explanation_source="baseline",
+                       scores=(ReportScore("simulation-logits", 0.6, 0.5, 0.7, {}, "ok",
+                                           discrimination={"auroc": 0.51, "pairs_correct": 0.44, "n_concepts": 8}),))
+    out = render_html([weak])
+    assert "barely tells right from wrong explanations (AUROC 0.51)" in out
+    assert "explanation from the no-LLM baseline" in out and "(source: baseline)" in out
+    assert "AUROC 0.51" in render_markdown([weak])
 
 
 def test_no_external_urls():
