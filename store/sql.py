@@ -93,6 +93,24 @@ scores = Table(
     UniqueConstraint("explanation_id", "scorer", name="uq_score_key"),
 )
 
+# The keyword index (see store/keyword.py): one row per ok explanation with the search filters as
+# columns; its text is indexed by SQLite FTS5 (table ``keyword_fts``) or a PostgreSQL tsvector.
+keyword_docs = Table(
+    "keyword_docs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # the FTS5 rowid
+    Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, unique=True),
+    Column("unit_id", String(300), nullable=False),
+    Column("collection_id", String(64), nullable=False),
+    Column("model", String(200), nullable=False, index=True),
+    Column("hookpoint", String(200), nullable=False),
+    Column("layer", Integer, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("explainer_model", String(200), nullable=False),
+    Column("domains", Text, nullable=False),  # ",code,docs," — domains of the unit's top windows
+    Column("score", Float, nullable=False),  # keyword.UNSCORED when there is no ok score
+    Column("text", Text, nullable=False),
+)
+
 
 def key_id(*parts: Any) -> str:
     """Deterministic row id from the parts of a natural key."""
@@ -127,6 +145,9 @@ class SQLStore:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
         metadata.create_all(self.engine)
+        from store import keyword
+
+        keyword.ensure_schema(self.engine)
 
     # -- generic upsert ------------------------------------------------------------
     def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
@@ -160,7 +181,7 @@ class SQLStore:
 
     def finish_collection(self, collection_id: str, records: Iterable[Any], n_tokens: int) -> None:
         rows = [dict(id=key_id(collection_id, r.unit_id), unit_id=r.unit_id, collection_id=collection_id, model=r.model, hookpoint=r.hookpoint,
-                     idx=r.index, live=bool(r.windows), max_act=r.stats.max, mean_act=r.stats.mean,
+                     idx=r.index, live=bool(getattr(r, "live", r.windows)), max_act=r.stats.max, mean_act=r.stats.mean,
                      std_act=r.stats.std, density=r.stats.density, record=r.to_blob()) for r in records]
         self._upsert(units, rows, ["id"])
         with self.engine.begin() as conn:
@@ -214,6 +235,7 @@ class SQLStore:
             text=text if status == "ok" else None, error=error, window_ids=json.dumps(window_ids or []),
             settings=json.dumps(settings or {}, sort_keys=True), prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, created_at=now(), indexed_at=None)], ["id"])
+        self.sync_keyword_index([eid])
         return eid
 
     def get_explanation(self, explanation_id: str) -> dict[str, Any] | None:
@@ -238,6 +260,45 @@ class SQLStore:
         with self.engine.begin() as conn:
             conn.execute(update(explanations).where(explanations.c.id == explanation_id).values(indexed_at=now()))
 
+    def mark_indexed_many(self, explanation_ids: list[str]) -> None:
+        """:meth:`mark_indexed` for many explanations in one transaction."""
+        with self.engine.begin() as conn:
+            for s in range(0, len(explanation_ids), 500):
+                conn.execute(update(explanations).where(explanations.c.id.in_(explanation_ids[s:s + 500]))
+                             .values(indexed_at=now()))
+
+    def index_token(self) -> datetime | None:
+        """The latest ``indexed_at``: it changes whenever any process writes the vector index."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return _as_utc(conn.execute(select(func.max(explanations.c.indexed_at))).scalar())
+
+    def explanation_details(self, explanation_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Explanation rows by id, each with its unit's ``record`` and its ``scores`` (three queries
+        on one connection: what a page of search hits needs)."""
+        from explainer.records import UnitRecord
+
+        with self.engine.connect() as conn:
+            rows = [_decode_json(dict(r), "window_ids", "settings") for r in
+                    conn.execute(select(explanations).where(explanations.c.id.in_(explanation_ids))).mappings()]
+            blobs = dict(conn.execute(select(units.c.id, units.c.record)
+                                      .where(units.c.id.in_(sorted({r["unit_row"] for r in rows})))).all())
+            srows = conn.execute(select(scores).where(scores.c.explanation_id.in_(explanation_ids))).mappings().all()
+        out = {r["id"]: {**r, "record": UnitRecord.from_blob(blobs[r["unit_row"]]) if r["unit_row"] in blobs else None,
+                         "scores": []} for r in rows}
+        for s in srows:
+            out[s["explanation_id"]]["scores"].append(_decode_json(dict(s), "per_domain", "heldout_ids"))
+        return out
+
+    def indexed_since(self, since: datetime | None) -> list[str]:
+        """Ids of explanations indexed at or after ``since`` (all indexed ones for ``None``)."""
+        q = select(explanations.c.id).where(explanations.c.indexed_at.is_not(None))
+        if since is not None:
+            q = q.where(explanations.c.indexed_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
     # -- scores -----------------------------------------------------------------------
     def save_score(self, *, explanation_id: str, scorer: str, simulator_model: str | None, status: str,
                    value: float | None = None, ci_low: float | None = None, ci_high: float | None = None,
@@ -248,6 +309,7 @@ class SQLStore:
             id=sid, explanation_id=explanation_id, scorer=scorer, simulator_model=simulator_model, status=status,
             value=value, ci_low=ci_low, ci_high=ci_high, per_domain=json.dumps(per_domain or {}),
             heldout_ids=json.dumps(heldout_ids or []), n_tokens=n_tokens, error=error, created_at=now())], ["id"])
+        self.sync_keyword_index([explanation_id])
         return sid
 
     def get_score(self, explanation_id: str, scorer: str) -> dict[str, Any] | None:
@@ -266,6 +328,53 @@ class SQLStore:
         with self.engine.connect() as conn:
             return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
                     for t in (collections, units, explanations, scores)}
+
+    # -- keyword index and run summaries (search, HTTP API) ---------------------------------
+    def sync_keyword_index(self, explanation_ids: list[str]) -> None:
+        """Update the keyword-index rows of these explanations from the source tables."""
+        from store import keyword
+
+        keyword.sync(self, explanation_ids)
+
+    def rebuild_keyword_index(self) -> int:
+        """Recompute the whole keyword index from the source tables; returns its row count."""
+        from store import keyword
+
+        return keyword.rebuild(self)
+
+    def keyword_search(self, query: str, *, limit: int, model: str | None = None, layer: int | None = None,
+                       source: str | None = None, min_score: float | None = None,
+                       domain: str | None = None) -> list[tuple[str, float]]:
+        """Full-text matches (explanation id, relevance) that pass the filters, best first."""
+        from store import keyword
+
+        return keyword.search(self, query, limit=limit, model=model, layer=layer, source=source,
+                              min_score=min_score, domain=domain)
+
+    def collection_summaries(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Collections, newest first, with labeling progress: live units, explanations ok and
+        failed, explanations with an ok score, explanations indexed for search."""
+        from sqlalchemy import case, func
+
+        ex = explanations.c
+        expl = (select(ex.collection_id, func.sum(case((ex.status == "ok", 1), else_=0)).label("explained"),
+                       func.sum(case((ex.status == "failed", 1), else_=0)).label("failed"),
+                       func.count(ex.indexed_at).label("indexed"))
+                .group_by(ex.collection_id).subquery())
+        scored = (select(ex.collection_id, func.count(func.distinct(ex.id)).label("scored"))
+                  .join(scores, scores.c.explanation_id == ex.id).where(scores.c.status == "ok")
+                  .group_by(ex.collection_id).subquery())
+        live = (select(units.c.collection_id, func.count().label("live_units")).where(units.c.live.is_(True))
+                .group_by(units.c.collection_id).subquery())
+        counts = [func.coalesce(c, 0).label(c.name) for c in
+                  (live.c.live_units, expl.c.explained, expl.c.failed, scored.c.scored, expl.c.indexed)]
+        q = (select(*[c for c in collections.c if c.name != "config"], *counts)
+             .outerjoin(live, live.c.collection_id == collections.c.id)
+             .outerjoin(expl, expl.c.collection_id == collections.c.id)
+             .outerjoin(scored, scored.c.collection_id == collections.c.id)
+             .order_by(collections.c.created_at.desc(), collections.c.id).limit(limit).offset(offset))
+        with self.engine.connect() as conn:
+            return [_decode_json(dict(r)) for r in conn.execute(q).mappings()]
 
 
 def _decode_json(row: dict[str, Any], *fields: str) -> dict[str, Any]:

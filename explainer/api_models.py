@@ -1,0 +1,191 @@
+"""Pydantic models of the HTTP API's responses (they make its OpenAPI spec).
+
+Pydantic stays at this edge: the library returns plain dicts and dataclasses, and these models
+only describe and validate what the routes send back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = ["ErrorBody", "SearchPage", "UnitDetail", "RunsPage", "ReindexResult", "CheckResult", "Health"]
+
+
+class ErrorDetail(BaseModel):
+    status: int = Field(description="HTTP status code, repeated")
+    code: str = Field(description="machine-readable error code, e.g. `unauthorized`, `validation_error`")
+    message: str
+    details: list[dict[str, Any]] | None = Field(None, description="per-field problems of a 422")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns has this shape."""
+
+    error: ErrorDetail
+
+
+class Score(BaseModel):
+    scorer: str
+    value: float = Field(description="Pearson correlation of simulated and true activations, −1…1")
+    ci95: list[float | None] = Field(description="95% bootstrap interval [low, high]")
+    per_domain: dict[str, float | None] = Field(description="the score restricted to each corpus domain")
+
+
+class Token(BaseModel):
+    text: str
+    level: int = Field(ge=0, le=10, description="activation on the 0–10 scale of the unit's maximum")
+
+
+class Stats(BaseModel):
+    max: float | None = Field(description="largest activation over the corpus (raw units)")
+    mean: float | None
+    density: float | None = Field(description="share of tokens with activation > 0")
+
+
+class Hit(BaseModel):
+    rank: int = Field(description="1-based position in the fused ranking")
+    unit_id: str
+    explanation_id: str
+    explanation: str
+    explainer_model: str
+    collection_id: str
+    model: str
+    hookpoint: str
+    layer: int
+    source: str
+    score: Score | None = Field(description="null when the explanation has no ok score")
+    similarity: float | None = Field(description="cosine similarity of query and explanation (MiniLM)")
+    semantic_rank: int | None
+    keyword_rank: int | None
+    rrf: float = Field(description="reciprocal-rank-fusion score")
+    stats: Stats | None
+    top_example: str | None = Field(description="the top window, firing tokens in «guillemets»")
+    top_example_tokens: list[Token] | None
+
+
+class SearchPage(BaseModel):
+    query: str
+    filters: dict[str, Any]
+    hits: list[Hit]
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last one")
+
+
+class FullStats(BaseModel):
+    max: float | None
+    mean: float | None
+    std: float | None
+    density: float | None
+    n_tokens: int
+
+
+class Histogram(BaseModel):
+    edges: list[float] = Field(description="bin edges (raw activation), one more than counts")
+    top: list[int] = Field(description="token counts of the top windows per bin")
+    random: list[int] = Field(description="token counts of the random windows per bin")
+
+
+class ScoreView(BaseModel):
+    scorer: str
+    status: str
+    value: float | None
+    ci95: list[float | None]
+    per_domain: dict[str, float | None]
+    simulator_model: str | None
+    n_tokens: int | None
+    error: str | None
+
+
+class ExplanationView(BaseModel):
+    id: str
+    status: str
+    text: str | None
+    error: str | None
+    explainer_model: str
+    prompt: str
+    created_at: datetime
+    indexed_at: datetime | None
+    scores: list[ScoreView]
+
+
+class WindowView(BaseModel):
+    id: str
+    kind: str
+    split: str
+    domain: str
+    doc_id: str
+    max: float | None
+    tokens: list[str]
+    activations: list[float | None]
+    levels: list[int]
+
+
+class UnitDetail(BaseModel):
+    unit_id: str
+    model: str
+    hookpoint: str
+    index: int
+    layer: int
+    source: str
+    collection_id: str
+    stats: FullStats
+    histogram: Histogram
+    explanations: list[ExplanationView]
+    windows: list[WindowView]
+
+
+class Run(BaseModel):
+    id: str
+    model: str
+    hookpoint: str
+    corpus: str
+    corpus_hash: str
+    status: str
+    n_tokens: int | None
+    n_units: int | None
+    live_units: int
+    explained: int
+    failed: int
+    scored: int
+    indexed: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class RunsPage(BaseModel):
+    runs: list[Run]
+    offset: int
+    limit: int
+    total: int
+    next_offset: int | None
+
+
+class ReindexResult(BaseModel):
+    indexed: int
+    deleted: int
+    keyword_docs: int
+    keyword_seconds: float
+    seconds: float
+
+
+class Diff(BaseModel):
+    count: int
+    ids: list[str] = Field(description="the first ids (count is complete)")
+
+
+class CheckResult(BaseModel):
+    in_sync: bool
+    sql_explanations: int
+    vector_entries: int
+    keyword_docs: int
+    vector: dict[str, Diff]
+    keyword: dict[str, Diff]
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,215 @@
+// The search page: plain JavaScript, no libraries, nothing fetched but our own API.
+// Routes live in the URL hash: #/search?q=...&layer=... and #/unit/MODEL/HOOKPOINT/INDEX.
+// Every piece of data is inserted with textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FILTERS = [["model", "f-model"], ["layer", "f-layer"], ["source", "f-source"],
+                 ["min_score", "f-min-score"], ["domain", "f-domain"]];
+const PAGE = 10;
+let nextOffset = null;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "text") node.textContent = v;
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) node.append(c);
+  return node;
+}
+
+function setStatus(message, isError) {
+  const s = $("status");
+  s.textContent = message || "";
+  s.className = isError ? "error" : "";
+}
+
+async function api(path) {
+  const key = $("api-key").value.trim();
+  const resp = await fetch(path, { headers: key ? { "X-API-Key": key } : {} });
+  const type = resp.headers.get("content-type") || "";
+  const body = type.includes("json") ? await resp.json() : await resp.text();
+  if (!resp.ok) {
+    const msg = body && body.error ? body.error.message : `HTTP ${resp.status}`;
+    throw new Error(msg);
+  }
+  return body;
+}
+
+const fmt = (x, d = 3) => (x === null || x === undefined ? "—" : Number(x).toFixed(d));
+
+function scoreText(s) {
+  if (!s) return "unscored";
+  return `${s.scorer} ${fmt(s.value)} [${fmt(s.ci95[0], 2)}, ${fmt(s.ci95[1], 2)}]`;
+}
+
+function tokensNode(tokens, levels, activations) {
+  const box = el("div", { class: "toks" });
+  tokens.forEach((t, i) => {
+    const level = levels[i] || 0;
+    const span = el("span", { class: "tok", text: t.replace(/\n/g, "↵\n") });
+    if (level > 0) span.style.background = `rgba(34,160,60,${(level / 10).toFixed(2)})`;
+    if (activations) span.title = activations[i] === null ? "n/a" : String(activations[i]);
+    box.append(span);
+  });
+  return box;
+}
+
+function unitHref(unitId) {
+  return "#/unit/" + unitId.split("/").map(encodeURIComponent).join("/");
+}
+
+function hitNode(h) {
+  const link = el("a", { class: "uid unit-link", href: unitHref(h.unit_id), text: h.unit_id });
+  const low = h.score && h.score.value < 0.2;
+  const head = el("div", { class: "head" }, link,
+    el("span", { class: "score badge" + (low ? " low" : ""), text: scoreText(h.score) }),
+    el("span", { class: "meta", text: `semantic #${h.semantic_rank ?? "–"} · keyword #${h.keyword_rank ?? "–"}` +
+      (h.similarity === null ? "" : ` · sim ${fmt(h.similarity)}`) }));
+  const li = el("li", { class: "hit", "data-unit": h.unit_id }, head, el("p", { class: "expl", text: h.explanation }));
+  if (h.top_example_tokens) {
+    li.append(tokensNode(h.top_example_tokens.map((t) => t.text), h.top_example_tokens.map((t) => t.level)));
+  }
+  return li;
+}
+
+function currentParams(offset) {
+  const p = new URLSearchParams();
+  p.set("q", $("q").value.trim());
+  for (const [name, id] of FILTERS) if ($(id).value.trim() !== "") p.set(name, $(id).value.trim());
+  p.set("limit", String(PAGE));
+  if (offset) p.set("offset", String(offset));
+  return p;
+}
+
+async function runSearch(offset) {
+  const params = currentParams(offset);
+  if (!params.get("q")) return;
+  setStatus("searching…");
+  try {
+    const page = await api("/api/v1/search?" + params.toString());
+    const list = $("results");
+    if (!offset) list.replaceChildren();
+    page.hits.forEach((h) => list.append(hitNode(h)));
+    nextOffset = page.next_offset;
+    $("more").hidden = nextOffset === null;
+    setStatus(list.children.length ? `${list.children.length} hit(s)` : "no hits");
+  } catch (e) {
+    setStatus(e.message, true);
+  }
+}
+
+function histogramNode(hist) {
+  const W = 640, H = 170, pad = 28, n = hist.top.length, bw = (W - 2 * pad) / n;
+  const peak = Math.max(1, ...hist.top, ...hist.random);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "hist"); svg.setAttribute("width", W); svg.setAttribute("height", H);
+  svg.setAttribute("role", "img"); svg.setAttribute("aria-label", "activation histogram");
+  const bar = (i, count, color, shift) => {
+    const h = Math.sqrt(count / peak) * (H - 2 * pad);
+    const r = document.createElementNS(ns, "rect");
+    r.setAttribute("x", pad + i * bw + shift); r.setAttribute("width", Math.max(1, bw / 2 - 1));
+    r.setAttribute("y", H - pad - h); r.setAttribute("height", h); r.setAttribute("fill", color);
+    const t = document.createElementNS(ns, "title"); t.textContent = String(count); r.append(t);
+    svg.append(r);
+  };
+  for (let i = 0; i < n; i++) { bar(i, hist.top[i], "#2f9e55", 0); bar(i, hist.random[i], "#8a8a8a", bw / 2); }
+  const label = (x, text, anchor) => {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", x); t.setAttribute("y", H - 8); t.setAttribute("font-size", "11");
+    t.setAttribute("text-anchor", anchor); t.textContent = text; svg.append(t);
+  };
+  label(pad, fmt(hist.edges[0], 2), "start"); label(W - pad, fmt(hist.edges[n], 2), "end");
+  label(W / 2, "activation (raw); bar height √count", "middle");
+  return svg;
+}
+
+function windowsSection(title, windows) {
+  if (!windows.length) return null;
+  const box = el("div", {}, el("h3", { text: `${title} (${windows.length})` }));
+  for (const w of windows) {
+    box.append(el("div", { class: "meta", text: `${w.id} · ${w.domain} · ${w.doc_id} · max ${fmt(w.max, 3)}` }),
+               tokensNode(w.tokens, w.levels, w.activations));
+  }
+  return box;
+}
+
+async function showUnit(unitId) {
+  $("results-view").hidden = true;
+  const view = $("unit-view");
+  view.hidden = false;
+  view.replaceChildren(el("p", { text: "loading…" }));
+  try {
+    const u = await api("/api/v1/units/" + unitId.split("/").map(encodeURIComponent).join("/"));
+    const s = u.stats;
+    const back = el("a", { href: "#/back", text: "← back to results" });
+    back.addEventListener("click", (e) => { e.preventDefault(); history.back(); });
+    const parts = [back, el("h2", { id: "unit-title", text: u.unit_id }),
+      el("div", { class: "meta", text: `hookpoint ${u.hookpoint} · layer ${u.layer} · ${u.source} · collection ${u.collection_id}` }),
+      el("div", { class: "meta", text: `max ${fmt(s.max)} · mean ${fmt(s.mean)} · std ${fmt(s.std)} · density ${fmt(100 * (s.density || 0), 2)}% · ${s.n_tokens} tokens` }),
+      el("h3", { text: "Explanations and scores" })];
+    for (const e of u.explanations) {
+      const card = el("div", { class: "card" },
+        e.status === "ok" ? el("p", { class: "expl", text: e.text }) : el("p", { class: "failed", text: `failed: ${e.error}` }),
+        el("div", { class: "meta", text: `${e.explainer_model} · ${e.prompt} · ${e.indexed_at ? "indexed" : "not indexed"}` }));
+      for (const sc of e.scores) {
+        const dom = Object.entries(sc.per_domain).map(([d, v]) => `${d} ${fmt(v)}`).join(", ");
+        card.append(el("div", { class: "score", text: sc.status === "ok"
+          ? `${sc.scorer}: ${fmt(sc.value)}  95% CI [${fmt(sc.ci95[0])}, ${fmt(sc.ci95[1])}]${dom ? "  (" + dom + ")" : ""}`
+          : `${sc.scorer}: failed (${sc.error})` }));
+      }
+      parts.push(card);
+    }
+    if (!u.explanations.length) parts.push(el("p", { class: "meta", text: "not explained yet" }));
+    parts.push(el("h3", { text: "Activation histogram" }), histogramNode(u.histogram),
+      el("div", { class: "legend meta" }, el("span", { style: "background:#2f9e55" }), "top windows",
+        el("span", { style: "background:#8a8a8a" }), "random windows"));
+    const pick = (kind, split) => u.windows.filter((w) => w.kind === kind && (!split || w.split === split));
+    parts.push(windowsSection("Top windows shown to the explainer", pick("top", "explain")),
+      windowsSection("Top windows held out", pick("top", "heldout")),
+      windowsSection("Random windows", pick("random")));
+    view.replaceChildren(...parts.filter((p) => p));
+    setStatus("");
+  } catch (e) {
+    view.replaceChildren();
+    setStatus(e.message, true);
+  }
+}
+
+function route() {
+  const hash = location.hash || "#/";
+  if (hash.startsWith("#/unit/")) {
+    showUnit(hash.slice(7).split("/").map(decodeURIComponent).join("/"));
+    return;
+  }
+  $("unit-view").hidden = true;
+  $("results-view").hidden = false;
+  if (hash.startsWith("#/search?")) {
+    const p = new URLSearchParams(hash.slice(9));
+    $("q").value = p.get("q") || "";
+    for (const [name, id] of FILTERS) $(id).value = p.get(name) || "";
+    runSearch(0);
+  }
+}
+
+function init() {
+  const keyInput = $("api-key");
+  keyInput.value = sessionStorage.getItem("explainer-api-key") || "";
+  keyInput.addEventListener("change", () => sessionStorage.setItem("explainer-api-key", keyInput.value.trim()));
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("explainer-api-key", keyInput.value.trim());
+    const p = currentParams(0);
+    p.delete("limit");
+    const target = "#/search?" + p.toString();
+    if (location.hash === target) runSearch(0); else location.hash = target;
+  });
+  $("more").addEventListener("click", () => runSearch(nextOffset));
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,212 @@
+"""The keyword index: full-text search over explanation texts, with the search filters as columns.
+
+``keyword_docs`` (declared in :mod:`store.sql`) is a denormalised copy of each ok explanation:
+its text plus what search filters on (model, layer, source, the corpus domains of the unit's
+top windows, the score). SQLite indexes its text with an FTS5 table (porter stemming, kept in
+sync by triggers); PostgreSQL with a generated ``tsvector`` column and a GIN index.
+
+The SQL store keeps the rows in sync whenever an explanation or a score is saved; :func:`rebuild`
+recomputes all of them from the source tables. Filters are part of the full-text query (a join
+and a WHERE clause), never applied to its results afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from sqlalchemy import Engine, select, text
+
+SEARCH_SCORER = "simulation-embedding"
+"""The scorer whose value both search indexes filter on (``--min-score``): the first of
+``explainer.scorers.DEFAULT_SCORERS``, which ``pipeline.index_stage`` uses (a test keeps them equal;
+the store does not import the explainer package)."""
+
+UNSCORED = -2.0
+"""Score stored for explanations without an ok score, so ``score >= x`` never matches them."""
+
+MAX_TERMS = 16
+STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in into is it its of on or that the this to was were which with"
+    " fires fire firing activates activation activations neuron neurons unit units feature features token tokens"
+    " words word on about".split())
+
+_SQLITE_DDL = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS keyword_fts USING fts5("
+    "text, content='keyword_docs', content_rowid='id', tokenize='porter unicode61')",
+    "CREATE TRIGGER IF NOT EXISTS keyword_docs_ai AFTER INSERT ON keyword_docs BEGIN "
+    "INSERT INTO keyword_fts(rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER IF NOT EXISTS keyword_docs_ad AFTER DELETE ON keyword_docs BEGIN "
+    "INSERT INTO keyword_fts(keyword_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
+    "CREATE TRIGGER IF NOT EXISTS keyword_docs_au AFTER UPDATE OF text ON keyword_docs BEGIN "
+    "INSERT INTO keyword_fts(keyword_fts, rowid, text) VALUES ('delete', old.id, old.text); "
+    "INSERT INTO keyword_fts(rowid, text) VALUES (new.id, new.text); END",
+    "CREATE INDEX IF NOT EXISTS ix_explanations_indexed_at ON explanations (indexed_at)",
+]
+_POSTGRES_DDL = [
+    "ALTER TABLE keyword_docs ADD COLUMN IF NOT EXISTS tsv tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED",
+    "CREATE INDEX IF NOT EXISTS keyword_docs_tsv ON keyword_docs USING gin (tsv)",
+    "CREATE INDEX IF NOT EXISTS ix_explanations_indexed_at ON explanations (indexed_at)",
+]
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the full-text index next to ``keyword_docs`` (idempotent)."""
+    ddl = _POSTGRES_DDL if engine.dialect.name == "postgresql" else _SQLITE_DDL
+    with engine.begin() as conn:
+        for stmt in ddl:
+            conn.exec_driver_sql(stmt)
+
+
+def hookpoint_fields(hookpoint: str) -> tuple[int, str]:
+    """(layer, source) of a hookpoint: ``layers.15.mlp`` → (15, "mlp"), ``layers.3`` → (3, "resid");
+    layer -1 when the hookpoint names none."""
+    parts = hookpoint.split(".")
+    layer = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
+    return layer, "mlp" if parts[-1] == "mlp" else "resid"
+
+
+def unit_domains(record: Any) -> list[str]:
+    """Sorted corpus domains of the unit's top-activating windows (what ``--domain`` filters on)."""
+    return sorted({w.domain for w in record.windows if w.kind == "top"})
+
+
+@dataclass(frozen=True)
+class IndexDoc:
+    """What both search indexes hold about one ok explanation, computed from the source tables."""
+
+    explanation_id: str
+    unit_id: str
+    collection_id: str
+    model: str
+    hookpoint: str
+    explainer_model: str
+    text: str
+    domains: tuple[str, ...]
+    score: dict[str, Any] | None
+    """The :data:`SEARCH_SCORER` score row (``status``, ``value``, ``ci_low``, ``ci_high``), if any."""
+
+    def row(self) -> dict[str, Any]:
+        """The ``keyword_docs`` row."""
+        layer, source = hookpoint_fields(self.hookpoint)
+        ok = self.score is not None and self.score["status"] == "ok" and self.score["value"] is not None
+        return dict(explanation_id=self.explanation_id, unit_id=self.unit_id, collection_id=self.collection_id,
+                    model=self.model, hookpoint=self.hookpoint, layer=layer, source=source,
+                    explainer_model=self.explainer_model, domains="," + ",".join(self.domains) + ",",
+                    score=float(self.score["value"]) if ok else UNSCORED, text=self.text)
+
+
+def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int = 1000) -> Iterator[IndexDoc]:
+    """Index documents of ok explanations (all of them, or those of ``explanation_ids``), by id."""
+    from explainer.records import UnitRecord
+    from store.sql import explanations, scores, units
+
+    last = ""
+    while True:
+        q = (select(explanations.c.id, explanations.c.unit_id, explanations.c.collection_id,
+                    explanations.c.explainer_model, explanations.c.text, explanations.c.unit_row,
+                    units.c.model, units.c.hookpoint)
+             .join(units, units.c.id == explanations.c.unit_row)
+             .where(explanations.c.status == "ok", explanations.c.id > last)
+             .order_by(explanations.c.id).limit(batch))
+        if explanation_ids is not None:
+            q = q.where(explanations.c.id.in_(explanation_ids))
+        with store.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+            if not rows:
+                return
+            unit_rows = sorted({r["unit_row"] for r in rows})
+            blobs = dict(conn.execute(select(units.c.id, units.c.record).where(units.c.id.in_(unit_rows))).all())
+            score_rows = conn.execute(select(scores.c.explanation_id, scores.c.status, scores.c.value,
+                                             scores.c.ci_low, scores.c.ci_high)
+                                      .where(scores.c.explanation_id.in_([r["id"] for r in rows]),
+                                             scores.c.scorer == SEARCH_SCORER)).mappings().all()
+        by_expl = {s["explanation_id"]: dict(s) for s in score_rows}
+        domains = {uid: tuple(unit_domains(UnitRecord.from_blob(b))) for uid, b in blobs.items()}
+        for r in rows:
+            yield IndexDoc(r["id"], r["unit_id"], r["collection_id"], r["model"], r["hookpoint"],
+                           r["explainer_model"], r["text"], domains[r["unit_row"]], by_expl.get(r["id"]))
+        last = rows[-1]["id"]
+
+
+def sync(store: Any, explanation_ids: list[str]) -> None:
+    """Bring the keyword rows of these explanations in line with the source tables."""
+    from store.sql import keyword_docs
+
+    docs = [d.row() for d in iter_docs(store, explanation_ids)]
+    gone = set(explanation_ids) - {d["explanation_id"] for d in docs}
+    if gone:
+        with store.engine.begin() as conn:
+            conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(sorted(gone))))
+    store._upsert(keyword_docs, docs, ["explanation_id"])
+
+
+def rebuild(store: Any, batch: int = 2000) -> int:
+    """Recompute every keyword row from the source tables; returns the number of rows."""
+    from store.sql import keyword_docs
+
+    seen: set[str] = set()
+    buf: list[dict[str, Any]] = []
+    for doc in iter_docs(store, batch=batch):
+        buf.append(doc.row())
+        seen.add(doc.explanation_id)
+        if len(buf) >= batch:
+            store._upsert(keyword_docs, buf, ["explanation_id"])
+            buf = []
+    store._upsert(keyword_docs, buf, ["explanation_id"])
+    with store.engine.begin() as conn:
+        stale = [e for e in conn.execute(select(keyword_docs.c.explanation_id)).scalars() if e not in seen]
+        for s in range(0, len(stale), 500):
+            conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(stale[s:s + 500])))
+    return len(seen)
+
+
+def all_rows(store: Any) -> dict[str, dict[str, Any]]:
+    """Every keyword row by explanation id (for consistency checks)."""
+    from store.sql import keyword_docs
+
+    cols = [c for c in keyword_docs.c if c.name not in ("id", "tsv")]
+    with store.engine.connect() as conn:
+        return {r["explanation_id"]: dict(r) for r in conn.execute(select(*cols)).mappings()}
+
+
+def query_terms(query: str) -> list[str]:
+    """Lower-case alphanumeric terms of a free-text query, stop words and single letters dropped, at most
+    :data:`MAX_TERMS`. Only these reach the full-text engine, so its query syntax cannot be injected."""
+    terms = [t for t in re.findall(r"[^\W_]+", query.lower())
+             if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]  # "e-mail" must not match "é"
+    return list(dict.fromkeys(terms))[:MAX_TERMS]
+
+
+def search(store: Any, query: str, *, limit: int, model: str | None = None, layer: int | None = None,
+           source: str | None = None, min_score: float | None = None,
+           domain: str | None = None) -> list[tuple[str, float]]:
+    """(explanation id, relevance) of the best keyword matches that pass the filters, best first.
+    Any query term may match (OR); relevance is BM25 on SQLite and ``ts_rank`` on PostgreSQL."""
+    terms = query_terms(query)
+    if not terms or limit <= 0:
+        return []
+    conds, params = [], {"limit": limit}
+    for name, value, sql in (("model", model, "d.model = :model"), ("layer", layer, "d.layer = :layer"),
+                             ("source", source, "d.source = :source"),
+                             ("min_score", min_score, "d.score >= :min_score")):
+        if value is not None:
+            conds.append(sql)
+            params[name] = value
+    if domain is not None:
+        conds.append("d.domains LIKE :domain ESCAPE '\\'")
+        params["domain"] = "%," + re.sub(r"([%_\\])", r"\\\1", domain) + ",%"
+    where = "".join(f" AND {c}" for c in conds)
+    if store.engine.dialect.name == "postgresql":
+        params["q"] = " | ".join(terms)
+        sql = ("SELECT d.explanation_id, ts_rank(d.tsv, q) AS rel FROM keyword_docs d, "
+               f"to_tsquery('english', :q) q WHERE d.tsv @@ q{where} ORDER BY rel DESC, d.explanation_id LIMIT :limit")
+    else:
+        params["q"] = " OR ".join(f'"{t}"' for t in terms)
+        sql = ("SELECT d.explanation_id, -bm25(keyword_fts) AS rel FROM keyword_fts "
+               "JOIN keyword_docs d ON d.id = keyword_fts.rowid "
+               f"WHERE keyword_fts MATCH :q{where} ORDER BY bm25(keyword_fts), d.explanation_id LIMIT :limit")
+    with store.engine.connect() as conn:
+        return [(eid, float(rel)) for eid, rel in conn.execute(text(sql), params).all()]
