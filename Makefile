@@ -20,7 +20,7 @@ install: $(STAMP)
 
 ## make demo: label a dozen SmolLM2-135M neurons of layer 15, search them, write an HTML report
 demo: $(STAMP)
-	$(VENV)/bin/explainer label --layer 15 --units 12
+	$(VENV)/bin/explainer label --layer 15 --units 12 --scorer simulation-embedding --scorer simulation-logits
 	$(VENV)/bin/explainer search "Python code keywords and punctuation" --limit 5
 	$(VENV)/bin/explainer report -o data/report.html
 
