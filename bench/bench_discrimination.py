@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from explainer.corpus import default_corpus  # noqa: E402
-from explainer.embed_sim import EmbeddingSimulator, shared_embedder  # noqa: E402
+from explainer.embed_sim import EmbeddingSimulator  # noqa: E402
 from explainer.models import load_model  # noqa: E402
 from explainer.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
 from explainer.scorers import DISCRIMINATION_FILE, make_scorer  # noqa: E402
 from explainer.scoring import score_simulation  # noqa: E402
+from store.vectors import LocalEmbedder  # noqa: E402
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         i = names.index(c)
         return [names[(i + j) % len(names)] for j in range(1, args.llm_wrong + 1)]
 
-    embedder = shared_embedder()
+    embedder = LocalEmbedder()
     results = {
         "simulation-embedding": evaluate("simulation-embedding", make_scorer("simulation-embedding"), records,
                                          descriptions, all_wrong, progress),

@@ -29,9 +29,9 @@ class EmbeddingSimulator:
         if not 0.0 <= context_weight <= 1.0:
             raise ValueError("context_weight must be in [0, 1]")
         if embedder is None:
-            from store.vectors import LocalEmbedder
+            from store.vectors import LocalEmbedder  # shares the loaded model within the process
 
-            embedder = shared_embedder()
+            embedder = LocalEmbedder()
         self.embedder = embedder
         self.context_tokens = context_tokens
         self.context_weight = context_weight if context_tokens > 0 else 0.0
@@ -92,17 +92,3 @@ class EmbeddingSimulator:
             out.append(preds)
         return out
 
-
-_shared: Any = None
-_shared_lock = threading.Lock()
-
-
-def shared_embedder() -> Any:
-    """One local MiniLM per process, shared by the vector index and the simulator."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            from store.vectors import LocalEmbedder
-
-            _shared = LocalEmbedder()
-        return _shared

@@ -62,6 +62,13 @@ def settings(tmp_path, monkeypatch):
     return load_settings()
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -46,7 +40,7 @@ def chroma_server(tmp_path):
     """`chroma run` on a free port, as the compose `chroma` service runs it."""
     import chromadb
 
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "chroma.log", "wb")
     proc = subprocess.Popen([str(BIN / "chroma"), "run", "--host", "127.0.0.1", "--port", str(port),
                              "--path", str(tmp_path / "chroma-server")], stdout=log, stderr=subprocess.STDOUT)

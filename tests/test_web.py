@@ -8,12 +8,12 @@ The screenshots are kept in ``out/screenshots/`` (ignored by git) for people to 
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from test_search_fixtures import searchable, unit  # noqa: F401
 
 from explainer.api import ApiConfig, create_app
@@ -23,17 +23,11 @@ SHOTS = Path(__file__).resolve().parent.parent / "out" / "screenshots"
 KEY = "web-test-read-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(searchable):
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     app = create_app(searchable, ApiConfig(read_keys=(KEY,)), warm_up=True)  # as `explainer serve`: scan loaded
     config = uvicorn.Config(app, host="127.0.0.1", port=port,
                             log_level="warning", lifespan="on")
