@@ -89,6 +89,7 @@ scores = Table(
     Column("heldout_ids", Text),
     Column("n_tokens", Integer),
     Column("error", Text),
+    Column("details", Text),  # JSON: how the score was computed (method, fidelity, extra figures)
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("explanation_id", "scorer", name="uq_score_key"),
 )
@@ -145,6 +146,7 @@ class SQLStore:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
         metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         from store import keyword
 
         keyword.ensure_schema(self.engine)
@@ -288,7 +290,7 @@ class SQLStore:
         out = {r["id"]: {**r, "record": UnitRecord.from_blob(blobs[r["unit_row"]]) if r["unit_row"] in blobs else None,
                          "scores": []} for r in rows}
         for s in srows:
-            out[s["explanation_id"]]["scores"].append(_decode_json(dict(s), "per_domain", "heldout_ids"))
+            out[s["explanation_id"]]["scores"].append(_decode_json(dict(s), "per_domain", "heldout_ids", "details"))
         return out
 
     def indexed_since(self, since: datetime | None) -> list[str]:
@@ -303,24 +305,26 @@ class SQLStore:
     def save_score(self, *, explanation_id: str, scorer: str, simulator_model: str | None, status: str,
                    value: float | None = None, ci_low: float | None = None, ci_high: float | None = None,
                    per_domain: dict[str, float] | None = None, heldout_ids: list[str] | None = None,
-                   n_tokens: int | None = None, error: str | None = None) -> str:
+                   n_tokens: int | None = None, error: str | None = None,
+                   details: dict[str, Any] | None = None) -> str:
         sid = key_id(explanation_id, scorer)
         self._upsert(scores, [dict(
             id=sid, explanation_id=explanation_id, scorer=scorer, simulator_model=simulator_model, status=status,
             value=value, ci_low=ci_low, ci_high=ci_high, per_domain=json.dumps(per_domain or {}),
-            heldout_ids=json.dumps(heldout_ids or []), n_tokens=n_tokens, error=error, created_at=now())], ["id"])
+            heldout_ids=json.dumps(heldout_ids or []), n_tokens=n_tokens, error=error,
+            details=json.dumps(details or {}, sort_keys=True), created_at=now())], ["id"])
         self.sync_keyword_index([explanation_id])
         return sid
 
     def get_score(self, explanation_id: str, scorer: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(scores).where(scores.c.id == key_id(explanation_id, scorer))).mappings().first()
-        return _decode_json(dict(row), "per_domain", "heldout_ids") if row else None
+        return _decode_json(dict(row), "per_domain", "heldout_ids", "details") if row else None
 
     def scores_for(self, explanation_ids: list[str]) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(scores).where(scores.c.explanation_id.in_(explanation_ids))).mappings().all()
-        return [_decode_json(dict(r), "per_domain", "heldout_ids") for r in rows]
+        return [_decode_json(dict(r), "per_domain", "heldout_ids", "details") for r in rows]
 
     def count_rows(self) -> dict[str, int]:
         from sqlalchemy import func
@@ -375,6 +379,32 @@ class SQLStore:
              .order_by(collections.c.created_at.desc(), collections.c.id).limit(limit).offset(offset))
         with self.engine.connect() as conn:
             return [_decode_json(dict(r)) for r in conn.execute(q).mappings()]
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns a newer version of a table has and the database lacks (an older
+    store opened by newer code); returns ``table.column`` of each added. Columns that are not
+    nullable need a real migration and are reported as an error instead."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    added: list[str] = []
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for col in table.columns:
+            if col.name in present:
+                continue
+            if not col.nullable:
+                raise RuntimeError(f"the store's table {table.name} lacks the required column {col.name}: "
+                                   "migrate it or start from an empty database")
+            ddl = CreateColumn(col).compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            added.append(f"{table.name}.{col.name}")
+    return added
 
 
 def _decode_json(row: dict[str, Any], *fields: str) -> dict[str, Any]:

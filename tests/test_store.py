@@ -199,3 +199,28 @@ def test_collections_of_the_same_hookpoint_keep_their_own_units(store):
     # c1 is still "done" with n_units=2, so collect_stage reuses it; its units must still be there
     assert store.get_collection("c1")["n_units"] == 2
     assert [r["idx"] for r in store.unit_rows("c1")] == [0, 1]
+
+
+def test_opening_an_older_store_adds_new_nullable_columns(tmp_path):
+    """A database written before ``scores.details`` existed gains the column on open, keeps its
+    rows, and accepts the new field."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    s = SQLStore(f"sqlite:///{path}")
+    _start(s)
+    s.finish_collection("c1", [_record(0)], 400)
+    eid = s.save_explanation(unit_id="tiny/layers.1.mlp/0", collection_id="c1", explainer_model="m",
+                             prompt_name="explain", prompt_version="1", prompt_hash="h", status="ok", text="digits")
+    s.save_score(explanation_id=eid, scorer="sim", simulator_model="m", status="ok", value=0.5)
+    s.engine.dispose()
+    with sqlite3.connect(path) as conn:  # what an older version wrote: no `details` column
+        conn.execute("ALTER TABLE scores DROP COLUMN details")
+        assert "details" not in [r[1] for r in conn.execute("PRAGMA table_info(scores)")]
+
+    s = SQLStore(f"sqlite:///{path}")
+    assert s.get_score(eid, "sim")["value"] == 0.5
+    s.save_score(explanation_id=eid, scorer="sim", simulator_model="m", status="ok", value=0.6,
+                 details={"method": "x"})
+    assert s.get_score(eid, "sim")["details"] == {"method": "x"}
+    s.engine.dispose()
