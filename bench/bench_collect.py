@@ -85,8 +85,9 @@ def side_by_side(col: Collector, n_batches: int, variants: dict, warmup: int) ->
 def bare(col: Collector, encode: bool = False):
     def run(_b, inputs):
         ids, mask = inputs
-        acts = capture(col.loaded.model, col.hookpoint, ids.to(col.device), mask.to(col.device))[:, 1:, :]
-        return col.encoder.encode(acts) if encode else acts
+        if encode:  # capture + encode, in the form collection consumes (a top-k SAE's k features per token)
+            return col.unit_acts(ids, mask)
+        return capture(col.loaded.model, col.hookpoint, ids.to(col.device), mask.to(col.device))[:, 1:, :]
     return run
 
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .errors import CorpusError
-from .evidence import RunningStats, TopWindows
+from .evidence import DenseColumns, RunningStats, SparseColumns, TopWindows
 from .hooks import Hookpoint, capture
 from .records import Document, UnitRecord
 from .unit_records import build_records
@@ -199,9 +199,16 @@ class Collector:
         return ids, mask
 
     def unit_acts(self, ids: Any, mask: Any) -> Any:
-        """Unit activations ``[B, context, units]`` of one batch (BOS dropped), the floor of collection."""
+        """Unit activations of one batch (BOS dropped), the floor of collection: dense
+        ``[B, context, units]``, or for a top-k SAE its k active features per token
+        (:class:`SparseColumns`, padding not yet zeroed)."""
         acts = capture(self.loaded.model, self.hookpoint, ids.to(self.device), mask.to(self.device))[:, 1:, :]
-        return self.encoder.encode(acts) if self.encoder is not None else acts.contiguous()
+        if self.encoder is None:
+            return acts.contiguous()
+        if getattr(self.encoder, "sparse_k", None):
+            values, index = self.encoder.encode_sparse(acts)
+            return SparseColumns(values, index, self.units)
+        return self.encoder.encode(acts)
 
     def step(self, b: int, inputs: tuple[Any, Any] | None = None) -> int:
         """Process batch ``b``; returns its number of tokens."""
@@ -210,33 +217,42 @@ class Collector:
         ids, mask = inputs if inputs is not None else self.batch_inputs(b)
         acts = self.unit_acts(ids, mask)
         lens_cpu = mask[:, 1:].sum(dim=1)
-        short = [i for i, n in enumerate(lens_cpu.tolist()) if n < acts.shape[1]]
-        for i in short:  # only a document's last sequence is padded
-            acts[i, int(lens_cpu[i]):] = 0.0
-        seq_max = acts.amax(dim=1)  # [B, U]
-        for i in short:
-            seq_max[i] = acts[i, : int(lens_cpu[i])].amax(dim=0)
         lens = lens_cpu.to(self.device)
+        sparse = isinstance(acts, SparseColumns)
+        if sparse:
+            columns = acts
+            t = columns.t
+            k = columns.values.shape[1] // t
+            if int(lens_cpu.min()) < t:  # only a document's last sequence is padded
+                valid = torch.arange(t, device=self.device).repeat_interleave(k) < lens.unsqueeze(1)
+                columns.values.mul_(valid)
+            seq_max = columns.seq_max()
+        else:
+            short = [i for i, n in enumerate(lens_cpu.tolist()) if n < acts.shape[1]]
+            for i in short:
+                acts[i, int(lens_cpu[i]):] = 0.0
+            seq_max = acts.amax(dim=1)  # [B, U]
+            for i in short:
+                seq_max[i] = acts[i, : int(lens_cpu[i])].amax(dim=0)
+            columns = DenseColumns(acts)
+        n_seqs = seq_max.shape[0]
         first = b * self.cfg.batch_size
-        seq_ids = torch.arange(first, first + acts.shape[0], device=self.device)
-        cache: list[Any] = []
-
-        def transposed() -> Any:  # [B, U, T], made at most once per batch and only when worth it
-            if not cache:
-                cache.append(acts.transpose(1, 2).contiguous())
-            return cache[0]
-
-        self.top.update(seq_max, seq_max, seq_ids, lens, acts, self.cfg.lead, transposed)
+        seq_ids = torch.arange(first, first + n_seqs, device=self.device)
+        self.top.update(seq_max, seq_max, seq_ids, lens, columns, self.cfg.lead)
         if self.cfg.n_quantiles:
             gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + b)
             keys = torch.rand(seq_max.shape, generator=gen, device=self.device).masked_fill_(seq_max <= 0, float("-inf"))
-            self.pool.update(keys, seq_max, seq_ids, lens, acts, self.cfg.lead, transposed)
+            self.pool.update(keys, seq_max, seq_ids, lens, columns, self.cfg.lead)
         n_tokens = int(lens_cpu.sum())
-        self.stats.update(acts, seq_max, n_tokens)
+        if sparse:
+            self.stats.update_sparse(columns, seq_max, n_tokens)
+        else:
+            self.stats.update(acts, seq_max, n_tokens)
         for r, s in enumerate(self.random_ids):
-            if first <= s < first + acts.shape[0]:
+            if first <= s < first + n_seqs:
                 st = self.random_start[s]
-                self.rand_acts[r] = acts[s - first, st : st + self.cfg.window]
+                self.rand_acts[r] = (columns.dense_rows(s - first, st, self.cfg.window) if sparse
+                                     else acts[s - first, st : st + self.cfg.window])
         self.next_batch = b + 1
         return n_tokens
 

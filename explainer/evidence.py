@@ -8,14 +8,15 @@
   the max activation of each activating sequence (which also counts those sequences).
 
 Every update costs a few O(batch × tokens × units) elementwise passes (or O(non-zeros) for sparse
-units such as SAE features) plus O(entering windows × window) bookkeeping; memory is
-O(units × k × window) and never O(tokens × units).
+units such as SAE features; a top-k SAE's batch is never made dense, see :class:`SparseColumns`)
+plus O(entering windows × window) bookkeeping; memory is O(units × k × window) and never
+O(tokens × units).
 All tensors are plain attributes so that :mod:`explainer.checkpoint` can save and restore them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,13 +50,11 @@ class TopWindows:
         for name, t in state.items():
             getattr(self, name).copy_(t)
 
-    def update(self, score: Any, value: Any, seq_ids: Any, lens: Any, acts: Any, lead: int,
-               transposed: Callable[[], Any] | None = None) -> None:
-        """score, value ``[B, U]``; seq_ids, lens ``[B]``; acts ``[B, T, U]`` (zeros at padding).
-        A candidate that enters replaces an evicted slot; only entering windows are cut from the
-        batch, placed with ``lead`` tokens before the unit's max token where the sequence allows.
-        ``transposed()`` gives acts as ``[B, U, T]`` (contiguous, cached by the caller): used when
-        many windows enter, since a unit's tokens are then adjacent in memory."""
+    def update(self, score: Any, value: Any, seq_ids: Any, lens: Any, columns: "Columns", lead: int) -> None:
+        """score, value ``[B, U]``; seq_ids, lens ``[B]``; ``columns`` gives the batch's
+        activations of (sequence, unit) pairs. A candidate that enters replaces an evicted slot;
+        only entering windows are cut from the batch, placed with ``lead`` tokens before the unit's
+        max token where the sequence allows."""
         import torch
 
         k, window = self.score.shape[1], self.acts.shape[2]
@@ -72,16 +71,15 @@ class TopWindows:
         if nj.numel() == 0:
             return
         unit = cols[nj]
-        by_unit = transposed()[row, unit] if transposed is not None and nj.numel() * acts.shape[1] * 16 > acts.numel() else None
-        pos = (by_unit if by_unit is not None else acts[row, :, unit]).argmax(dim=1)  # each entering window's max token
+        acts = columns(row, unit)  # [n, T]: each entering window's sequence
+        pos = acts.argmax(dim=1)  # each entering window's max token
         start = torch.minimum((pos - lead).clamp(min=0), (lens[row] - window).clamp(min=0))
         offsets = (start.unsqueeze(1) + torch.arange(window, device=acts.device)).clamp(max=acts.shape[1] - 1)
         self.score[unit, slot] = score[row, unit]
         self.value[unit, slot] = value[row, unit]
         self.seq[unit, slot] = seq_ids[row]
         self.start[unit, slot] = start
-        self.acts[unit, slot] = (by_unit.gather(1, offsets) if by_unit is not None
-                                 else acts[row.unsqueeze(1), offsets, unit.unsqueeze(1)])
+        self.acts[unit, slot] = acts.gather(1, offsets)
 
     def order(self, by: str = "score") -> Any:
         """Slot indices ``[units, k]`` sorted by ``score`` or ``value``, best first (stable)."""
@@ -89,6 +87,69 @@ class TopWindows:
 
         key = self.score if by == "score" else self.value.masked_fill(torch.isinf(self.score), float("-inf"))
         return torch.sort(key, dim=1, descending=True, stable=True).indices
+
+
+class Columns:
+    """The activations of chosen (sequence, unit) pairs of one batch: ``columns(row, unit)``
+    with ``row``, ``unit`` ``[n]`` gives ``[n, T]``."""
+
+    def __call__(self, row: Any, unit: Any) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class DenseColumns(Columns):
+    """Columns of a dense ``[B, T, U]`` batch. When many pairs are asked for, the batch is
+    transposed to ``[B, U, T]`` once (a unit's tokens then lie side by side in memory)."""
+
+    def __init__(self, acts: Any):
+        self.acts = acts
+        self._by_unit: Any = None
+
+    def __call__(self, row: Any, unit: Any) -> Any:
+        if self._by_unit is None and row.numel() * self.acts.shape[1] * 16 > self.acts.numel():
+            self._by_unit = self.acts.transpose(1, 2).contiguous()
+        return self._by_unit[row, unit] if self._by_unit is not None else self.acts[row, :, unit]
+
+
+class SparseColumns(Columns):
+    """Columns of a batch given as the k active units of each token: ``values`` and ``index``
+    ``[B, T, k]`` (values zero at padding). Work is O(B × T × k + n × T), never O(B × T × U)."""
+
+    def __init__(self, values: Any, index: Any, units: int):
+        import torch
+
+        b, t, k = values.shape
+        self.units, self.t = units, t
+        self.values = values.reshape(b, t * k)
+        self.index = index.reshape(b, t * k)
+        self.token = torch.arange(t, device=values.device).repeat_interleave(k).expand(b, -1)
+
+    def __call__(self, row: Any, unit: Any) -> Any:
+        import torch
+
+        lookup = torch.full((self.values.shape[0], self.units), -1, dtype=torch.long, device=row.device)
+        lookup[row, unit] = torch.arange(row.numel(), device=row.device)
+        pair = lookup.gather(1, self.index)  # [B, T*k]: which asked-for pair each entry belongs to
+        hit = pair >= 0
+        out = torch.zeros((row.numel(), self.t), dtype=self.values.dtype, device=self.values.device)
+        out[pair[hit], self.token[hit]] = self.values[hit]
+        return out
+
+    def seq_max(self) -> Any:
+        """``[B, U]`` max activation of each unit in each sequence (0 where it never fired)."""
+        import torch
+
+        out = torch.zeros((self.values.shape[0], self.units), dtype=self.values.dtype, device=self.values.device)
+        return out.scatter_reduce_(1, self.index, self.values, reduce="amax")
+
+    def dense_rows(self, b: int, start: int, length: int) -> Any:
+        """``[length, U]`` dense activations of sequence ``b``, tokens ``start…start+length``."""
+        import torch
+
+        k = self.values.shape[1] // self.t
+        sl = slice(start * k, (start + length) * k)
+        out = torch.zeros((length, self.units), dtype=self.values.dtype, device=self.values.device)
+        return out.scatter_(1, self.index[b, sl].view(length, k), self.values[b, sl].view(length, k))
 
 
 class RunningStats:
@@ -123,24 +184,35 @@ class RunningStats:
         for name, t in state.items():
             getattr(self, name).copy_(t)
 
-    def update(self, acts: Any, seq_max: Any, n_valid: int) -> None:
-        """acts ``[B, T, U]`` with zeros at padding; seq_max ``[B, U]`` (max over valid tokens)."""
+    def _common(self, seq_max: Any, n_valid: int) -> None:
         import torch
 
-        units = acts.shape[-1]
-        flat = acts.reshape(-1, units)
+        units = seq_max.shape[-1]
         self.max = torch.maximum(self.max, seq_max.amax(dim=0))
         self.n_tokens += n_valid
         b, c = (seq_max > 0).nonzero(as_tuple=True)
         v = seq_max[b, c].contiguous()
         self.hist += torch.bincount(c * HIST_BINS + _hist_table(v.device)[(v.view(torch.int32) >> 21) + 1024] - 1,
                                     minlength=units * HIST_BINS)
+
+    def _add_entries(self, cols: Any, v: Any, units: int) -> None:
+        import torch
+
+        v = v.double()
+        self.sum += torch.bincount(cols, weights=v, minlength=units)
+        self.sq_sum += torch.bincount(cols, weights=v * v, minlength=units)
+        self.fire += torch.bincount(cols, weights=(v > 0).double(), minlength=units)
+
+    def update(self, acts: Any, seq_max: Any, n_valid: int) -> None:
+        """acts ``[B, T, U]`` with zeros at padding; seq_max ``[B, U]`` (max over valid tokens)."""
+        import torch
+
+        units = acts.shape[-1]
+        flat = acts.reshape(-1, units)
+        self._common(seq_max, n_valid)
         if bool(self.sparse):
             rows, cols = (flat != 0).nonzero(as_tuple=True)
-            v = flat[rows, cols].double()
-            self.sum += torch.bincount(cols, weights=v, minlength=units)
-            self.sq_sum += torch.bincount(cols, weights=v * v, minlength=units)
-            self.fire += torch.bincount(cols, weights=(v > 0).double(), minlength=units)
+            self._add_entries(cols, flat[rows, cols], units)
             self.sparse.fill_(rows.numel() * 16 < flat.numel())
             return
         ones = torch.ones((1, flat.shape[0]), dtype=flat.dtype, device=flat.device)
@@ -149,6 +221,13 @@ class RunningStats:
         fire = (ones @ (flat > 0).to(flat.dtype)).squeeze(0)
         self.fire += fire.double()
         self.sparse.fill_(float(fire.sum()) * 16 < flat.numel())
+
+    def update_sparse(self, columns: SparseColumns, seq_max: Any, n_valid: int) -> None:
+        """The same from a batch given as each token's k active units (zeros at padding)."""
+        self._common(seq_max, n_valid)
+        nz = columns.values != 0
+        self._add_entries(columns.index[nz], columns.values[nz], columns.units)
+        self.sparse.fill_(True)
 
 
 _TABLES: dict[str, Any] = {}

@@ -76,18 +76,52 @@ class SparseAutoencoder:
         if hp.width != self.d_in:
             raise SAEError(f"SAE {self.name!r} has d_in={self.d_in}, but hookpoint {hp.name} has width {hp.width}")
 
+    @property
+    def sparse_k(self) -> int | None:
+        """Features active per token at most, for top-k and group-max SAEs (whose
+        :meth:`encode_sparse` gives them without a dense ``[..., d_sae]`` result); else ``None``."""
+        return self.k if self.activation in ("topk", "groupmax") and self.k else None
+
+    def _pre(self, x: Any) -> Any:
+        """Normalised input minus ``b_in``."""
+        w = self.weights
+        x = x.to(w["W_enc"].dtype)
+        if self.normalize == "constant_norm_rescale":
+            x = x * (self.d_in ** 0.5) / x.norm(dim=-1, keepdim=True)
+        elif self.normalize == "layer_norm":
+            x = x - x.mean(dim=-1, keepdim=True)
+            x = x / (x.std(dim=-1, keepdim=True) + 1e-5)
+        return x - w["b_in"]
+
+    def encode_sparse(self, x: Any) -> tuple[Any, Any]:
+        """For top-k and group-max SAEs: ``(values, indices)`` ``[..., k]``, the k features each
+        token selects and their activations (>= 0; a selected feature may be 0). :meth:`encode` is
+        these scattered into zeros."""
+        import torch
+
+        if self.sparse_k is None:
+            raise SAEError(f"{self.name}: a {self.activation} SAE has no fixed number of active features")
+        w = self.weights
+        with torch.no_grad():
+            pre = self._pre(x) @ w["W_enc"] + w["b_enc"]
+            if self.rescale_by_decoder_norm:
+                pre = pre * w["dec_norm"]
+            if self.activation == "groupmax":
+                values, idx = torch.relu(pre).unflatten(-1, (self.k, -1)).max(dim=-1)
+                return values, idx + torch.arange(0, self.d_sae, self.d_sae // self.k, device=pre.device)
+            values, idx = pre.topk(self.k, dim=-1, sorted=False)
+            return values.relu_(), idx
+
     def encode(self, x: Any) -> Any:
         import torch
 
         w = self.weights
+        if self.sparse_k is not None:
+            values, idx = self.encode_sparse(x)
+            return torch.zeros((*values.shape[:-1], self.d_sae), dtype=values.dtype,
+                               device=values.device).scatter_(-1, idx, values)
         with torch.no_grad():
-            x = x.to(w["W_enc"].dtype)
-            if self.normalize == "constant_norm_rescale":
-                x = x * (self.d_in ** 0.5) / x.norm(dim=-1, keepdim=True)
-            elif self.normalize == "layer_norm":
-                x = x - x.mean(dim=-1, keepdim=True)
-                x = x / (x.std(dim=-1, keepdim=True) + 1e-5)
-            x = x - w["b_in"]
+            x = self._pre(x)
             if self.activation == "gated":
                 gate = (x @ w["W_enc"] + w["b_gate"]) > 0
                 return torch.relu(x @ w["W_mag"] + w["b_mag"]) * gate
@@ -96,15 +130,7 @@ class SparseAutoencoder:
                 return torch.relu(pre)
             if self.activation == "jumprelu":
                 return torch.relu(pre) * (pre > w["threshold"])
-            if self.rescale_by_decoder_norm:
-                pre = pre * w["dec_norm"]
-            out = torch.zeros_like(pre)
-            if self.activation == "groupmax":
-                values, idx = torch.relu(pre).unflatten(-1, (self.k, -1)).max(dim=-1)
-                idx = idx + torch.arange(0, self.d_sae, self.d_sae // self.k, device=pre.device)
-                return out.scatter_(-1, idx, values)
-            values, idx = pre.topk(self.k, dim=-1, sorted=False)
-            return out.scatter_(-1, idx, values.relu())
+            raise SAEError(f"{self.name}: unsupported activation {self.activation!r}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -195,6 +195,42 @@ def test_collect_sae_features_matches_brute_force_with_the_librarys_encoder(tiny
             assert tops == pytest.approx(seq_max[:, r.index].sort(descending=True).values[: len(tops)].tolist(), abs=1e-4)
 
 
+class _DenseOnly:
+    """A top-k SAE seen through its dense ``encode`` only (no ``encode_sparse``)."""
+
+    sparse_k = None
+
+    def __init__(self, sae):
+        self.sae = sae
+
+    def __getattr__(self, name):
+        return getattr(self.sae, name)
+
+    def to(self, device):
+        return _DenseOnly(self.sae.to(device))
+
+
+def test_sparse_top_k_path_gives_the_same_records_as_the_dense_path(tiny_model, tmp_path):
+    """A top-k SAE's batches are kept as k features per token (never a tokens × features array);
+    every record equals the one the dense path makes."""
+    make_saelens(tmp_path, "topk")
+    sae = load_sae(tmp_path)
+    assert sae.sparse_k == 8
+    hp = resolve_hookpoint(tiny_model.model, sae.hookpoint)
+    cfg = CollectConfig(window=8, top_k=4, context=16, batch_size=2, n_random=2, n_quantiles=3)
+    sparse = collect(tiny_model, hp, DOCS, cfg, progress=False, encoder=sae)
+    dense = collect(tiny_model, hp, DOCS, cfg, progress=False, encoder=_DenseOnly(sae))
+    assert sum(bool(r.windows) for r in sparse) > 10
+    for a, b in zip(sparse, dense, strict=True):
+        assert a.unit_id == b.unit_id and a.live == b.live
+        assert [(w.window_id, w.doc_id, w.tokens) for w in a.windows] == [(w.window_id, w.doc_id, w.tokens) for w in b.windows]
+        for wa, wb in zip(a.windows, b.windows):
+            assert wa.activations == pytest.approx(wb.activations, abs=1e-5)
+        for f in ("max", "mean", "std", "density", "n_tokens"):
+            assert getattr(a.stats, f) == pytest.approx(getattr(b.stats, f), abs=1e-5)
+        assert a.stats.histogram == b.stats.histogram
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 def _edit_cfg(path, **changes):
