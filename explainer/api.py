@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from . import api_models as m
 from .config import Settings, load_settings
 from .errors import ExplainerError, InputError, UnknownUnitError
-from .search import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SearchFilters
+from .search import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SOURCES, SearchFilters
 
 __all__ = ["ApiConfig", "load_api_config", "create_app"]
 
@@ -177,7 +177,8 @@ def _auth(config: ApiConfig) -> tuple[Any, Any]:
 UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 Model = Annotated[str | None, Query(max_length=200, pattern=NAME_RE.pattern, description="subject model, e.g. smollm2-135m")]
 Layer = Annotated[int | None, Query(ge=0, le=10_000, description="block index of the hookpoint")]
-Source = Annotated[Literal["mlp", "resid"] | None, Query(description="MLP neurons or residual stream")]
+Source = Annotated[Literal[SOURCES] | None, Query(description="kind of unit: MLP neurons, residual stream, SAE "
+                                                                 "features, directions, ...")]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest simulation score")]
 Domain = Annotated[str | None, Query(max_length=64, pattern=DOMAIN_RE.pattern,
                                      description="corpus domain among the unit's top windows, e.g. legal")]

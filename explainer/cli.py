@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from store.keyword import SOURCES
+
 from .collect import CollectConfig
 from .config import DEFAULT_MODEL, Settings, load_settings
 from .errors import ExplainerError, InputError
@@ -200,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help="what the unit does, in words (semantic and keyword ranking, fused)")
     p.add_argument("--model", default=None, help="only units of this subject model")
     p.add_argument("--layer", type=int, default=None, help="only units of this block")
-    p.add_argument("--source", default=None, choices=["mlp", "resid"], help="MLP neurons or residual stream")
+    p.add_argument("--source", default=None, choices=list(SOURCES),
+                   help="kind of unit: MLP neurons, residual stream, SAE features, directions, ...")
     p.add_argument("--min-score", type=float, default=None, help="only explanations scored at least this (-1..1)")
     p.add_argument("--domain", default=None, help="only units whose top windows include this corpus domain")
     p.add_argument("--limit", type=int, default=10, help="hits per page, at most 50 (default: %(default)s)")

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from store.keyword import SOURCES
+
 from .config import Settings
 from .errors import InputError
 from .runtime import get_index, get_store
@@ -39,7 +41,6 @@ DEPTH = 100
 """Candidates taken from each ranking; ``offset + limit`` may not exceed it."""
 RRF_K = 60
 """Reciprocal-rank-fusion constant: larger values flatten the difference between ranks."""
-SOURCES = ("mlp", "resid")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,199}$")
 DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -53,7 +54,8 @@ class SearchFilters:
     layer: int | None = None
     """Block index of the hookpoint (``layers.L…``)."""
     source: str | None = None
-    """``mlp`` (MLP neurons) or ``resid`` (residual stream)."""
+    """Kind of unit (``store.keyword.SOURCES``): ``mlp`` (MLP neurons), ``resid`` (residual stream),
+    ``sae`` (SAE/transcoder features), ``directions``, or ``mlp_in``/``mlp_out``/``attn_out``."""
     min_score: float | None = None
     """Lowest simulation score (correlation, −1…1); unscored explanations never pass."""
     domain: str | None = None

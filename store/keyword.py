@@ -60,12 +60,26 @@ def ensure_schema(engine: Engine) -> None:
             conn.exec_driver_sql(stmt)
 
 
+SOURCES = ("mlp", "resid", "mlp_in", "mlp_out", "attn_out", "sae", "directions")
+"""What kind of unit a hookpoint's units are (the ``--source`` filter): MLP neurons, residual-stream
+dimensions, raw dimensions of the MLP input/output or attention output, SAE or transcoder
+features, and projections on directions."""
+
+
 def hookpoint_fields(hookpoint: str) -> tuple[int, str]:
-    """(layer, source) of a hookpoint: ``layers.15.mlp`` → (15, "mlp"), ``layers.3`` → (3, "resid");
+    """(layer, source) of a unit hookpoint: ``layers.15.mlp`` → (15, "mlp"), ``layers.3`` → (3, "resid"),
+    ``layers.3.sae-NAME-HASH`` → (3, "sae"), ``layers.3.dir-NAME-HASH`` → (3, "directions");
     layer -1 when the hookpoint names none."""
     parts = hookpoint.split(".")
     layer = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
-    return layer, "mlp" if parts[-1] == "mlp" else "resid"
+    last = parts[-1]
+    if last.startswith("sae-"):
+        return layer, "sae"
+    if last.startswith("dir-"):
+        return layer, "directions"
+    if last in SOURCES:
+        return layer, last
+    return layer, "resid"
 
 
 def unit_domains(record: Any) -> list[str]:

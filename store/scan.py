@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-SOURCES = {"mlp": 0, "resid": 1}
+from store.keyword import SOURCES as _SOURCES
+
+SOURCES = {name: i for i, name in enumerate(_SOURCES)}
 
 
 class VectorScan:

@@ -82,8 +82,20 @@ def redis_url():
     return "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url():
+    """A fresh PostgreSQL database for this test (created in the machine's server, dropped after), so
+    tests never see each other's tables, nor tables an older or newer schema left behind."""
+    import uuid
+
+    import psycopg
+
     if not _port_open(5432):
         pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (this machine kind starts it; see the README)")
-    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    name = f"explainer_test_{uuid.uuid4().hex[:12]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -164,14 +164,8 @@ def test_keyword_index_follows_saves(settings):
 
 @pytest.mark.postgres
 def test_keyword_search_on_postgres(settings, postgres_url, monkeypatch):
-    from sqlalchemy import create_engine
-
     from explainer.config import load_settings
-    from store.sql import metadata
 
-    engine = create_engine(postgres_url)
-    metadata.drop_all(engine)
-    engine.dispose()
     monkeypatch.setenv("EXPLAINER_DATABASE_URL", postgres_url)
     pg = load_settings()
     write_units(pg, index=False)
@@ -213,3 +207,17 @@ def test_cli_search_with_filters_json_and_text(searchable, capsys):
     assert code == 2 and "limit must be between" in err
     code, _, err = _cli(capsys, "search", "x", "--domain", "no such!")
     assert code == 2 and "invalid domain" in err
+
+
+@pytest.mark.parametrize("hookpoint, fields", [
+    ("layers.15.mlp", (15, "mlp")), ("layers.3", (3, "resid")), ("layers.2.mlp_in", (2, "mlp_in")),
+    ("layers.2.mlp_out", (2, "mlp_out")), ("layers.7.attn_out", (7, "attn_out")),
+    ("layers.12.sae-res-jb-1a2b3c", (12, "sae")), ("layers.4.mlp_in.sae-tc-0f0f0f", (4, "sae")),
+    ("layers.9.dir-emotions-abcdef", (9, "directions")), ("embed", (-1, "resid")),
+])
+def test_hookpoint_fields_name_the_kind_of_unit(hookpoint, fields):
+    """SAE features and directions are filterable as their own sources, not as residual dimensions."""
+    from store.keyword import SOURCES, hookpoint_fields
+
+    assert hookpoint_fields(hookpoint) == fields
+    assert fields[1] in SOURCES

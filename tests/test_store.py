@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from explainer.records import UnitRecord, UnitStats, Window
-from store.sql import SQLStore, key_id, metadata
+from store.sql import SQLStore, key_id
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -14,13 +14,7 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         s = SQLStore(f"sqlite:///{tmp_path / 'store.db'}")
     else:
-        from sqlalchemy import create_engine
-
-        url = request.getfixturevalue("postgres_url")
-        engine = create_engine(url)
-        metadata.drop_all(engine)  # the `test` database is ours: start from empty tables
-        engine.dispose()
-        s = SQLStore(url)
+        s = SQLStore(request.getfixturevalue("postgres_url"))  # a fresh database
     yield s
     s.engine.dispose()
 
