@@ -92,3 +92,37 @@ class EmbeddingSimulator:
             out.append(preds)
         return out
 
+
+
+class EmbeddingScorer:
+    """Window-level scorer: cosine similarity, under the local sentence-embedding model, of the
+    explanation to each held-out window's text; the value is the AUROC of that similarity for
+    activating against non-activating windows (labels as in :mod:`explainer.detection`)."""
+
+    method = "embedding"
+
+    def __init__(self, embedder: Any = None):
+        if embedder is None:
+            from store.vectors import LocalEmbedder
+
+            embedder = LocalEmbedder()
+        self.embedder = embedder
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.embedder, "name", "all-MiniLM-L6-v2")
+
+    def score(self, explanation: str, windows: list[Window]) -> Any:
+        import numpy as np
+
+        from .detection import auroc, window_labels, window_score, window_text
+
+        labels = window_labels(windows)
+        vecs = np.asarray(self.embedder.embed([explanation] + [window_text(w) for w in windows]), dtype=np.float32)
+        sims = [float(v @ vecs[0]) for v in vecs[1:]]
+        pos = [s for y, s in zip(labels, sims) if y]
+        neg = [s for y, s in zip(labels, sims) if not y]
+        details = {"method": "embedding", "fidelity": "embedding",
+                   "mean_cos_activating": round(sum(pos) / len(pos), 4) if pos else None,
+                   "mean_cos_other": round(sum(neg) / len(neg), 4) if neg else None}
+        return window_score(windows, labels, auroc, sims, self.model_name, details)

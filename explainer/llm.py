@@ -85,11 +85,15 @@ class LLMConfig:
     device: str = "cpu"
     seed: int = 0
     """Sampling seed (used when temperature > 0)."""
+    context_tokens: int | None = None
+    """Context window of an endpoint model, in tokens (``None``: ``EXPLAINER_LLM_CONTEXT``, default
+    8192); a local model's own is read from its config. The prompt is shrunk to fit it."""
 
     def public(self) -> dict[str, Any]:
         """Settings recorded with each explanation (no secrets)."""
         return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "seed": self.seed}
+                "max_tokens": self.max_tokens, "seed": self.seed, "timeout_s": self.timeout_s,
+                "context_tokens": self.context_tokens}
 
 
 def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel:
@@ -117,14 +121,19 @@ def to_messages(messages: list[tuple[str, str]]) -> list[BaseMessage]:
 
 
 def invoke_chat(chat: BaseChatModel, messages: list[tuple[str, str]]) -> ChatAnswer:
-    """Call a chat model once; provider errors become Transient/PermanentLLMError."""
-    try:
-        msg = chat.invoke(to_messages(messages))
-    except ExplainerError:
-        raise
-    except Exception as exc:
-        raise _translate(exc) from exc
-    usage = getattr(msg, "usage_metadata", None) or {}
+    """Call a chat model once, within its endpoint's global rate and concurrency limits
+    (:mod:`explainer.ratelimit`); provider errors become Transient/PermanentLLMError."""
+    from .ratelimit import completion_budget, endpoint_of, estimate_tokens, limiter_for
+
+    with limiter_for(endpoint_of(chat)).call(estimate_tokens(messages, completion_budget(chat))) as call:
+        try:
+            msg = chat.invoke(to_messages(messages))
+        except ExplainerError:
+            raise
+        except Exception as exc:
+            raise _translate(exc) from exc
+        usage = getattr(msg, "usage_metadata", None) or {}
+        call.used(usage.get("input_tokens"), usage.get("output_tokens"))
     return ChatAnswer(str(msg.content), usage.get("input_tokens"), usage.get("output_tokens"))
 
 

@@ -1,13 +1,22 @@
-"""Scorer registry: every simulator the project ships, by the name stored with each score.
+"""Scorer registry: every scorer the project ships, by the name stored with each score.
 
-A simulator has ``method`` (the stored scorer name), ``model_name`` and
-``simulate(explanation, windows) -> per-token predictions``. Which ones the embedded default
-uses is decided by ``make bench-discrimination`` (see DEFAULT_SCORERS and the README).
+Two kinds of scorer, one registry:
+
+- a **simulator** has ``simulate(explanation, windows) -> per-token predictions``; its score is
+  the pooled correlation with the real activations (:func:`explainer.scoring.score_simulation`);
+- a **window-level scorer** has ``score(explanation, windows) -> ScoreResult`` and computes its
+  own figure (detection's balanced accuracy, the embedding scorer's AUROC).
+
+Both have ``method`` (the stored scorer name) and ``model_name``. :func:`evaluate` scores an
+explanation with either kind and is what ``pipeline.score_stage`` calls. Which scorers the
+embedded default uses is decided by ``make bench-discrimination`` (see DEFAULT_SCORERS and the
+README).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +32,25 @@ DEFAULT_SCORERS: tuple[str, ...] = ("simulation-embedding",)
 simulator (SmolLM2-135M) ranks right and wrong explanations no better than chance there."""
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """One scorer's verdict on one explanation over the held-out windows."""
+
+    value: float
+    """The scorer's figure: pooled correlation (simulators, −1…1), balanced accuracy (detection,
+    0…1) or AUROC (embedding, 0…1)."""
+    ci_low: float | None
+    ci_high: float | None
+    """95% bootstrap interval over held-out windows; ``None`` where none was computed."""
+    per_domain: dict[str, float]
+    n_tokens: int
+    """Held-out tokens scored (window-level scorers: tokens of the windows they judged)."""
+    model: str
+    """The model that produced the predictions, with how it was read (e.g. ``gpt-x [completions-echo]``)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """How the figure was computed: method, fidelity, extra figures (stored in the score's ``details``)."""
+
+
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
@@ -36,14 +64,37 @@ def scorer_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_scorer(name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu") -> Any:
+def make_scorer(name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu",
+                settings: Any = None) -> Any:
+    """The scorer registered as ``name``. ``settings`` (default: read from the environment)
+    configures the endpoint scorers; unknown names and unconfigured endpoints are ConfigErrors."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown scorer {name!r}; known scorers: {', '.join(scorer_names())}")
-    return _REGISTRY[name](simulator_model=simulator_model, device=device)
+    return _REGISTRY[name](simulator_model=simulator_model, device=device, settings=settings)
+
+
+def evaluate(scorer: Any, explanation: str, windows: list[Any], n_boot: int = 1000) -> ScoreResult:
+    """Score ``explanation`` on ``windows`` with a simulator or a window-level scorer."""
+    if hasattr(scorer, "score"):
+        return scorer.score(explanation, windows)
+    from .scoring import score_simulation
+
+    pred = scorer.simulate(explanation, windows)
+    s = score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows], n_boot=n_boot)
+    details = {"method": scorer.method, "kind": "simulation", **dict(getattr(scorer, "settings", {}) or {})}
+    return ScoreResult(s.value, s.ci_low, s.ci_high, s.per_domain, s.n_tokens, scorer.model_name, details)
+
+
+def _settings(settings: Any) -> Any:
+    if settings is not None:
+        return settings
+    from .config import load_settings
+
+    return load_settings()
 
 
 @register("simulation-logits")
-def _logits(simulator_model: str, device: str) -> Any:
+def _logits(simulator_model: str, device: str, settings: Any) -> Any:
     from .prompts import load_template
     from .simulate import LogitSimulator
 
@@ -57,7 +108,7 @@ EMBEDDING_CONTEXT_WEIGHT = 0.5
 
 
 @register("simulation-embedding")
-def _embedding(simulator_model: str, device: str) -> Any:
+def _embedding(simulator_model: str, device: str, settings: Any) -> Any:
     from .embed_sim import EmbeddingSimulator
 
     # One per process, so its token-embedding cache is shared by every unit.
@@ -65,6 +116,36 @@ def _embedding(simulator_model: str, device: str) -> Any:
         _embedding_sims["default"] = EmbeddingSimulator(context_tokens=EMBEDDING_CONTEXT_TOKENS,
                                                          context_weight=EMBEDDING_CONTEXT_WEIGHT)
     return _embedding_sims["default"]
+
+
+@register("simulation-endpoint")
+def _endpoint(simulator_model: str, device: str, settings: Any) -> Any:
+    from .remote_sim import endpoint_simulator
+
+    return endpoint_simulator(_settings(settings))
+
+
+@register("detection")
+def _detection(simulator_model: str, device: str, settings: Any) -> Any:
+    """Remote when a simulator endpoint is configured, else the local model's yes/no logits."""
+    from .detection import LocalDetector, RemoteDetector
+
+    s = _settings(settings)
+    if s.simulator_base_url:
+        from .remote_sim import client_for
+
+        return RemoteDetector(client_for(s.simulator_base_url, s.simulator_api_key, s.llm_timeout_s),
+                              s.simulator_model)
+    return LocalDetector(simulator_model, device)
+
+
+@register("embedding")
+def _window_embedding(simulator_model: str, device: str, settings: Any) -> Any:
+    from .embed_sim import EmbeddingScorer
+
+    if "window" not in _embedding_sims:
+        _embedding_sims["window"] = EmbeddingScorer()
+    return _embedding_sims["window"]
 
 
 def measured_discrimination() -> dict[str, dict[str, float]]:

@@ -23,6 +23,28 @@ def display_token(tok: str) -> str:
     return tok.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t") or "\\0"
 
 
+def simulation_prefix(template: PromptTemplate, explanation: str) -> str:
+    """The "all at once" prompt up to the target window: header, the worked example, the explanation."""
+    ex = template["example"]
+    lines = "".join(f"{display_token(t)}\t{a}\n" for t, a in zip(ex["tokens"], ex["activations"]))
+    return (f"{template['header']}\n\nNeuron 1\nExplanation: {ex['explanation']}\nActivations:\n<start>\n"
+            f"{lines}<end>\n\nNeuron 2\nExplanation: {explanation}\nActivations:\n<start>\n")
+
+
+def simulation_text(template: PromptTemplate, explanation: str, tokens: tuple[str, ...] | list[str]
+                    ) -> tuple[str, list[int]]:
+    """The whole prompt as text (``token<TAB>placeholder`` per line) and, per token, the character
+    offset right after its TAB: where the predicted activation would start."""
+    text = simulation_prefix(template, explanation)
+    placeholder = f"{template.get('placeholder', 'unknown')}\n"
+    offsets = []
+    for t in tokens:
+        text += f"{display_token(t)}\t"
+        offsets.append(len(text))
+        text += placeholder
+    return text, offsets
+
+
 class LogitSimulator:
     """Simulation from a local model's logits ("all at once", one pass per window)."""
 
@@ -50,10 +72,7 @@ class LogitSimulator:
         return ids, values
 
     def _prefix(self, explanation: str) -> str:
-        ex = self.template["example"]
-        lines = "".join(f"{display_token(t)}\t{a}\n" for t, a in zip(ex["tokens"], ex["activations"]))
-        return (f"{self.template['header']}\n\nNeuron 1\nExplanation: {ex['explanation']}\nActivations:\n<start>\n"
-                f"{lines}<end>\n\nNeuron 2\nExplanation: {explanation}\nActivations:\n<start>\n")
+        return simulation_prefix(self.template, explanation)
 
     def build_inputs(self, explanation: str, window: Window, tok: Any) -> tuple[list[int], list[int]]:
         """Token ids of the prompt for ``window`` and the positions to read (one per token)."""

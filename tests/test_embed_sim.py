@@ -133,7 +133,7 @@ def test_baseline_names_the_most_frequent_strong_tokens():
 
 def test_scorer_registry_rejects_unknown_and_duplicate_names():
     assert {"simulation-embedding", "simulation-logits"} <= set(scorer_names())
-    with pytest.raises(ConfigError, match="unknown scorer 'nope'; known scorers: simulation-embedding"):
+    with pytest.raises(ConfigError, match="unknown scorer 'nope'; known scorers: detection, embedding, simulation-embedding, simulation-endpoint, simulation-logits"):
         make_scorer("nope")
     with pytest.raises(ConfigError, match="registered twice"):
         register("simulation-logits")(lambda **_: None)

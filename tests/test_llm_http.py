@@ -181,24 +181,25 @@ def _opts(server, **kw):
 
 def test_explain_stage_records_a_garbage_answer_as_failed(stored, server):
     settings, store = stored
-    server.script = [("answer", "!!!")]
+    server.script = [("answer", "!!!"), ("answer", "???")]  # the answer and the stricter retry's
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server))
     row = store.get_explanation(eid)
     assert row["status"] == "failed"
     assert row["text"] is None
-    assert row["error"].startswith("ParseError:") and "no words" in row["error"]
+    assert row["error"].startswith("RejectedAnswer:") and "no words" in row["error"]
+    assert row["settings"]["candidates"][0]["raw"] == ["!!!", "???"]  # the raw texts, never as explanation
     assert (row["unit_id"], row["explainer_model"], row["prompt_name"]) == (UNIT, "fake", "explain")
     assert row["settings"]["base_url"] == server.base_url
     assert not any("key" in k.lower() for k in row["settings"])
-    assert len(server.requests) == 1
+    assert len(server.requests) == 2
     # without retry_failed the failure stands and the server is not asked again
     assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server)) == eid
-    assert len(server.requests) == 1
+    assert len(server.requests) == 2
 
 
 def test_explain_stage_retries_a_failure_and_then_keeps_the_ok_row(stored, server):
     settings, store = stored
-    server.script = [("answer", "!!!"), ("answer", "Explanation: the identifier foo.")]
+    server.script = [("answer", "!!!"), ("answer", "???"), ("answer", "Explanation: the identifier foo.")]
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server))
     assert store.get_explanation(eid)["status"] == "failed"
     assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server, retry_failed=True)) == eid
@@ -207,15 +208,15 @@ def test_explain_stage_retries_a_failure_and_then_keeps_the_ok_row(stored, serve
     assert row["window_ids"] == ["top-0", "top-2"]
     assert (row["prompt_tokens"], row["completion_tokens"]) == (321, 7)
     assert store.count_rows()["explanations"] == 1
-    assert len(server.requests) == 2
+    assert len(server.requests) == 3
     # the prompt shows only the explain windows, after the system prompt and three few-shot examples
-    msgs = server.requests[1]["messages"]
+    msgs = server.requests[2]["messages"]
     assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * 3 + ["user"]
     assert "[[foo]]" in msgs[-1]["content"] and "bar" not in msgs[-1]["content"]
     # an ok row is final, even with retry_failed
     assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server, retry_failed=True)) == eid
     assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server)) == eid
-    assert len(server.requests) == 2
+    assert len(server.requests) == 3
 
 
 def test_explain_stage_raises_transient_errors_before_the_final_attempt(stored, server):
@@ -259,7 +260,7 @@ def test_explain_stage_unknown_unit(stored, server):
 
 def test_baseline_candidate_stands_in_for_a_garbage_answer(stored, server):
     settings, store = stored
-    server.script = [("answer", "!!!")]
+    server.script = [("answer", "!!!"), ("answer", "!!!")]
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server, baseline_candidate=True))
     row = store.get_explanation(eid)
     assert row["status"] == "ok" and row["text"] == 'the token "foo"'

@@ -58,14 +58,14 @@ RECORD = UnitRecord(
 
 # -- templates ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["explain", "simulate"])
-def test_load_template_identity(name):
+@pytest.mark.parametrize("name, version", [("explain", "2"), ("simulate", "2"), ("detect", "1")])
+def test_load_template_identity(name, version):
     t = load_template(name)
     assert t.name == name
-    assert t.version == "1"
+    assert t.version == version
     assert re.fullmatch(r"[0-9a-f]{64}", t.sha256)
     assert t.sha256 == hashlib.sha256((PROMPTS_DIR / f"{name}.yaml").read_bytes()).hexdigest()
-    assert t.key == f"{name}@1#{t.sha256[:8]}"
+    assert t.key == f"{name}@{version}#{t.sha256[:8]}"
 
 
 def test_template_hash_changes_with_any_edit(tmp_path):
@@ -78,7 +78,7 @@ def test_template_hash_changes_with_any_edit(tmp_path):
 
 
 def test_unknown_template_lists_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown prompt template 'nope'; known templates: explain, simulate"):
+    with pytest.raises(ConfigError, match=r"unknown prompt template 'nope'; known templates: detect, explain, simulate"):
         load_template("nope")
 
 
@@ -232,6 +232,9 @@ def test_parse_explanation_keeps_eg_abbreviation():
     ("the token [[x]]", "echoed"),
     ('Activations: "if" 10, " x" 2', "echoed"),
     ("Excerpt 1: def [[foo]]", "echoed"),
+    ('the word "#" 10, "list" 10', "echoed"),
+    ("I'm sorry, but I cannot help with that", "refused"),
+    ("Unfortunately the excerpts are unclear", "refused"),
 ])
 def test_parse_explanation_rejects_malformed_answers(raw, message):
     with pytest.raises(ParseError, match=message):
@@ -253,25 +256,26 @@ def _fake(*answers):
 def test_explain_unit_good_answer():
     result = explain_unit(RECORD, _fake("Explanation: the identifier foo."), load_template("explain"))
     assert result == ExplainResult(text="the identifier foo", window_ids=("top-0", "top-2"), prompt_tokens=None,
-                                   completion_tokens=None, raw="Explanation: the identifier foo.")
+                                   completion_tokens=None, raw="Explanation: the identifier foo.", attempts=1,
+                                   rejected_raw=None, windows_available=2)
 
 
 def test_explain_unit_rejects_an_unparseable_answer():
-    with pytest.raises(ParseError, match="no words"):
-        explain_unit(RECORD, _fake("???"), load_template("explain"))
+    with pytest.raises(ParseError, match="no words.*after a stricter retry.*no words"):
+        explain_unit(RECORD, _fake("???", "!!!"), load_template("explain"))
 
 
 def test_explain_unit_rejects_a_copied_few_shot_answer():
     template = load_template("explain")
     with pytest.raises(ParseError, match="copied a few-shot example"):
-        explain_unit(RECORD, _fake('The word "if" or "elif" at the start of a condition'), template)
+        explain_unit(RECORD, _fake('The word "if" or "elif" at the start of a condition', 'the word "without"'), template)
 
 
 @pytest.mark.parametrize("answer", ['the word "without"', 'Four-digit years like "2019".',
                                     'Explanation: the word "if" or "elif" at the start of a condition'])
 def test_explain_unit_rejects_every_few_shot_answer(answer):
     with pytest.raises(ParseError, match="copied a few-shot example"):
-        explain_unit(RECORD, _fake(answer), load_template("explain"))
+        explain_unit(RECORD, _fake(answer, answer), load_template("explain"))
 
 
 def test_explain_unit_without_explain_windows():
@@ -296,3 +300,99 @@ def test_build_messages_limits_the_number_of_windows():
     messages, ids = build_messages(template, rec, max_windows=2)
     assert ids == ("top-0", "top-2")
     assert messages[-1][1].count("Excerpt ") == 2
+
+
+# -- retry with a stricter instruction, shrinking the prompt to fit ------------------------
+
+class ScriptedChat(GenericFakeChatModel):
+    """A fake chat model that also keeps the messages it was sent."""
+
+    seen: list = []
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.seen.append([m.content for m in messages])
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def _scripted(*answers):
+    return ScriptedChat(messages=iter([AIMessage(content=a) for a in answers]), seen=[])
+
+
+@pytest.mark.parametrize("first", ["", "   ", "I'm sorry, but I cannot help with that.",
+                                   "As an AI language model, I do not know.", "word " * 60])
+def test_an_unusable_answer_is_retried_once_with_a_stricter_instruction(first):
+    template = load_template("explain")
+    chat = _scripted(first, "closing brackets")
+    result = explain_unit(RECORD, chat, template)
+    assert (result.text, result.attempts, result.rejected_raw) == ("closing brackets", 2, first)
+    assert len(chat.seen) == 2
+    assert chat.seen[1][:-1] == chat.seen[0][:-1]
+    assert chat.seen[1][-1] == chat.seen[0][-1] + "\n\n" + template["retry_instruction"]
+
+
+def test_two_unusable_answers_are_rejected_with_both_raw_texts():
+    from explainer.explain import RejectedAnswer
+
+    with pytest.raises(RejectedAnswer, match="refused.*after a stricter retry.*empty") as info:
+        explain_unit(RECORD, _scripted("Sorry, I can't do that.", ""), load_template("explain"))
+    assert info.value.raw_answers == ["Sorry, I can't do that.", ""]
+
+
+def test_a_good_first_answer_is_not_retried():
+    chat = _scripted("closing brackets", "never asked")
+    assert explain_unit(RECORD, chat, load_template("explain")).attempts == 1
+    assert len(chat.seen) == 1
+
+
+def _many_windows(n=6, length=60):
+    return UnitRecord("m/h/0", "m", "h", 0, RECORD.stats, tuple(
+        _win(f"top-{2 * i}", "top", "explain", [f" w{i}_{j}" for j in range(length)], [4.0] + [0.0] * (length - 1))
+        for i in range(n)))
+
+
+def test_fit_messages_drops_windows_then_truncates_then_gives_up():
+    from explainer.errors import PromptTooLongError
+    from explainer.explain import fit_messages
+
+    template, rec = load_template("explain"), _many_windows()
+    chars = lambda msgs: sum(len(c) for _, c in msgs)  # noqa: E731
+    full, ids = fit_messages(template, rec, chars, 10**6)
+    assert len(ids) == 6
+    limit = chars(full) - 300  # a little short: one window less is enough
+    msgs, ids = fit_messages(template, rec, chars, limit)
+    assert len(ids) == 5 and chars(msgs) <= limit and ids == tuple(f"top-{2 * i}" for i in range(5))
+    base = chars(build_messages(template, rec, max_windows=1)[0])
+    msgs, ids = fit_messages(template, rec, chars, base - 100)  # one window, truncated
+    assert ids == ("top-0",) and chars(msgs) <= base - 100
+    with pytest.raises(PromptTooLongError, match="allows 100"):
+        fit_messages(template, rec, chars, 100)
+
+
+def test_explain_unit_shrinks_an_endpoint_prompt_to_the_configured_context():
+    template, rec = load_template("explain"), _many_windows(length=120)
+    chat = _scripted("closing brackets", "closing brackets")
+    wide = explain_unit(rec, chat, template, context_tokens=100_000)
+    narrow = explain_unit(rec, chat, template, context_tokens=1500)
+    assert len(wide.window_ids) == 6 and 1 <= len(narrow.window_ids) < 6
+    assert narrow.windows_available == 6
+    # the estimate is characters / 3 plus 8 tokens per message, with the answer budget kept free
+    from explainer.explain import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
+    sent = chat.seen[1]
+    assert sum(len(c) / CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS for c in sent) <= 1500 - 256
+
+
+@pytest.mark.slow
+def test_explain_unit_fits_the_local_model_with_its_own_tokenizer():
+    """The real SmolLM2 tokenizer counts the prompt; a context cut to 700 tokens drops windows."""
+    from explainer.explain import fit_messages, prompt_meter
+    from explainer.llm import LocalChatModel
+
+    chat = LocalChatModel()
+    count, limit = prompt_meter(chat)
+    assert limit == 8192 - 48 or limit > 1000
+    template, rec = load_template("explain"), _many_windows(length=120)
+    msgs, ids = fit_messages(template, rec, count, 10**6)
+    full = count(msgs)
+    assert len(ids) == 6 and full > 700
+    msgs, ids = fit_messages(template, rec, count, 700)
+    assert 1 <= len(ids) < 6 and count(msgs) <= 700

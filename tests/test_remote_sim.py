@@ -1,0 +1,386 @@
+"""Simulation and detection over real HTTP against a fake OpenAI-compatible server with canned logprobs.
+
+The fake server tokenises with a small regex (optionally one token per digit, like SmolLM2's
+tokenizer that splits "10"). Its canned "model" knows one thing: a token containing ``foo``
+fires (activation 10), any other token does not.
+"""
+
+import json
+import math
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from explainer import pipeline
+from explainer.errors import ParseError, PermanentLLMError
+from explainer.pipeline import LabelOptions
+from explainer.records import UnitRecord, UnitStats, Window
+from explainer.remote_sim import (RemoteSimulator, client_for, endpoint_simulator, read_chat_logprobs,
+                                  read_json_answer, reset_detection)
+from explainer.runtime import get_store
+from explainer.scorers import evaluate, make_scorer
+
+LN = math.log
+
+
+class FakeLogprobServer:
+    """``/v1/completions`` (echo + logprobs) and ``/v1/chat/completions`` (optional top_logprobs).
+
+    Switches: ``completions`` (False → 404), ``echo_logprobs`` (False → a completion without
+    logprobs), ``chat_logprobs`` (False → answers without logprobs), ``split_digits`` (one token
+    per digit), ``answer`` (a fixed chat text instead of the canned JSON list), ``no_digits``
+    (logprobs whose alternatives hold no digit).
+    """
+
+    def __init__(self, **switches):
+        self.completions, self.echo_logprobs, self.chat_logprobs = True, True, True
+        self.split_digits, self.answer, self.no_digits = False, None, False
+        self.__dict__.update(switches)
+        self.requests: list[tuple[str, dict]] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with fake._lock:
+                    fake.requests.append((self.path, body))
+                code, out = fake.route(self.path, body)
+                data = json.dumps(out).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def paths(self) -> list[str]:
+        return [p for p, _ in self.requests]
+
+    def tokenize(self, text: str) -> list[str]:
+        digits = r"\d" if self.split_digits else r"\d+"
+        return re.findall(digits + r"|[A-Za-z]+|\s|[^\sA-Za-z\d]", text)
+
+    def digit_dist(self, fires: bool) -> dict[str, float]:
+        if self.no_digits:
+            return {"unknown": LN(0.9), "x": LN(0.1)}
+        if fires:
+            return {"1": LN(0.9), "0": LN(0.1)} if self.split_digits else {"10": LN(0.9), "0": LN(0.1)}
+        return {"0": LN(0.8), "1": LN(0.2)}
+
+    def route(self, path: str, body: dict) -> tuple[int, dict]:
+        if path.endswith("/completions") and "chat" not in path:
+            if not self.completions:
+                return 404, {"error": {"message": "no such route", "type": "not_found"}}
+            return 200, self.echo(body)
+        return 200, self.chat(body)
+
+    def echo(self, body: dict) -> dict:
+        prompt = body["prompt"]
+        assert body["echo"] is True and body["max_tokens"] == 1 and body["logprobs"] == 10
+        tokens = self.tokenize(prompt)
+        offsets, tops, pos = [], [], 0
+        for t in tokens:
+            offsets.append(pos)
+            if pos and prompt[pos - 1] == "\t":
+                line = prompt[prompt.rfind("\n", 0, pos - 1) + 1 : pos - 1]
+                tops.append(self.digit_dist("foo" in line))
+            else:
+                tops.append({t: LN(0.5)} if pos else None)
+            pos += len(t)
+        lp = {"tokens": tokens + ["\n"], "text_offset": offsets + [pos], "token_logprobs": [None] * (len(tokens) + 1),
+              "top_logprobs": tops + [{"\n": LN(0.9)}]}
+        return {"id": "cmpl", "object": "text_completion", "created": 1, "model": body["model"],
+                "choices": [{"index": 0, "text": prompt + "\n", "finish_reason": "length",
+                             "logprobs": lp if self.echo_logprobs else None}],
+                "usage": {"prompt_tokens": len(tokens), "completion_tokens": 1, "total_tokens": len(tokens) + 1}}
+
+    def chat(self, body: dict) -> dict:
+        user = body["messages"][-1]["content"]
+        if "Does the neuron fire" in user:  # detection
+            fires = "foo" in user.split("Excerpt:", 1)[1]
+            word = "yes" if fires else "no"
+            content = [{"token": word, "logprob": LN(0.8),
+                        "top_logprobs": [{"token": word, "logprob": LN(0.8)},
+                                         {"token": "no" if fires else "yes", "logprob": LN(0.2)}]}]
+            return self._chat_answer(body, self.answer if self.answer is not None else word, content)
+        listed = user.split("<start>\n", 1)[1].split("<end>", 1)[0].split("\n")[:-1]
+        values = [10 if "foo" in t else 0 for t in listed]
+        text = self.answer if self.answer is not None else json.dumps(values)
+        content = []
+        for t in self.tokenize(text):
+            if t.isdigit() and not content or (t.isdigit() and not content[-1]["token"].isdigit()):
+                chosen = t[0] if self.split_digits else t
+                fires = t.startswith("1")
+                dist = self.digit_dist(fires)
+                if self.split_digits and fires:
+                    dist = {"1": LN(0.9), "0": LN(0.1)}
+                content.append({"token": chosen, "logprob": dist.get(chosen, LN(0.5)),
+                                "top_logprobs": [{"token": k, "logprob": v} for k, v in dist.items()]})
+            elif t.isdigit():  # the "0" after a "1" when digits are split
+                content.append({"token": t, "logprob": LN(0.8),
+                                "top_logprobs": [{"token": "0", "logprob": LN(0.8)}, {"token": ",", "logprob": LN(0.2)}]})
+            else:
+                content.append({"token": t, "logprob": LN(0.99), "top_logprobs": [{"token": t, "logprob": LN(0.99)}]})
+        return self._chat_answer(body, text, content)
+
+    def _chat_answer(self, body: dict, text: str, content: list[dict]) -> dict:
+        lp = {"content": content} if body.get("logprobs") and self.chat_logprobs else None
+        return {"id": "chatcmpl", "object": "chat.completion", "created": 1, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                             "logprobs": lp}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}}
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def make(**switches):
+        servers.append(FakeLogprobServer(**switches))
+        return servers[-1]
+
+    reset_detection()
+    yield make
+    for s in servers:
+        s.close()
+    reset_detection()
+
+
+def _sim(server, mode="auto"):
+    return RemoteSimulator(client_for(server.base_url, None, 5.0, max_retries=0), server.base_url, "fake", mode)
+
+
+def _win(wid, kind, tokens, acts, domain="code"):
+    return Window(wid, kind, "heldout", f"{domain}:{wid}", domain, tuple(tokens), tuple(acts))
+
+
+WINDOWS = [
+    _win("top-1", "top", ["def", " foo", "(", "x", ")"], [0, 4.0, 0, 0, 0]),
+    _win("top-3", "top", ["call", " foo", "()"], [0, 3.0, 0], "docs"),
+    _win("random-0", "random", ["hello", " world", "\t", "10"], [0, 0, 0, 0]),
+    _win("random-1", "random", ["the", " cat"], [0, 0.1], "docs"),
+]
+EXPECT_FIRES = [[0, 1, 0, 0, 0], [0, 1, 0], [0, 0, 0, 0], [0, 0]]
+
+
+def _check(preds, hi, lo):
+    for p_w, f_w in zip(preds, EXPECT_FIRES):
+        assert p_w == pytest.approx([hi if f else lo for f in f_w], abs=1e-6)
+
+
+# -- the three methods ------------------------------------------------------------------------
+
+def test_completions_echo_reads_the_digits_after_each_tab(fake):
+    server = fake()
+    sim = _sim(server)
+    preds, details = sim.simulate_detailed("the word foo", WINDOWS)
+    _check(preds, 9.0, 0.2)  # 0.9·10 + 0.1·0 and 0.8·0 + 0.2·1
+    assert details["method"] == "completions-echo" and details["fidelity"] == "logprobs"
+    assert details["ten"] == "one-token" and details["requests"] == 4 and details["missing_positions"] == 0
+    assert server.paths() == ["/v1/completions"] * 4  # one request per window
+    prompt = server.requests[0][1]["prompt"]
+    assert prompt.endswith("def\tunknown\n foo\tunknown\n(\tunknown\nx\tunknown\n)\tunknown\n")
+    assert sim.model_name == "fake [completions-echo]"
+
+
+def test_completions_echo_with_split_ten_reads_zero_to_nine(fake):
+    server = fake(split_digits=True)
+    preds, details = _sim(server).simulate_detailed("the word foo", WINDOWS)
+    _check(preds, 0.9, 0.2)  # "1" can mean 1 or 10: the expectation runs over 0-9
+    assert details["ten"] == "split-0-9"
+
+
+def test_no_completions_route_falls_back_to_chat_logprobs(fake):
+    server = fake(completions=False)
+    sim = _sim(server)
+    preds, details = sim.simulate_detailed("the word foo", WINDOWS)
+    _check(preds, 9.0, 0.2)
+    assert details["method"] == "chat-logprobs" and details["fidelity"] == "logprobs"
+    # detection happened once; the method is cached for the endpoint
+    assert server.paths() == ["/v1/completions"] + ["/v1/chat/completions"] * 4
+    sim.simulate("the word foo", WINDOWS[:1])
+    assert server.paths()[-1] == "/v1/chat/completions" and server.paths().count("/v1/completions") == 1
+    req = server.requests[1][1]
+    assert req["logprobs"] is True and req["top_logprobs"] == 10
+    assert [m["role"] for m in req["messages"]] == ["system", "user", "assistant", "user"]
+    assert "def\n foo\n(\nx\n)\n<end>" in req["messages"][-1]["content"]
+
+
+def test_chat_logprobs_resolve_a_split_ten(fake):
+    server = fake(completions=False, split_digits=True)
+    preds, details = _sim(server).simulate_detailed("the word foo", WINDOWS)
+    # "1" then "0": P(1)=0.9 and P("0" | "1")=0.8 -> P(10)=0.72, P(1)=0.18, P(0)=0.1
+    _check(preds, 0.72 * 10 + 0.18, 0.2)
+    assert details["ten"] == "split-resolved"
+
+
+def test_echo_without_logprobs_and_chat_without_logprobs_fall_back_to_the_json_answer(fake):
+    server = fake(echo_logprobs=False, chat_logprobs=False)
+    preds, details = _sim(server).simulate_detailed("the word foo", WINDOWS)
+    _check(preds, 10.0, 0.0)
+    assert details["method"] == "json-answer" and details["fidelity"] == "low" and details["top_logprobs"] is None
+    assert server.paths()[:3] == ["/v1/completions", "/v1/chat/completions", "/v1/chat/completions"]
+    assert "logprobs" not in server.requests[-1][1]
+
+
+# -- failures name the endpoint ---------------------------------------------------------------
+
+def test_logprobs_mode_without_logprobs_fails_loudly_naming_the_endpoint(fake):
+    server = fake(echo_logprobs=False, chat_logprobs=False)
+    with pytest.raises(ParseError, match=re.escape(server.base_url) + r".*no usable predictions.*echo.*top_logprobs"):
+        _sim(server, "logprobs").simulate("the word foo", WINDOWS)
+
+
+def test_logprobs_without_digits_are_unusable(fake):
+    server = fake(no_digits=True, chat_logprobs=False)
+    with pytest.raises(ParseError, match="no digit among the top-10 logprobs"):
+        _sim(server, "logprobs").simulate("the word foo", WINDOWS)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("I cannot predict activations.", "not a JSON list"),
+    ("[0, 1]", "2 values for 5 tokens"),
+    ('["a", "b", "c", "d", "e"]', "non-numbers"),
+    ("[0, 1, 2", "not a JSON list"),
+])
+def test_garbage_json_answers_fail_naming_the_endpoint(fake, answer, message):
+    server = fake(completions=False, chat_logprobs=False, answer=answer)
+    with pytest.raises(ParseError, match=re.escape(server.base_url) + ".*" + re.escape(message)):
+        _sim(server, "json").simulate("the word foo", WINDOWS[:1])
+
+
+def test_a_cached_method_that_stops_giving_logprobs_fails_loudly(fake):
+    server = fake()
+    sim = _sim(server)
+    sim.simulate("the word foo", WINDOWS[:1])
+    server.echo_logprobs = False
+    with pytest.raises(ParseError, match=re.escape(server.base_url) + ".*completions-echo returned no usable logprobs"):
+        sim.simulate("the word foo", WINDOWS)
+
+
+def test_parsers_directly():
+    assert read_json_answer("Sure: [0, 3, 12, -1]", 4) == [0.0, 3.0, 10.0, 0.0]
+    with pytest.raises(ParseError, match="non-numbers"):
+        read_json_answer("[true, 1]", 2)
+    with pytest.raises(ParseError, match="numbers for 3 tokens"):
+        read_chat_logprobs({"choices": [{"logprobs": {"content": [
+            {"token": "[", "logprob": 0.0, "top_logprobs": [{"token": "[", "logprob": 0.0}]},
+            {"token": "0", "logprob": 0.0, "top_logprobs": [{"token": "0", "logprob": 0.0}]},
+            {"token": "]", "logprob": 0.0, "top_logprobs": []}]}}]}, 3)
+
+
+# -- the registered scorer, settings and score_stage ------------------------------------------
+
+def test_endpoint_scorer_reads_its_settings(settings, monkeypatch, fake):
+    from explainer.config import load_settings
+    from explainer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="EXPLAINER_SIMULATOR_BASE_URL"):
+        make_scorer("simulation-endpoint", settings=settings)
+    server = fake()
+    monkeypatch.setenv("EXPLAINER_LLM_BASE_URL", "http://127.0.0.1:1/v1")
+    monkeypatch.setenv("EXPLAINER_LLM_MODEL", "explainer-model")
+    s = load_settings()
+    assert (s.simulator_base_url, s.simulator_model) == ("http://127.0.0.1:1/v1", "explainer-model")
+    monkeypatch.setenv("EXPLAINER_SIMULATOR_BASE_URL", server.base_url)
+    monkeypatch.setenv("EXPLAINER_SIMULATOR_MODEL", "sim-model")
+    monkeypatch.setenv("EXPLAINER_SIMULATOR_METHOD", "chat")
+    s = load_settings()
+    sim = make_scorer("simulation-endpoint", settings=s)
+    assert sim is endpoint_simulator(s)  # one simulator (and one HTTP client) per endpoint and process
+    assert (sim.base_url, sim.model, sim.mode) == (server.base_url, "sim-model", "chat")
+    monkeypatch.setenv("EXPLAINER_SIMULATOR_METHOD", "telepathy")
+    with pytest.raises(ConfigError, match="EXPLAINER_SIMULATOR_METHOD must be one of"):
+        load_settings()
+
+
+UNIT = "tiny/layers.1.mlp/3"
+RECORD = UnitRecord(UNIT, "tiny", "layers.1.mlp", 3, UnitStats(max=4.0, mean=0.1, std=0.2, density=0.1, n_tokens=100),
+                    (Window("top-0", "top", "explain", "code:a", "code", ("a", " foo"), (0.0, 4.0)), *WINDOWS))
+
+
+@pytest.fixture
+def stored(settings):
+    store = get_store(settings)
+    store.start_collection("c1", "tiny", "layers.1.mlp", "test", "0" * 64, {"window": 16})
+    store.finish_collection("c1", [RECORD], 100)
+    eid = store.save_explanation(unit_id=UNIT, collection_id="c1", explainer_model="m", prompt_name="explain",
+                                 prompt_version="2", prompt_hash="h", status="ok", text="the word foo")
+    return settings, store, eid
+
+
+def test_score_stage_stores_method_fidelity_model_and_heldout_ids(stored, fake, monkeypatch):
+    from explainer.config import load_settings
+
+    settings, store, eid = stored
+    server = fake(completions=False)
+    monkeypatch.setenv("EXPLAINER_SIMULATOR_BASE_URL", server.base_url)
+    monkeypatch.setenv("EXPLAINER_SIMULATOR_MODEL", "sim-model")
+    settings = load_settings()
+    opts = LabelOptions(scorers=("simulation-endpoint", "detection", "embedding"))
+    pipeline.score_stage(settings, eid, opts)
+    heldout = [w.window_id for w in WINDOWS]
+
+    sim = store.get_score(eid, "simulation-endpoint")
+    assert sim["status"] == "ok" and sim["value"] > 0.9
+    assert sim["simulator_model"] == "sim-model [chat-logprobs]"
+    assert sim["details"]["method"] == "chat-logprobs" and sim["details"]["fidelity"] == "logprobs"
+    assert sim["details"]["endpoint"] == server.base_url and sim["details"]["prompt"].startswith("simulate@2#")
+    assert sim["heldout_ids"] == heldout and sim["ci_low"] <= sim["value"] <= sim["ci_high"]
+
+    det = store.get_score(eid, "detection")
+    assert det["status"] == "ok" and det["value"] == 1.0  # balanced accuracy: 2 activating, 2 not, all right
+    assert det["simulator_model"] == "sim-model [yes/no]"
+    assert det["details"]["fidelity"] == "logprobs" and det["details"]["auroc"] == 1.0
+    assert det["details"]["n_activating"] == 2 and det["heldout_ids"] == heldout
+    assert det["details"]["prompt"].startswith("detect@1#")
+
+    emb = store.get_score(eid, "embedding")
+    assert emb["status"] == "ok" and emb["simulator_model"] == "all-MiniLM-L6-v2"
+    assert 0.0 <= emb["value"] <= 1.0 and emb["details"]["method"] == "embedding"
+
+
+def test_score_stage_records_an_endpoint_without_predictions_as_failed(stored, fake, monkeypatch):
+    from explainer.config import load_settings
+
+    settings, store, eid = stored
+    server = fake(completions=False, chat_logprobs=False, answer="no idea")
+    monkeypatch.setenv("EXPLAINER_SIMULATOR_BASE_URL", server.base_url)
+    pipeline.score_stage(load_settings(), eid, LabelOptions(scorers=("simulation-endpoint", "detection")))
+    sim = store.get_score(eid, "simulation-endpoint")
+    assert sim["status"] == "failed" and sim["value"] is None
+    assert sim["error"].startswith("ParseError: simulator endpoint " + server.base_url)
+    det = store.get_score(eid, "detection")
+    assert det["status"] == "failed" and "answered neither yes nor no" in det["error"]
+
+
+def test_detection_from_a_plain_answer_is_low_fidelity(fake):
+    from explainer.detection import RemoteDetector
+
+    server = fake(chat_logprobs=False)
+    det = RemoteDetector(client_for(server.base_url, None, 5.0, max_retries=0), "fake")
+    result = evaluate(det, "the word foo", WINDOWS)
+    assert result.value == 1.0 and result.details["fidelity"] == "low" and result.details["auroc"] is None
+
+
+def test_auth_errors_are_not_mistaken_for_a_missing_method(fake):
+    server = fake()
+    server.route = lambda path, body: (401, {"error": {"message": "bad key", "type": "auth"}})
+    with pytest.raises(PermanentLLMError, match=re.escape(server.base_url) + ".*HTTP 401"):
+        _sim(server).simulate("x", WINDOWS[:1])
