@@ -10,44 +10,85 @@ from .report import ReportEntry, ReportScore
 from .runtime import get_store
 
 
-def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | None = None) -> list[ReportEntry]:
-    """One report entry per unit: its record (from ``collection_id``, else the latest
-    collection), the latest explanation written from that record, and its scores."""
+def _report_score(s: dict[str, Any], discrimination: dict[str, Any]) -> ReportScore:
+    created = s.get("created_at")
+    return ReportScore(s["scorer"], s["value"], s["ci_low"], s["ci_high"], s.get("per_domain") or {}, s["status"],
+                       s["error"], discrimination.get(s["scorer"]), simulator_model=s.get("simulator_model"),
+                       n_tokens=s.get("n_tokens"), heldout_ids=tuple(s.get("heldout_ids") or ()),
+                       created_at=created.isoformat() if created is not None else None,
+                       details=s.get("details") or {})
+
+
+def _explained_records(store: Any, unit_ids: list[str], expls: list[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """unit id → (collection id, record) from the latest collection in which the unit has an
+    explanation (ok ones first), else its latest collection: a calibration collection, which holds
+    no explanations, never hides the one a unit was labeled in."""
+    found = store.get_records(unit_ids)
+    for uid in unit_ids:
+        own = [e for e in expls if e["unit_id"] == uid]
+        if own and uid in found and found[uid][0] not in {e["collection_id"] for e in own}:
+            best = max(own, key=lambda e: (e["status"] == "ok", e["created_at"]))
+            found.update(store.get_records([uid], best["collection_id"]))
+    return found
+
+
+def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | None = None,
+                 prefer: dict[str, str] | None = None) -> list[ReportEntry]:
+    """One report entry per unit: its record (from ``collection_id``, else the latest collection
+    the unit was explained in), its primary explanation (``prefer[unit_id]`` if given, else the
+    latest ok one) and the others from that record, each with scores, workflow calibrations and
+    provenance. Unknown units raise :class:`UnknownUnitError` listing all of them."""
+    from .provenance import explanation_provenance
+    from .report import ReportCalibration, ReportExplanation
+    from .scorers import measured_discrimination
+
     store = get_store(settings)
-    found = store.get_records(unit_ids, collection_id)
+    all_expls = store.explanations_for(unit_ids, collection_id)
+    found = store.get_records(unit_ids, collection_id) if collection_id else \
+        _explained_records(store, unit_ids, all_expls)
     missing = [u for u in unit_ids if u not in found]
     if missing:
         raise UnknownUnitError(missing)
-    records = {uid: rec for uid, (_, rec) in found.items()}
-    expls: dict[str, dict[str, Any]] = {}
-    for e in store.explanations_for(unit_ids):
-        if e["collection_id"] != found[e["unit_id"]][0]:
-            continue
-        best = expls.get(e["unit_id"])
-        if best is None or (e["status"] == "ok", e["created_at"]) >= (best["status"] == "ok", best["created_at"]):
-            expls[e["unit_id"]] = e
-    scores_by_expl: dict[str, list[dict[str, Any]]] = {}
-    for s in store.scores_for([e["id"] for e in expls.values()]):
-        scores_by_expl.setdefault(s["explanation_id"], []).append(s)
-    from .scorers import measured_discrimination
-
+    by_unit: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(all_expls, key=lambda e: (e["status"] == "ok", e["created_at"]), reverse=True):
+        if e["collection_id"] == found[e["unit_id"]][0]:
+            by_unit.setdefault(e["unit_id"], []).append(e)
+    ids = [e["id"] for es in by_unit.values() for e in es]
+    scores_by: dict[str, list[dict[str, Any]]] = {}
+    for s in sorted(store.scores_for(ids), key=lambda s: s["scorer"]):
+        scores_by.setdefault(s["explanation_id"], []).append(s)
+    cals_by: dict[str, list[dict[str, Any]]] = {}
+    for c in store.calibrations_for(ids):
+        cals_by.setdefault(c["explanation_id"], []).append(c)
+    collections = {cid: store.get_collection(cid) for cid in {cid for cid, _ in found.values()}}
     discrimination = measured_discrimination()
+
+    def explanation(e: dict[str, Any], rec: Any) -> ReportExplanation:
+        scores = scores_by.get(e["id"], [])
+        return ReportExplanation(
+            explanation_id=e["id"], status=e["status"], text=e["text"] if e["status"] == "ok" else None,
+            error=e["error"], explainer_model=e["explainer_model"],
+            prompt=f"{e['prompt_name']}@{e['prompt_version']}#{e['prompt_hash'][:8]}",
+            source=(e.get("settings") or {}).get("selected"),
+            scores=tuple(_report_score(s, discrimination) for s in scores),
+            calibrations=tuple(ReportCalibration(c["domain"], _report_score(c, discrimination), c["corpus"],
+                                                 c["corpus_hash"], c["collection_id"]) for c in cals_by.get(e["id"], [])),
+            provenance=explanation_provenance(collections.get(e["collection_id"]), e, scores, rec.hookpoint),
+            created_at=e["created_at"].isoformat() if e.get("created_at") else None)
+
     entries = []
     for uid in unit_ids:
-        e = expls.get(uid)
-        scores = tuple(ReportScore(s["scorer"], s["value"], s["ci_low"], s["ci_high"], s["per_domain"] or {},
-                                   s["status"], s["error"], discrimination.get(s["scorer"]))
-                       for s in scores_by_expl.get(e["id"], [])) if e else ()
+        cid, rec = found[uid]
+        own = by_unit.get(uid, [])
+        if prefer and prefer.get(uid) in {e["id"] for e in own}:
+            own = sorted(own, key=lambda e: e["id"] != prefer[uid])
+        xs = [explanation(e, rec) for e in own]
+        p = xs[0] if xs else ReportExplanation(None, "pending", None, None, None, None)
         entries.append(ReportEntry(
-            record=records[uid],
-            explanation=e["text"] if e and e["status"] == "ok" else None,
-            explanation_status=e["status"] if e else "pending",
-            explanation_error=e["error"] if e else None,
-            explainer_model=e["explainer_model"] if e else None,
-            prompt=f"{e['prompt_name']}@{e['prompt_version']}#{e['prompt_hash'][:8]}" if e else None,
-            scores=scores,
-            explanation_source=(e.get("settings") or {}).get("selected") if e else None,
-        ))
+            record=rec, explanation=p.text, explanation_status=p.status, explanation_error=p.error,
+            explainer_model=p.explainer_model, prompt=p.prompt, scores=p.scores, explanation_source=p.source,
+            explanation_id=p.explanation_id, calibrations=p.calibrations, provenance=p.provenance,
+            others=tuple(xs[1:]), collection_id=cid, created_at=p.created_at))
     return entries
 
 

@@ -54,6 +54,7 @@ def test_label_search_report_then_reuse(settings, tmp_path, capsys):
     assert _run(capsys, "report", "-o", str(report), "--json")["units"] == 3
     html = report.read_text()
     assert all(u["unit_id"] in html for u in first["units"]) and ok[0]["text"].replace('"', "&quot;") in html
+    _check_report_formats(capsys, tmp_path, [u["unit_id"] for u in first["units"]], ok[0])
 
     # A second run reuses the collection, explanations and scores: nothing is recomputed.
     before = {e["id"]: e["created_at"] for e in expls}
@@ -63,3 +64,29 @@ def test_label_search_report_then_reuse(settings, tmp_path, capsys):
     again = store.explanations_for([u["unit_id"] for u in first["units"]])
     assert {e["id"]: e["created_at"] for e in again} == before
     assert store.get_collection(first["collection_id"])["finished_at"] == collection["finished_at"]
+
+
+def _check_report_formats(capsys, tmp_path, unit_ids, ok):
+    """The real units' report in every format: JSON valid against the schema with the packaged
+    GGUF's sha256 in its provenance, the PDF's pages drawn and holding the units."""
+    import hashlib
+
+    from test_report import validate_report
+    from test_report_pdf import ink, pdf_pages
+
+    from explainer.models import resolve_model
+
+    for fmt in ("md", "json", "pdf"):
+        path = tmp_path / f"report.{fmt}"
+        assert _run(capsys, "report", "--units", *unit_ids, "-o", str(path), "--json")["format"] == fmt
+    assert all(u in (tmp_path / "report.md").read_text() for u in unit_ids)
+    data = json.loads((tmp_path / "report.json").read_text())
+    validate_report(data)
+    src = resolve_model("smollm2-135m")
+    gguf = hashlib.sha256((src.directory / src.gguf_file).read_bytes()).hexdigest()
+    unit = next(u for u in data["units"] if u["unit_id"] == ok["unit_id"])
+    prov = unit["explanations"][0]["provenance"]
+    assert prov["subject_model"]["files"][0]["sha256"] == gguf and prov["prompt"]["sha256"] == ok["prompt_hash"]
+    assert unit["histogram"]["counts"] and unit["explanations"][0]["scores"][0]["ci95"][0] is not None
+    images, texts = pdf_pages((tmp_path / "report.pdf").read_bytes())
+    assert all(ink(img) > 0.002 for img in images) and all(u in "\n".join(texts) for u in unit_ids)

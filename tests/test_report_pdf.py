@@ -1,0 +1,69 @@
+"""PDF reports: rendered to PNG pages with PDFium, the pages are not blank and their text holds
+the units, explanations, scores and warnings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from test_report import _entries
+
+from explainer.report import ReportMeta, render_report
+
+MIN_INK = 0.002
+"""Share of non-white pixels below which a page counts as blank."""
+
+
+def pdf_pages(data: bytes, scale: float = 1.0) -> tuple[list, list[str]]:
+    """(page images as PIL images, page texts) of a PDF file's bytes."""
+    import pypdfium2 as pdfium
+
+    assert data.startswith(b"%PDF-")
+    doc = pdfium.PdfDocument(data)
+    images, texts = [], []
+    for i in range(len(doc)):
+        page = doc[i]
+        images.append(page.render(scale=scale).to_pil().convert("L"))
+        texts.append(page.get_textpage().get_text_range())
+    doc.close()
+    return images, texts
+
+
+def ink(image) -> float:
+    """Share of pixels darker than near-white."""
+    hist = image.histogram()
+    return sum(hist[:235]) / (image.width * image.height)
+
+
+def test_pdf_pages_are_drawn_and_hold_the_report(tmp_path):
+    from dataclasses import replace as dc_replace
+
+    entries = _entries()
+    good = entries[0]
+    stats = dc_replace(good.record.stats, histogram=(4, 9, 3, 1), histogram_edges=(1.0, 1.19, 1.41, 1.68, 2.0))
+    entries[0] = replace(good, record=replace(good.record, stats=stats))
+    data = render_report(entries, "pdf", ReportMeta(title="Audit of three units", generated_by="test"))
+    images, texts = pdf_pages(data)
+    assert len(images) == 1 + len(entries)  # contents, then one page (at least) per unit
+    for img in images:
+        assert ink(img) > MIN_INK, "a blank page"
+    text = "\n".join(texts)
+    for e in entries:
+        assert e.record.unit_id in text
+    assert "Audit of three units" in text and "Function names after `def`" in text
+    assert "simulation-logits" in text and "0.612" in text and "95% CI [0.500, 0.700]" in text
+    assert "failed: LLM returned <garbage>" in text
+    assert "only 1 top window(s) shown to explainer" in text
+    assert "max activation of each activating sequence" in text  # the drawn histogram's caption
+    images[1].save(tmp_path / "unit-page.png")
+
+
+def test_empty_pdf_says_so():
+    images, texts = pdf_pages(render_report([], "pdf", ReportMeta(note="No units: the query 'x' matched nothing.")))
+    assert len(images) == 1 and ink(images[0]) > 0 and "No units: the query" in texts[0]
+
+
+def test_unsupported_characters_do_not_break_the_pdf():
+    entry = _entries()[0]
+    entry = replace(entry, explanation="数字 and emoji 🎉 then plain words")
+    images, texts = pdf_pages(render_report([entry], "pdf"))
+    assert "plain words" in "\n".join(texts)
