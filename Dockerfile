@@ -1,4 +1,4 @@
-# The project image used by compose.yaml's workers and Flower (CPU torch; the explainer LLM is
+# The project image used by compose.yaml's API, workers and Flower (CPU torch by default; the explainer LLM is
 # a remote OpenAI-compatible endpoint or the vLLM service of the `gpu` profile).
 FROM python:3.11-slim
 
@@ -10,7 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TOKENIZERS_PARALLELISM=false
 
 # torch first, from the CPU wheel index (an unpinned index pulls a CUDA build); its own layer.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# The GPU collect worker of compose.yaml builds with a CUDA index instead (TORCH_INDEX_URL).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX_URL}
 
 WORKDIR /app
 COPY . /app

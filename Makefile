@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean-data clean browser bench-search bench-collect bench-discrimination
+.PHONY: demo test install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make demo: label a dozen SmolLM2-135M neurons of layer 15, search them, write an HTML report
+## make demo: label a dozen SmolLM2-135M neurons of layer 15, search them, write the report (HTML, Markdown, JSON, PDF)
 demo: $(STAMP)
 	$(VENV)/bin/explainer label --layer 15 --units 12 --scorer simulation-embedding --scorer simulation-logits
 	$(VENV)/bin/explainer search "Python code keywords and punctuation" --limit 5
 	$(VENV)/bin/explainer report -o data/report.html
+	$(VENV)/bin/explainer report -o data/report.md
+	$(VENV)/bin/explainer report -o data/report.json
+	$(VENV)/bin/explainer report -o data/report.pdf
 
 ## make test: the whole test suite (needs the local Redis and PostgreSQL of this machine kind)
 test: $(STAMP) browser
@@ -47,6 +50,16 @@ bench-collect: $(STAMP)
 ## above the other concepts' descriptions? Writes explainer/scorer_discrimination.json; JSON on the last line
 bench-discrimination: $(STAMP)
 	$(PY) -m bench.bench_discrimination --write $(if $(CONCEPTS),--concepts $(CONCEPTS))
+
+## make bench-quality [CONCEPTS=FILE]: planted units through explain → score → index → search per explainer
+## (baseline, local SmolLM2, and EXPLAINER_LLM_BASE_URL when set): mean/median score, recall@1/@3; JSON on the last line
+bench-quality: $(STAMP)
+	$(PY) -m bench.bench_quality $(if $(CONCEPTS),--concepts $(CONCEPTS))
+
+## make bench-workers: label 2,000 synthetic units through Redis + PostgreSQL + Celery thread-pool workers
+## against a fake OpenAI-compatible server (100 ms per call, 64 in flight); ratio to the latency-bound ideal; JSON last
+bench-workers: $(STAMP)
+	$(PY) -m bench.bench_workers
 
 clean-data:
 	rm -rf data

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import StringConstraints
@@ -80,7 +80,7 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           413: "payload_too_large", 414: "uri_too_long", 422: "validation_error"}
 _ERRORS = {code: {"model": m.ErrorBody, "description": desc} for code, desc in (
     (401, "no API key, or an unknown one"), (403, "the key may not use this route"),
-    (404, "no such unit or route"), (413, "request body too large"), (414, "query string too long"),
+    (404, "no such unit, run or route"), (413, "request body too large"), (414, "query string too long"),
     (422, "invalid or oversized parameters"), (500, "internal error"))}
 
 
@@ -182,6 +182,7 @@ Source = Annotated[Literal[SOURCES] | None, Query(description="kind of unit: MLP
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest simulation score")]
 Domain = Annotated[str | None, Query(max_length=64, pattern=DOMAIN_RE.pattern,
                                      description="corpus domain among the unit's top windows, e.g. legal")]
+ReportFormat = Annotated[Literal["html", "md", "json", "pdf"], Query(description="report format")]
 
 
 def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
@@ -213,28 +214,99 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
 
         return unit_detail(settings, unit_id, collection_id)
 
-    @router.get("/runs", response_model=m.RunsPage, dependencies=[Security(read)], tags=["runs"],
+    @router.get("/collections", response_model=m.CollectionsPage, dependencies=[Security(read)], tags=["runs"],
                 summary="Collections and their labeling progress, newest first")
-    def runs_route(limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20,
-                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+    def collections_route(limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20,
+                          offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
         from .runtime import get_store
 
         store = get_store(settings)
         total = store.count_rows()["collections"]
-        runs = store.collection_summaries(limit=limit, offset=offset)
-        return {"runs": runs, "offset": offset, "limit": limit, "total": total,
+        found = store.collection_summaries(limit=limit, offset=offset)
+        return {"collections": found, "offset": offset, "limit": limit, "total": total,
                 "next_offset": offset + limit if offset + limit < total else None}
 
-    @router.get("/reports", response_model=None, dependencies=[Security(read)], tags=["reports"],
-                summary="A self-contained HTML report of the given units",
-                responses={200: {"content": {"text/html": {"schema": {"type": "string"}}},
-                                 "description": "the report (HTML, no external resources)"}})
-    def report_route(unit_id: Annotated[list[UnitId], Query(min_length=1, max_length=MAX_REPORT_UNITS)]) -> HTMLResponse:
-        from .report import render_html
-        from .views import unit_entries
+    @router.get("/runs", response_model=m.RunsPage, dependencies=[Security(read)], tags=["runs"],
+                summary="Labeling runs, newest first, with done / failed / pending units and tokens spent")
+    def runs_route(limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20,
+                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+        from store import runs
 
-        entries = unit_entries(settings, list(dict.fromkeys(unit_id)))
-        return HTMLResponse(render_html(entries, generated_by="explainer HTTP API"))
+        from .runtime import get_store
+
+        store = get_store(settings)
+        total = runs.count_runs(store)
+        return {"runs": runs.list_runs(store, limit=limit, offset=offset), "offset": offset, "limit": limit,
+                "total": total, "next_offset": offset + limit if offset + limit < total else None}
+
+    @router.get("/runs/{run_id}", response_model=m.RunDetail, dependencies=[Security(read)], tags=["runs"],
+                summary="One labeling run: its counts and its first failures with their reasons")
+    def run_route(run_id: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$",
+                                                   description="run id, or a unique prefix of it")],
+                  failures: Annotated[int, Query(ge=0, le=MAX_RUNS_PAGE, description="failures listed")] = 50,
+                  ) -> dict[str, Any]:
+        from store import runs
+
+        from .runtime import get_store
+
+        store = get_store(settings)
+        found = runs.find_runs(store, run_id)
+        if len(found) != 1:
+            raise HTTPException(404, f"no run {run_id!r}" if not found else f"run id {run_id!r} is ambiguous")
+        return runs.run_detail(store, found[0], failures_limit=failures)
+
+    report_types = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8",
+                    "json": "application/json", "pdf": "application/pdf"}
+    report_responses = {200: {"content": {"text/html": {"schema": {"type": "string"}},
+                                          "text/markdown": {"schema": {"type": "string"}},
+                                          "application/json": {"schema": {"type": "object"}},
+                                          "application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "the report in the asked format; JSON follows the published report "
+                                             "schema (explainer/schemas/report.schema.json)"}}
+
+    def report_response(entries: list[Any], meta: Any, fmt: str) -> Response:
+        from .report import render_report
+
+        return Response(render_report(entries, fmt, meta), media_type=report_types[fmt],
+                        headers={"Content-Disposition": f'inline; filename="report.{fmt}"'})
+
+    @router.get("/reports", response_model=None, dependencies=[Security(read)], tags=["reports"],
+                summary="An audit report of the given units (HTML, Markdown, JSON or PDF)", responses=report_responses)
+    def report_route(unit_id: Annotated[list[UnitId], Query(min_length=1, max_length=MAX_REPORT_UNITS)],
+                     format: ReportFormat = "html") -> Response:
+        from .report import select_report
+
+        entries, meta = select_report(settings, unit_ids=unit_id, generated_by="explainer HTTP API")
+        return report_response(entries, meta, format)
+
+    @router.get("/reports/search", response_model=None, dependencies=[Security(read)], tags=["reports"],
+                summary="An audit report of the units a search returns (no hits: an empty report that says so)",
+                responses=report_responses)
+    def report_search_route(
+        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S", description="what the unit does")],
+        model: Model = None, layer: Layer = None, source: Source = None, min_score: MinScore = None,
+        domain: Domain = None, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="hits to report")] = 20,
+        format: ReportFormat = "html",
+    ) -> Response:
+        from .report import select_report
+
+        filters = {"model": model, "layer": layer, "source": source, "min_score": min_score, "domain": domain}
+        entries, meta = select_report(settings, query=q, filters=filters, limit=limit, generated_by="explainer HTTP API")
+        return report_response(entries, meta, format)
+
+    @router.get("/reports/runs/{run}", response_model=None, dependencies=[Security(read)], tags=["reports"],
+                summary="An audit report of a labeling run's (or a collection's) explained units",
+                responses=report_responses)
+    def report_run_route(run: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                                       description="a labeling run or collection id")],
+                         format: ReportFormat = "html") -> Response:
+        from .report import select_report
+        from .runtime import get_store
+
+        if get_store(settings).report_selection(run) is None:
+            raise HTTPException(404, f"unknown run or collection id {run!r}")
+        entries, meta = select_report(settings, run=run, generated_by="explainer HTTP API")
+        return report_response(entries, meta, format)
 
     @router.get("/index/check", response_model=m.CheckResult, dependencies=[Security(read)], tags=["index"],
                 summary="Differences between SQL and the search indexes")

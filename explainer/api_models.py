@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ErrorBody", "SearchPage", "UnitDetail", "RunsPage", "ReindexResult", "CheckResult", "Health"]
+__all__ = ["ErrorBody", "SearchPage", "UnitDetail", "RunsPage", "RunDetail", "CollectionsPage", "ReindexResult", "CheckResult", "Health"]
 
 
 class ErrorDetail(BaseModel):
@@ -138,7 +138,7 @@ class UnitDetail(BaseModel):
     windows: list[WindowView]
 
 
-class Run(BaseModel):
+class CollectionSummary(BaseModel):
     id: str
     model: str
     hookpoint: str
@@ -155,6 +155,45 @@ class Run(BaseModel):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+
+
+class CollectionsPage(BaseModel):
+    collections: list[CollectionSummary]
+    offset: int
+    limit: int
+    total: int
+    next_offset: int | None
+
+
+class Run(BaseModel):
+    """A labeling run: one (collection, label options, explain prompt); counts are live."""
+
+    id: str
+    collection_id: str
+    status: str = Field(description="running, done (no unit pending) or incomplete (stopped with units pending)")
+    explainer_model: str
+    simulator: list[str] = Field(description="the scorers stored for each explanation; the first ranks search")
+    options: dict[str, Any]
+    units: int
+    done: int = Field(description="explained, scored by every scorer and indexed")
+    failed: int = Field(description="explanation or a score recorded as failed, with its reason")
+    pending: int
+    tokens: int = Field(description="prompt + completion tokens spent by the run's explanations")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunFailure(BaseModel):
+    unit_id: str
+    explanation_id: str
+    stage: str = Field(description="explain or score")
+    reason: str
+
+
+class RunDetail(Run):
+    failures: list[RunFailure] = Field(description="the first failed units, by unit id")
 
 
 class RunsPage(BaseModel):

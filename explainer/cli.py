@@ -34,6 +34,8 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=CollectConfig.context, help="tokens per forward-pass sequence; windows are cut around the max (default: %(default)s)")
     p.add_argument("--quantiles", type=int, default=CollectConfig.n_quantiles, help="activation strata with one window each, 0 for none (default: %(default)s)")
     p.add_argument("--random", type=int, default=CollectConfig.n_random, help="random windows per unit, held out (default: %(default)s)")
+    p.add_argument("--collect-here", action="store_true",
+                   help="with a broker configured, collect in this process instead of on a worker of the 'collect' queue")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -52,6 +54,12 @@ def _collect(settings: Settings, args: argparse.Namespace) -> str:
 
     own = (args.sae or args.directions) and args.layer is None and not args.hookpoint
     hp = None if own else normalize_hookpoint(args.layer, args.hookpoint)
+    if settings.broker_url and not args.collect_here:
+        from workers.batch import collect_on_worker
+
+        # A GPU host's worker on the `collect` queue runs the subject model; paths must exist there.
+        return collect_on_worker(settings, args.model, hp, args.corpus, _collect_config(args).to_dict(), args.sae,
+                                 args.directions, notice=None if args.json else lambda m: print(m, file=sys.stderr))
     return collect_stage(settings, args.model, hp, args.corpus, _collect_config(args), progress=not args.json,
                          sae=args.sae, directions=args.directions)
 
@@ -74,7 +82,16 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from .runtime import get_store
 
     cid = _collect(settings, args)
-    unit_ids = args.unit_ids or select_units(settings, cid, args.units)
+    if args.unit_ids:
+        unit_ids = list(dict.fromkeys(args.unit_ids))
+        known = {r["unit_id"] for r in get_store(settings).unit_rows(cid, live_only=False)}
+        if set(unit_ids) - known:
+            from .errors import UnknownUnitError
+
+            raise UnknownUnitError(sorted(set(unit_ids) - known)[:20])
+    else:
+        n = args.units if args.units is not None else ("all" if args.sae else 12)
+        unit_ids = select_units(settings, cid, None if n == "all" else n)
     if not unit_ids:
         raise InputError("no live units to label in this collection")
     base_url = args.explainer_base_url or settings.llm_base_url
@@ -86,18 +103,57 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
     for name in (args.scorer or []) + ([args.cascade_scorer] if args.cascade_scorer else []):
         make_scorer(name)  # unknown names fail here, before any work is queued
+    if args.cascade_scorer and not hasattr(make_scorer(args.cascade_scorer), "simulate"):
+        raise InputError(f"--cascade-scorer must be a simulator (it ranks candidates on the top windows the "
+                         f"explainer saw, which hold no non-activating windows); {args.cascade_scorer!r} is not")
     opts = LabelOptions(explainer=llm, retry_failed=args.retry_failed, best_of=args.best_of,
                         baseline_candidate=not args.no_baseline, cascade_scorer=args.cascade_scorer,
                         **({"scorers": tuple(dict.fromkeys(args.scorer))} if args.scorer else {}))
     result = label_units(settings, cid, unit_ids, opts, progress=not args.json)
     from .views import entry_summary, unit_entries
 
-    units = [entry_summary(e) for e in unit_entries(settings, unit_ids, cid)]
-    for u in units:
-        u.pop("top_example", None)
-    counts = {k: sum(1 for u in units if u["status"] == k) for k in ("ok", "failed", "pending")}
-    return {"collection_id": cid, "counts": counts, "task_errors": result.task_errors,
-            "seconds": round(result.seconds, 1), "units": units, "store": get_store(settings).count_rows()}
+    out: dict[str, Any] = {"collection_id": cid, "run_id": result.run_id, "run": result.counts,
+                           "submitted": result.submitted, "already_finished": result.skipped}
+    if len(unit_ids) <= LABEL_LISTED_UNITS:  # a whole SAE is summarised by `explainer runs show`
+        units = [entry_summary(e) for e in unit_entries(settings, unit_ids, cid)]
+        for u in units:
+            u.pop("top_example", None)
+        out["counts"] = {k: sum(1 for u in units if u["status"] == k) for k in ("ok", "failed", "pending")}
+        out["units"] = units
+    return {**out, "task_errors": dict(list(result.task_errors.items())[:LABEL_LISTED_UNITS]),
+            "seconds": round(result.seconds, 1), "store": get_store(settings).count_rows()}
+
+
+LABEL_LISTED_UNITS = 100
+"""`explainer label` lists each unit only for runs up to this size."""
+
+
+def _units_arg(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of units or 'all', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("--units must be at least 1")
+    return n
+
+
+def cmd_runs(settings: Settings, args: argparse.Namespace) -> Any:
+    from store import runs
+
+    from .runtime import get_store
+
+    store = get_store(settings)
+    if args.action == "list":
+        return runs.list_runs(store, limit=args.limit)
+    if not args.run_id:
+        raise InputError("give the run id: explainer runs show RUN")
+    found = runs.find_runs(store, args.run_id)
+    if len(found) != 1:
+        raise InputError(f"no run {args.run_id!r}" if not found else f"run id {args.run_id!r} is ambiguous: give more of it")
+    return runs.run_detail(store, found[0], failures_limit=args.limit)
 
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -149,28 +205,30 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from . import report as rep
-    from .runtime import get_store
-    from .views import unit_entries
+    from .report import FORMATS, select_report, write_report
 
-    if args.units:
-        unit_ids = args.units
-    elif args.query:
-        from .search import search
+    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "")
+    fmt = fmt if fmt in FORMATS else "html"
+    filters = {"model": args.model, "layer": args.layer, "source": args.source, "min_score": args.min_score,
+               "domain": args.domain}
+    if args.query is None and any(v is not None for v in filters.values()):
+        raise InputError("--model, --layer, --source, --min-score and --domain filter a --query")
+    entries, meta = select_report(settings, unit_ids=args.units, query=args.query, filters=filters, run=args.run,
+                                  limit=args.limit, generated_by="explainer report")
+    out = Path(args.output) if args.output else settings.data_dir / f"report.{fmt}"
+    write_report(entries, out, fmt, meta)
+    return {"path": str(out), "units": len(entries), "format": fmt, **({"note": meta.note} if meta.note else {})}
 
-        unit_ids = list(dict.fromkeys(h["unit_id"] for h in search(settings, args.query, limit=args.limit)))
-    else:
-        unit_ids = get_store(settings).labeled_unit_ids()
-    entries = unit_entries(settings, unit_ids) if unit_ids else []
-    out = Path(args.output) if args.output else settings.data_dir / f"report.{args.format}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.format == "html":
-        rep.write_html(entries, out, generated_by="explainer report")
-    elif args.format == "md":
-        out.write_text(rep.render_markdown(entries), encoding="utf-8")
-    else:
-        out.write_text(json.dumps(rep.report_json(entries), indent=2, allow_nan=False), encoding="utf-8")
-    return {"path": str(out), "units": len(entries), "format": args.format}
+
+def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from .calibrate import CalibrationOptions, calibrate
+    from .scorers import make_scorer
+
+    for name in args.scorer or []:
+        make_scorer(name)  # unknown names fail before anything is collected
+    opts = CalibrationOptions(corpus=args.corpus, domain=args.domain, scorers=tuple(args.scorer or ()),
+                              max_tokens=args.max_tokens)
+    return calibrate(settings, args.units, opts, progress=not args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="collect (once), then explain, score and index units through Celery")
     _add_collect_args(p)
-    p.add_argument("--units", type=int, default=12, help="label this many live units, the most selective first (default: %(default)s)")
+    p.add_argument("--units", type=_units_arg, default=None,
+                   help="label this many live units, the most selective first, or 'all' (default: all with --sae, else 12)")
     p.add_argument("--unit-ids", nargs="+", default=None, help="label exactly these unit ids")
     p.add_argument("--explainer-model", default=None, help="explainer LLM (default: EXPLAINER_LLM_MODEL or the packaged SmolLM2)")
     p.add_argument("--explainer-base-url", default=None, help="OpenAI-compatible endpoint (default: EXPLAINER_LLM_BASE_URL; unset = in-process)")
@@ -197,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cascade-scorer", default=None, metavar="NAME",
                    help="expensive scorer spent only on the 2 best candidates (e.g. simulation-logits)")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("runs", help="labeling runs: 'runs' lists them, 'runs show RUN' shows one with its failures")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("run_id", nargs="?", default=None, help="run id (or a unique prefix of it) for 'show'")
+    p.add_argument("--limit", type=int, default=50, help="runs listed, or failures shown (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("search", help="search explanations by description")
     p.add_argument("query", help="what the unit does, in words (semantic and keyword ranking, fused)")
@@ -232,15 +298,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("report", help="write a report of labeled units (HTML with highlighted windows, Markdown or JSON)")
+    p = sub.add_parser("report", help="write an audit report of labeled units: explanations, scores, warnings, "
+                       "evidence and provenance (HTML, Markdown, JSON or PDF)")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--units", nargs="+", default=None, help="these unit ids")
-    sel.add_argument("--query", default=None, help="the units a search returns")
-    p.add_argument("--limit", type=int, default=20, help="hits taken from --query")
-    p.add_argument("--format", choices=["html", "md", "json"], default="html")
+    sel.add_argument("--query", default=None, help="the units a search returns (filters below)")
+    sel.add_argument("--run", default=None, help="the units of a labeling run or collection id")
+    p.add_argument("--model", default=None, help="with --query: only units of this subject model")
+    p.add_argument("--layer", type=int, default=None, help="with --query: only units of this block")
+    p.add_argument("--source", default=None, choices=["mlp", "resid"], help="with --query: MLP neurons or residual stream")
+    p.add_argument("--min-score", type=float, default=None, help="with --query: only explanations scored at least this")
+    p.add_argument("--domain", default=None, help="with --query: only units whose top windows include this domain")
+    p.add_argument("--limit", type=int, default=20, help="hits taken from --query, at most 50 (default: %(default)s)")
+    p.add_argument("--format", choices=["html", "md", "json", "pdf"], default=None,
+                   help="default: from the -o suffix, else html")
     p.add_argument("-o", "--output", default=None, help="output file (default: $EXPLAINER_DATA_DIR/report.FORMAT)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("calibrate", help="re-score units' explanations on your own corpus; reports show it as a "
+                       "workflow domain")
+    p.add_argument("--units", nargs="+", required=True, help="unit ids whose explanations to calibrate")
+    p.add_argument("--corpus", required=True, help="your corpus: a .txt or .jsonl file or a directory of them")
+    p.add_argument("--domain", default=None, help="workflow domain name shown in reports (default: the corpus name)")
+    p.add_argument("--scorer", action="append", default=None, metavar="NAME",
+                   help="scorer (repeatable; default: those that scored each explanation)")
+    p.add_argument("--max-tokens", type=int, default=None, help="corpus tokens to read (default: as the units' collection)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -265,8 +350,11 @@ def _print_human(command: str, result: Any) -> None:
                 if d["count"]:
                     print(f"  {part} {kind}: {d['count']}  e.g. {', '.join(d['ids'][:5])}")
     elif command == "label":
-        print(f"labeled {len(result['units'])} units: {result['counts']} in {result['seconds']} s")
-        for u in result["units"]:
+        r = result["run"]
+        print(f"run {result['run_id'][:12]}: {r['done']} done, {r['failed']} failed, {r['pending']} pending of "
+              f"{r['units']} units ({result['already_finished']} finished before, {result['submitted']} sent now; "
+              f"{r['tokens']} tokens) in {result['seconds']} s")
+        for u in result.get("units", []):
             s = u["score"]
             text = u["explanation"] if u["status"] == "ok" else f"[{u['status']}] {u['error']}"
             if u.get("source") == "baseline":
@@ -274,6 +362,29 @@ def _print_human(command: str, result: Any) -> None:
             print(f"  {u['unit_id']:40s} {('%+.3f' % s['value']) if s else '   -  '}  {text}")
         for uid, err in result["task_errors"].items():
             print(f"  task error {uid}: {err}")
+    elif command == "runs" and isinstance(result, list):
+        if not result:
+            print("no runs")
+        for r in result:
+            print(f"{r['id'][:12]}  {r['status']:10s} {r['done']:>7d} done {r['failed']:>6d} failed {r['pending']:>7d} pending"
+                  f"  {r['tokens']:>10d} tokens  {r['explainer_model']}  {','.join(r['simulator'])}  {r['created_at']:%Y-%m-%d %H:%M}")
+    elif command == "runs":
+        print(f"run {result['id']}  [{result['status']}]  collection {result['collection_id']}")
+        print(f"  explainer {result['explainer_model']}  scorers {', '.join(result['simulator'])}")
+        print(f"  {result['done']} done, {result['failed']} failed, {result['pending']} pending of {result['units']} units;"
+              f" {result['tokens']} tokens spent")
+        print(f"  started {result['started_at']}  stopped {result['finished_at'] or '-'}"
+              + (f"  note: {result['error']}" if result["error"] else ""))
+        for f in result["failures"]:
+            print(f"  failed {f['unit_id']} ({f['stage']}): {f['reason']}")
+    elif command == "calibrate":
+        print(f"workflow domain {result['domain']} ({result['corpus']}):")
+        for r in result["results"]:
+            score = f"{r['value']:+.3f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]" if r["status"] == "ok" \
+                else f"failed: {r['error']}"
+            print(f"  {r['unit_id']:40s} {r['scorer']:22s} {score}")
+        for s in result["skipped"]:
+            print(f"  {s['unit_id']:40s} skipped: {s['reason']}")
     elif command == "show":
         s = result["score"]
         print(f"{result['unit_id']}  [{result['status']}]  {result['explanation'] or result['error'] or ''}")

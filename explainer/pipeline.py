@@ -22,9 +22,10 @@ from .hooks import resolve_hookpoint
 from .llm import LLMConfig, make_chat_model
 from .models import load_model, resolve_model
 from .prompts import load_template
+from .provenance import collection_provenance
 from .runtime import get_index, get_store
 from .scoring import score_simulation
-from .scorers import DEFAULT_SCORERS, make_scorer
+from .scorers import DEFAULT_SCORERS, evaluate, make_scorer
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ def collect_stage(settings: Settings, model: str, hookpoint: str | None, corpus:
     hp = resolve_hookpoint(lm.model, hookpoint)
     collector = Collector(lm, hp, make_sequences(docs, lm.tokenizer, cfg), cfg, encoder)
     store.start_collection(cid, lm.name, unit_hookpoint(hp, encoder), corpus_name, corpus_fingerprint(docs),
-                           {**cfg.to_dict(), **({"units": encoder.describe()} if encoder is not None else {})})
+                           {**cfg.to_dict(), **({"units": encoder.describe()} if encoder is not None else {}),
+                            "provenance": collection_provenance(source, model, hookpoint, sae, directions)})
     checkpoint = settings.data_dir / "checkpoints" / f"{cid}.pt"
     try:
         collector.run(progress=progress, checkpoint=checkpoint)
@@ -152,18 +154,26 @@ def _candidates(record: Any, opts: LabelOptions, template: Any, api_key: str | N
     from .baseline import baseline_explanation
 
     out: list[dict[str, Any]] = []
+    context_tokens = opts.explainer.context_tokens
+    if opts.explainer.base_url and context_tokens is None:
+        from .config import load_settings
+
+        context_tokens = load_settings().llm_context_tokens  # EXPLAINER_LLM_CONTEXT
     for i in range(opts.best_of):
         cfg = opts.explainer if i == 0 else replace(opts.explainer, temperature=max(opts.explainer.temperature, 0.8), seed=i)
         try:
-            r = explain_unit(record, make_chat_model(cfg, api_key), template)
+            r = explain_unit(record, make_chat_model(cfg, api_key), template, context_tokens)
             out.append({"source": f"llm-{i}", "text": r.text, "raw": r.raw, "window_ids": list(r.window_ids),
+                        "windows_shown": len(r.window_ids), "windows_available": r.windows_available,
+                        "attempts": r.attempts, "rejected_raw": r.rejected_raw,
                         "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens})
         except TransientLLMError as exc:
             if not final_attempt:
                 raise
             out.append({"source": f"llm-{i}", "text": None, "error": f"gave up after retries: {exc}"})
-        except ExplainerError as exc:
-            out.append({"source": f"llm-{i}", "text": None, "error": f"{type(exc).__name__}: {exc}"})
+        except ExplainerError as exc:  # RejectedAnswer keeps the raw texts: stored, never as explanation text
+            out.append({"source": f"llm-{i}", "text": None, "error": f"{type(exc).__name__}: {exc}",
+                        **({"raw": exc.raw_answers} if hasattr(exc, "raw_answers") else {})})
     if opts.baseline_candidate:
         text = baseline_explanation(record)
         out.append({"source": "baseline", "text": text, "window_ids": [w.window_id for w in record.windows_for("explain", "top")]}
@@ -219,9 +229,9 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
         errors = candidates[0]["error"] if len(candidates) == 1 else "; ".join(
             f"{c['source']}: {c['error']}" for c in candidates)
         return store.save_explanation(status="failed", error=errors, settings={**run_settings, "candidates": candidates},
-                                      **tokens, **common)
+                                      keep_ok=True, **tokens, **common)
     best = _select(record, candidates, opts, settings.device)
-    return store.save_explanation(status="ok", text=best["text"], window_ids=best["window_ids"],
+    return store.save_explanation(status="ok", text=best["text"], window_ids=best["window_ids"], keep_ok=True,
                                   settings={**run_settings, "selected": best["source"], "candidates": candidates},
                                   **tokens, **common)
 
@@ -229,8 +239,10 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
 # -- simulate and score -------------------------------------------------------------------
 
 def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions) -> str:
-    """Simulate the held-out windows from the explanation with every configured scorer and
-    store one score per scorer (pooled correlation, 95% interval, per-domain split)."""
+    """Score the explanation on the held-out windows with every configured scorer and store one
+    score per scorer: its figure (pooled correlation for simulators, balanced accuracy or AUROC
+    for window-level scorers), 95% interval, per-domain split, model, held-out ids and, in
+    ``details``, how it was computed."""
     store = get_store(settings)
     expl = store.get_explanation(explanation_id)
     if expl is None or expl["status"] != "ok":
@@ -245,16 +257,16 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions) -> 
         windows = record.windows_for("heldout")
         common = dict(explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows])
         try:
-            sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device)
+            sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device, settings=settings)
             if not windows:
                 raise ExplainerError("no held-out windows to score on")
-            pred = sim.simulate(expl["text"], windows)
-            s = score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows])
+            s = evaluate(sim, expl["text"], windows)
         except ExplainerError as exc:
-            store.save_score(simulator_model=None, status="failed", error=str(exc), **common)
+            store.save_score(simulator_model=None, status="failed", error=f"{type(exc).__name__}: {exc}",
+                             details={"method": name}, **common)
             continue
-        store.save_score(simulator_model=sim.model_name, status="ok", value=s.value, ci_low=s.ci_low,
-                         ci_high=s.ci_high, per_domain=s.per_domain, n_tokens=s.n_tokens, **common)
+        store.save_score(simulator_model=s.model, status="ok", value=s.value, ci_low=s.ci_low, ci_high=s.ci_high,
+                         per_domain=s.per_domain, n_tokens=s.n_tokens, details=s.details, **common)
     return explanation_id
 
 

@@ -112,6 +112,52 @@ keyword_docs = Table(
     Column("text", Text, nullable=False),
 )
 
+# Labeling runs: one per (collection, label options, explain prompt hash); `explainer label` with the
+# same options reuses it, so re-running continues it. A unit's state is read from the explanation and
+# score rows its run_units row points at, never stored twice.
+runs = Table(
+    "runs", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False, index=True),
+    Column("options", Text, nullable=False),  # JSON LabelOptions payload (no secrets, no retry flag)
+    Column("explainer_model", String(200), nullable=False),
+    Column("simulator", Text, nullable=False),  # JSON list of scorers; the first ranks search results
+    Column("n_units", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # running | done | incomplete
+    Column("n_done", Integer), Column("n_failed", Integer), Column("n_pending", Integer),  # at the last stop
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+run_units = Table(
+    "run_units", metadata,
+    Column("run_id", String(64), ForeignKey("runs.id"), primary_key=True),
+    Column("unit_id", String(300), primary_key=True),
+    Column("explanation_id", String(64), nullable=False, index=True),  # deterministic: the explanation key
+)
+
+
+# Workflow calibrations (`explainer calibrate`): an ok explanation re-scored on the held-out windows
+# of the same unit collected over a user's own corpus; one per (explanation, scorer, that collection).
+calibrations = Table(
+    "calibrations", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, index=True),
+    Column("scorer", String(100), nullable=False),
+    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False),
+    Column("domain", String(200), nullable=False),  # the name reports show: "workflow domain NAME"
+    Column("simulator_model", String(200)),
+    Column("status", String(16), nullable=False),  # ok | failed
+    Column("value", Float), Column("ci_low", Float), Column("ci_high", Float),
+    Column("per_domain", Text),
+    Column("heldout_ids", Text),
+    Column("n_tokens", Integer),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("explanation_id", "scorer", "collection_id", name="uq_calibration_key"),
+)
 
 def key_id(*parts: Any) -> str:
     """Deterministic row id from the parts of a natural key."""
@@ -152,7 +198,8 @@ class SQLStore:
         keyword.ensure_schema(self.engine)
 
     # -- generic upsert ------------------------------------------------------------
-    def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str], where: Any = None) -> None:
+        """Insert or update on the key; with ``where``, only existing rows that match it are updated."""
         if not rows:
             return
         if self.engine.dialect.name == "postgresql":
@@ -161,7 +208,7 @@ class SQLStore:
             from sqlalchemy.dialects.sqlite import insert
         stmt = insert(table)
         cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=cols) if cols else stmt.on_conflict_do_nothing()
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=cols, where=where) if cols else stmt.on_conflict_do_nothing()
         with self.engine.begin() as conn:
             for start in range(0, len(rows), 500):
                 conn.execute(stmt, rows[start : start + 500])
@@ -226,7 +273,11 @@ class SQLStore:
     def save_explanation(self, *, unit_id: str, collection_id: str, explainer_model: str, prompt_name: str, prompt_version: str,
                          prompt_hash: str, status: str, text: str | None = None, error: str | None = None,
                          window_ids: list[str] | None = None, settings: dict[str, Any] | None = None,
-                         prompt_tokens: int | None = None, completion_tokens: int | None = None) -> str:
+                         prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                         keep_ok: bool = False) -> str:
+        """Upsert on (unit, collection, explainer model, prompt hash). ``keep_ok``: an ok row already
+        there stays as it is (a task delivered twice and run side by side must not replace the
+        explanation the first one stored, scored and indexed)."""
         if status == "ok" and not (text and text.strip()):
             raise ValueError("an ok explanation needs a text")
         eid = key_id(unit_id, collection_id, explainer_model, prompt_hash)
@@ -236,7 +287,8 @@ class SQLStore:
             prompt_version=prompt_version, prompt_hash=prompt_hash, status=status,
             text=text if status == "ok" else None, error=error, window_ids=json.dumps(window_ids or []),
             settings=json.dumps(settings or {}, sort_keys=True), prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, created_at=now(), indexed_at=None)], ["id"])
+            completion_tokens=completion_tokens, created_at=now(), indexed_at=None)], ["id"],
+            where=(explanations.c.status != "ok") if keep_ok else None)
         self.sync_keyword_index([eid])
         return eid
 
@@ -379,6 +431,50 @@ class SQLStore:
              .order_by(collections.c.created_at.desc(), collections.c.id).limit(limit).offset(offset))
         with self.engine.connect() as conn:
             return [_decode_json(dict(r)) for r in conn.execute(q).mappings()]
+
+    # -- workflow calibrations and report selections (explainer calibrate / report) ------
+    def save_calibration(self, *, explanation_id: str, scorer: str, collection_id: str, domain: str,
+                         simulator_model: str | None, status: str, value: float | None = None,
+                         ci_low: float | None = None, ci_high: float | None = None,
+                         per_domain: dict[str, float] | None = None, heldout_ids: list[str] | None = None,
+                         n_tokens: int | None = None, error: str | None = None) -> str:
+        """Upsert one calibration (keyed on explanation, scorer and the calibration collection)."""
+        if status not in ("ok", "failed"):
+            raise ValueError(f"calibration status must be ok or failed, not {status!r}")
+        cal_id = key_id(explanation_id, scorer, collection_id)
+        self._upsert(calibrations, [dict(
+            id=cal_id, explanation_id=explanation_id, scorer=scorer, collection_id=collection_id, domain=domain,
+            simulator_model=simulator_model, status=status, value=value, ci_low=ci_low, ci_high=ci_high,
+            per_domain=json.dumps(per_domain or {}), heldout_ids=json.dumps(heldout_ids or []),
+            n_tokens=n_tokens, error=error, created_at=now())], ["id"])
+        return cal_id
+
+    def calibrations_for(self, explanation_ids: list[str]) -> list[dict[str, Any]]:
+        """Calibration rows of these explanations, each with its collection's corpus and corpus hash."""
+        q = (select(calibrations, collections.c.corpus, collections.c.corpus_hash)
+             .join(collections, collections.c.id == calibrations.c.collection_id)
+             .where(calibrations.c.explanation_id.in_(explanation_ids))
+             .order_by(calibrations.c.domain, calibrations.c.scorer, calibrations.c.created_at))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [_decode_json(dict(r), "per_domain", "heldout_ids") for r in rows]
+
+    def report_selection(self, run: str) -> dict[str, Any] | None:
+        """What ``explainer report --run RUN`` covers: for a labeling run, its collection and its
+        units' explanation ids; for a collection id, the units explained in it. ``None`` if neither."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs.c.collection_id).where(runs.c.id == run)).first()
+            if row is not None:
+                pairs = conn.execute(select(run_units.c.unit_id, run_units.c.explanation_id)
+                                     .where(run_units.c.run_id == run).order_by(run_units.c.unit_id)).all()
+                return {"kind": "run", "collection_id": row[0], "unit_ids": [u for u, _ in pairs],
+                        "explanation_ids": {u: e for u, e in pairs}}
+            if conn.execute(select(collections.c.id).where(collections.c.id == run)).first() is None:
+                return None
+            uids = conn.execute(select(explanations.c.unit_id).distinct()
+                                .where(explanations.c.collection_id == run).order_by(explanations.c.unit_id))
+            return {"kind": "collection", "collection_id": run, "unit_ids": list(uids.scalars()),
+                    "explanation_ids": {}}
 
 
 def add_missing_columns(engine: Engine) -> list[str]:

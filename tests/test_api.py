@@ -38,7 +38,7 @@ def test_keys_come_from_the_environment_and_are_not_shown():
     assert not load_api_config({}).configured
 
 
-READ_ROUTES = ["/api/v1/search?q=citations", f"/api/v1/units/{U0}", "/api/v1/runs",
+READ_ROUTES = ["/api/v1/search?q=citations", f"/api/v1/units/{U0}", "/api/v1/runs", "/api/v1/collections",
                f"/api/v1/reports?unit_id={U0}", "/api/v1/index/check"]
 
 
@@ -154,14 +154,35 @@ def test_unit_route(client):
     assert failed["explanations"][0]["status"] == "failed" and failed["explanations"][0]["text"] is None
 
 
-def test_runs_route(client):
-    page = client.get("/api/v1/runs", params={"limit": 2}, headers=R).json()
-    assert page["total"] == 5 and len(page["runs"]) == 2 and page["next_offset"] == 2
-    runs = client.get("/api/v1/runs", params={"limit": 100}, headers=R).json()["runs"]
+def test_collections_route(client):
+    page = client.get("/api/v1/collections", params={"limit": 2}, headers=R).json()
+    assert page["total"] == 5 and len(page["collections"]) == 2 and page["next_offset"] == 2
+    runs = client.get("/api/v1/collections", params={"limit": 100}, headers=R).json()["collections"]
     by_hp = {(r["model"], r["hookpoint"]): r for r in runs}
     one = by_hp[("tiny", "layers.1.mlp")]
     assert (one["status"], one["n_units"], one["live_units"]) == ("done", 5, 5)
     assert (one["explained"], one["failed"], one["scored"], one["indexed"]) == (4, 1, 3, 4)
+
+
+def test_runs_routes_serve_the_runs_table(client, searchable):
+    from explainer.runtime import get_store
+    from store import runs
+
+    store = get_store(searchable)
+    assert client.get("/api/v1/runs", headers=R).json() == {"runs": [], "offset": 0, "limit": 20, "total": 0,
+                                                            "next_offset": None}
+    expl = [e for e in store.explanations_for([unit(i).unit_id for i in range(11)])]
+    cid = next(e["collection_id"] for e in expl if e["status"] == "failed")
+    mine = [e for e in expl if e["collection_id"] == cid]
+    runs.open_run(store, "abc123", cid, {"best_of": 1}, "fake-explainer", ["simulation-embedding"])
+    runs.add_units(store, "abc123", [(e["unit_id"], e["id"]) for e in mine])
+    page = client.get("/api/v1/runs", headers=R).json()
+    assert page["total"] == 1 and page["runs"][0]["id"] == "abc123" and page["runs"][0]["units"] == len(mine)
+    one = client.get("/api/v1/runs/abc", headers=R).json()
+    assert one["failed"] >= 1 and one["done"] + one["failed"] + one["pending"] == len(mine)
+    assert one["failures"] and all(f["reason"] for f in one["failures"])
+    _err(client.get("/api/v1/runs/fff", headers=R), 404, "not_found")
+    _err(client.get("/api/v1/runs/XYZ", headers=R), 422, "validation_error")
 
 
 def test_reports_route(client):
@@ -195,7 +216,8 @@ def test_api_conforms_to_its_spec(searchable, mode):
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(searchable, KEYS), config=config)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.label for op in operations} >= {"GET /api/v1/search", "GET /api/v1/units/{unit_id}",
-                                                "GET /api/v1/runs", "GET /api/v1/reports",
+                                                "GET /api/v1/runs", "GET /api/v1/runs/{run_id}",
+                                                "GET /api/v1/collections", "GET /api/v1/reports",
                                                 "GET /api/v1/index/check", "POST /api/v1/index/rebuild"}
     for op in operations:
         if mode == "negative" and not (list(op.query) or list(op.path_parameters)):

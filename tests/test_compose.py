@@ -30,13 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 CONFIG_SRC = ROOT / "explainer" / "config.py"
+API_SRC = ROOT / "explainer" / "api.py"  # the API's keys are read there (load_api_config)
 
-SERVICES = {"redis", "postgres", "chroma", "vllm", "llm-worker", "index-worker", "flower"}
+SERVICES = {"redis", "postgres", "chroma", "vllm", "api", "collect-worker", "llm-worker", "index-worker", "flower"}
+GPU_SERVICES = {"vllm", "collect-worker"}
 PROJECT_SERVICES = {"llm-worker", "index-worker", "flower"}
+"""Project services whose environment is exactly the shared one (api and collect-worker add to it)."""
 ENV_KEYS = {
     "EXPLAINER_BROKER_URL", "EXPLAINER_RESULT_BACKEND", "EXPLAINER_DATABASE_URL", "EXPLAINER_CHROMA_URL",
     "EXPLAINER_LLM_BASE_URL", "EXPLAINER_LLM_MODEL", "EXPLAINER_LLM_API_KEY", "EXPLAINER_DEVICE", "HF_HUB_OFFLINE",
+    "EXPLAINER_LLM_RPM", "EXPLAINER_LLM_TPM", "EXPLAINER_LLM_CONCURRENCY", "EXPLAINER_LLM_TIMEOUT",
+    "EXPLAINER_VISIBILITY_TIMEOUT",
 }
+README = ROOT / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -80,41 +86,69 @@ def test_celery_queues_are_routed(compose):
             unknown = set(queues) - routed
             assert not unknown, f"{name}: queues {sorted(unknown)} are not in task_routes {sorted(routed)}"
             consumed.update(queues)
-    assert set(celery_services) >= PROJECT_SERVICES
-    assert consumed == routed, f"every routed queue needs a worker: routed {sorted(routed)}, consumed {sorted(consumed)}"
+    assert set(celery_services) >= PROJECT_SERVICES | {"collect-worker"}
+    assert consumed == routed == {"collect", "llm", "index"}, f"every routed queue needs a worker: routed {sorted(routed)}, consumed {sorted(consumed)}"
     assert _queues(_argv(compose["services"]["llm-worker"]["command"])) == ["llm"]
     assert _queues(_argv(compose["services"]["index-worker"]["command"])) == ["index"]
+    assert _queues(_argv(compose["services"]["collect-worker"]["command"])) == ["collect"]
+    # LLM calls wait on the network: the llm workers run a thread pool
+    llm = _argv(compose["services"]["llm-worker"]["command"])
+    assert llm[llm.index("-P") + 1] == "threads"
+
+
+def test_api_service_runs_the_cli_server(compose):
+    api = compose["services"]["api"]
+    argv = _argv(api["command"])
+    assert argv[:2] == ["explainer", "serve"] and argv[argv.index("--host") + 1] == "0.0.0.0"
+    assert {"EXPLAINER_API_READ_KEYS", "EXPLAINER_API_WRITE_KEYS"} <= set(api["environment"])
+    assert set(api["environment"]) - {"EXPLAINER_API_READ_KEYS", "EXPLAINER_API_WRITE_KEYS"} == ENV_KEYS
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    from explainer.cli import build_parser
+
+    build_parser().parse_args(argv[1:])  # the command line is one the CLI accepts
+
+
+def test_every_configuration_key_is_listed_in_the_readme(compose):
+    readme = README.read_text()
+    names = set(re.findall(r"\bEXPLAINER_[A-Z0-9_]+\b", COMPOSE.read_text()))
+    missing = sorted(n for n in names if f"`{n}`" not in readme)
+    assert not missing, f"compose.yaml sets keys the README does not list: {missing}"
 
 
 def test_explainer_variables_are_config_keys(compose):
-    source = CONFIG_SRC.read_text()
+    source = CONFIG_SRC.read_text() + API_SRC.read_text()
     names = set(re.findall(r"\bEXPLAINER_[A-Z0-9_]+\b", COMPOSE.read_text()))
     assert names, "compose.yaml sets no EXPLAINER_* variable"
     unknown = sorted(n for n in names if f'"{n}"' not in source)
-    assert not unknown, f"not read by explainer/config.py: {unknown}"
+    assert not unknown, f"not read by explainer/config.py or explainer/api.py: {unknown}"
 
 
 def test_shared_environment(compose):
     env = compose["x-explainer-env"]
     assert set(env) == ENV_KEYS
-    assert env["EXPLAINER_BROKER_URL"].startswith("redis://redis:")
-    assert env["EXPLAINER_DATABASE_URL"].startswith("postgresql+psycopg://")
+    # defaults point at this file's own services; a worker-only host overrides them
+    assert env["EXPLAINER_BROKER_URL"].startswith("${EXPLAINER_BROKER_URL:-redis://redis:")
+    assert env["EXPLAINER_DATABASE_URL"].startswith("${EXPLAINER_DATABASE_URL:-postgresql+psycopg://")
+    assert env["EXPLAINER_CHROMA_URL"] == "${EXPLAINER_CHROMA_URL:-http://chroma:8000}"
     for name in PROJECT_SERVICES:
         assert compose["services"][name]["environment"] == env, name
 
 
 def test_profiles_and_gpu(compose):
     services = compose["services"]
-    assert services["vllm"]["profiles"] == ["gpu"]
-    devices = services["vllm"]["deploy"]["resources"]["reservations"]["devices"]
-    assert {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]} in devices
+    for name in GPU_SERVICES:
+        assert services[name]["profiles"] == ["gpu"], name
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]} in devices, name
+    assert services["collect-worker"]["environment"]["EXPLAINER_DEVICE"] == "cuda"
+    assert services["collect-worker"]["build"]["args"]["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
     # Everything else starts with a plain `docker compose up -d`.
-    assert [n for n, s in services.items() if s.get("profiles") and n != "vllm"] == []
+    assert {n for n, s in services.items() if s.get("profiles")} == GPU_SERVICES
 
 
 def test_workers_wait_for_healthy_backends(compose):
     services = compose["services"]
-    for name in ("llm-worker", "index-worker"):
+    for name in ("llm-worker", "index-worker", "collect-worker", "api"):
         deps = services[name]["depends_on"]
         for dep in ("redis", "postgres", "chroma"):
             assert deps[dep]["condition"] == "service_healthy", (name, dep)
@@ -167,5 +201,5 @@ def test_docker_compose_config(profile):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPLAINER_", "COMPOSE_", "POSTGRES_"))}
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    expected = SERVICES if profile else SERVICES - {"vllm"}
+    expected = SERVICES if profile else SERVICES - GPU_SERVICES
     assert set(proc.stdout.split()) == expected

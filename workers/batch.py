@@ -1,33 +1,86 @@
-"""Batch labeling through Celery: one task chain per unit, progress while waiting.
+"""Batch labeling through Celery: runs, resume, and a bounded window of chains in flight.
 
-With no broker configured, an in-process worker is started first; otherwise the chains go
-to the configured broker and separate ``celery -A workers worker`` processes run them.
+``label_units`` opens (or reuses) the *run* of (collection, options, explain prompt hash) in the
+SQL store, adds the units to it, and sends one ``explain → score → index`` chain per unit that is
+not done yet (failed units too with ``retry_failed``). At most ``window`` chains are in flight:
+a 131,072-unit run never builds one giant message, and the client holds at most ``window``
+results. Progress (tqdm, with ETA) counts the units a previous invocation already finished.
+
+With no broker configured, an in-process worker is started first; otherwise the chains go to
+the configured broker and separate ``celery -A workers worker`` processes run them.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from explainer.config import Settings
 from explainer.pipeline import LabelOptions
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class BatchResult:
+    run_id: str
     unit_ids: list[str]
     task_errors: dict[str, str]
     """Unit id → error of a chain that raised (a bug or an infrastructure fault), not a recorded failure."""
     seconds: float
+    submitted: int = 0
+    """Chains sent by this invocation."""
+    skipped: int = 0
+    """Units already done (or failed, without ``retry_failed``) before this invocation."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """The run's done / failed / pending / units / tokens after this invocation."""
+
+
+def run_options(opts: LabelOptions) -> dict[str, Any]:
+    """The options that define a run: everything but the retry flag."""
+    payload = opts.to_payload()
+    payload.pop("retry_failed", None)
+    return payload
+
+
+def run_key(collection_id: str, opts: LabelOptions) -> str:
+    """The run id of (collection, options, explain prompt hash): the same command gives the same run."""
+    from explainer.prompts import load_template
+    from store.sql import key_id
+
+    template = load_template(opts.explain_prompt)
+    return key_id("run", collection_id, json.dumps(run_options(opts), sort_keys=True), template.sha256)
+
+
+def open_run(settings: Settings, collection_id: str, unit_ids: Iterable[str], opts: LabelOptions) -> str:
+    """Create or reuse the run and add ``unit_ids`` to it (each with its explanation's key)."""
+    from explainer.prompts import load_template
+    from explainer.runtime import get_store
+    from store import runs
+    from store.sql import key_id
+
+    store = get_store(settings)
+    run_id = run_key(collection_id, opts)
+    runs.open_run(store, run_id, collection_id, run_options(opts), opts.explainer.model, list(opts.scorers))
+    sha = load_template(opts.explain_prompt).sha256
+    # Same key as pipeline.explanation_key (tested), computed without re-reading the template per unit.
+    runs.add_units(store, run_id, ((uid, key_id(uid, collection_id, opts.explainer.model, sha)) for uid in unit_ids))
+    return run_id
 
 
 def label_units(settings: Settings, collection_id: str, unit_ids: list[str], opts: LabelOptions, progress: bool = True,
-                timeout_s: float | None = None) -> BatchResult:
+                timeout_s: float | None = None, window: int | None = None) -> BatchResult:
+    """Label ``unit_ids`` as one run (see the module docstring); returns when every chain this
+    invocation sent has finished, or after ``timeout_s``."""
     from tqdm.auto import tqdm
 
+    from explainer.runtime import get_store
+    from store import runs
+
     from .celery_app import configure
-    from .tasks import unit_chain
 
     app = configure(settings)
     if settings.embedded_broker:
@@ -35,30 +88,158 @@ def label_units(settings: Settings, collection_id: str, unit_ids: list[str], opt
 
         start_embedded_worker(app)
     start = time.monotonic()
-    payload = opts.to_payload()
-    pending: dict[str, Any] = {uid: unit_chain(collection_id, uid, payload).apply_async() for uid in unit_ids}
+    store = get_store(settings)
+    run_id = open_run(settings, collection_id, unit_ids, opts)
+    wanted = set(unit_ids)
+    redo = {"pending", "failed"} if opts.retry_failed else {"pending"}
+    todo = [uid for uid, state in runs.unit_states(store, run_id) if uid in wanted and state in redo]
+    skipped = len(wanted) - len(todo)
     errors: dict[str, str] = {}
-    with tqdm(total=len(unit_ids), desc="label units", unit="unit", disable=not progress) as bar:
-        while pending:
-            for uid, res in list(pending.items()):
-                if res.ready():
-                    if res.failed():
-                        errors[uid] = _chain_error(res)
-                    pending.pop(uid)
-                    bar.update(1)
-            if timeout_s is not None and time.monotonic() - start > timeout_s:
-                for uid in pending:
-                    errors[uid] = f"not finished after {timeout_s:.0f} s"
-                break
-            if pending:
-                time.sleep(0.05)
-    return BatchResult(list(unit_ids), errors, time.monotonic() - start)
+    try:
+        with tqdm(total=len(wanted), initial=skipped, desc="label units", unit="unit", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            errors = _run_window(app, settings, collection_id, todo, opts, window or settings.batch_window, bar,
+                                 None if timeout_s is None else start + timeout_s)
+    except BaseException as exc:
+        runs.finish_run(store, run_id, error=f"interrupted: {type(exc).__name__}")
+        raise
+    note = f"{len(errors)} chain(s) raised; first: {next(iter(errors.values()))}" if errors else None
+    runs.finish_run(store, run_id, error=note)
+    return BatchResult(run_id, list(unit_ids), errors, time.monotonic() - start, len(todo), skipped,
+                       runs.run_counts(store, run_id))
+
+
+def _run_window(app: Any, settings: Settings, collection_id: str, todo: list[str], opts: LabelOptions, window: int,
+                bar: Any, deadline: float | None) -> dict[str, str]:
+    """Keep at most ``window`` chains in flight until ``todo`` is exhausted; unit id → chain error."""
+    from .tasks import unit_chain
+
+    payload = opts.to_payload()
+    in_flight: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    queue = iter(todo)
+    poll = 0.02 if settings.embedded_broker else 0.1
+    exhausted, held = False, None
+    again: list[str] = []  # chains broken by the infrastructure, sent once more (idempotent)
+    resent: dict[str, int] = {}
+    while True:
+        try:
+            while not exhausted and len(in_flight) < max(1, window):
+                uid = held or (again.pop() if again else next(queue, None))
+                if uid is None:
+                    exhausted = not again
+                    break
+                held = uid  # kept until the broker took it
+                in_flight[uid] = unit_chain(collection_id, uid, payload).apply_async()
+                held = None
+            if not in_flight:
+                return errors
+            finished = _finished(app, in_flight)
+        except BROKER_ERRORS as exc:  # a restarting broker: wait and carry on where we were
+            log.warning("broker or result backend unreachable (%s); retrying in 1 s", exc)
+            bar.set_postfix(broker="unreachable", refresh=True)
+            time.sleep(1.0)
+            continue
+        for uid, error in finished.items():
+            res = in_flight.pop(uid)
+            _forget(res)
+            if error is not None and error.split(":")[0] in INFRASTRUCTURE_ERRORS and resent.get(uid, 0) < RESEND:
+                resent[uid] = resent.get(uid, 0) + 1  # e.g. the broker was away when a worker sent the next step
+                again.append(uid)
+                exhausted = False
+                continue
+            if error is not None:
+                errors[uid] = error
+                bar.set_postfix(chain_errors=len(errors), refresh=False)
+            bar.update(1)
+        if deadline is not None and time.monotonic() > deadline:
+            for uid in in_flight:
+                errors[uid] = "not finished before the timeout"
+            return errors
+        if not finished:
+            time.sleep(poll)
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+    return (OperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError)
+
+
+BROKER_ERRORS = _broker_errors()
+INFRASTRUCTURE_ERRORS = {"OperationalError", "ConnectionError", "TimeoutError", "WorkerLostError", "ConnectionRefusedError"}
+"""Chain errors that say nothing about the unit: its chain is sent again (at most RESEND times)."""
+RESEND = 3
+
+
+def _finished(app: Any, in_flight: dict[str, Any]) -> dict[str, str | None]:
+    """Chains of ``in_flight`` whose last task is ready (a failure anywhere in a chain is
+    propagated to its last task), with their error or ``None``; one round trip to the backend."""
+    from celery import states
+
+    backend = app.backend
+    uids = list(in_flight)
+    if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
+        keys = [backend.get_key_for_task(in_flight[u].id) for u in uids]
+        values = backend.mget(keys)
+        if isinstance(values, dict):  # the cache backend answers by key
+            values = [values.get(k) for k in keys]
+        metas = [backend.decode_result(v) if v else None for v in values]
+        ready = {u: m["status"] for u, m in zip(uids, metas) if m and m["status"] in states.READY_STATES}
+    else:  # pragma: no cover - other backends
+        ready = {u: in_flight[u].state for u in uids if in_flight[u].ready()}
+    return {u: None if status == states.SUCCESS else _chain_error(in_flight[u]) for u, status in ready.items()}
 
 
 def _chain_error(res: Any) -> str:
+    node, first = res, None
+    while node is not None:  # the earliest failed task holds the original error
+        if node.failed():
+            first = node
+        node = node.parent
+    return f"{type(first.result).__name__}: {first.result}" if first is not None else "failed"
+
+
+def _forget(res: Any) -> None:
+    """Drop a finished chain's results from the backend: the SQL store holds what matters, and a
+    131k-unit run must not leave 400k results in Redis."""
     node = res
     while node is not None:
-        if node.failed():
-            return f"{type(node.result).__name__}: {node.result}"
+        try:
+            node.forget()
+        except Exception:  # noqa: BLE001 - best effort; results also expire on their own
+            pass
         node = node.parent
-    return "failed"
+
+
+def collect_on_worker(settings: Settings, model: str, hookpoint: str | None, corpus: str | None,
+                      config: dict[str, Any], sae: str | None, directions: str | None,
+                      notice: Any = None) -> str:
+    """Run the collection on a worker of the ``collect`` queue and wait for its collection id."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from explainer.errors import ExplainerError
+
+    from .celery_app import configure
+    from .tasks import collect_task
+
+    configure(settings)
+    res = collect_task.apply_async((model, hookpoint, corpus, config, sae, directions))
+    waited = 0.0
+    while True:
+        try:
+            cid = res.get(timeout=10, propagate=False, disable_sync_subtasks=False)
+        except CeleryTimeout:
+            waited += 10
+            if notice is not None and (waited in (10, 60) or waited % 600 == 0):
+                notice(f"waiting for a worker on the 'collect' queue ({waited:.0f} s)")
+            continue
+        if res.failed():
+            exc = res.result
+            res.forget()
+            if isinstance(exc, ExplainerError):
+                raise exc
+            raise ExplainerError(f"collection failed on the worker: {type(exc).__name__}: {exc}")
+        res.forget()
+        return cid

@@ -2,9 +2,10 @@
 
 - ``EXPLAINER_BROKER_URL`` unset: memory transport, for the in-process worker the CLI starts.
 - ``EXPLAINER_BROKER_URL=redis://…``: Redis broker and result backend; run workers with
-  ``celery -A workers worker -Q llm,index``.
+  ``celery -A workers worker -Q collect`` (GPU hosts), ``-Q llm`` and ``-Q index``.
 
-Queues: ``llm`` (explain, simulate and score) and ``index`` (embed and upsert into Chroma).
+Queues: ``collect`` (run the subject model over the corpus: GPU workers), ``llm`` (explain,
+simulate and score) and ``index`` (embed and upsert into Chroma).
 With a Chroma *directory*, run exactly one worker process on ``index`` (a Chroma directory
 is not safe to share between processes); with a Chroma server, any number.
 """
@@ -29,6 +30,7 @@ def celery_config(settings: Settings) -> dict:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_routes={
+            "explainer.collect": {"queue": "collect"},
             "explainer.explain": {"queue": "llm"},
             "explainer.score": {"queue": "llm"},
             "explainer.index": {"queue": "index"},
@@ -39,7 +41,20 @@ def celery_config(settings: Settings) -> dict:
         worker_redirect_stdouts=False,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.01} if settings.embedded_broker else {"visibility_timeout": 4 * 3600},
+        broker_transport_options={"polling_interval": 0.01} if settings.embedded_broker else {
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Look for tasks a dead worker held every few seconds (kombu's default scans every
+            # 100 s), so they are delivered again soon after the visibility timeout.
+            "unacked_restore_interval": max(1.0, min(10.0, settings.visibility_timeout_s / 2)),
+            "unacked_restore_throttle": 1,
+        },
+        # A restarted broker: keep reconnecting instead of giving up after 100 tries.
+        broker_connection_max_retries=None,
+        # A worker that sends the next task of a chain while the broker restarts keeps trying
+        # (about a minute) instead of failing the chain.
+        task_publish_retry_policy={"max_retries": 40, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0},
+        result_backend_always_retry=True,
+        result_backend_max_retries=30,
     )
 
 

@@ -1,6 +1,8 @@
 """Thin Celery tasks: ids in, one library call, upserts out.
 
 Each task re-reads its state from the SQL store, so a message delivered twice does no harm.
+Models (subject, local LLM, embedder) are loaded lazily on first use, once per worker process
+(``explainer.models.load_model`` and the runtime singletons), never at import or before a fork.
 Transient LLM errors are retried with exponential backoff and jitter; on the last attempt
 the stage records the failure instead of raising.
 """
@@ -17,6 +19,17 @@ from .celery_app import app
 
 RETRY = dict(bind=True, autoretry_for=(TransientLLMError,), max_retries=3, retry_backoff=2,
              retry_backoff_max=60, retry_jitter=True)
+
+
+@app.task(name="explainer.collect", bind=True)
+def collect_task(self: Any, model: str, hookpoint: str | None, corpus: str | None, config: dict[str, Any],
+                 sae: str | None = None, directions: str | None = None) -> str:
+    """Collect (or reuse) a collection on a worker of the ``collect`` queue (a GPU host). Paths
+    (corpus, SAE, directions) are read on the worker, so they must exist there."""
+    from explainer.collect import CollectConfig
+
+    return pipeline.collect_stage(load_settings(), model, hookpoint, corpus, CollectConfig(**config), progress=False,
+                                  sae=sae, directions=directions)
 
 
 @app.task(name="explainer.explain", **RETRY)
