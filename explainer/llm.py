@@ -11,6 +11,7 @@ the project's own :mod:`explainer.errors` types.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,16 +97,31 @@ class LLMConfig:
                 "context_tokens": self.context_tokens}
 
 
-def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel:
-    if cfg.base_url:
-        from langchain_openai import ChatOpenAI
+_endpoint_models: dict[tuple[LLMConfig, str | None], BaseChatModel] = {}
+_endpoint_lock = threading.Lock()
 
-        return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, api_key=api_key or "not-needed",
-                          temperature=cfg.temperature, timeout=cfg.timeout_s, max_retries=cfg.max_retries,
-                          max_completion_tokens=cfg.max_tokens, extra_body={"max_tokens": cfg.max_tokens},
-                          **({"seed": cfg.seed} if cfg.temperature > 0 else {}))
+
+def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel:
+    """The chat model for ``cfg``. Endpoint clients are made once per (config, key) and process and
+    shared by threads (building one costs more than a fast endpoint's answer)."""
+    if cfg.base_url:
+        with _endpoint_lock:
+            if (cfg, api_key) not in _endpoint_models:
+                if len(_endpoint_models) >= 64:
+                    _endpoint_models.clear()
+                _endpoint_models[(cfg, api_key)] = _chat_openai(cfg, api_key)
+            return _endpoint_models[(cfg, api_key)]
     return LocalChatModel(model_path=cfg.model, device=cfg.device, max_new_tokens=cfg.max_tokens,
                           temperature=cfg.temperature, seed=cfg.seed)
+
+
+def _chat_openai(cfg: LLMConfig, api_key: str | None) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, api_key=api_key or "not-needed",
+                      temperature=cfg.temperature, timeout=cfg.timeout_s, max_retries=cfg.max_retries,
+                      max_completion_tokens=cfg.max_tokens, extra_body={"max_tokens": cfg.max_tokens},
+                      **({"seed": cfg.seed} if cfg.temperature > 0 else {}))
 
 
 @dataclass(frozen=True)

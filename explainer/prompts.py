@@ -38,20 +38,40 @@ class PromptTemplate:
         return self.data.get(item, default)
 
     def render(self, field_name: str, **values: Any) -> str:
-        """Render one Jinja2 field of the template with ``values``."""
-        import jinja2
+        """Render one Jinja2 field of the template with ``values`` (compiled once per process)."""
+        key = (self.sha256, field_name, self.data[field_name])
+        if key not in _compiled:
+            import jinja2
 
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-        return env.from_string(self.data[field_name]).render(**values)
+            env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+            _compiled[key] = env.from_string(self.data[field_name])
+        return _compiled[key].render(**values)
+
+
+_compiled: dict[tuple[str, str, str], Any] = {}
+
+
+_parsed: dict[tuple[str, int, int], PromptTemplate] = {}
 
 
 def load_template(name: str, directory: Path | None = None) -> PromptTemplate:
-    """Load ``prompts/{name}.yaml`` (or a path to a YAML file)."""
+    """Load ``prompts/{name}.yaml`` (or a path to a YAML file). Parsed templates are kept per
+    process, keyed by path, size and modification time, so an edited file is read again."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else (directory or PROMPTS_DIR) / f"{name}.yaml"
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not path.is_file():
         known = sorted(p.stem for p in (directory or PROMPTS_DIR).glob("*.yaml"))
         raise ConfigError(f"unknown prompt template {name!r}; known templates: {', '.join(known)}")
-    raw = path.read_bytes()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _parsed:
+        _parsed[key] = _parse(path, path.read_bytes())
+    return _parsed[key]
+
+
+def _parse(path: Path, raw: bytes) -> PromptTemplate:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
