@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--run", default=None, help="the units of a labeling run or collection id")
     p.add_argument("--model", default=None, help="with --query: only units of this subject model")
     p.add_argument("--layer", type=int, default=None, help="with --query: only units of this block")
-    p.add_argument("--source", default=None, choices=["mlp", "resid"], help="with --query: MLP neurons or residual stream")
+    p.add_argument("--source", default=None, choices=list(SOURCES), help="with --query: kind of unit (as for search)")
     p.add_argument("--min-score", type=float, default=None, help="with --query: only explanations scored at least this")
     p.add_argument("--domain", default=None, help="with --query: only units whose top windows include this domain")
     p.add_argument("--limit", type=int, default=20, help="hits taken from --query, at most 50 (default: %(default)s)")

@@ -159,6 +159,7 @@ calibrations = Table(
     UniqueConstraint("explanation_id", "scorer", "collection_id", name="uq_calibration_key"),
 )
 
+
 def key_id(*parts: Any) -> str:
     """Deterministic row id from the parts of a natural key."""
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
