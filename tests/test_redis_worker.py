@@ -83,13 +83,18 @@ def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pg_
     with open(logs["collect"], "wb") as lc, open(logs["llm"], "wb") as ll, open(logs["index"], "wb") as li:
         workers = [_worker(env, "collect", "collect", lc), _worker(env, "llm", "llm", ll, "-P", "threads"),
                    _worker(env, "index", "index", li)]
+        flower_port = free_port()
+        flower = subprocess.Popen(_compose_argv("flower", port=flower_port), cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
             proc = subprocess.run(
                 [str(BIN / "explainer"), "label", "--layer", "15", "--units", "2", "--max-tokens", "3000", "--json"],
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
             search = subprocess.run([str(BIN / "explainer"), "search", "word", "--json"],
                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+            metrics = _get_text(f"http://127.0.0.1:{flower_port}/metrics", lambda t: "llm@" in t)
         finally:
+            flower.terminate()
             for w in workers:
                 w.terminate()
             for w in workers:
@@ -117,3 +122,64 @@ def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pg_
     assert search.returncode == 0, search.stderr[-2000:]
     hits = json.loads(search.stdout)
     assert {h["unit_id"] for h in hits} == {u["unit_id"] for u in ok}
+
+    # Flower (the compose `flower` service's command) saw the three workers through the broker.
+    for name in ("collect@", "llm@", "index@"):
+        assert f'worker="{name}' in metrics, metrics[-2000:]
+
+    # The compose `api` service's command serves the same store and index over real HTTP.
+    port = free_port()
+    api_env = {**env, "EXPLAINER_API_READ_KEYS": "reader-key"}
+    api = subprocess.Popen(_compose_argv("api", host="127.0.0.1", port=port), cwd=ROOT, env=api_env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        import httpx
+
+        base = f"http://127.0.0.1:{port}"
+        _get_text(f"{base}/healthz", lambda t: True)
+        headers = {"X-API-Key": "reader-key"}
+        found = httpx.get(f"{base}/api/v1/search", params={"q": "word"}, headers=headers, timeout=60).json()
+        assert {h["unit_id"] for h in found["hits"]} == {u["unit_id"] for u in ok}
+        runs = httpx.get(f"{base}/api/v1/runs", headers=headers, timeout=30).json()["runs"]
+        assert [r["id"] for r in runs] == [result["run_id"]] and runs[0]["done"] + runs[0]["failed"] == 2
+        assert httpx.get(f"{base}/api/v1/runs", timeout=30).status_code == 401
+    finally:
+        api.terminate()
+        api.wait(30)
+
+
+def _compose_argv(service, **values):
+    """The command of a compose.yaml service, run from this venv, with the values of its options
+    (``--port 8080`` or ``--port=8080``) replaced: the native test runs what the deployment runs."""
+    import shlex
+
+    import yaml
+
+    command = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"][service]["command"]
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    for name, value in values.items():
+        flag = f"--{name}"
+        if flag in argv:
+            argv[argv.index(flag) + 1] = str(value)
+        else:
+            i = next(i for i, a in enumerate(argv) if a.startswith(flag + "="))
+            argv[i] = f"{flag}={value}"
+    return [str(BIN / argv[0]), *argv[1:]]
+
+
+def _get_text(url, ready, limit_s=90):
+    """GET ``url`` until it answers 200 with a body ``ready`` accepts (a server still starting)."""
+    import httpx
+
+    deadline, last = time.monotonic() + limit_s, ""
+    while True:
+        try:
+            r = httpx.get(url, timeout=5)
+            last = f"HTTP {r.status_code}: {r.text[-3000:]}"
+            if r.status_code == 200 and ready(r.text):
+                return r.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer as expected within {limit_s} s; last answer: {last}")
+        time.sleep(0.5)
