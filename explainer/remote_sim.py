@@ -5,7 +5,8 @@ Three ways to read a prediction, tried in this order and remembered per endpoint
 ``completions-echo`` (fidelity ``logprobs``)
     ``POST /v1/completions`` with ``echo=true, logprobs=K, max_tokens=1``: the server returns the
     top-K logprobs at every prompt position (vLLM, llama-cpp-python). The prompt is the local
-    simulator's (``prompts/simulate.yaml``); at the position right after each token's TAB the
+    simulator's (``prompts/simulate.yaml``) with ``echo_placeholder`` (a digit) after each TAB,
+    so that digits stay among the top K; at the position right after each token's TAB the
     probabilities of "0"…"10" give the expected activation. ``max_tokens`` is 1, not 0: vLLM
     rejects 0 and llama-cpp-python reads 0 as "no limit"; the generated token is ignored.
 ``chat-logprobs`` (fidelity ``logprobs``)
@@ -243,7 +244,7 @@ class RemoteSimulator:
     def _window(self, method: str, explanation: str, window: Window) -> tuple[list[float], dict[str, Any]]:
         n = len(window.tokens)
         if method == "completions-echo":
-            prompt, offsets = simulation_text(self.template, explanation, window.tokens)
+            prompt, offsets = simulation_text(self.template, explanation, window.tokens, "echo_placeholder")
             resp = self._post("completions", len(prompt), 1, prompt=prompt, echo=True, logprobs=self.top_logprobs)
             preds, info = read_echo(resp, offsets)
         else:

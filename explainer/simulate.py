@@ -31,12 +31,13 @@ def simulation_prefix(template: PromptTemplate, explanation: str) -> str:
             f"{lines}<end>\n\nNeuron 2\nExplanation: {explanation}\nActivations:\n<start>\n")
 
 
-def simulation_text(template: PromptTemplate, explanation: str, tokens: tuple[str, ...] | list[str]
-                    ) -> tuple[str, list[int]]:
+def simulation_text(template: PromptTemplate, explanation: str, tokens: tuple[str, ...] | list[str],
+                    placeholder_field: str = "placeholder") -> tuple[str, list[int]]:
     """The whole prompt as text (``token<TAB>placeholder`` per line) and, per token, the character
-    offset right after its TAB: where the predicted activation would start."""
+    offset right after its TAB: where the predicted activation would start. ``placeholder_field``
+    names the template field that fills the unknown activations."""
     text = simulation_prefix(template, explanation)
-    placeholder = f"{template.get('placeholder', 'unknown')}\n"
+    placeholder = f"{template.get(placeholder_field) or template.get('placeholder', 'unknown')}\n"
     offsets = []
     for t in tokens:
         text += f"{display_token(t)}\t"

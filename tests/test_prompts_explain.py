@@ -58,7 +58,7 @@ RECORD = UnitRecord(
 
 # -- templates ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, version", [("explain", "2"), ("simulate", "2"), ("detect", "1")])
+@pytest.mark.parametrize("name, version", [("explain", "2"), ("simulate", "3"), ("detect", "1")])
 def test_load_template_identity(name, version):
     t = load_template(name)
     assert t.name == name

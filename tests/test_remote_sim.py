@@ -195,7 +195,8 @@ def test_completions_echo_reads_the_digits_after_each_tab(fake):
     assert details["ten"] == "one-token" and details["requests"] == 4 and details["missing_positions"] == 0
     assert server.paths() == ["/v1/completions"] * 4  # one request per window
     prompt = server.requests[0][1]["prompt"]
-    assert prompt.endswith("def\tunknown\n foo\tunknown\n(\tunknown\nx\tunknown\n)\tunknown\n")
+    # the echo prompt fills unknown activations with a digit (simulate.yaml's echo_placeholder)
+    assert prompt.endswith("def\t0\n foo\t0\n(\t0\nx\t0\n)\t0\n")
     assert sim.model_name == "fake [completions-echo]"
 
 
@@ -341,7 +342,7 @@ def test_score_stage_stores_method_fidelity_model_and_heldout_ids(stored, fake, 
     assert sim["status"] == "ok" and sim["value"] > 0.9
     assert sim["simulator_model"] == "sim-model [chat-logprobs]"
     assert sim["details"]["method"] == "chat-logprobs" and sim["details"]["fidelity"] == "logprobs"
-    assert sim["details"]["endpoint"] == server.base_url and sim["details"]["prompt"].startswith("simulate@2#")
+    assert sim["details"]["endpoint"] == server.base_url and sim["details"]["prompt"].startswith("simulate@3#")
     assert sim["heldout_ids"] == heldout and sim["ci_low"] <= sim["value"] <= sim["ci_high"]
 
     det = store.get_score(eid, "detection")
