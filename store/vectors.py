@@ -55,8 +55,15 @@ class LocalEmbedder:
             if str(path) not in _models:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
-                _models[str(path)] = SentenceTransformer(str(path), device="cpu")
+                shown = hf_logging.is_progress_bar_enabled()
+                hf_logging.disable_progress_bar()  # a small local file: no "Loading weights" bar in CLI output
+                try:
+                    _models[str(path)] = SentenceTransformer(str(path), device="cpu")
+                finally:
+                    if shown:
+                        hf_logging.enable_progress_bar()
             self._model = _models[str(path)]
             return self._model
 
