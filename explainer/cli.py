@@ -329,13 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ci(ci: Any) -> str:
+    """``[low, high]`` of a 95% interval, or ``[no interval]`` where none could be computed."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return "[no interval]"
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def _print_human(command: str, result: Any) -> None:
     if command == "search":
         if not result:
             print("no hits")
         for h in result:
             s = h["score"]
-            score = f"{s['value']:+.3f} [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]" if s else "unscored"
+            score = f"{s['value']:+.3f} {_ci(s['ci95'])}" if s else "unscored"
             sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
             ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
             print(f"{h['rank']:2d}. {h['unit_id']}  score={score}  sim={sim}  ({ranks})\n    {h['explanation']}")
@@ -380,7 +387,7 @@ def _print_human(command: str, result: Any) -> None:
     elif command == "calibrate":
         print(f"workflow domain {result['domain']} ({result['corpus']}):")
         for r in result["results"]:
-            score = f"{r['value']:+.3f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]" if r["status"] == "ok" \
+            score = f"{r['value']:+.3f} {_ci(r['ci95'])}" if r["status"] == "ok" \
                 else f"failed: {r['error']}"
             print(f"  {r['unit_id']:40s} {r['scorer']:22s} {score}")
         for s in result["skipped"]:

@@ -170,8 +170,12 @@ class RemoteDetector(_Detector):
 
     def __init__(self, client: Any, model: str, template: PromptTemplate | None = None, top_logprobs: int = 5):
         super().__init__(template)
+        from .provenance import clean_url
+
         self.client, self.model, self.top_logprobs = client, model, top_logprobs
-        self.base_url = str(getattr(client, "base_url", "endpoint"))
+        self.base_url = str(getattr(client, "base_url", "endpoint")).rstrip("/")
+        self.shown_url = clean_url(self.base_url)
+        """The endpoint as errors and details name it: no credentials or query string."""
 
     @property
     def model_name(self) -> str:
@@ -179,20 +183,27 @@ class RemoteDetector(_Detector):
 
     def _ask(self, explanation: str, window: Window) -> tuple[float, bool]:
         from .llm import _translate
+        from .ratelimit import limiter_for
 
         msgs = [{"role": r, "content": c} for r, c in self.messages(explanation, window)]
         want_lp = self.base_url not in self._no_logprobs
         extra = {"logprobs": True, "top_logprobs": self.top_logprobs} if want_lp else {}
         try:
-            resp = self.client.chat.completions.create(model=self.model, messages=msgs, temperature=0, max_tokens=2,
-                                                       **extra).model_dump()
+            # the endpoint's shared budget (requests, tokens, concurrency), as for every chat call
+            with limiter_for(self.base_url).call(sum(len(m["content"]) for m in msgs) // 4 + 2) as call:
+                resp = self.client.chat.completions.create(model=self.model, messages=msgs, temperature=0,
+                                                           max_tokens=2, **extra).model_dump()
+                usage = resp.get("usage") or {}
+                call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        except ExplainerError:
+            raise
         except Exception as exc:
             err = _translate(exc)
             if want_lp and isinstance(err, PermanentLLMError) and re.search(r"HTTP (400|422)\b", str(err)):
                 with self._lock:
                     self._no_logprobs.add(self.base_url)  # the server rejects logprobs: ask plainly
                 return self._ask(explanation, window)
-            raise type(err)(f"detection endpoint {self.base_url}: {err}") from exc
+            raise type(err)(f"detection endpoint {self.shown_url}: {err}") from exc
         choice = (resp.get("choices") or [{}])[0]
         content = ((choice.get("logprobs") or {}).get("content") or [])
         if content and content[0].get("top_logprobs"):
@@ -205,7 +216,7 @@ class RemoteDetector(_Detector):
         word = re.fullmatch(r"\W*(yes|no)\b\W*", text)  # "no idea" is not an answer
         if word:
             return float(word.group(1) == "yes"), False
-        raise ParseError(f"detection endpoint {self.base_url} (model {self.model}) answered neither yes nor no: "
+        raise ParseError(f"detection endpoint {self.shown_url} (model {self.model}) answered neither yes nor no: "
                          f"{text[:80]!r}")
 
     def p_yes(self, explanation: str, windows: list[Window]) -> tuple[list[float], str]:

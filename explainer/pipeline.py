@@ -238,11 +238,12 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
 
 # -- simulate and score -------------------------------------------------------------------
 
-def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions) -> str:
+def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, final_attempt: bool = True) -> str:
     """Score the explanation on the held-out windows with every configured scorer and store one
     score per scorer: its figure (pooled correlation for simulators, balanced accuracy or AUROC
     for window-level scorers), 95% interval, per-domain split, model, held-out ids and, in
-    ``details``, how it was computed."""
+    ``details``, how it was computed. A transient endpoint error (429, 5xx, timeout) is raised for
+    the caller to retry unless this is the ``final_attempt``; then it is stored as a failure."""
     store = get_store(settings)
     expl = store.get_explanation(explanation_id)
     if expl is None or expl["status"] != "ok":
@@ -261,6 +262,12 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions) -> 
             if not windows:
                 raise ExplainerError("no held-out windows to score on")
             s = evaluate(sim, expl["text"], windows)
+        except TransientLLMError as exc:
+            if not final_attempt:
+                raise
+            store.save_score(simulator_model=None, status="failed", error=f"gave up after retries: {exc}",
+                             details={"method": name}, **common)
+            continue
         except ExplainerError as exc:
             store.save_score(simulator_model=None, status="failed", error=f"{type(exc).__name__}: {exc}",
                              details={"method": name}, **common)

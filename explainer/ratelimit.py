@@ -18,6 +18,7 @@ the store from ``EXPLAINER_RATELIMIT_URL`` (default: the broker, when it is Redi
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import threading
 import time
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 from .errors import ConfigError, TransientLLMError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Limits", "Limiter", "RedisBucket", "LocalBucket", "limiter_for", "estimate_tokens"]
 
@@ -211,9 +214,14 @@ class Call:
         self._bucket, self.estimate = bucket, estimate
 
     def used(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
-        """The usage the server reported; corrects the token bucket by the estimate's error."""
+        """The usage the server reported; corrects the token bucket by the estimate's error. The
+        answer is already in hand: a limiter store that cannot be reached now only skips the
+        correction (logged), it never fails the call."""
         if self._bucket is not None and (prompt_tokens is not None or completion_tokens is not None):
-            self._bucket.settle(self.estimate - (prompt_tokens or 0) - (completion_tokens or 0))
+            try:
+                self._bucket.settle(self.estimate - (prompt_tokens or 0) - (completion_tokens or 0))
+            except TransientLLMError as exc:
+                log.warning("rate limiter: usage not recorded (%s)", exc)
 
 
 class Limiter:

@@ -49,7 +49,7 @@ MAX_MISSING_SHARE = 0.5
 """A window where more than this share of tokens has no digit among the top logprobs is unusable."""
 
 _clients: dict[tuple[str, str | None, float, int], Any] = {}
-_detected: dict[tuple[str, str], str] = {}
+_detected: dict[tuple[str, str, str], str] = {}
 _simulators: dict[tuple[Any, ...], "RemoteSimulator"] = {}
 _lock = threading.Lock()
 
@@ -198,7 +198,11 @@ class RemoteSimulator:
                  template: PromptTemplate | None = None, parallel: int = 8):
         if mode not in _ORDER:
             raise ConfigError(f"unknown simulator method {mode!r}; known: {', '.join(_ORDER)}")
+        from .provenance import clean_url
+
         self.client, self.base_url, self.model, self.mode = client, base_url, model, mode
+        self.shown_url = clean_url(base_url)
+        """The endpoint as errors and details name it: no credentials or query string."""
         self.top_logprobs = top_logprobs
         self.template = template or load_template("simulate")
         self._pool = ThreadPoolExecutor(max(1, parallel), thread_name_prefix="simulate")
@@ -206,14 +210,14 @@ class RemoteSimulator:
     @property
     def detected(self) -> str | None:
         """The method this endpoint was found to support (cached per endpoint and model)."""
-        return _detected.get((self.base_url, self.model))
+        return _detected.get((self.base_url, self.model, self.mode))
 
     @property
     def model_name(self) -> str:
         return f"{self.model} [{self.detected or 'undetected'}]"
 
     def _fail(self, message: str) -> ParseError:
-        return ParseError(f"simulator endpoint {self.base_url} (model {self.model}): {message}")
+        return ParseError(f"simulator endpoint {self.shown_url} (model {self.model}): {message}")
 
     def _post(self, kind: str, chars: int, max_tokens: int, **kw: Any) -> dict[str, Any]:
         from .llm import _translate
@@ -225,7 +229,7 @@ class RemoteSimulator:
                 resp = api.create(model=self.model, temperature=0, max_tokens=max_tokens, **kw).model_dump()
             except Exception as exc:
                 err = _translate(exc)
-                raise type(err)(f"simulator endpoint {self.base_url}: {err}") from exc
+                raise type(err)(f"simulator endpoint {self.shown_url}: {err}") from exc
             usage = resp.get("usage") or {}
             call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         return resp
@@ -278,7 +282,7 @@ class RemoteSimulator:
                 reasons.append(f"{method}: {exc}")
                 continue
             with _lock:
-                _detected[(self.base_url, self.model)] = method
+                _detected[(self.base_url, self.model, self.mode)] = method
             return method, preds, info
         raise self._fail("no usable predictions (" + "; ".join(reasons) + ")")
 
@@ -301,7 +305,7 @@ class RemoteSimulator:
         results += list(self._pool.map(lambda w: self._one(method, explanation, w), todo))
         tens = sorted({r[1].get("ten") for r in results})
         tens = ["split-resolved"] if "split-resolved" in tens else tens
-        details = {"method": method, "fidelity": METHODS[method], "endpoint": self.base_url, "model": self.model,
+        details = {"method": method, "fidelity": METHODS[method], "endpoint": self.shown_url, "model": self.model,
                    "top_logprobs": self.top_logprobs if METHODS[method] == "logprobs" else None,
                    "ten": tens[0] if len(tens) == 1 else tens, "requests": len(windows),
                    "missing_positions": sum(r[1].get("missing", 0) for r in results),

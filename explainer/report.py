@@ -30,7 +30,9 @@ SCHEMA_VERSION = "1.0"
 """Version of ``schemas/report.schema.json`` that :func:`report_json` follows."""
 FORMATS = ("html", "md", "json", "pdf")
 LOW_SCORE = 0.2
-"""A score below this explains little of the unit's behaviour."""
+"""A correlation (simulation scorers) below this explains little of the unit's behaviour."""
+LOW_WINDOW_SCORE = 0.6
+"""The same for window-level scorers (balanced accuracy, AUROC), where 0.5 is chance."""
 WIDE_INTERVAL = 0.5
 """A 95% interval wider than this means too little held-out evidence."""
 MIN_TOP_WINDOWS = 3
@@ -48,7 +50,8 @@ class ReportScore:
     scorer: str
     """The scoring method, e.g. ``simulation-embedding``."""
     value: float | None
-    """Pooled Pearson correlation over the held-out tokens; ``None`` if scoring failed."""
+    """The scorer's figure: pooled Pearson correlation over the held-out tokens for simulation
+    scorers, balanced accuracy or AUROC for window-level ones; ``None`` if scoring failed."""
     ci_low: float | None
     """Lower end of the bootstrap 95% interval."""
     ci_high: float | None
@@ -256,8 +259,9 @@ def _score_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if not score_ok(s):
         return [("scoring_failed", f"{prefix}{s.scorer}: scoring failed")]
-    if s.value < LOW_SCORE:
-        out.append(("low_score", f"{prefix}{s.scorer}: score < {LOW_SCORE}"))
+    low = LOW_WINDOW_SCORE if (s.details or {}).get("kind") == "window" else LOW_SCORE
+    if s.value < low:
+        out.append(("low_score", f"{prefix}{s.scorer}: score < {low}"))
     lo, hi = finite(s.ci_low), finite(s.ci_high)
     if lo is not None and hi is not None and hi - lo > WIDE_INTERVAL:
         out.append(("wide_interval", f"{prefix}{s.scorer}: interval wider than {WIDE_INTERVAL}"))

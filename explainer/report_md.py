@@ -73,7 +73,7 @@ def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: 
         if has_text(e):
             expl = _md(e.explanation or "")
         elif e.explanation_status == "failed":
-            expl = _md(f"*failed: {e.explanation_error or 'unknown error'}*")
+            expl = "*failed: " + _md(e.explanation_error or 'unknown error') + "*"
         else:
             expl = f"*{_md(e.explanation_status)}*"
         scores = "; ".join(f"{s.scorer} {fmt(s.value)} ({interval(s)}; {discrimination_text(s)})" if score_ok(s)

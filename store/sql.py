@@ -498,8 +498,15 @@ def add_missing_columns(engine: Engine) -> list[str]:
                 raise RuntimeError(f"the store's table {table.name} lacks the required column {col.name}: "
                                    "migrate it or start from an empty database")
             ddl = CreateColumn(col).compile(dialect=engine.dialect)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            except Exception:
+                # another process opening the same store (API and workers starting together) may
+                # have added it first; anything else is a real error
+                if col.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+                continue
             added.append(f"{table.name}.{col.name}")
     return added
 

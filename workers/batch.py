@@ -136,6 +136,8 @@ def _run_window(app: Any, settings: Settings, collection_id: str, todo: list[str
                 return errors
             finished = _finished(app, in_flight)
         except BROKER_ERRORS as exc:  # a restarting broker: wait and carry on where we were
+            if deadline is not None and time.monotonic() > deadline:
+                return _timed_out(errors, in_flight, held, again, queue)
             log.warning("broker or result backend unreachable (%s); retrying in 1 s", exc)
             bar.set_postfix(broker="unreachable", refresh=True)
             time.sleep(1.0)
@@ -153,11 +155,19 @@ def _run_window(app: Any, settings: Settings, collection_id: str, todo: list[str
                 bar.set_postfix(chain_errors=len(errors), refresh=False)
             bar.update(1)
         if deadline is not None and time.monotonic() > deadline:
-            for uid in in_flight:
-                errors[uid] = "not finished before the timeout"
-            return errors
+            return _timed_out(errors, in_flight, held, again, queue)
         if not finished:
             time.sleep(poll)
+
+
+def _timed_out(errors: dict[str, str], in_flight: dict[str, Any], held: str | None, again: list[str],
+               queue: Any) -> dict[str, str]:
+    """``errors`` plus every unit the timeout left unfinished: in flight, or never sent."""
+    for uid in in_flight:
+        errors[uid] = "not finished before the timeout"
+    for uid in ([held] if held and held not in in_flight else []) + again + list(queue):
+        errors.setdefault(uid, "not sent before the timeout")
+    return errors
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:

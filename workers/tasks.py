@@ -39,9 +39,10 @@ def explain_task(self: Any, collection_id: str, unit_id: str, options: dict[str,
     return pipeline.explain_stage(load_settings(), collection_id, unit_id, opts, final)
 
 
-@app.task(name="explainer.score", bind=True)
+@app.task(name="explainer.score", **RETRY)
 def score_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
-    return pipeline.score_stage(load_settings(), explanation_id, pipeline.LabelOptions.from_payload(options))
+    final = self.request.retries >= self.max_retries
+    return pipeline.score_stage(load_settings(), explanation_id, pipeline.LabelOptions.from_payload(options), final)
 
 
 @app.task(name="explainer.index", bind=True)
