@@ -385,3 +385,42 @@ def test_auth_errors_are_not_mistaken_for_a_missing_method(fake):
     server.route = lambda path, body: (401, {"error": {"message": "bad key", "type": "auth"}})
     with pytest.raises(PermanentLLMError, match=re.escape(server.base_url) + ".*HTTP 401"):
         _sim(server).simulate("x", WINDOWS[:1])
+
+
+def test_a_transient_endpoint_error_in_scoring_is_raised_for_a_retry_then_recorded(stored, monkeypatch):
+    """429/5xx/timeouts while scoring: raised (the score task retries with backoff) until the last
+    attempt, which stores a failed score with the reason; never an ok score."""
+    from explainer.errors import TransientLLMError
+
+    settings, store, eid = stored
+
+    class Flaky:
+        method, model_name = "flaky", "flaky-endpoint"
+
+        def score(self, explanation, windows):
+            raise TransientLLMError("HTTP 429: slow down")
+
+    monkeypatch.setattr(pipeline, "make_scorer", lambda *a, **k: Flaky())
+    opts = LabelOptions(scorers=("simulation-endpoint",))
+    with pytest.raises(TransientLLMError):
+        pipeline.score_stage(settings, eid, opts, final_attempt=False)
+    assert store.get_score(eid, "simulation-endpoint") is None
+    pipeline.score_stage(settings, eid, opts, final_attempt=True)
+    row = store.get_score(eid, "simulation-endpoint")
+    assert row["status"] == "failed" and "429" in row["error"] and row["value"] is None
+
+
+def test_endpoint_credentials_never_reach_errors_or_details(fake):
+    """A base URL with a user, password or query key is named without them in errors and details."""
+    from explainer.remote_sim import reset_detection
+
+    server = fake(no_digits=True)
+    reset_detection()
+    secret_url = server.base_url.replace("http://", "http://user:s3cret@") + "?api-key=s3cret"
+    sim = RemoteSimulator(client_for(server.base_url, None, 5), secret_url, "m", "completions")
+    with pytest.raises(ParseError) as err:
+        sim.simulate_detailed("the word foo", list(WINDOWS))
+    assert "s3cret" not in str(err.value) and server.base_url.split("//")[1] in str(err.value)
+    server.no_digits = False
+    _, details = sim.simulate_detailed("the word foo", list(WINDOWS))
+    assert "s3cret" not in json.dumps(details)

@@ -229,3 +229,13 @@ def test_empty_report_says_so():
     validate_report(data)
     assert data["units"] == [] and data["note"].startswith("No units")
     assert "No units." in render_html([])
+
+
+def test_low_score_threshold_follows_the_kind_of_scorer():
+    """0.55 is a fair correlation but near chance for balanced accuracy or AUROC (0.5)."""
+    from explainer.report import ReportScore, _score_warnings
+
+    corr = ReportScore("simulation-embedding", 0.55, 0.5, 0.6, details={"kind": "simulation"})
+    window = ReportScore("detection", 0.55, 0.5, 0.6, details={"kind": "window"})
+    assert [k for k, _ in _score_warnings(corr)] == []
+    assert [k for k, _ in _score_warnings(window)] == ["low_score"]
