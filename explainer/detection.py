@@ -182,28 +182,21 @@ class RemoteDetector(_Detector):
         return f"{self.model} [yes/no]"
 
     def _ask(self, explanation: str, window: Window) -> tuple[float, bool]:
-        from .llm import _translate
-        from .ratelimit import limiter_for
+        from .llm import call_endpoint
 
         msgs = [{"role": r, "content": c} for r, c in self.messages(explanation, window)]
         want_lp = self.base_url not in self._no_logprobs
         extra = {"logprobs": True, "top_logprobs": self.top_logprobs} if want_lp else {}
         try:
-            # the endpoint's shared budget (requests, tokens, concurrency), as for every chat call
-            with limiter_for(self.base_url).call(sum(len(m["content"]) for m in msgs) // 4 + 2) as call:
-                resp = self.client.chat.completions.create(model=self.model, messages=msgs, temperature=0,
-                                                           max_tokens=2, **extra).model_dump()
-                usage = resp.get("usage") or {}
-                call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        except ExplainerError:
-            raise
-        except Exception as exc:
-            err = _translate(exc)
-            if want_lp and isinstance(err, PermanentLLMError) and re.search(r"HTTP (400|422)\b", str(err)):
+            resp = call_endpoint("detection endpoint", self.base_url, sum(len(m["content"]) for m in msgs) // 4 + 2,
+                                 lambda: self.client.chat.completions.create(model=self.model, messages=msgs,
+                                                                             temperature=0, max_tokens=2, **extra))
+        except PermanentLLMError as err:
+            if want_lp and re.search(r"HTTP (400|422)\b", str(err)):
                 with self._lock:
                     self._no_logprobs.add(self.base_url)  # the server rejects logprobs: ask plainly
                 return self._ask(explanation, window)
-            raise type(err)(f"detection endpoint {self.shown_url}: {err}") from exc
+            raise
         choice = (resp.get("choices") or [{}])[0]
         content = ((choice.get("logprobs") or {}).get("content") or [])
         if content and content[0].get("top_logprobs"):

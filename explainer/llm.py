@@ -153,6 +153,27 @@ def invoke_chat(chat: BaseChatModel, messages: list[tuple[str, str]]) -> ChatAns
     return ChatAnswer(str(msg.content), usage.get("input_tokens"), usage.get("output_tokens"))
 
 
+def call_endpoint(what: str, base_url: str, estimate: int, create: Any) -> dict[str, Any]:
+    """One raw request to an OpenAI-compatible endpoint (``create()`` returns the client's
+    response) within the endpoint's shared rate and concurrency limits, the reported usage
+    settling the token estimate. Provider errors become Transient/PermanentLLMError naming
+    ``what`` and the endpoint without credentials."""
+    from .provenance import clean_url
+    from .ratelimit import limiter_for
+
+    with limiter_for(base_url).call(estimate) as call:
+        try:
+            resp = create().model_dump()
+        except ExplainerError:
+            raise
+        except Exception as exc:
+            err = _translate(exc)
+            raise type(err)(f"{what} {clean_url(base_url)}: {err}") from exc
+        usage = resp.get("usage") or {}
+        call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    return resp
+
+
 def _translate(exc: Exception) -> LLMError:
     try:
         import openai

@@ -220,19 +220,11 @@ class RemoteSimulator:
         return ParseError(f"simulator endpoint {self.shown_url} (model {self.model}): {message}")
 
     def _post(self, kind: str, chars: int, max_tokens: int, **kw: Any) -> dict[str, Any]:
-        from .llm import _translate
-        from .ratelimit import limiter_for
+        from .llm import call_endpoint
 
-        with limiter_for(self.base_url).call(chars // 4 + max_tokens) as call:
-            try:
-                api = self.client.completions if kind == "completions" else self.client.chat.completions
-                resp = api.create(model=self.model, temperature=0, max_tokens=max_tokens, **kw).model_dump()
-            except Exception as exc:
-                err = _translate(exc)
-                raise type(err)(f"simulator endpoint {self.shown_url}: {err}") from exc
-            usage = resp.get("usage") or {}
-            call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        return resp
+        api = self.client.completions if kind == "completions" else self.client.chat.completions
+        return call_endpoint("simulator endpoint", self.base_url, chars // 4 + max_tokens,
+                             lambda: api.create(model=self.model, temperature=0, max_tokens=max_tokens, **kw))
 
     def _chat_messages(self, explanation: str, tokens: tuple[str, ...]) -> list[dict[str, str]]:
         ex = self.template["example"]
