@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,20 +20,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def pg_database(postgres_url):
-    """A fresh PostgreSQL database for this test, dropped afterwards."""
-    import psycopg
-
-    name = f"explainer_{uuid.uuid4().hex[:10]}"
-    admin = "postgresql://postgres@127.0.0.1:5432/test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -69,7 +54,7 @@ def _worker(env, name, queue, log, *extra):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pg_database, chroma_server):
+def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, postgres_url, chroma_server):
     import redis
 
     broker, backend = "redis://127.0.0.1:6379/7", "redis://127.0.0.1:6379/8"
@@ -77,7 +62,7 @@ def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pg_
         redis.Redis.from_url(url).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
     env.update(EXPLAINER_DATA_DIR=str(tmp_path / "data"), EXPLAINER_BROKER_URL=broker,
-               EXPLAINER_RESULT_BACKEND=backend, EXPLAINER_DATABASE_URL=pg_database,
+               EXPLAINER_RESULT_BACKEND=backend, EXPLAINER_DATABASE_URL=postgres_url,
                EXPLAINER_CHROMA_URL=chroma_server, HF_HUB_OFFLINE="1")
     logs = {q: tmp_path / f"{q}.log" for q in ("collect", "llm", "index")}
     with open(logs["collect"], "wb") as lc, open(logs["llm"], "wb") as ll, open(logs["index"], "wb") as li:

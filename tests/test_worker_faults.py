@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from test_redis_worker import pg_database  # noqa: F401  (fixture)
 
 from bench.fake_openai import WORDS, FakeOpenAI, ServerThread
 from bench.synthetic import store_synthetic_collection
@@ -88,16 +87,16 @@ def _wait(cond, what, limit_s=120.0):
 
 
 @pytest.fixture
-def deployment(tmp_path, pg_database):  # noqa: F811
+def deployment(tmp_path, postgres_url):
     """Private Redis, a PostgreSQL database holding a synthetic collection, the shared environment."""
     from store.sql import SQLStore
 
     rs = RedisServer(tmp_path)
     rs.start()
-    store_synthetic_collection(SQLStore(pg_database), N_UNITS)
+    store_synthetic_collection(SQLStore(postgres_url), N_UNITS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
     env.update(EXPLAINER_DATA_DIR=str(tmp_path / "data"), EXPLAINER_BROKER_URL=rs.url(0),
-               EXPLAINER_RESULT_BACKEND=rs.url(1), EXPLAINER_DATABASE_URL=pg_database,
+               EXPLAINER_RESULT_BACKEND=rs.url(1), EXPLAINER_DATABASE_URL=postgres_url,
                EXPLAINER_VISIBILITY_TIMEOUT="5", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                TOKENIZERS_PARALLELISM="false")
     procs: list[subprocess.Popen] = []
@@ -118,7 +117,7 @@ def deployment(tmp_path, pg_database):  # noqa: F811
         return p
 
     yield type("Deployment", (), dict(redis=rs, env=env, worker=staticmethod(worker), client=staticmethod(client),
-                                      db=pg_database, logs=tmp_path, data=tmp_path / "data"))
+                                      db=postgres_url, logs=tmp_path, data=tmp_path / "data"))
     for p in procs:
         if p.poll() is None:
             p.terminate()
