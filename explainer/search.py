@@ -28,6 +28,7 @@ from store.keyword import SOURCES
 from .config import Settings
 from .errors import InputError
 from .runtime import get_index, get_store
+from .report import finite as _finite
 from .views import highlight
 
 __all__ = ["SearchFilters", "Ranked", "search", "search_page", "rank", "rrf_fuse", "load_scan", "refresh_scan",
@@ -184,10 +185,6 @@ def search(settings: Settings, query: str, filters: SearchFilters = SearchFilter
            offset: int = 0) -> list[dict[str, Any]]:
     """Hits ranked by the fused semantic and keyword rankings, best first."""
     return search_page(settings, query, filters, limit, offset)["hits"]
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if x is not None and x == x and abs(float(x)) != float("inf") else None
 
 
 def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import UnknownUnitError
-from .report import ReportEntry, ReportScore
+from .report import ReportEntry, ReportScore, finite as _finite
 from .runtime import get_store
 
 
@@ -117,12 +117,6 @@ def highlight(window: Any, unit_max: float, threshold: float = 0.4) -> str:
         strong = unit_max > 0 and a >= threshold * unit_max and tok.strip()
         out.append(f"{tok[: len(tok) - len(tok.lstrip())]}«{tok.strip()}»" if strong else tok)
     return " ".join("".join(out).split())
-
-
-def _finite(x: Any) -> float | None:
-    import math
-
-    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def activation_histogram(record: Any, bins: int = 20) -> dict[str, Any]:
