@@ -47,7 +47,7 @@ bench-collect: $(STAMP)
 	$(PY) bench/bench_collect.py
 
 ## make bench-discrimination [CONCEPTS=FILE]: does each scorer rank a planted unit's true description
-## above the other concepts' descriptions? Writes explainer/scorer_discrimination.json; JSON on the last line
+## above the other concepts' descriptions? Writes explainer/score/scorer_discrimination.json; JSON on the last line
 bench-discrimination: $(STAMP)
 	$(PY) -m bench.bench_discrimination --write $(if $(CONCEPTS),--concepts $(CONCEPTS))
 

@@ -31,11 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from explainer.collect import CollectConfig, Collector, make_sequences  # noqa: E402
-from explainer.corpus import default_corpus  # noqa: E402
-from explainer.hooks import capture, resolve_hookpoint  # noqa: E402
-from explainer.models import load_model  # noqa: E402
-from explainer.sae import SparseAutoencoder  # noqa: E402
+from explainer.collect.collector import CollectConfig, Collector, make_sequences  # noqa: E402
+from explainer.collect.corpus import default_corpus  # noqa: E402
+from explainer.collect.hooks import capture, resolve_hookpoint  # noqa: E402
+from explainer.collect.models import load_model  # noqa: E402
+from explainer.collect.sae import SparseAutoencoder  # noqa: E402
 
 
 def sync(device: str) -> None:

@@ -6,7 +6,7 @@ its planted unit are simulated from the right description and from mismatched on
 concepts' descriptions); each scorer's pooled correlation is compared. Prints per scorer the
 share of (right, wrong) pairs ranked correctly, the AUROC (right = positive), the mean gap,
 the cascade figures, and one JSON line at the end. ``--write`` stores the shipped scorers'
-figures in explainer/scorer_discrimination.json, which reports show next to each score.
+figures in explainer/score/scorer_discrimination.json, which reports show next to each score.
 
     python -m bench.bench_discrimination [--concepts FILE] [--llm-concepts 12] [--llm-wrong 2] [--write]
 """
@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from explainer.corpus import default_corpus  # noqa: E402
-from explainer.embed_sim import EmbeddingSimulator  # noqa: E402
-from explainer.models import load_model  # noqa: E402
-from explainer.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
-from explainer.scorers import DISCRIMINATION_FILE, make_scorer  # noqa: E402
-from explainer.scoring import score_simulation  # noqa: E402
+from explainer.collect.corpus import default_corpus  # noqa: E402
+from explainer.score.embedding import EmbeddingSimulator  # noqa: E402
+from explainer.collect.models import load_model  # noqa: E402
+from explainer.collect.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
+from explainer.score.registry import DISCRIMINATION_FILE, make_scorer  # noqa: E402
+from explainer.score.correlation import score_simulation  # noqa: E402
 from store.vectors import LocalEmbedder  # noqa: E402
 
 

@@ -7,7 +7,7 @@ EXPLAINER_LLM_BASE_URL is set, that endpoint — the planted records are stored 
 their own (subject model ``planted-EXPLAINER``) in a temporary data directory and run through
 ``pipeline.explain_stage``, ``score_stage`` and ``index_stage``. Printed per explainer: the mean and
 median simulation score of the stored explanations, and recall@1 / recall@3 when each concept's
-ground-truth description is the search query (``explainer.search.search`` filtered to that
+ground-truth description is the search query (``explainer.search.hybrid.search`` filtered to that
 explainer's model). The last line is one JSON object of the figures.
 
     python -m bench.bench_quality [--concepts FILE] [--limit N] [--explainers baseline,local]
@@ -28,14 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from explainer import pipeline  # noqa: E402
-from explainer.config import load_settings  # noqa: E402
-from explainer.corpus import corpus_fingerprint, default_corpus  # noqa: E402
-from explainer.llm import LLMConfig  # noqa: E402
-from explainer.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
-from explainer.records import make_unit_id  # noqa: E402
+from explainer.pipeline import stages as pipeline  # noqa: E402
+from explainer.settings import load_settings  # noqa: E402
+from explainer.collect.corpus import corpus_fingerprint, default_corpus  # noqa: E402
+from explainer.llm.chat import LLMConfig  # noqa: E402
+from explainer.collect.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
+from store.records import make_unit_id  # noqa: E402
 from explainer.runtime import get_store  # noqa: E402
-from explainer.search import SearchFilters, search  # noqa: E402
+from explainer.search.hybrid import SearchFilters, search  # noqa: E402
 
 HOOKPOINT = "layers.0.mlp"
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     concepts = load_concepts(args.concepts)[: args.limit]
     from transformers import AutoTokenizer
 
-    from explainer.models import resolve_model
+    from explainer.collect.models import resolve_model
 
     src = resolve_model("smollm2-135m")
     tok = AutoTokenizer.from_pretrained(src.directory, gguf_file=src.gguf_file)

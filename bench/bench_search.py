@@ -7,7 +7,7 @@ and indexed the way ``explainer reindex`` does: MiniLM embeddings into Chroma, k
 FTS5. Embeddings are cached in ``data/bench-search/embeddings-*.npy`` so a rerun skips the
 ~3.5 minutes of embedding (``--no-cache`` recomputes them).
 
-Each timed query is the full ``explainer.search.search`` call the HTTP API makes: query embedding,
+Each timed query is the full ``explainer.search.hybrid.search`` call the HTTP API makes: query embedding,
 the semantic ranking with the filters (the in-memory exact scan the API loads at start-up), the
 FTS5 ranking with the same filters, rank fusion and the SQL join of the page's details. Chroma's
 own filtered query is timed too, for comparison. The last line printed is one JSON object.
@@ -73,7 +73,7 @@ def synthetic(n: int, seed: int = 0) -> list[dict]:
 
 
 def _record(item: dict):
-    from explainer.records import UnitRecord, UnitStats, Window
+    from store.records import UnitRecord, UnitStats, Window
 
     toks = tuple(" " + w for w in item["text"].split()[:8])
     acts = tuple(float(j % 4) for j in range(len(toks)))
@@ -141,7 +141,7 @@ def embed_all(index, texts: list[str], cache: Path | None) -> tuple["object", fl
 
 def queries(n: int, seed: int = 1) -> list[tuple[str, dict]]:
     """Query texts (paraphrase-like: a subject and a context) with at least one filter each."""
-    from explainer.search import SearchFilters
+    from explainer.search.hybrid import SearchFilters
 
     rng = random.Random(seed)
     out = []
@@ -186,8 +186,8 @@ def main() -> int:
     os.environ["EXPLAINER_DATA_DIR"] = str(work)
     for k in ("EXPLAINER_DATABASE_URL", "EXPLAINER_CHROMA_PATH", "EXPLAINER_CHROMA_URL"):
         os.environ.pop(k, None)
-    from explainer.config import load_settings
-    from explainer.reindex import expected_metadata
+    from explainer.settings import load_settings
+    from explainer.search.reindex import expected_metadata
     from explainer.runtime import get_index, get_store
     from store.keyword import iter_docs
 
@@ -230,7 +230,7 @@ def run_queries(args: argparse.Namespace, settings: object, store: object, index
     """Load the scan, time the queries, print the summary and the JSON line."""
     import torch
 
-    from explainer.search import DEPTH, load_scan, search
+    from explainer.search.hybrid import DEPTH, load_scan, search
 
     t0 = time.perf_counter()
     load_scan(settings)  # what `explainer serve` does at start-up

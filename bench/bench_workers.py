@@ -96,7 +96,7 @@ def bare_ceiling(base_url: str, n_units: int, concurrency: int) -> float:
 def stage_cpu_ms(settings: Any, collection_id: str, unit_ids: list[str], opts: Any) -> float:
     """CPU milliseconds per unit of the explain and score stages called directly in this process
     (no Celery, no Redis; the same server and store), beside what the llm workers spent per unit."""
-    from explainer import pipeline
+    from explainer.pipeline import stages as pipeline
 
     for uid in unit_ids[:5]:  # imports and clients are made on first use: not counted
         pipeline.score_stage(settings, pipeline.explain_stage(settings, collection_id, uid, opts), opts)
@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         procs.extend(workers)
 
         from bench.synthetic import store_synthetic_collection
-        from explainer.config import load_settings
-        from explainer.llm import LLMConfig
-        from explainer.pipeline import LabelOptions
+        from explainer.settings import load_settings
+        from explainer.llm.chat import LLMConfig
+        from explainer.pipeline.options import LabelOptions
         from explainer.runtime import get_store
         from workers.batch import label_units
 

@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 from explainer.errors import ParseError
-from explainer.llm import LLMConfig, invoke_chat, make_chat_model
-from explainer.scorers import register
+from explainer.llm.chat import LLMConfig, invoke_chat, make_chat_model
+from explainer.score.registry import register
 
 NAME = "bench-http-simulation"
 _clients: dict[str, Any] = {}

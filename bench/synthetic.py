@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from explainer.records import UnitRecord, UnitStats, Window
+from store.records import UnitRecord, UnitStats, Window
 
 _WORDS = ("def", " return", " (", ")", ":", " self", " import", " the", " license", " value", ",", " 0", " None",
           " class", " for", " in", " if", " else", ".", " data")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .config import Settings
+from explainer.settings import Settings
 
 _lock = threading.Lock()
 _stores: dict[str, Any] = {}

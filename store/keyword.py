@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select, text
 
 SEARCH_SCORER = "simulation-embedding"
 """The scorer whose value both search indexes filter on (``--min-score``): the first of
-``explainer.scorers.DEFAULT_SCORERS``, which ``pipeline.index_stage`` uses (a test keeps them equal;
+``explainer.score.registry.DEFAULT_SCORERS``, which ``pipeline.index_stage`` uses (a test keeps them equal;
 the store does not import the explainer package)."""
 
 UNSCORED = -2.0
@@ -114,8 +114,8 @@ class IndexDoc:
 
 def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int = 1000) -> Iterator[IndexDoc]:
     """Index documents of ok explanations (all of them, or those of ``explanation_ids``), by id."""
-    from explainer.records import UnitRecord
-    from store.sql import explanations, scores, units
+    from store.records import UnitRecord
+    from store.schema import explanations, scores, units
 
     last = ""
     while True:
@@ -147,7 +147,7 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
 
 def sync(store: Any, explanation_ids: list[str]) -> None:
     """Bring the keyword rows of these explanations in line with the source tables."""
-    from store.sql import keyword_docs
+    from store.schema import keyword_docs
 
     docs = [d.row() for d in iter_docs(store, explanation_ids)]
     gone = set(explanation_ids) - {d["explanation_id"] for d in docs}
@@ -159,7 +159,7 @@ def sync(store: Any, explanation_ids: list[str]) -> None:
 
 def rebuild(store: Any, batch: int = 2000) -> int:
     """Recompute every keyword row from the source tables; returns the number of rows."""
-    from store.sql import keyword_docs
+    from store.schema import keyword_docs
 
     seen: set[str] = set()
     buf: list[dict[str, Any]] = []
@@ -179,7 +179,7 @@ def rebuild(store: Any, batch: int = 2000) -> int:
 
 def all_rows(store: Any) -> dict[str, dict[str, Any]]:
     """Every keyword row by explanation id (for consistency checks)."""
-    from store.sql import keyword_docs
+    from store.schema import keyword_docs
 
     cols = [c for c in keyword_docs.c if c.name not in ("id", "tsv")]
     with store.engine.connect() as conn:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 from sqlalchemy import and_, case, func, literal, or_, select, update
 
-from .sql import SQLStore, _as_utc, _decode_json, explanations, now, run_units, runs, scores
+from store.sql import SQLStore, _as_utc, _decode_json, explanations, now, run_units, runs, scores
 
 STATES = ("done", "failed", "pending")
 _CHUNK = 1000

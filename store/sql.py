@@ -19,144 +19,12 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text,
-    UniqueConstraint, create_engine, select, update,
+    Table, create_engine, select, update,
 )
 from sqlalchemy.engine import Engine
 
-metadata = MetaData()
-
-collections = Table(
-    "collections", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("model", String(200), nullable=False),
-    Column("hookpoint", String(200), nullable=False),
-    Column("corpus", Text, nullable=False),
-    Column("corpus_hash", String(64), nullable=False),
-    Column("config", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("n_tokens", Integer),
-    Column("n_units", Integer),
-    Column("error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True)),
-)
-
-units = Table(
-    "units", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("unit_id", String(300), nullable=False, index=True),
-    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False, index=True),
-    Column("model", String(200), nullable=False),
-    Column("hookpoint", String(200), nullable=False),
-    Column("idx", Integer, nullable=False),
-    Column("live", Boolean, nullable=False),
-    Column("max_act", Float), Column("mean_act", Float), Column("std_act", Float), Column("density", Float),
-    Column("record", LargeBinary, nullable=False),
-    UniqueConstraint("collection_id", "unit_id", name="uq_unit_in_collection"),
-)
-
-explanations = Table(
-    "explanations", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("unit_id", String(300), nullable=False, index=True),
-    Column("collection_id", String(64), nullable=False),
-    Column("unit_row", String(64), ForeignKey("units.id"), nullable=False, index=True),
-    Column("explainer_model", String(200), nullable=False),
-    Column("prompt_name", String(100), nullable=False),
-    Column("prompt_version", String(32), nullable=False),
-    Column("prompt_hash", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("text", Text),
-    Column("error", Text),
-    Column("window_ids", Text),
-    Column("settings", Text),
-    Column("prompt_tokens", Integer), Column("completion_tokens", Integer),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("indexed_at", DateTime(timezone=True)),
-    UniqueConstraint("unit_id", "collection_id", "explainer_model", "prompt_hash", name="uq_explanation_key"),
-)
-
-scores = Table(
-    "scores", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, index=True),
-    Column("scorer", String(100), nullable=False),
-    Column("simulator_model", String(200)),
-    Column("status", String(16), nullable=False),
-    Column("value", Float), Column("ci_low", Float), Column("ci_high", Float),
-    Column("per_domain", Text),
-    Column("heldout_ids", Text),
-    Column("n_tokens", Integer),
-    Column("error", Text),
-    Column("details", Text),  # JSON: how the score was computed (method, fidelity, extra figures)
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("explanation_id", "scorer", name="uq_score_key"),
-)
-
-# The keyword index (see store/keyword.py): one row per ok explanation with the search filters as
-# columns; its text is indexed by SQLite FTS5 (table ``keyword_fts``) or a PostgreSQL tsvector.
-keyword_docs = Table(
-    "keyword_docs", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),  # the FTS5 rowid
-    Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, unique=True),
-    Column("unit_id", String(300), nullable=False),
-    Column("collection_id", String(64), nullable=False),
-    Column("model", String(200), nullable=False, index=True),
-    Column("hookpoint", String(200), nullable=False),
-    Column("layer", Integer, nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("explainer_model", String(200), nullable=False),
-    Column("domains", Text, nullable=False),  # ",code,docs," — domains of the unit's top windows
-    Column("score", Float, nullable=False),  # keyword.UNSCORED when there is no ok score
-    Column("text", Text, nullable=False),
-)
-
-# Labeling runs: one per (collection, label options, explain prompt hash); `explainer label` with the
-# same options reuses it, so re-running continues it. A unit's state is read from the explanation and
-# score rows its run_units row points at, never stored twice.
-runs = Table(
-    "runs", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False, index=True),
-    Column("options", Text, nullable=False),  # JSON LabelOptions payload (no secrets, no retry flag)
-    Column("explainer_model", String(200), nullable=False),
-    Column("simulator", Text, nullable=False),  # JSON list of scorers; the first ranks search results
-    Column("n_units", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # running | done | incomplete
-    Column("n_done", Integer), Column("n_failed", Integer), Column("n_pending", Integer),  # at the last stop
-    Column("error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("started_at", DateTime(timezone=True)),
-    Column("finished_at", DateTime(timezone=True)),
-)
-
-run_units = Table(
-    "run_units", metadata,
-    Column("run_id", String(64), ForeignKey("runs.id"), primary_key=True),
-    Column("unit_id", String(300), primary_key=True),
-    Column("explanation_id", String(64), nullable=False, index=True),  # deterministic: the explanation key
-)
-
-
-# Workflow calibrations (`explainer calibrate`): an ok explanation re-scored on the held-out windows
-# of the same unit collected over a user's own corpus; one per (explanation, scorer, that collection).
-calibrations = Table(
-    "calibrations", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, index=True),
-    Column("scorer", String(100), nullable=False),
-    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False),
-    Column("domain", String(200), nullable=False),  # the name reports show: "workflow domain NAME"
-    Column("simulator_model", String(200)),
-    Column("status", String(16), nullable=False),  # ok | failed
-    Column("value", Float), Column("ci_low", Float), Column("ci_high", Float),
-    Column("per_domain", Text),
-    Column("heldout_ids", Text),
-    Column("n_tokens", Integer),
-    Column("error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("explanation_id", "scorer", "collection_id", name="uq_calibration_key"),
+from store.schema import (
+    calibrations, collections, explanations, metadata, run_units, runs, scores, units,
 )
 
 
@@ -254,7 +122,7 @@ class SQLStore:
 
     def get_records(self, unit_ids: list[str], collection_id: str | None = None) -> dict[str, tuple[str, Any]]:
         """unit id → (collection id, record); without ``collection_id``, the latest finished collection."""
-        from explainer.records import UnitRecord
+        from store.records import UnitRecord
 
         q = (select(units.c.unit_id, units.c.collection_id, units.c.record)
              .join(collections, collections.c.id == units.c.collection_id)
@@ -332,7 +200,7 @@ class SQLStore:
     def explanation_details(self, explanation_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Explanation rows by id, each with its unit's ``record`` and its ``scores`` (three queries
         on one connection: what a page of search hits needs)."""
-        from explainer.records import UnitRecord
+        from store.records import UnitRecord
 
         with self.engine.connect() as conn:
             rows = [_decode_json(dict(r), "window_ids", "settings") for r in

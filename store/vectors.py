@@ -195,7 +195,7 @@ class VectorIndex:
 def chroma_where(model: str | None = None, layer: int | None = None, source: str | None = None,
                  min_score: float | None = None, domain: str | None = None) -> dict[str, Any] | None:
     """The search filters as a Chroma ``where`` clause over the metadata that
-    ``explainer.pipeline.index_metadata`` writes."""
+    ``explainer.search.index.index_metadata`` writes."""
     conds: list[dict[str, Any]] = []
     if model is not None:
         conds.append({"model": model})

@@ -26,7 +26,7 @@ def smol_tokenizer():
     """The SmolLM2 tokenizer read from the packaged GGUF (no weights loaded)."""
     from transformers import AutoTokenizer
 
-    from explainer.models import resolve_model
+    from explainer.collect.models import resolve_model
 
     src = resolve_model("smollm2-135m")
     tok = AutoTokenizer.from_pretrained(src.directory, gguf_file=src.gguf_file)
@@ -41,7 +41,7 @@ def tiny_model(smol_tokenizer):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from explainer.models import LoadedModel
+    from explainer.collect.models import LoadedModel
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
@@ -53,7 +53,7 @@ def tiny_model(smol_tokenizer):
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     """Settings for an isolated embedded deployment under tmp_path."""
-    from explainer.config import load_settings
+    from explainer.settings import load_settings
 
     for key in list(os.environ):
         if key.startswith("EXPLAINER_"):

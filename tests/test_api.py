@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from test_search_fixtures import searchable, unit  # noqa: F401
 
-from explainer.api import ApiConfig, create_app, load_api_config
+from explainer.api.app import ApiConfig, create_app, load_api_config
 
 READ, WRITE = "read-key-1", "write-key-1"
 KEYS = ApiConfig(read_keys=(READ, "read-key-2"), write_keys=(WRITE,))

@@ -11,15 +11,17 @@ import json
 import pytest
 from test_report import validate_report
 
-from explainer.calibrate import CalibrationOptions, _score_one, calibrate, collection_inputs
-from explainer.cli import main
-from explainer.collect import CollectConfig
+from explainer.pipeline.calibrate import CalibrationOptions, _score_one, calibrate, collection_inputs
+from workers.cli import main
+from explainer.collect.collector import CollectConfig
 from explainer.errors import InputError, UnknownUnitError
-from explainer.pipeline import LabelOptions, collect_stage, score_stage, select_units
-from explainer.records import UnitRecord, UnitStats, Window
-from explainer.report import ReportMeta, report_json
+from explainer.pipeline.options import LabelOptions
+from explainer.pipeline.stages import collect_stage, score_stage, select_units
+from store.records import UnitRecord, UnitStats, Window
+from explainer.report.model import ReportMeta
+from explainer.report.to_json import report_json
 from explainer.runtime import get_store
-from explainer.views import unit_entries
+from explainer.report.entries import unit_entries
 
 CFG = CollectConfig(window=8, context=16, top_k=4, n_random=2, max_tokens=600, batch_size=4, n_quantiles=2,
                     pool_per_quantile=2, min_density=0.0)

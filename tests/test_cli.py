@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from explainer.cli import main
+from workers.cli import main
 
 
 def run(capsys, *argv):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from explainer.collect import CollectConfig, Collector, collect, make_sequences
+from explainer.collect.collector import CollectConfig, Collector, collect, make_sequences
 from explainer.errors import CorpusError, SAEError
-from explainer.hooks import capture, resolve_hookpoint
-from explainer.records import Document, UnitRecord
+from explainer.collect.hooks import capture, resolve_hookpoint
+from store.records import Document, UnitRecord
 
 DOCS = [
     Document("code:a.py", "code", "import os\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n\n"
@@ -248,7 +248,7 @@ class ThresholdEncoder:
 
 
 def test_dead_and_ultra_rare_units_are_marked_and_not_selected(tiny_model, settings):
-    from explainer.pipeline import select_units
+    from explainer.pipeline.stages import select_units
     from explainer.runtime import get_store
 
     hp = resolve_hookpoint(tiny_model.model, "layers.1")

@@ -4,9 +4,9 @@ records of an uninterrupted run; a checkpoint of another collection is never loa
 import pytest
 import torch
 
-from explainer.checkpoint import load_checkpoint
-from explainer.collect import CollectConfig, Collector, collect, make_sequences
-from explainer.hooks import resolve_hookpoint
+from explainer.collect.checkpoint import load_checkpoint
+from explainer.collect.collector import CollectConfig, Collector, collect, make_sequences
+from explainer.collect.hooks import resolve_hookpoint
 from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
 
 CFG = CollectConfig(window=8, context=16, top_k=4, n_random=2, max_tokens=400, batch_size=2, n_quantiles=4,
@@ -91,8 +91,8 @@ def test_a_corrupt_checkpoint_is_ignored(tiny_model, setup, tmp_path):
 def test_collect_stage_resumes_a_killed_collection(tiny_model, tiny_model_dir, settings, tmp_path):
     """Through the pipeline: a failed collection is recorded, its checkpoint kept, and the re-run
     finishes it with the records of an uninterrupted run."""
-    from explainer.models import load_model
-    from explainer.pipeline import collect_stage
+    from explainer.collect.models import load_model
+    from explainer.pipeline.stages import collect_stage
     from explainer.runtime import get_store
 
     corpus = tmp_path / "corpus.jsonl"

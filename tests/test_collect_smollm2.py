@@ -4,10 +4,10 @@ written for SmolLM2's residual stream, named by its TransformerLens hook, agains
 import pytest
 import torch
 
-from explainer.collect import CollectConfig, collect, make_sequences
-from explainer.corpus import default_corpus
-from explainer.hooks import capture, resolve_hookpoint
-from explainer.sae import load_sae
+from explainer.collect.collector import CollectConfig, collect, make_sequences
+from explainer.collect.corpus import default_corpus
+from explainer.collect.hooks import capture, resolve_hookpoint
+from explainer.collect.sae import load_sae
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ CFG = CollectConfig(max_tokens=768, top_k=6, n_random=3, n_quantiles=4, batch_si
 
 @pytest.fixture(scope="module")
 def smol():
-    from explainer.models import load_model
+    from explainer.collect.models import load_model
 
     return load_model("smollm2-135m")
 

@@ -29,8 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
-CONFIG_SRC = ROOT / "explainer" / "config.py"
-API_SRC = ROOT / "explainer" / "api.py"  # the API's keys are read there (load_api_config)
+CONFIG_SRC = ROOT / "explainer" / "settings.py"
+API_SRC = ROOT / "explainer" / "api" / "app.py"  # the API's keys are read there (load_api_config)
 
 SERVICES = {"redis", "postgres", "chroma", "vllm", "api", "collect-worker", "llm-worker", "index-worker", "flower"}
 GPU_SERVICES = {"vllm", "collect-worker"}
@@ -103,7 +103,7 @@ def test_api_service_runs_the_cli_server(compose):
     assert {"EXPLAINER_API_READ_KEYS", "EXPLAINER_API_WRITE_KEYS"} <= set(api["environment"])
     assert set(api["environment"]) - {"EXPLAINER_API_READ_KEYS", "EXPLAINER_API_WRITE_KEYS"} == ENV_KEYS
     assert "/healthz" in " ".join(api["healthcheck"]["test"])
-    from explainer.cli import build_parser
+    from explainer.cli.main import build_parser
 
     build_parser().parse_args(argv[1:])  # the command line is one the CLI accepts
 

@@ -1,4 +1,4 @@
-"""Tests for explainer.corpus: the built-in corpus, user corpora, fingerprints."""
+"""Tests for explainer.collect.corpus: the built-in corpus, user corpora, fingerprints."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from explainer.corpus import corpus_fingerprint, default_corpus, load_corpus, resolve_corpus
+from explainer.collect.corpus import corpus_fingerprint, default_corpus, load_corpus, resolve_corpus
 from explainer.errors import CorpusError, InputError
-from explainer.records import Document
+from store.records import Document
 
 DOMAINS = {"code", "docs", "legal"}
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from explainer.cli import main
+from workers.cli import main
 from explainer.runtime import get_index, get_store
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def _check_report_formats(capsys, tmp_path, unit_ids, ok):
     from test_report import validate_report
     from test_report_pdf import ink, pdf_pages
 
-    from explainer.models import resolve_model
+    from explainer.collect.models import resolve_model
 
     for fmt in ("md", "json", "pdf"):
         path = tmp_path / f"report.{fmt}"

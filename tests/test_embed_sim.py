@@ -6,13 +6,13 @@ import math
 
 import pytest
 
-from explainer.baseline import baseline_explanation
-from explainer.embed_sim import EmbeddingSimulator
+from explainer.explain.baseline import baseline_explanation
+from explainer.score.embedding import EmbeddingSimulator
 from explainer.errors import ConfigError
-from explainer.planted import TokenizedWindow, concept_activations, load_concepts, planted_record
-from explainer.records import UnitRecord, UnitStats, Window
-from explainer.scorers import make_scorer, register, scorer_names
-from explainer.scoring import score_simulation
+from explainer.collect.planted import TokenizedWindow, concept_activations, load_concepts, planted_record
+from store.records import UnitRecord, UnitStats, Window
+from explainer.score.registry import make_scorer, register, scorer_names
+from explainer.score.correlation import score_simulation
 
 
 class FakeEmbedder:

@@ -6,11 +6,11 @@ import json
 import pytest
 from test_llm_http import RECORD, UNIT, FakeOpenAI
 
-from explainer import pipeline
-from explainer.llm import LLMConfig
-from explainer.pipeline import LabelOptions
-from explainer.prompts import load_template
-from explainer.records import UnitRecord, Window
+from explainer.pipeline import stages as pipeline
+from explainer.llm.chat import LLMConfig
+from explainer.pipeline.options import LabelOptions
+from explainer.llm.prompts import load_template
+from store.records import UnitRecord, Window
 from explainer.runtime import get_store
 
 

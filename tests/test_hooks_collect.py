@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from explainer.errors import HookpointError
-from explainer.hooks import capture, from_sparsify, from_transformer_lens, resolve_hookpoint
+from explainer.collect.hooks import capture, from_sparsify, from_transformer_lens, resolve_hookpoint
 
 # -- resolve_hookpoint --------------------------------------------------------------------
 
@@ -200,9 +200,9 @@ def test_mapped_names_resolve_on_the_model(tiny_model):
 def test_gpt2_style_mlp_neurons_are_the_activation_output(tiny_model):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from explainer.collect import CollectConfig, collect
-    from explainer.models import LoadedModel
-    from explainer.records import Document
+    from explainer.collect.collector import CollectConfig, collect
+    from explainer.collect.models import LoadedModel
+    from store.records import Document
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_model.tokenizer), n_positions=128, n_embd=32, n_layer=2,

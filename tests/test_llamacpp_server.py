@@ -27,7 +27,7 @@ def llama_server(tmp_path_factory):
         pytest.skip("set EXPLAINER_TEST_LLAMA_CPP_PYTHON to a Python with llama-cpp-python[server] to run")
     import httpx
 
-    from explainer.models import resolve_model
+    from explainer.collect.models import resolve_model
 
     source = resolve_model("smollm2-135m")
     gguf = Path(source.directory) / source.gguf_file
@@ -56,9 +56,9 @@ def llama_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits_unit():
-    from explainer.corpus import default_corpus
-    from explainer.models import load_model
-    from explainer.planted import load_concepts, planted_record, tokenize_windows
+    from explainer.collect.corpus import default_corpus
+    from explainer.collect.models import load_model
+    from explainer.collect.planted import load_concepts, planted_record, tokenize_windows
 
     concept = next(c for c in load_concepts() if c.name == "digits")
     windows = tokenize_windows(default_corpus(), load_model("smollm2-135m").tokenizer, 24, 600)
@@ -68,7 +68,7 @@ def digits_unit():
 def test_echoed_prompt_logprobs_from_a_real_server(llama_server, digits_unit):
     """Auto-detection picks completions with echo; every position after a TAB has digits among
     the top logprobs, and the expected values vary with the token."""
-    from explainer.remote_sim import RemoteSimulator, client_for, reset_detection
+    from explainer.score.endpoint import RemoteSimulator, client_for, reset_detection
 
     concept, record = digits_unit
     held = record.windows_for("heldout")[:4]
@@ -86,10 +86,10 @@ def test_explain_and_score_a_unit_through_a_real_server(llama_server, digits_uni
     """The pipeline's explain stage over ChatOpenAI and the simulation-endpoint scorer, both on the
     server: the row is an explanation with a score whose details say how it was read, or a failure
     with its reason and the raw answers — never garbage stored as an explanation."""
-    from explainer import pipeline
-    from explainer.config import load_settings
-    from explainer.llm import LLMConfig
-    from explainer.remote_sim import reset_detection
+    from explainer.pipeline import stages as pipeline
+    from explainer.settings import load_settings
+    from explainer.llm.chat import LLMConfig
+    from explainer.score.endpoint import reset_detection
     from explainer.runtime import get_store
 
     monkeypatch.setenv("EXPLAINER_SIMULATOR_BASE_URL", llama_server)

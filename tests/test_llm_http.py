@@ -7,11 +7,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from explainer import pipeline
+from explainer.pipeline import stages as pipeline
 from explainer.errors import PermanentLLMError, TransientLLMError
-from explainer.llm import ChatAnswer, LLMConfig, invoke_chat, make_chat_model
-from explainer.pipeline import LabelOptions
-from explainer.records import UnitRecord, UnitStats, Window
+from explainer.llm.chat import ChatAnswer, LLMConfig, invoke_chat, make_chat_model
+from explainer.pipeline.options import LabelOptions
+from store.records import UnitRecord, UnitStats, Window
 from explainer.runtime import get_store
 
 
@@ -286,7 +286,7 @@ def test_best_of_k_keeps_the_candidate_the_cheap_scorer_ranks_first(stored, serv
 
 
 def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, server):
-    from explainer.scorers import register
+    from explainer.score.registry import register
 
     seen: list[str] = []
 

@@ -15,10 +15,10 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 from explainer.errors import ConfigError, ParseError
-from explainer.explain import ExplainResult, build_messages, explain_unit, format_window, parse_explanation
-from explainer.prompts import PROMPTS_DIR, load_template
-from explainer.records import UnitRecord, UnitStats, Window
-from explainer.simulate import LogitSimulator, display_token
+from explainer.explain.explainer import ExplainResult, build_messages, explain_unit, format_window, parse_explanation
+from explainer.llm.prompts import PROMPTS_DIR, load_template
+from store.records import UnitRecord, UnitStats, Window
+from explainer.score.logits import LogitSimulator, display_token
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -331,7 +331,7 @@ def test_an_unusable_answer_is_retried_once_with_a_stricter_instruction(first):
 
 
 def test_two_unusable_answers_are_rejected_with_both_raw_texts():
-    from explainer.explain import RejectedAnswer
+    from explainer.explain.explainer import RejectedAnswer
 
     with pytest.raises(RejectedAnswer, match="refused.*after a stricter retry.*empty") as info:
         explain_unit(RECORD, _scripted("Sorry, I can't do that.", ""), load_template("explain"))
@@ -352,7 +352,7 @@ def _many_windows(n=6, length=60):
 
 def test_fit_messages_drops_windows_then_truncates_then_gives_up():
     from explainer.errors import PromptTooLongError
-    from explainer.explain import fit_messages
+    from explainer.explain.explainer import fit_messages
 
     template, rec = load_template("explain"), _many_windows()
     chars = lambda msgs: sum(len(c) for _, c in msgs)  # noqa: E731
@@ -376,7 +376,7 @@ def test_explain_unit_shrinks_an_endpoint_prompt_to_the_configured_context():
     assert len(wide.window_ids) == 6 and 1 <= len(narrow.window_ids) < 6
     assert narrow.windows_available == 6
     # the estimate is characters / 3 plus 8 tokens per message, with the answer budget kept free
-    from explainer.explain import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
+    from explainer.explain.explainer import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
     sent = chat.seen[1]
     assert sum(len(c) / CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS for c in sent) <= 1500 - 256
 
@@ -384,10 +384,10 @@ def test_explain_unit_shrinks_an_endpoint_prompt_to_the_configured_context():
 @pytest.mark.slow
 def test_explain_unit_fits_the_local_model_with_its_own_tokenizer():
     """The real SmolLM2 tokenizer counts the prompt; a context cut to 700 tokens drops windows."""
-    from explainer.explain import fit_messages, prompt_meter
-    from explainer.llm import LocalChatModel
+    from explainer.explain.explainer import fit_messages, prompt_meter
+    from explainer.llm.chat import LocalChatModel
 
-    from explainer.models import load_model
+    from explainer.collect.models import load_model
 
     chat = LocalChatModel()
     count, limit = prompt_meter(chat)

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from explainer.config import load_settings
+from explainer.settings import load_settings
 from explainer.errors import ConfigError
-from explainer.ratelimit import Limiter, Limits, LocalBucket, RedisBucket, estimate_tokens, limiter_for
+from explainer.llm.ratelimit import Limiter, Limits, LocalBucket, RedisBucket, estimate_tokens, limiter_for
 
 
 class Clock:
@@ -88,7 +88,7 @@ def test_limiter_waits_then_calls():
         pass
     slept = []
 
-    import explainer.ratelimit as rl
+    import explainer.llm.ratelimit as rl
 
     real_sleep = rl.time.sleep
     try:
@@ -104,7 +104,7 @@ def test_limiter_waits_then_calls():
 
 _GRAB = """
 import json, sys
-from explainer.ratelimit import Limits, RedisBucket
+from explainer.llm.ratelimit import Limits, RedisBucket
 url, endpoint, n, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 b = RedisBucket(url, endpoint, Limits(**json.loads(sys.argv[5])))
 got = [b.try_acquire(7, f"{hold}-{i}") == 0 for i in range(n)]

@@ -13,14 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from explainer import pipeline
+from explainer.pipeline import stages as pipeline
 from explainer.errors import ParseError, PermanentLLMError
-from explainer.pipeline import LabelOptions
-from explainer.records import UnitRecord, UnitStats, Window
-from explainer.remote_sim import (RemoteSimulator, client_for, endpoint_simulator, read_chat_logprobs,
+from explainer.pipeline.options import LabelOptions
+from store.records import UnitRecord, UnitStats, Window
+from explainer.score.endpoint import (RemoteSimulator, client_for, endpoint_simulator, read_chat_logprobs,
                                   read_json_answer, reset_detection)
 from explainer.runtime import get_store
-from explainer.scorers import evaluate, make_scorer
+from explainer.score.registry import evaluate, make_scorer
 
 LN = math.log
 
@@ -289,7 +289,7 @@ def test_parsers_directly():
 # -- the registered scorer, settings and score_stage ------------------------------------------
 
 def test_endpoint_scorer_reads_its_settings(settings, monkeypatch, fake):
-    from explainer.config import load_settings
+    from explainer.settings import load_settings
     from explainer.errors import ConfigError
 
     with pytest.raises(ConfigError, match="EXPLAINER_SIMULATOR_BASE_URL"):
@@ -327,7 +327,7 @@ def stored(settings):
 
 
 def test_score_stage_stores_method_fidelity_model_and_heldout_ids(stored, fake, monkeypatch):
-    from explainer.config import load_settings
+    from explainer.settings import load_settings
 
     settings, store, eid = stored
     server = fake(completions=False)
@@ -358,7 +358,7 @@ def test_score_stage_stores_method_fidelity_model_and_heldout_ids(stored, fake, 
 
 
 def test_score_stage_records_an_endpoint_without_predictions_as_failed(stored, fake, monkeypatch):
-    from explainer.config import load_settings
+    from explainer.settings import load_settings
 
     settings, store, eid = stored
     server = fake(completions=False, chat_logprobs=False, answer="no idea")
@@ -372,7 +372,7 @@ def test_score_stage_records_an_endpoint_without_predictions_as_failed(stored, f
 
 
 def test_detection_from_a_plain_answer_is_low_fidelity(fake):
-    from explainer.detection import RemoteDetector
+    from explainer.score.detection import RemoteDetector
 
     server = fake(chat_logprobs=False)
     det = RemoteDetector(client_for(server.base_url, None, 5.0, max_retries=0), "fake")
@@ -412,7 +412,7 @@ def test_a_transient_endpoint_error_in_scoring_is_raised_for_a_retry_then_record
 
 def test_endpoint_credentials_never_reach_errors_or_details(fake):
     """A base URL with a user, password or query key is named without them in errors and details."""
-    from explainer.remote_sim import reset_detection
+    from explainer.score.endpoint import reset_detection
 
     server = fake(no_digits=True)
     reset_detection()

@@ -2,11 +2,16 @@ import html
 import json
 import re
 
-from explainer.records import UnitRecord, UnitStats, Window
+from store.records import UnitRecord, UnitStats, Window
 import jsonschema
 
-from explainer.report import (ReportCalibration, ReportEntry, ReportMeta, ReportScore, render_html, render_markdown,
-                              report_json, report_warnings, schema_path, write_html)
+from explainer.report.model import ReportCalibration, ReportEntry, ReportMeta, ReportScore
+from explainer.report.render import write_report
+from explainer.report.to_html import render_html
+from explainer.report.to_markdown import render_markdown
+from explainer.report.to_json import report_json
+from explainer.report.warnings import report_warnings
+from explainer.report.render import schema_path
 
 
 def validate_report(data: dict) -> None:
@@ -57,7 +62,7 @@ def _entries():
 
 
 def test_html_contains_units_explanations_scores_and_highlights():
-    out = render_html(_entries(), generated_by="explainer 0.1")
+    out = render_html(_entries(), ReportMeta(generated_by="explainer 0.1"))
     for e in _entries():
         assert e.record.unit_id in out
     assert "Function names after `def`" in out
@@ -126,7 +131,7 @@ def test_scores_show_their_scorer_discrimination():
 
 
 def test_no_external_urls():
-    out = render_html(_entries(), generated_by="test")
+    out = render_html(_entries(), ReportMeta(generated_by="test"))
     assert not re.search(r"https?:", out)
     assert "<script" not in out.lower().replace("&lt;script", "")
     assert "<link" not in out and "@import" not in out and "src=" not in out
@@ -152,7 +157,7 @@ def test_markdown_and_json_contain_same_units():
 
 
 def test_write_html_creates_file(tmp_path):
-    path = write_html(_entries(), tmp_path / "nested" / "dir" / "report.html", title="T")
+    path = write_report(_entries(), tmp_path / "nested" / "dir" / "report.html", "html", ReportMeta(title="T"))
     assert path.exists()
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "<title>T</title>" in text
@@ -233,7 +238,8 @@ def test_empty_report_says_so():
 
 def test_low_score_threshold_follows_the_kind_of_scorer():
     """0.55 is a fair correlation but near chance for balanced accuracy or AUROC (0.5)."""
-    from explainer.report import ReportScore, _score_warnings
+    from explainer.report.model import ReportScore
+    from explainer.report.warnings import _score_warnings
 
     corr = ReportScore("simulation-embedding", 0.55, 0.5, 0.6, details={"kind": "simulation"})
     window = ReportScore("detection", 0.55, 0.5, 0.6, details={"kind": "window"})

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from test_report import _entries
 
-from explainer.report import ReportMeta, render_report
+from explainer.report.model import ReportMeta
+from explainer.report.render import render_report
 
 MIN_INK = 0.002
 """Share of non-white pixels below which a page counts as blank."""

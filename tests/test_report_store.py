@@ -11,8 +11,8 @@ from test_report import validate_report
 from test_report_pdf import pdf_pages
 from test_search_fixtures import collection_id, unit, write_units
 
-from explainer.api import ApiConfig, create_app
-from explainer.cli import main
+from explainer.api.app import ApiConfig, create_app
+from workers.cli import main
 from explainer.runtime import get_store
 
 MARKER = "sk-test-SECRET-marker-0123456789"
@@ -37,7 +37,7 @@ def reported(settings, monkeypatch):
     cid = collection_id(u)
     from sqlalchemy import update
 
-    from store.sql import collections
+    from store.schema import collections
 
     with store.engine.begin() as conn:
         conn.execute(update(collections).where(collections.c.id == cid).values(config=json.dumps(CONFIG)))

@@ -11,10 +11,10 @@ from conftest import free_port
 
 from bench.fake_openai import FakeOpenAI, ServerThread
 from bench.synthetic import store_synthetic_collection
-from explainer import pipeline
-from explainer.cli import main
-from explainer.llm import LLMConfig
-from explainer.pipeline import LabelOptions
+from explainer.pipeline import stages as pipeline
+from workers.cli import main
+from explainer.llm.chat import LLMConfig
+from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
 from store import runs
 from workers.batch import label_units, open_run, run_key
@@ -129,7 +129,7 @@ def test_runs_command_lists_and_shows(settings, units, server, capsys):
 
 
 def test_units_argument():
-    from explainer.cli import build_parser
+    from explainer.cli.main import build_parser
 
     p = build_parser()
     assert p.parse_args(["label", "--units", "all"]).units == "all"
@@ -157,7 +157,7 @@ def test_workers_load_no_model_at_import():
     import subprocess
     import sys
 
-    code = ("import sys, workers, workers.batch, explainer.models as m; "
+    code = ("import sys, workers, workers.batch, explainer.collect.models as m; "
             "print(sorted(k for k in ('torch', 'transformers', 'chromadb', 'sentence_transformers') if k in sys.modules), len(m._cache))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -191,7 +191,7 @@ def test_no_more_chains_in_flight_than_the_window(settings, units, server, monke
 
 
 def test_label_prints_the_run_summary(capsys):
-    from explainer.cli import _print_human
+    from explainer.cli.main import _print_human
 
     _print_human("label", {"run_id": "abcdef1234567890", "run": {"done": 5, "failed": 1, "pending": 0, "units": 6,
                                                                "tokens": 900},
@@ -202,7 +202,7 @@ def test_label_prints_the_run_summary(capsys):
 
 def test_a_thread_pool_worker_loads_each_model_once():
     """The llm workers run many threads: the first tasks of all of them, arriving together, must
-    share one embedding model (and one subject/local model: explainer.models.load_model locks too)."""
+    share one embedding model (and one subject/local model: explainer.collect.models.load_model locks too)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import store.vectors as vectors

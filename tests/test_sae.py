@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from explainer.collect import CollectConfig, collect, make_sequences
+from explainer.collect.collector import CollectConfig, collect, make_sequences
 from explainer.errors import SAEError
-from explainer.hooks import capture, resolve_hookpoint
-from explainer.sae import load_sae
+from explainer.collect.hooks import capture, resolve_hookpoint
+from explainer.collect.sae import load_sae
 from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
 
 sae_lens = pytest.importorskip("sae_lens")
@@ -250,7 +250,7 @@ def _edit_weights(path, fn, name="sae_weights.safetensors"):
 
 
 def test_d_in_mismatch_is_rejected_before_anything_is_written(tiny_model, tiny_model_dir, tmp_path, settings):
-    from explainer.pipeline import collect_stage
+    from explainer.pipeline.stages import collect_stage
     from explainer.runtime import get_store
 
     make_saelens(tmp_path / "sae", "standard", hook="blocks.1.mlp.hook_post")  # d_in 64, but 128 MLP neurons
@@ -313,7 +313,7 @@ def test_unknown_sparsify_hookpoint_and_missing_files(tmp_path):
 
 
 def test_cli_collects_sae_features_and_reports_bad_files(tiny_model_dir, tmp_path, settings, capsys):
-    from explainer.cli import main
+    from workers.cli import main
 
     make_saelens(tmp_path / "sae", "topk")
     corpus = tmp_path / "c.txt"

@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from explainer.collect import CollectConfig, collect
-from explainer.directions import load_directions
+from explainer.collect.collector import CollectConfig, collect
+from explainer.collect.directions import load_directions
 from explainer.errors import SAEError
-from explainer.hooks import resolve_hookpoint
+from explainer.collect.hooks import resolve_hookpoint
 from test_collect import DOCS
 
 NAMES = ["joy", "fear", "hallucination"]

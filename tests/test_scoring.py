@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from explainer.scoring import SimulationScore, pearson, score_simulation
+from explainer.score.correlation import SimulationScore, pearson, score_simulation
 
 
 # -- pearson ------------------------------------------------------------------------------

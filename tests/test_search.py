@@ -8,10 +8,10 @@ import json
 import pytest
 from test_search_fixtures import UNITS, searchable, unit, write_units  # noqa: F401
 
-from explainer.cli import main
+from workers.cli import main
 from explainer.errors import InputError
 from explainer.runtime import get_index, get_store
-from explainer.search import DEPTH, SearchFilters, load_scan, rrf_fuse, search, search_page
+from explainer.search.hybrid import DEPTH, SearchFilters, load_scan, rrf_fuse, search, search_page
 from store.keyword import SEARCH_SCORER, UNSCORED, query_terms
 
 
@@ -164,7 +164,7 @@ def test_keyword_index_follows_saves(settings):
 
 @pytest.mark.postgres
 def test_keyword_search_on_postgres(settings, postgres_url, monkeypatch):
-    from explainer.config import load_settings
+    from explainer.settings import load_settings
 
     monkeypatch.setenv("EXPLAINER_DATABASE_URL", postgres_url)
     pg = load_settings()
@@ -184,7 +184,7 @@ def test_keyword_search_on_postgres(settings, postgres_url, monkeypatch):
 
 
 def test_search_scorer_is_the_pipeline_default():
-    from explainer.scorers import DEFAULT_SCORERS
+    from explainer.score.registry import DEFAULT_SCORERS
 
     assert SEARCH_SCORER == DEFAULT_SCORERS[0], "store.keyword.SEARCH_SCORER must follow DEFAULT_SCORERS[0]"
 

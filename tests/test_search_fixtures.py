@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from explainer.pipeline import index_stage
-from explainer.records import UnitRecord, UnitStats, Window
+from explainer.pipeline.stages import index_stage
+from store.records import UnitRecord, UnitStats, Window
 from explainer.runtime import get_store
 from store.keyword import SEARCH_SCORER
 from store.sql import key_id

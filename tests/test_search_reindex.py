@@ -7,10 +7,10 @@ import json
 
 from test_search_fixtures import unit, write_units
 
-from explainer.cli import main
-from explainer.reindex import check, reindex
+from workers.cli import main
+from explainer.search.reindex import check, reindex
 from explainer.runtime import get_index, get_store
-from explainer.search import search
+from explainer.search.hybrid import search
 from store.keyword import SEARCH_SCORER
 
 
@@ -64,7 +64,7 @@ def test_check_reports_each_kind_of_difference_and_reindex_repairs_them(settings
     # keyword index drifting by hand (e.g. a crash between the two writes)
     from sqlalchemy import update
 
-    from store.sql import keyword_docs
+    from store.schema import keyword_docs
 
     with store.engine.begin() as conn:
         conn.execute(update(keyword_docs).where(keyword_docs.c.explanation_id == eids[unit(3).unit_id])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from test_search_fixtures import searchable, unit  # noqa: F401
 
-from explainer.pipeline import index_metadata
+from explainer.search.index import index_metadata
 from explainer.runtime import get_index, get_store
-from explainer.search import SearchFilters, load_scan, search
+from explainer.search.hybrid import SearchFilters, load_scan, search
 from store.scan import VectorScan
 
 
@@ -94,7 +94,7 @@ def test_scan_sees_what_other_processes_index(searchable):
 
 
 def test_reindex_keeps_the_loaded_scan_current(searchable):
-    from explainer.reindex import reindex
+    from explainer.search.reindex import reindex
 
     load_scan(searchable)
     index = get_index(searchable)

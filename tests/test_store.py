@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from explainer.records import UnitRecord, UnitStats, Window
+from store.records import UnitRecord, UnitStats, Window
 from store.sql import SQLStore, key_id
 
 

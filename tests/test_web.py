@@ -16,7 +16,7 @@ import pytest
 from conftest import free_port
 from test_search_fixtures import searchable, unit  # noqa: F401
 
-from explainer.api import ApiConfig, create_app
+from explainer.api.app import ApiConfig, create_app
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(__file__).resolve().parent.parent / "out" / "screenshots"

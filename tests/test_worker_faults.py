@@ -34,9 +34,9 @@ N_UNITS = 40
 
 CLIENT = """
 import json, sys
-from explainer.config import load_settings
-from explainer.llm import LLMConfig
-from explainer.pipeline import LabelOptions
+from explainer.settings import load_settings
+from explainer.llm.chat import LLMConfig
+from explainer.pipeline.stages import LabelOptions
 from workers.batch import label_units
 base_url, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 ids = [f"synth/layers.0.mlp/{i}" for i in range(n)]

@@ -15,28 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from explainer.config import Settings
-from explainer.pipeline import LabelOptions
+from explainer.settings import Settings
+from explainer.pipeline.backend import BatchResult
+from explainer.pipeline.options import LabelOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    run_id: str
-    unit_ids: list[str]
-    task_errors: dict[str, str]
-    """Unit id → error of a chain that raised (a bug or an infrastructure fault), not a recorded failure."""
-    seconds: float
-    submitted: int = 0
-    """Chains sent by this invocation."""
-    skipped: int = 0
-    """Units already done (or failed, without ``retry_failed``) before this invocation."""
-    counts: dict[str, int] = field(default_factory=dict)
-    """The run's done / failed / pending / units / tokens after this invocation."""
 
 
 def run_options(opts: LabelOptions) -> dict[str, Any]:
@@ -48,7 +33,7 @@ def run_options(opts: LabelOptions) -> dict[str, Any]:
 
 def run_key(collection_id: str, opts: LabelOptions) -> str:
     """The run id of (collection, options, explain prompt hash): the same command gives the same run."""
-    from explainer.prompts import load_template
+    from explainer.llm.prompts import load_template
     from store.sql import key_id
 
     template = load_template(opts.explain_prompt)
@@ -57,7 +42,7 @@ def run_key(collection_id: str, opts: LabelOptions) -> str:
 
 def open_run(settings: Settings, collection_id: str, unit_ids: Iterable[str], opts: LabelOptions) -> str:
     """Create or reuse the run and add ``unit_ids`` to it (each with its explanation's key)."""
-    from explainer.prompts import load_template
+    from explainer.llm.prompts import load_template
     from explainer.runtime import get_store
     from store import runs
     from store.sql import key_id
@@ -80,11 +65,11 @@ def label_units(settings: Settings, collection_id: str, unit_ids: list[str], opt
     from explainer.runtime import get_store
     from store import runs
 
-    from .celery_app import configure
+    from workers.celery_app import configure
 
     app = configure(settings)
     if settings.embedded_broker:
-        from .embedded import start_embedded_worker
+        from workers.embedded import start_embedded_worker
 
         start_embedded_worker(app)
     start = time.monotonic()
@@ -112,7 +97,7 @@ def label_units(settings: Settings, collection_id: str, unit_ids: list[str], opt
 def _run_window(app: Any, settings: Settings, collection_id: str, todo: list[str], opts: LabelOptions, window: int,
                 bar: Any, deadline: float | None) -> dict[str, str]:
     """Keep at most ``window`` chains in flight until ``todo`` is exhausted; unit id → chain error."""
-    from .tasks import unit_chain
+    from workers.tasks import unit_chain
 
     payload = opts.to_payload()
     in_flight: dict[str, Any] = {}
@@ -231,8 +216,8 @@ def collect_on_worker(settings: Settings, model: str, hookpoint: str | None, cor
 
     from explainer.errors import ExplainerError
 
-    from .celery_app import configure
-    from .tasks import collect_task
+    from workers.celery_app import configure
+    from workers.tasks import collect_task
 
     configure(settings)
     res = collect_task.apply_async((model, hookpoint, corpus, config, sae, directions))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from explainer.config import Settings, load_settings
+from explainer.settings import Settings, load_settings
 
 
 def celery_config(settings: Settings) -> dict:

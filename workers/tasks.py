@@ -2,7 +2,7 @@
 
 Each task re-reads its state from the SQL store, so a message delivered twice does no harm.
 Models (subject, local LLM, embedder) are loaded lazily on first use, once per worker process
-(``explainer.models.load_model`` and the runtime singletons), never at import or before a fork.
+(``explainer.collect.models.load_model`` and the runtime singletons), never at import or before a fork.
 Transient LLM errors are retried with exponential backoff and jitter; on the last attempt
 the stage records the failure instead of raising.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from explainer import pipeline
-from explainer.config import load_settings
+from explainer.pipeline import stages as pipeline
+from explainer.settings import load_settings
 from explainer.errors import TransientLLMError
 
-from .celery_app import app
+from workers.celery_app import app
 
 RETRY = dict(bind=True, autoretry_for=(TransientLLMError,), max_retries=3, retry_backoff=2,
              retry_backoff_max=60, retry_jitter=True)
@@ -26,7 +26,7 @@ def collect_task(self: Any, model: str, hookpoint: str | None, corpus: str | Non
                  sae: str | None = None, directions: str | None = None) -> str:
     """Collect (or reuse) a collection on a worker of the ``collect`` queue (a GPU host). Paths
     (corpus, SAE, directions) are read on the worker, so they must exist there."""
-    from explainer.collect import CollectConfig
+    from explainer.collect.collector import CollectConfig
 
     return pipeline.collect_stage(load_settings(), model, hookpoint, corpus, CollectConfig(**config), progress=False,
                                   sae=sae, directions=directions)

@@ -1,0 +1,365 @@
+"""The HTTP API (FastAPI) and the web page it serves: thin adapters over search, views, reports
+and the index maintenance functions that the CLI calls too.
+
+Routes under ``/api/v1`` need an API key in the ``X-API-Key`` header: a *read* key for the
+read routes, a *write* key (which also reads) for the ones that change state. Keys come from the
+environment (``EXPLAINER_API_READ_KEYS``, ``EXPLAINER_API_WRITE_KEYS``, comma-separated); with
+none configured, no request gets data. The page (``/``, ``/static/…``), ``/healthz`` and the
+OpenAPI spec (``/openapi.json``) need no key and hold no data. Every error is JSON:
+``{"error": {"status", "code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from pydantic import StringConstraints
+from starlette.exceptions import HTTPException
+
+from explainer.api import models as m
+from explainer.settings import Settings, load_settings
+from explainer.errors import ExplainerError, InputError, UnknownUnitError
+from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SOURCES, SearchFilters
+
+__all__ = ["ApiConfig", "load_api_config", "create_app"]
+
+log = logging.getLogger(__name__)
+WEB_DIR = Path(__file__).resolve().parent / "web"
+MAX_QUERY_STRING = 8192
+"""Longest accepted URL query string (bytes); longer requests get 414."""
+MAX_BODY = 16384
+"""Largest accepted request body (bytes); larger requests get 413."""
+MAX_REPORT_UNITS = 50
+MAX_RUNS_PAGE = 100
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """API keys; never logged or serialised."""
+
+    read_keys: tuple[str, ...] = ()
+    write_keys: tuple[str, ...] = ()
+    """Write keys may also read."""
+
+    def __repr__(self) -> str:
+        return f"ApiConfig(read_keys=<{len(self.read_keys)}>, write_keys=<{len(self.write_keys)}>)"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.read_keys or self.write_keys)
+
+
+def load_api_config(env: dict[str, str] | None = None) -> ApiConfig:
+    """Keys from ``EXPLAINER_API_READ_KEYS`` and ``EXPLAINER_API_WRITE_KEYS`` (comma-separated)."""
+    env = dict(os.environ if env is None else env)
+
+    def keys(name: str) -> tuple[str, ...]:
+        return tuple(k.strip() for k in env.get(name, "").split(",") if k.strip())
+
+    return ApiConfig(read_keys=keys("EXPLAINER_API_READ_KEYS"), write_keys=keys("EXPLAINER_API_WRITE_KEYS"))
+
+
+def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"status": status, "code": code, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+          413: "payload_too_large", 414: "uri_too_long", 422: "validation_error"}
+_ERRORS = {code: {"model": m.ErrorBody, "description": desc} for code, desc in (
+    (401, "no API key, or an unknown one"), (403, "the key may not use this route"),
+    (404, "no such unit, run or route"), (413, "request body too large"), (414, "query string too long"),
+    (422, "invalid or oversized parameters"), (500, "internal error"))}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON (``ErrorBody``), and the size limits (414, 413) checked first."""
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                   for e in exc.errors()]
+        where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
+        return _error(422, "validation_error", f"invalid request: {where}", details)
+
+    @app.exception_handler(UnknownUnitError)
+    async def unknown_unit(_: Request, exc: UnknownUnitError) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(InputError)
+    async def bad_input(_: Request, exc: InputError) -> JSONResponse:
+        return _error(422, "validation_error", str(exc))
+
+    @app.exception_handler(ExplainerError)
+    async def explainer_error(_: Request, exc: ExplainerError) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _error(500, "internal_error", "internal server error")
+
+    @app.middleware("http")
+    async def limit_size(request: Request, call_next: Any) -> Any:
+        if len(request.scope.get("query_string", b"")) > MAX_QUERY_STRING:
+            return _error(414, "uri_too_long", f"the query string is longer than {MAX_QUERY_STRING} bytes")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return _error(413, "payload_too_large", f"the request body is larger than {MAX_BODY} bytes")
+        return await call_next(request)
+
+
+def _reject_unknown_params(request: Request) -> None:
+    """422 for query parameters the route does not declare (a typo must not silently widen a search)."""
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return
+    known: set[str] = set()
+    todo = [route.dependant]
+    while todo:
+        dep = todo.pop()
+        known.update(p.alias for p in dep.query_params)
+        todo.extend(dep.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        details = [{"loc": ["query", name], "msg": "unknown parameter", "type": "extra_forbidden"} for name in unknown]
+        raise RequestValidationError(details)
+
+
+def _auth(config: ApiConfig) -> tuple[Any, Any]:
+    """FastAPI dependencies that admit read keys (and write keys), and write keys only."""
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                          description="a read key (EXPLAINER_API_READ_KEYS) or write key (EXPLAINER_API_WRITE_KEYS)")
+
+    def known(key: str | None, keys: tuple[str, ...]) -> bool:
+        return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
+
+    def unauthorized(message: str) -> HTTPException:
+        return HTTPException(401, message, headers={"WWW-Authenticate": API_KEY_HEADER})
+
+    def check_key(key: str | None, write: bool) -> None:
+        if not config.configured:
+            raise unauthorized("this server has no API keys configured, so it serves no data")
+        if not key:
+            raise unauthorized(f"missing API key (header {API_KEY_HEADER})")
+        if not (known(key, config.read_keys) or known(key, config.write_keys)):
+            raise unauthorized("unknown API key")
+        if write and not known(key, config.write_keys):
+            raise HTTPException(403, "this route needs a write key")
+
+    def read(request: Request, key: str | None = Security(header)) -> None:
+        check_key(key, write=False)
+        _reject_unknown_params(request)
+
+    def write(request: Request, key: str | None = Security(header)) -> None:
+        check_key(key, write=True)
+        _reject_unknown_params(request)
+
+    return read, write
+
+
+QUERY_RE = r"[^\s\x1c-\x1f\x85]"
+"""A query holds a character that is not blank for Python's ``str.strip`` (which also strips the
+information separators U+001C–U+001F and U+0085) nor for the OpenAPI regex (``\\s``)."""
+UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+Model = Annotated[str | None, Query(max_length=200, pattern=NAME_RE.pattern, description="subject model, e.g. smollm2-135m")]
+Layer = Annotated[int | None, Query(ge=0, le=10_000, description="block index of the hookpoint")]
+Source = Annotated[Literal[SOURCES] | None, Query(description="kind of unit: MLP neurons, residual stream, SAE "
+                                                                 "features, directions, ...")]
+MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest simulation score")]
+Domain = Annotated[str | None, Query(max_length=64, pattern=DOMAIN_RE.pattern,
+                                     description="corpus domain among the unit's top windows, e.g. legal")]
+ReportFormat = Annotated[Literal["html", "md", "json", "pdf"], Query(description="report format")]
+
+
+def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
+    read, write = _auth(config)
+    router = APIRouter(prefix="/api/v1", responses=_ERRORS)
+
+    @router.get("/search", response_model=m.SearchPage, dependencies=[Security(read)], tags=["search"],
+                summary="Search explanations by description (semantic + keyword, fused)")
+    def search_route(
+        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=QUERY_RE, description="what the unit does")],
+        model: Model = None, layer: Layer = None, source: Source = None, min_score: MinScore = None,
+        domain: Domain = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 10,
+        offset: Annotated[int, Query(ge=0, le=DEPTH - MAX_LIMIT, description="hits to skip")] = 0,
+    ) -> dict[str, Any]:
+        from explainer.search.hybrid import search_page
+
+        filters = SearchFilters(model=model, layer=layer, source=source, min_score=min_score, domain=domain)
+        page = search_page(settings, q, filters, limit=limit, offset=offset)
+        return {"query": q, "filters": {k: v for k, v in filters.sql().items() if v is not None}, **page}
+
+    @router.get("/units/{unit_id:path}", response_model=m.UnitDetail, dependencies=[Security(read)],
+                tags=["units"], summary="One unit: statistics, histogram, explanations, scores, windows")
+    def unit_route(
+        unit_id: Annotated[str, PathParam(min_length=1, max_length=300, description="MODEL/HOOKPOINT/INDEX")],
+        collection_id: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-f]{1,64}$")] = None,
+    ) -> dict[str, Any]:
+        from explainer.report.entries import unit_detail
+
+        return unit_detail(settings, unit_id, collection_id)
+
+    @router.get("/collections", response_model=m.CollectionsPage, dependencies=[Security(read)], tags=["runs"],
+                summary="Collections and their labeling progress, newest first")
+    def collections_route(limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20,
+                          offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+        from explainer.runtime import get_store
+
+        store = get_store(settings)
+        total = store.count_rows()["collections"]
+        found = store.collection_summaries(limit=limit, offset=offset)
+        return {"collections": found, "offset": offset, "limit": limit, "total": total,
+                "next_offset": offset + limit if offset + limit < total else None}
+
+    @router.get("/runs", response_model=m.RunsPage, dependencies=[Security(read)], tags=["runs"],
+                summary="Labeling runs, newest first, with done / failed / pending units and tokens spent")
+    def runs_route(limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20,
+                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+        from store import runs
+
+        from explainer.runtime import get_store
+
+        store = get_store(settings)
+        total = runs.count_runs(store)
+        return {"runs": runs.list_runs(store, limit=limit, offset=offset), "offset": offset, "limit": limit,
+                "total": total, "next_offset": offset + limit if offset + limit < total else None}
+
+    @router.get("/runs/{run_id}", response_model=m.RunDetail, dependencies=[Security(read)], tags=["runs"],
+                summary="One labeling run: its counts and its first failures with their reasons")
+    def run_route(run_id: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$",
+                                                   description="run id, or a unique prefix of it")],
+                  failures: Annotated[int, Query(ge=0, le=MAX_RUNS_PAGE, description="failures listed")] = 50,
+                  ) -> dict[str, Any]:
+        from store import runs
+
+        from explainer.runtime import get_store
+
+        store = get_store(settings)
+        found = runs.find_runs(store, run_id)
+        if len(found) != 1:
+            raise HTTPException(404, f"no run {run_id!r}" if not found else f"run id {run_id!r} is ambiguous")
+        return runs.run_detail(store, found[0], failures_limit=failures)
+
+    report_types = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8",
+                    "json": "application/json", "pdf": "application/pdf"}
+    report_responses = {200: {"content": {"text/html": {"schema": {"type": "string"}},
+                                          "text/markdown": {"schema": {"type": "string"}},
+                                          "application/json": {"schema": {"type": "object"}},
+                                          "application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "the report in the asked format; JSON follows the published report "
+                                             "schema (explainer/report/schemas/report.schema.json)"}}
+
+    def report_response(entries: list[Any], meta: Any, fmt: str) -> Response:
+        from explainer.report.render import render_report
+
+        return Response(render_report(entries, fmt, meta), media_type=report_types[fmt],
+                        headers={"Content-Disposition": f'inline; filename="report.{fmt}"'})
+
+    @router.get("/reports", response_model=None, dependencies=[Security(read)], tags=["reports"],
+                summary="An audit report of the given units (HTML, Markdown, JSON or PDF)", responses=report_responses)
+    def report_route(unit_id: Annotated[list[UnitId], Query(min_length=1, max_length=MAX_REPORT_UNITS)],
+                     format: ReportFormat = "html") -> Response:
+        from explainer.report.select import select_report
+
+        entries, meta = select_report(settings, unit_ids=unit_id, generated_by="explainer HTTP API")
+        return report_response(entries, meta, format)
+
+    @router.get("/reports/search", response_model=None, dependencies=[Security(read)], tags=["reports"],
+                summary="An audit report of the units a search returns (no hits: an empty report that says so)",
+                responses=report_responses)
+    def report_search_route(
+        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=QUERY_RE, description="what the unit does")],
+        model: Model = None, layer: Layer = None, source: Source = None, min_score: MinScore = None,
+        domain: Domain = None, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="hits to report")] = 20,
+        format: ReportFormat = "html",
+    ) -> Response:
+        from explainer.report.select import select_report
+
+        filters = {"model": model, "layer": layer, "source": source, "min_score": min_score, "domain": domain}
+        entries, meta = select_report(settings, query=q, filters=filters, limit=limit, generated_by="explainer HTTP API")
+        return report_response(entries, meta, format)
+
+    @router.get("/reports/runs/{run}", response_model=None, dependencies=[Security(read)], tags=["reports"],
+                summary="An audit report of a labeling run's (or a collection's) explained units",
+                responses=report_responses)
+    def report_run_route(run: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                                       description="a labeling run or collection id")],
+                         format: ReportFormat = "html") -> Response:
+        from explainer.report.select import select_report
+        from explainer.runtime import get_store
+
+        if get_store(settings).report_selection(run) is None:
+            raise HTTPException(404, f"unknown run or collection id {run!r}")
+        entries, meta = select_report(settings, run=run, generated_by="explainer HTTP API")
+        return report_response(entries, meta, format)
+
+    @router.get("/index/check", response_model=m.CheckResult, dependencies=[Security(read)], tags=["index"],
+                summary="Differences between SQL and the search indexes")
+    def check_route() -> dict[str, Any]:
+        from explainer.search.reindex import check
+
+        return check(settings)
+
+    @router.post("/index/rebuild", response_model=m.ReindexResult, dependencies=[Security(write)], tags=["index"],
+                 summary="Rebuild the search indexes from SQL (write key)")
+    def rebuild_route() -> dict[str, Any]:
+        from explainer.search.reindex import reindex
+
+        return reindex(settings)
+
+    return router
+
+
+def create_app(settings: Settings | None = None, config: ApiConfig | None = None, warm_up: bool = False) -> FastAPI:
+    """The API and web page for ``settings`` (default: from the environment) and ``config``
+    (default: keys from the environment). ``warm_up`` loads the embedding model and the in-memory
+    vector scan at start-up (without it, semantic ranking uses Chroma's filtered query)."""
+    from contextlib import asynccontextmanager
+
+    settings = settings or load_settings()
+    config = config or load_api_config()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if warm_up:
+            from explainer.runtime import get_index
+            from explainer.search.hybrid import load_scan
+
+            get_index(settings).embedder.embed(["warm up"])
+            log.info("vector scan loaded: %d explanations", load_scan(settings))
+        yield
+
+    app = FastAPI(title="Activation explainer", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Search, inspect and report explanations of units inside language models. "
+                              f"Send an API key in the `{API_KEY_HEADER}` header.")
+    _install_error_handlers(app)
+    app.include_router(_api_router(settings, config))
+
+    @app.get("/healthz", response_model=m.Health, tags=["meta"], summary="Liveness (no key needed)")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app

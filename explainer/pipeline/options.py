@@ -1,0 +1,39 @@
+"""How units are explained and scored: the options of a labeling run, carried in task payloads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from explainer.llm.chat import LLMConfig
+from explainer.score.registry import DEFAULT_SCORERS
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How units are explained and scored; travels in task payloads (no secrets)."""
+
+    explainer: LLMConfig = field(default_factory=LLMConfig)
+    explain_prompt: str = "explain"
+    simulate_prompt: str = "simulate"
+    simulator_model: str = "smollm2-135m"
+    """Local model for the ``simulation-logits`` scorer."""
+    scorers: tuple[str, ...] = DEFAULT_SCORERS
+    """Scorers stored for each explanation; the first one ranks search results."""
+    best_of: int = 1
+    """LLM answers per unit (the first greedy, the others sampled); the best is kept."""
+    baseline_candidate: bool = False
+    """Also consider the no-LLM baseline explanation as a candidate."""
+    selection_scorer: str = "simulation-embedding"
+    """Cheap scorer that ranks candidates on the windows the explainer saw."""
+    cascade_scorer: str | None = None
+    """Expensive scorer spent only on the ``cascade_top`` best-ranked candidates."""
+    cascade_top: int = 2
+    retry_failed: bool = False
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "LabelOptions":
+        return cls(**{**payload, "explainer": LLMConfig(**payload["explainer"]), "scorers": tuple(payload["scorers"])})

@@ -1,0 +1,71 @@
+"""Render a report in one of its four formats (secrets scrubbed first) and write it."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import replace
+from typing import Any
+
+from explainer.errors import InputError
+from explainer.provenance import scrub, secret_values
+from explainer.report.model import FORMATS, ReportEntry, ReportMeta, ReportScore
+from explainer.report.to_html import render_html
+from explainer.report.to_json import report_json
+from explainer.report.to_markdown import render_markdown
+from explainer.report.to_pdf import render_pdf
+
+def schema_path() -> pathlib.Path:
+    """The JSON Schema of :func:`explainer.report.to_json.report_json` (shipped as package data)."""
+    return pathlib.Path(__file__).resolve().parent / "schemas" / "report.schema.json"
+
+
+def _scrub_score(s: ReportScore, secrets: list[str]) -> ReportScore:
+    return replace(s, error=scrub(s.error, secrets), details=scrub(s.details, secrets))
+
+
+def _scrub_explanation(x: Any, secrets: list[str]) -> Any:
+    """A copy of a :class:`ReportExplanation` or :class:`ReportEntry` with secrets scrubbed from
+    every free text that came from an LLM, an error or a settings mapping."""
+    common = dict(scores=tuple(_scrub_score(s, secrets) for s in x.scores),
+                  calibrations=tuple(replace(c, score=_scrub_score(c.score, secrets)) for c in x.calibrations),
+                  provenance=scrub(x.provenance, secrets))
+    if isinstance(x, ReportEntry):
+        return replace(x, explanation=scrub(x.explanation, secrets), explanation_error=scrub(x.explanation_error, secrets),
+                       others=tuple(_scrub_explanation(o, secrets) for o in x.others), **common)
+    return replace(x, text=scrub(x.text, secrets), error=scrub(x.error, secrets), **common)
+
+
+def scrub_report(entries: list[ReportEntry], meta: ReportMeta) -> tuple[list[ReportEntry], ReportMeta]:
+    """Entries and metadata with the values of secret environment variables (API keys, tokens,
+    passwords) and URL credentials replaced by ``[redacted]``, wherever they might have been
+    stored (an LLM error message, a settings mapping, a query)."""
+    secrets = secret_values()
+    return ([_scrub_explanation(e, secrets) for e in entries],
+            replace(meta, note=scrub(meta.note, secrets), selection=scrub(meta.selection, secrets),
+                    title=scrub(meta.title, secrets)))
+
+
+def render_report(entries: list[ReportEntry], fmt_: str, meta: ReportMeta | None = None) -> bytes:
+    """The report in one of :data:`FORMATS`, as bytes (UTF-8 text, or a PDF file); secrets are
+    scrubbed first (:func:`scrub_report`)."""
+    entries, meta = scrub_report(list(entries), meta or ReportMeta())
+    if fmt_ == "html":
+        return render_html(entries, meta).encode("utf-8")
+    if fmt_ == "md":
+        return render_markdown(entries, meta=meta).encode("utf-8")
+    if fmt_ == "json":
+        return (json.dumps(report_json(entries, meta), indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode()
+    if fmt_ == "pdf":
+        return render_pdf(entries, meta)
+    raise InputError(f"unknown report format {fmt_!r}; choose one of {', '.join(FORMATS)}")
+
+
+def write_report(entries: list[ReportEntry], path: str | pathlib.Path, fmt_: str,
+                 meta: ReportMeta | None = None) -> pathlib.Path:
+    """Render and write a report, creating parent directories."""
+    data = render_report(entries, fmt_, meta)
+    p = pathlib.Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p

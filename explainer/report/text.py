@@ -1,0 +1,101 @@
+"""Plain-text pieces every report rendering shares: numbers, intervals, score lines, window
+groups and the activation histogram."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from explainer.report.model import DOMAIN_DROP, LOW_SCORE, LOW_WINDOW_SCORE, MIN_ACTIVATING_WINDOWS, MIN_TOP_WINDOWS, STRONG, WIDE_INTERVAL, ReportCalibration, ReportEntry, ReportExplanation, ReportScore
+from store.records import UnitRecord, Window, finite
+
+
+def fmt(x: float | None) -> str:
+    return "—" if finite(x) is None else f"{x:.3f}"
+
+
+def interval(s: ReportScore) -> str:
+    if finite(s.ci_low) is None or finite(s.ci_high) is None:
+        return "95% CI —"
+    return f"95% CI [{s.ci_low:.3f}, {s.ci_high:.3f}]"
+
+
+def score_ok(s: ReportScore) -> bool:
+    return s.status == "ok" and finite(s.value) is not None
+
+
+def has_text(e: ReportExplanation | ReportEntry) -> bool:
+    status = e.status if isinstance(e, ReportExplanation) else e.explanation_status
+    text = e.text if isinstance(e, ReportExplanation) else e.explanation
+    return status == "ok" and text is not None
+
+
+def unit_max(record: UnitRecord) -> float:
+    if finite(record.stats.max) is not None and record.stats.max > 0:
+        return record.stats.max
+    return max((w.max_activation for w in record.windows), default=0.0)
+
+
+def discrimination_text(s: ReportScore) -> str:
+    d = s.discrimination
+    if not d:
+        return "discrimination not measured"
+    return (f"discrimination: AUROC {d['auroc']:.2f}, {d['pairs_correct']:.0%} of right/wrong pairs ranked "
+            f"correctly on {int(d.get('n_concepts', 0))} planted concepts")
+
+
+def score_line(s: ReportScore) -> str:
+    """``scorer (simulator): value, 95% CI [lo, hi]; per domain …`` as plain text."""
+    sim = f" (simulator {s.simulator_model})" if s.simulator_model else ""
+    if not score_ok(s):
+        return f"{s.scorer}{sim}: failed: {s.error or 'unknown error'}"
+    dom = ", ".join(f"{d} {fmt(v)}" for d, v in sorted(s.per_domain.items()))
+    return f"{s.scorer}{sim}: {fmt(s.value)}, {interval(s)}" + (f"; per domain: {dom}" if dom else "")
+
+
+def calibration_line(c: ReportCalibration) -> str:
+    s = c.score
+    if not score_ok(s):
+        return f"workflow domain {c.domain} ({s.scorer}): failed: {s.error or 'unknown error'}"
+    return f"workflow domain {c.domain}: score {fmt(s.value)} ({s.scorer}, {interval(s)})"
+
+
+def strong_tokens(w: Window, umax: float) -> list[bool]:
+    return [umax > 0 and finite(a) is not None and a >= STRONG * umax and bool(t.strip())
+            for t, a in zip(w.tokens, w.activations)]
+
+
+def window_groups(record: UnitRecord) -> list[tuple[str, list[Window]]]:
+    """Headings and windows in report order: shown top, held-out top, quantile, random."""
+    groups = [("Top windows (shown to explainer)", record.windows_for("explain", "top")),
+              ("Top windows (held out)", record.windows_for("heldout", "top")),
+              ("Quantile windows", [w for w in record.windows if w.kind == "quantile"]),
+              ("Random windows (held out)", record.windows_for("heldout", "random"))]
+    return [(h, ws) for h, ws in groups if ws]
+
+
+def histogram_data(record: UnitRecord, bins: int = 20) -> dict[str, Any]:
+    """The unit's activation histogram: the collector's histogram of activating sequences' maxima
+    when recorded, else the activations of every token in the kept windows."""
+    st = record.stats
+    if st.histogram and len(st.histogram_edges) == len(st.histogram) + 1:
+        return {"of": "max activation of each activating sequence", "counts": [int(c) for c in st.histogram],
+                "edges": [float(e) for e in st.histogram_edges]}
+    acts = [a for w in record.windows for a in w.activations if finite(a) is not None]
+    if not acts:
+        return {"of": "token activations in the kept windows", "counts": [], "edges": []}
+    lo, hi = min(acts + [0.0]), max(acts)
+    hi = hi if hi > lo else lo + 1.0
+    edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+    counts = [0] * bins
+    for a in acts:
+        counts[min(bins - 1, int((a - lo) / (hi - lo) * bins))] += 1
+    return {"of": "token activations in the kept windows", "counts": counts, "edges": edges}
+
+
+def histogram_axis_label(h: dict[str, Any]) -> str:
+    """X-axis caption of a :func:`histogram_data` plot."""
+    if h["of"].startswith("max activation"):
+        return "activation (raw units; each octave split into four bins)"
+    return "activation (raw units)"
+
+

@@ -1,0 +1,95 @@
+"""Report warnings: the reasons a reader should distrust an explanation, its scores or the
+unit's evidence, each as a (code, message) pair."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from explainer.report.model import DOMAIN_DROP, LOW_SCORE, LOW_WINDOW_SCORE, MIN_ACTIVATING_WINDOWS, MIN_TOP_WINDOWS, STRONG, WIDE_INTERVAL, ReportCalibration, ReportEntry, ReportExplanation, ReportScore
+from store.records import UnitRecord, Window, finite
+from explainer.report.text import has_text, score_ok
+
+
+def _score_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if not score_ok(s):
+        return [("scoring_failed", f"{prefix}{s.scorer}: scoring failed")]
+    low = LOW_WINDOW_SCORE if (s.details or {}).get("kind") == "window" else LOW_SCORE
+    if s.value < low:
+        out.append(("low_score", f"{prefix}{s.scorer}: score < {low}"))
+    lo, hi = finite(s.ci_low), finite(s.ci_high)
+    if lo is not None and hi is not None and hi - lo > WIDE_INTERVAL:
+        out.append(("wide_interval", f"{prefix}{s.scorer}: interval wider than {WIDE_INTERVAL}"))
+    doms = {d: v for d, v in s.per_domain.items() if finite(v) is not None}
+    for d, v in sorted(doms.items()):
+        others = {o: x for o, x in doms.items() if o != d}
+        if not others:
+            continue
+        best = max(others, key=lambda o: others[o])
+        if others[best] - v > DOMAIN_DROP:
+            out.append(("domain_drop", f"{prefix}{s.scorer}: in domain '{d}' the score ({v:.2f}) drops well below "
+                                       f"'{best}' ({others[best]:.2f}); the explanation may not transfer to '{d}'"))
+    return out
+
+
+def _calibration_warnings(c: ReportCalibration, scores: tuple[ReportScore, ...]) -> list[tuple[str, str]]:
+    s = c.score
+    if not score_ok(s):
+        return [("calibration_failed", f"workflow domain {c.domain} ({s.scorer}): not scored: {s.error or 'failed'}")]
+    ref = next((o for o in scores if o.scorer == s.scorer and score_ok(o)), None)
+    if ref is None:
+        return []
+    best = max([ref.value, *[v for v in ref.per_domain.values() if finite(v) is not None]])
+    if best - s.value > DOMAIN_DROP:
+        return [("domain_drop", f"workflow domain {c.domain}: score {s.value:.2f} ({s.scorer}) drops well below "
+                                f"{best:.2f} on the collection corpus; the explanation may not transfer to {c.domain}")]
+    return []
+
+
+def explanation_warnings(e: ReportExplanation) -> list[tuple[str, str]]:
+    """(code, message) reasons to distrust one explanation's scores."""
+    if not has_text(e):
+        return []
+    out = [w for s in e.scores for w in _score_warnings(s)]
+    for c in e.calibrations:
+        out += _calibration_warnings(c, e.scores)
+    if e.source == "baseline":
+        out.append(("baseline_explanation", "explanation from the no-LLM baseline (most frequent top tokens)"))
+    for s in e.scores:
+        d = s.discrimination
+        if d is None:
+            out.append(("discrimination_unmeasured", f"{s.scorer}: discrimination never measured"))
+        elif d.get("auroc", 0) < 0.7:
+            out.append(("weak_discrimination",
+                        f"{s.scorer}: barely tells right from wrong explanations (AUROC {d['auroc']:.2f})"))
+    return out
+
+
+def unit_warnings(record: UnitRecord) -> list[tuple[str, str]]:
+    """(code, message) reasons to distrust anything said about the unit: too little evidence."""
+    out = []
+    n_top = len(record.windows_for("explain", "top"))
+    if n_top < MIN_TOP_WINDOWS:
+        out.append(("few_top_windows", f"only {n_top} top window(s) shown to explainer"))
+    n_act = sum(1 for w in record.windows if w.kind != "random" and w.max_activation > 0)
+    if n_act < MIN_ACTIVATING_WINDOWS:
+        out.append(("few_activating_windows", f"only {n_act} activating window(s) collected (fewer than "
+                                              f"{MIN_ACTIVATING_WINDOWS}): too little evidence"))
+    if record.skip_reason:
+        out.append(("skipped_unit", f"unit skipped by labeling: {record.skip_reason}"))
+    return out
+
+
+def report_warnings(entry: ReportEntry) -> list[tuple[str, str]]:
+    """(code, message) warnings of a unit and its primary explanation, primary's first."""
+    scoring = [w for w in explanation_warnings(entry.primary())]
+    if has_text(entry) and not entry.scores:
+        scoring.append(("unscored", "explanation not scored"))
+    return scoring + unit_warnings(entry.record)
+
+
+def warnings_for(entry: ReportEntry) -> list[str]:
+    """Messages of :func:`report_warnings`."""
+    return [m for _, m in report_warnings(entry)]
+
+

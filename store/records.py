@@ -1,0 +1,143 @@
+"""Domain records that flow through every stage: collect → explain → simulate → score → index.
+
+All records are frozen dataclasses. Activations are stored *raw* (the unit's own scale);
+the 0–10 scale shown to LLMs is derived with :func:`scale_0_10` from the unit's maximum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+WindowKind = Literal["top", "quantile", "random"]
+WindowSplit = Literal["explain", "heldout"]
+
+
+def make_unit_id(model: str, hookpoint: str, index: int) -> str:
+    """Stable, human-readable unit id: ``{model}/{hookpoint}/{index}``."""
+    return f"{model}/{hookpoint}/{index}"
+
+
+def parse_unit_id(unit_id: str) -> tuple[str, str, int]:
+    """Inverse of :func:`make_unit_id`; raises ``ValueError`` on a malformed id."""
+    model, hookpoint, index = unit_id.rsplit("/", 2)
+    return model, hookpoint, int(index)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus document."""
+
+    doc_id: str
+    """Stable id, e.g. ``code:json/decoder.py``."""
+    domain: str
+    """Domain tag (``code``, ``docs``, ``legal`` or the user's own)."""
+    text: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run of consecutive tokens from one document, with the unit's activation on each."""
+
+    window_id: str
+    """Unique within a unit, e.g. ``top-3`` or ``random-1``; explanations cite these."""
+    kind: WindowKind
+    """``top``: among the unit's most activating windows; ``quantile``: an activating window drawn
+    from one stratum of the unit's activating windows sorted by max; ``random``: drawn uniformly."""
+    split: WindowSplit
+    """``explain``: shown to the explainer; ``heldout``: kept for scoring only."""
+    doc_id: str
+    domain: str
+    tokens: tuple[str, ...]
+    """Decoded token strings (leading spaces kept)."""
+    activations: tuple[float, ...]
+    """Raw activation per token, same length as ``tokens``."""
+    quantile: int | None = None
+    """For ``quantile`` windows: the stratum, 0 (weakest) … n-1 (strongest); ``None`` otherwise."""
+
+    @property
+    def max_activation(self) -> float:
+        return max(self.activations) if self.activations else 0.0
+
+
+@dataclass(frozen=True)
+class UnitStats:
+    """Summary statistics of one unit over the whole collected corpus (raw units)."""
+
+    max: float
+    mean: float
+    std: float
+    density: float
+    """Share of tokens where the activation is > 0."""
+    n_tokens: int
+    quantiles: tuple[float, ...] = ()
+    """Boundaries (raw units) between equal-count strata of the activating sequences' max
+    activations, lowest first, as quantile windows are drawn; read from the histogram (within a bin)."""
+    histogram: tuple[int, ...] = ()
+    """Number of activating sequences (max > 0) per bin of their max activation, for bins
+    ``histogram_edges[i]…[i+1]``."""
+    histogram_edges: tuple[float, ...] = ()
+    """Bin edges (raw units): each octave 2**e…2**(e+1) split into four equal-width bins; one more
+    edge than ``histogram`` bins."""
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """Everything collection keeps about one unit."""
+
+    unit_id: str
+    model: str
+    hookpoint: str
+    index: int
+    stats: UnitStats
+    windows: tuple[Window, ...] = field(default_factory=tuple)
+    name: str | None = None
+    """A human name when the unit has one (a direction's name); ``None`` for neurons and features."""
+    skip_reason: str | None = None
+    """Why labeling skips this unit (dead or ultra-rare), or ``None`` for a live unit."""
+
+    @property
+    def live(self) -> bool:
+        """Has evidence and is not skipped: labeling considers only live units."""
+        return bool(self.windows) and self.skip_reason is None
+
+    def windows_for(self, split: WindowSplit, kind: WindowKind | None = None) -> list[Window]:
+        return [w for w in self.windows if w.split == split and (kind is None or w.kind == kind)]
+
+    def to_blob(self) -> bytes:
+        """Compact binary form for the SQL store (zlib-compressed JSON)."""
+        return zlib.compress(json.dumps(asdict(self), separators=(",", ":")).encode(), 6)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> "UnitRecord":
+        d = json.loads(zlib.decompress(blob))
+        windows = tuple(
+            Window(**{**w, "tokens": tuple(w["tokens"]), "activations": tuple(w["activations"])})
+            for w in d.pop("windows")
+        )
+        stats = {k: tuple(v) if isinstance(v, list) else v for k, v in d["stats"].items()}
+        return cls(**{**d, "stats": UnitStats(**stats), "windows": windows})
+
+
+def scale_0_10(activations: list[float] | tuple[float, ...], max_activation: float) -> list[int]:
+    """Map raw activations to integers 0–10 relative to ``max_activation`` (negatives → 0)."""
+    if max_activation <= 0:
+        return [0 for _ in activations]
+    return [max(0, min(10, int(round(10 * a / max_activation)))) for a in activations]
+
+
+def finite(x: float | None) -> float | None:
+    """``x`` as a float, or ``None`` when it is missing, not a number or not finite (JSON has no NaN)."""
+    return float(x) if x is not None and isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def highlight(window: Window, unit_max: float, threshold: float = 0.4) -> str:
+    """Window text with strongly activating tokens in «guillemets» (for terminals and JSON)."""
+    out = []
+    for tok, a in zip(window.tokens, window.activations):
+        strong = unit_max > 0 and a >= threshold * unit_max and tok.strip()
+        out.append(f"{tok[: len(tok) - len(tok.lstrip())]}«{tok.strip()}»" if strong else tok)
+    return " ".join("".join(out).split())
