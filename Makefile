@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 ## make test: the whole test suite (needs the local Redis and PostgreSQL of this machine kind)
 test: $(STAMP) browser
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 ## make browser: Debian's chromium and chromium-driver for the web-page test (no-op when present)
