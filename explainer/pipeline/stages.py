@@ -10,8 +10,7 @@ raised so that the caller can retry, and recorded only on the final attempt.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from explainer.collect.collector import CollectConfig, Collector, make_sequences, unit_hookpoint
 from explainer.settings import Settings
@@ -27,7 +26,7 @@ from explainer.provenance import collection_provenance
 from explainer.runtime import get_store
 from explainer.search.index import index_metadata, index_stage  # noqa: F401  (the pipeline's last stage)
 from explainer.score.correlation import score_simulation
-from explainer.score.registry import DEFAULT_SCORERS, evaluate, make_scorer
+from explainer.score.registry import evaluate, make_scorer
 
 log = logging.getLogger(__name__)
 
