@@ -192,7 +192,7 @@ class RemoteDetector(_Detector):
                                  lambda: self.client.chat.completions.create(model=self.model, messages=msgs,
                                                                              temperature=0, max_tokens=2, **extra))
         except PermanentLLMError as err:
-            if want_lp and re.search(r"HTTP (400|422)\b", str(err)):
+            if want_lp and err.status in (400, 422):
                 with self._lock:
                     self._no_logprobs.add(self.base_url)  # the server rejects logprobs: ask plainly
                 return self._ask(explanation, window)

@@ -269,7 +269,7 @@ class RemoteSimulator:
                 reasons.append(f"{method}: {exc}")
                 continue
             except (PermanentLLMError, ParseError) as exc:  # e.g. 404/400: the server lacks this route or option
-                if isinstance(exc, PermanentLLMError) and re.search(r"HTTP 40[13]\b", str(exc)):
+                if isinstance(exc, PermanentLLMError) and exc.status in (401, 403):
                     raise  # bad credentials are no reason to try another method
                 reasons.append(f"{method}: {exc}")
                 continue
