@@ -100,8 +100,8 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.score.registry import make_scorer
 
     for name in (args.scorer or []) + ([args.cascade_scorer] if args.cascade_scorer else []):
-        make_scorer(name)  # unknown names fail here, before any work is queued
-    if args.cascade_scorer and not hasattr(make_scorer(args.cascade_scorer), "simulate"):
+        make_scorer(name, settings=settings)  # unknown names fail here, before any work is queued
+    if args.cascade_scorer and make_scorer(args.cascade_scorer, settings=settings).kind != "simulation":
         raise InputError(f"--cascade-scorer must be a simulator (it ranks candidates on the top windows the "
                          f"explainer saw, which hold no non-activating windows); {args.cascade_scorer!r} is not")
     opts = LabelOptions(explainer=llm, retry_failed=args.retry_failed, best_of=args.best_of,
@@ -225,7 +225,7 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any
     from explainer.score.registry import make_scorer
 
     for name in args.scorer or []:
-        make_scorer(name)  # unknown names fail before anything is collected
+        make_scorer(name, settings=settings)  # unknown names fail before anything is collected
     opts = CalibrationOptions(corpus=args.corpus, domain=args.domain, scorers=tuple(args.scorer or ()),
                               max_tokens=args.max_tokens)
     return calibrate(settings, args.units, opts, progress=not args.json)

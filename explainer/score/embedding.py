@@ -17,12 +17,14 @@ from collections import OrderedDict
 from typing import Any
 
 from store.records import Window
+from explainer.score.base import ScoreResult, ScorerKind, simulation_result
 
 
 class EmbeddingSimulator:
     """Prediction = (1 − w)·cos(explanation, token) + w·cos(explanation, context ending at the token)."""
 
     method = "simulation-embedding"
+    kind: ScorerKind = "simulation"
 
     def __init__(self, embedder: Any = None, context_tokens: int = 0, context_weight: float = 0.0,
                  cache_size: int = 500_000):
@@ -92,6 +94,9 @@ class EmbeddingSimulator:
             out.append(preds)
         return out
 
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
+        return simulation_result(self, self.simulate(explanation, windows), windows,
+                                 {"method": self.method, **self.settings})
 
 
 class EmbeddingScorer:
@@ -100,6 +105,7 @@ class EmbeddingScorer:
     activating against non-activating windows (labels as in :mod:`explainer.score.detection`)."""
 
     method = "embedding"
+    kind: ScorerKind = "window"
 
     def __init__(self, embedder: Any = None):
         if embedder is None:
@@ -112,7 +118,7 @@ class EmbeddingScorer:
     def model_name(self) -> str:
         return getattr(self.embedder, "name", "all-MiniLM-L6-v2")
 
-    def score(self, explanation: str, windows: list[Window]) -> Any:
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
         import numpy as np
 
         from explainer.score.detection import auroc, window_labels, window_score, window_text

@@ -33,6 +33,7 @@ from typing import Any
 
 from explainer.errors import ConfigError, ParseError, PermanentLLMError
 from explainer.llm.prompts import PromptTemplate, load_template
+from explainer.score.base import ScoreResult, ScorerKind, simulation_result
 from store.records import Window
 from explainer.score.logits import display_token, simulation_text
 
@@ -193,6 +194,7 @@ class RemoteSimulator:
     """Simulator over an OpenAI-compatible endpoint; windows of one call run concurrently."""
 
     method = "simulation-endpoint"
+    kind: ScorerKind = "simulation"
 
     def __init__(self, client: Any, base_url: str, model: str, mode: str = "auto", top_logprobs: int = 10,
                  template: PromptTemplate | None = None, parallel: int = 8):
@@ -308,14 +310,9 @@ class RemoteSimulator:
         """Expected activation (0–10 scale) for every token of every window."""
         return self.simulate_detailed(explanation, windows)[0]
 
-    def score(self, explanation: str, windows: list[Window]) -> Any:
-        from explainer.score.base import ScoreResult
-        from explainer.score.correlation import score_simulation
-
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
         pred, details = self.simulate_detailed(explanation, windows)
-        s = score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows])
-        return ScoreResult(s.value, s.ci_low, s.ci_high, s.per_domain, s.n_tokens,
-                           f"{self.model} [{details['method']}]", {"kind": "simulation", **details})
+        return simulation_result(self, pred, windows, details, model=f"{self.model} [{details['method']}]")
 
 
 def reset_detection() -> None:
