@@ -15,6 +15,7 @@ from typing import Any
 from store.keyword import SOURCES
 
 from explainer.collect.collector import CollectConfig
+from explainer.llm.ratelimit import configure as configure_limits
 from explainer.settings import DEFAULT_MODEL, Settings, load_settings
 from explainer.errors import ConfigError, ExplainerError, InputError
 from explainer.pipeline.backend import LabelBackend
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None, backend: LabelBackend | None = None) -> 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
+        configure_limits(settings)
         result = args.func(settings, args)
     except ExplainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
