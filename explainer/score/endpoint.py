@@ -59,10 +59,16 @@ class _Unsupported(Exception):
     """This endpoint does not offer the method tried; the next one is tried (internal)."""
 
 
-def client_for(base_url: str, api_key: str | None, timeout_s: float, max_retries: int = 2) -> Any:
-    """One ``openai.OpenAI`` client (one HTTP connection pool) per endpoint and process."""
+def client_for(base_url: str, api_key: str | None, timeout_s: float, max_retries: int = 2,
+               http_client: Any = None) -> Any:
+    """One ``openai.OpenAI`` client (one HTTP connection pool) per endpoint and process.
+    ``http_client`` (an ``httpx.Client``, e.g. over an ``httpx.MockTransport`` in tests) replaces
+    the default pool; such a client is not cached."""
     import openai
 
+    if http_client is not None:
+        return openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
+                             max_retries=max_retries, http_client=http_client)
     key = (base_url, api_key, float(timeout_s), max_retries)
     with _lock:
         if key not in _clients:
