@@ -106,6 +106,10 @@ class _Detector:
         return [("system", self.template["system"]),
                 ("user", self.template.render("user", explanation=explanation, text=window_text(window)))]
 
+    @property
+    def model_name(self) -> str:
+        raise NotImplementedError
+
     def p_yes(self, explanation: str, windows: list[Window]) -> tuple[list[float], str]:
         raise NotImplementedError
 
