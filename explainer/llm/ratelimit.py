@@ -281,7 +281,7 @@ def configure(settings: Settings) -> None:
 
 def limiter_for(endpoint: str, settings: Settings | None = None) -> Limiter:
     """The process's limiter for ``endpoint`` under ``settings``' limits (default: those the entry
-    point :func:`configure`\ d; none configured: unlimited). One per endpoint and configuration,
+    point handed to :func:`configure`; none configured: unlimited). One per endpoint and configuration,
     created on first use."""
     with _lock:
         s = settings or (_configured[0] if _configured else None)

@@ -16,8 +16,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from store.records import Window
 from explainer.score.base import ScoreResult, ScorerKind, simulation_result
+from store.records import Window
 
 
 class EmbeddingSimulator:
@@ -31,7 +31,9 @@ class EmbeddingSimulator:
         if not 0.0 <= context_weight <= 1.0:
             raise ValueError("context_weight must be in [0, 1]")
         if embedder is None:
-            from store.vectors import LocalEmbedder  # shares the loaded model within the process
+            from store.vectors import (
+                LocalEmbedder,  # shares the loaded model within the process
+            )
 
             embedder = LocalEmbedder()
         self.embedder = embedder
@@ -121,7 +123,12 @@ class EmbeddingScorer:
     def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
         import numpy as np
 
-        from explainer.score.detection import auroc, window_labels, window_score, window_text
+        from explainer.score.detection import (
+            auroc,
+            window_labels,
+            window_score,
+            window_text,
+        )
 
         labels = window_labels(windows)
         vecs = np.asarray(self.embedder.embed([explanation] + [window_text(w) for w in windows]), dtype=np.float32)

@@ -16,8 +16,8 @@ from typing import Any
 
 from explainer.collect.models import load_model
 from explainer.llm.prompts import PromptTemplate
-from store.records import Window
 from explainer.score.base import ScoreResult, ScorerKind, simulation_result
+from store.records import Window
 
 
 def display_token(tok: str) -> str:

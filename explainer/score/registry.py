@@ -19,10 +19,9 @@ from explainer.errors import ConfigError
 from explainer.score.base import Scorer, ScoreResult, Simulator
 
 if TYPE_CHECKING:
+    from explainer.score.embedding import EmbeddingScorer, EmbeddingSimulator
     from explainer.settings import Settings
     from store.records import Window
-
-    from explainer.score.embedding import EmbeddingScorer, EmbeddingSimulator
 
 ScorerFactory = Callable[[str, str, "Settings | None"], Scorer]
 """(simulator_model, device, settings) → scorer."""
