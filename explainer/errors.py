@@ -79,7 +79,22 @@ class UnknownUnitError(InputError):
 
 
 class LLMError(ExplainerError):
-    """A call to an LLM failed."""
+    """A call to an LLM failed.
+
+    ``status`` is the HTTP status the endpoint answered (``None``: no answer, e.g. a timeout or a
+    dropped connection, or a local model); ``retry_after`` the seconds the endpoint asked to wait
+    before trying again (its ``Retry-After`` header), if it said. Callers decide on these, never
+    on the message text.
+    """
+
+    def __init__(self, *args: object, status: int | None = None, retry_after: float | None = None):
+        super().__init__(*args)
+        self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the attributes across pickling (Celery results, process pools).
+        return (_rebuild_llm_error, (type(self), self.args, self.status, self.retry_after))
 
 
 class TransientLLMError(LLMError):
@@ -88,6 +103,11 @@ class TransientLLMError(LLMError):
 
 class PermanentLLMError(LLMError):
     """A failure that will not go away on retry (auth, bad request, unknown model)."""
+
+
+def _rebuild_llm_error(cls: type[LLMError], args: tuple[object, ...], status: int | None,
+                       retry_after: float | None) -> LLMError:
+    return cls(*args, status=status, retry_after=retry_after)
 
 
 class ParseError(ExplainerError):

@@ -71,9 +71,21 @@ def test_limits_come_from_the_environment():
     with pytest.raises(ConfigError, match="EXPLAINER_LLM_RPM must be >= 0"):
         load_settings({"EXPLAINER_LLM_RPM": "-1"})
     env = {"EXPLAINER_DATA_DIR": "/tmp/x"}
-    assert limiter_for("http://a/v1", env).bucket is None  # unlimited: no bookkeeping at all
-    lim = limiter_for("http://a/v1", {**env, "EXPLAINER_LLM_RPM": "60"})
-    assert isinstance(lim.bucket, LocalBucket) and lim is limiter_for("http://a/v1", {**env, "EXPLAINER_LLM_RPM": "60"})
+    assert limiter_for("http://a/v1", load_settings(env)).bucket is None  # unlimited: no bookkeeping at all
+    rpm = load_settings({**env, "EXPLAINER_LLM_RPM": "60"})
+    lim = limiter_for("http://a/v1", rpm)
+    assert isinstance(lim.bucket, LocalBucket) and lim is limiter_for("http://a/v1", load_settings({**env, "EXPLAINER_LLM_RPM": "60"}))
+
+
+def test_the_entry_points_settings_set_the_limits():
+    from explainer.llm import ratelimit
+
+    before = list(ratelimit._configured)
+    try:
+        ratelimit.configure(load_settings({"EXPLAINER_DATA_DIR": "/tmp/x", "EXPLAINER_LLM_CONCURRENCY": "2"}))
+        assert limiter_for("http://b/v1").bucket.limits.concurrency == 2
+    finally:
+        ratelimit._configured[:] = before
 
 
 def test_estimate_tokens():

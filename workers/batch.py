@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from explainer.settings import Settings
 from explainer.pipeline.backend import BatchResult
@@ -130,13 +130,13 @@ def _run_window(app: Any, settings: Settings, collection_id: str, todo: list[str
         for uid, error in finished.items():
             res = in_flight.pop(uid)
             _forget(res)
-            if error is not None and error.split(":")[0] in INFRASTRUCTURE_ERRORS and resent.get(uid, 0) < RESEND:
+            if error is not None and error.kind in INFRASTRUCTURE_ERRORS and resent.get(uid, 0) < RESEND:
                 resent[uid] = resent.get(uid, 0) + 1  # e.g. the broker was away when a worker sent the next step
                 again.append(uid)
                 exhausted = False
                 continue
             if error is not None:
-                errors[uid] = error
+                errors[uid] = error.text
                 bar.set_postfix(chain_errors=len(errors), refresh=False)
             bar.update(1)
         if deadline is not None and time.monotonic() > deadline:
@@ -168,7 +168,14 @@ INFRASTRUCTURE_ERRORS = {"OperationalError", "ConnectionError", "TimeoutError", 
 RESEND = 3
 
 
-def _finished(app: Any, in_flight: dict[str, Any]) -> dict[str, str | None]:
+class ChainError(NamedTuple):
+    """Why a chain failed: the class name of the earliest failed task's error and its text."""
+
+    kind: str
+    text: str
+
+
+def _finished(app: Any, in_flight: dict[str, Any]) -> dict[str, ChainError | None]:
     """Chains of ``in_flight`` whose last task is ready (a failure anywhere in a chain is
     propagated to its last task), with their error or ``None``; one round trip to the backend."""
     from celery import states
@@ -187,13 +194,16 @@ def _finished(app: Any, in_flight: dict[str, Any]) -> dict[str, str | None]:
     return {u: None if status == states.SUCCESS else _chain_error(in_flight[u]) for u, status in ready.items()}
 
 
-def _chain_error(res: Any) -> str:
+def _chain_error(res: Any) -> ChainError:
     node, first = res, None
     while node is not None:  # the earliest failed task holds the original error
         if node.failed():
             first = node
         node = node.parent
-    return f"{type(first.result).__name__}: {first.result}" if first is not None else "failed"
+    if first is None:
+        return ChainError("", "failed")
+    kind = type(first.result).__name__
+    return ChainError(kind, f"{kind}: {first.result}")
 
 
 def _forget(res: Any) -> None:

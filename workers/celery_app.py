@@ -59,10 +59,24 @@ def celery_config(settings: Settings) -> dict:
 
 
 app = Celery("explainer", include=["workers.tasks"])
-app.conf.update(celery_config(load_settings()))
+_settings: list[Settings] = []
 
 
 def configure(settings: Settings) -> Celery:
-    """Point the app at ``settings``' broker before the first task is sent from this process."""
+    """Point the app at ``settings``' broker before the first task is sent from this process, and
+    make them the settings this process's tasks and LLM rate limits use."""
+    from explainer.llm import ratelimit
+
+    _settings[:] = [settings]
+    ratelimit.configure(settings)
     app.conf.update(celery_config(settings))
     return app
+
+
+def worker_settings() -> Settings:
+    """The settings tasks run with: read once when the worker process starts (this module's import,
+    which ``celery -A workers worker`` does first), or those the CLI handed to :func:`configure`."""
+    return _settings[0]
+
+
+configure(load_settings())  # the worker's (and any process's) start: the one read of the environment

@@ -1,5 +1,6 @@
 """Thin Celery tasks: ids in, one library call, upserts out.
 
+Settings are read once per process (:func:`workers.celery_app.worker_settings`), never per task.
 Each task re-reads its state from the SQL store, so a message delivered twice does no harm.
 Models (subject, local LLM, embedder) are loaded lazily on first use, once per worker process
 (``explainer.collect.models.load_model`` and the runtime singletons), never at import or before a fork.
@@ -12,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from explainer.pipeline import stages as pipeline
-from explainer.settings import load_settings
 from explainer.errors import TransientLLMError
 
-from workers.celery_app import app
+from workers.celery_app import app, worker_settings
 
 RETRY = dict(bind=True, autoretry_for=(TransientLLMError,), max_retries=3, retry_backoff=2,
              retry_backoff_max=60, retry_jitter=True)
@@ -28,7 +28,7 @@ def collect_task(self: Any, model: str, hookpoint: str | None, corpus: str | Non
     (corpus, SAE, directions) are read on the worker, so they must exist there."""
     from explainer.collect.collector import CollectConfig
 
-    return pipeline.collect_stage(load_settings(), model, hookpoint, corpus, CollectConfig(**config), progress=False,
+    return pipeline.collect_stage(worker_settings(), model, hookpoint, corpus, CollectConfig(**config), progress=False,
                                   sae=sae, directions=directions)
 
 
@@ -36,19 +36,19 @@ def collect_task(self: Any, model: str, hookpoint: str | None, corpus: str | Non
 def explain_task(self: Any, collection_id: str, unit_id: str, options: dict[str, Any]) -> str:
     final = self.request.retries >= self.max_retries
     opts = pipeline.LabelOptions.from_payload(options)
-    return pipeline.explain_stage(load_settings(), collection_id, unit_id, opts, final)
+    return pipeline.explain_stage(worker_settings(), collection_id, unit_id, opts, final)
 
 
 @app.task(name="explainer.score", **RETRY)
 def score_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
     final = self.request.retries >= self.max_retries
-    return pipeline.score_stage(load_settings(), explanation_id, pipeline.LabelOptions.from_payload(options), final)
+    return pipeline.score_stage(worker_settings(), explanation_id, pipeline.LabelOptions.from_payload(options), final)
 
 
 @app.task(name="explainer.index", bind=True)
 def index_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
     scorer = pipeline.LabelOptions.from_payload(options).scorers[0]
-    return pipeline.index_stage(load_settings(), explanation_id, scorer)
+    return pipeline.index_stage(worker_settings(), explanation_id, scorer)
 
 
 def unit_chain(collection_id: str, unit_id: str, options: dict[str, Any]) -> Any:

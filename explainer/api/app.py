@@ -27,6 +27,7 @@ from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
 from explainer.api import models as m
+from explainer.llm.ratelimit import configure as configure_limits
 from explainer.settings import Settings, load_settings
 from explainer.errors import ExplainerError, InputError, UnknownUnitError
 from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SOURCES, SearchFilters
@@ -336,6 +337,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
 
     settings = settings or load_settings()
     config = config or load_api_config()
+    configure_limits(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 from store.keyword import SOURCES
 
 from explainer.collect.collector import CollectConfig
+from explainer.llm.ratelimit import configure as configure_limits
 from explainer.settings import DEFAULT_MODEL, Settings, load_settings
 from explainer.errors import ConfigError, ExplainerError, InputError
 from explainer.pipeline.backend import LabelBackend
@@ -100,8 +101,8 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.score.registry import make_scorer
 
     for name in (args.scorer or []) + ([args.cascade_scorer] if args.cascade_scorer else []):
-        make_scorer(name)  # unknown names fail here, before any work is queued
-    if args.cascade_scorer and not hasattr(make_scorer(args.cascade_scorer), "simulate"):
+        make_scorer(name, settings=settings)  # unknown names fail here, before any work is queued
+    if args.cascade_scorer and make_scorer(args.cascade_scorer, settings=settings).kind != "simulation":
         raise InputError(f"--cascade-scorer must be a simulator (it ranks candidates on the top windows the "
                          f"explainer saw, which hold no non-activating windows); {args.cascade_scorer!r} is not")
     opts = LabelOptions(explainer=llm, retry_failed=args.retry_failed, best_of=args.best_of,
@@ -225,7 +226,7 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any
     from explainer.score.registry import make_scorer
 
     for name in args.scorer or []:
-        make_scorer(name)  # unknown names fail before anything is collected
+        make_scorer(name, settings=settings)  # unknown names fail before anything is collected
     opts = CalibrationOptions(corpus=args.corpus, domain=args.domain, scorers=tuple(args.scorer or ()),
                               max_tokens=args.max_tokens)
     return calibrate(settings, args.units, opts, progress=not args.json)
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None, backend: LabelBackend | None = None) -> 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
+        configure_limits(settings)
         result = args.func(settings, args)
     except ExplainerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -168,25 +168,51 @@ def call_endpoint(what: str, base_url: str, estimate: int, create: Any) -> dict[
             raise
         except Exception as exc:
             err = _translate(exc)
-            raise type(err)(f"{what} {clean_url(base_url)}: {err}") from exc
+            raise type(err)(f"{what} {clean_url(base_url)}: {err}", status=err.status,
+                            retry_after=err.retry_after) from exc
         usage = resp.get("usage") or {}
         call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
     return resp
 
 
 def _translate(exc: Exception) -> LLMError:
+    """A provider error as the project's own: Transient (worth retrying) or Permanent, with the
+    HTTP ``status`` and ``Retry-After`` the endpoint answered, if any."""
     try:
         import openai
     except ImportError:  # pragma: no cover - openai is a hard dependency
         openai = None  # type: ignore[assignment]
     if openai is not None:
+        status = getattr(exc, "status_code", None) if isinstance(exc, openai.APIStatusError) else None
+        wait = retry_after(getattr(exc, "response", None)) if status is not None else None
         if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
                             openai.InternalServerError)):
-            return TransientLLMError(f"{type(exc).__name__}: {exc}")
+            return TransientLLMError(f"{type(exc).__name__}: {exc}", status=status, retry_after=wait)
         if isinstance(exc, openai.APIStatusError):
-            status = getattr(exc, "status_code", 0) or 0
-            kind = TransientLLMError if status == 429 or status >= 500 else PermanentLLMError
-            return kind(f"HTTP {status}: {exc}")
+            kind = TransientLLMError if (status or 0) == 429 or (status or 0) >= 500 else PermanentLLMError
+            return kind(f"HTTP {status or 0}: {exc}", status=status or None, retry_after=wait)
     if isinstance(exc, TimeoutError):
         return TransientLLMError(f"timeout: {exc}")
     return PermanentLLMError(f"{type(exc).__name__}: {exc}")
+
+
+def retry_after(response: Any) -> float | None:
+    """Seconds from a response's ``Retry-After`` header (delta-seconds or an HTTP date); ``None``
+    when there is none or it cannot be read."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import time
+
+    return max(0.0, when.timestamp() - time.time())

@@ -11,8 +11,9 @@ by one Lua script (atomic, on Redis's own clock, so hosts' clocks do not matter)
 A call's token need is estimated before it is sent (prompt characters / 4 plus the completion
 budget) and corrected with the usage the server reports afterwards. Without Redis (the embedded
 default) the same algorithm runs in-process. Unset limits (0) cost nothing: no Redis round trip.
-Limits are read from ``EXPLAINER_LLM_RPM``, ``EXPLAINER_LLM_TPM``, ``EXPLAINER_LLM_CONCURRENCY`` and
-the store from ``EXPLAINER_RATELIMIT_URL`` (default: the broker, when it is Redis).
+Limits come from ``EXPLAINER_LLM_RPM``, ``EXPLAINER_LLM_TPM``, ``EXPLAINER_LLM_CONCURRENCY`` and
+the store from ``EXPLAINER_RATELIMIT_URL`` (default: the broker, when it is Redis), read once by the
+entry point and handed over with :func:`configure`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from explainer.errors import ConfigError, TransientLLMError
 
+if TYPE_CHECKING:
+    from explainer.settings import Settings
+
 log = logging.getLogger(__name__)
 
-__all__ = ["Limits", "Limiter", "RedisBucket", "LocalBucket", "limiter_for", "estimate_tokens"]
+__all__ = ["Limits", "Limiter", "RedisBucket", "LocalBucket", "configure", "limiter_for", "estimate_tokens"]
 
 
 @dataclass(frozen=True)
@@ -263,21 +267,36 @@ _limiters: dict[tuple[Any, ...], Limiter] = {}
 _lock = threading.Lock()
 
 
-def limiter_for(endpoint: str, env: dict[str, str] | None = None) -> Limiter:
-    """The process's limiter for ``endpoint`` under the limits the environment sets (one per
-    endpoint and configuration, created on first use)."""
-    from explainer.settings import load_settings
+_configured: list[Settings] = []
+"""The settings the process's entry point handed over with :func:`configure` (the last one)."""
 
-    s = load_settings(env)
-    limits = Limits(rpm=s.llm_rpm, tpm=s.llm_tpm, concurrency=s.llm_concurrency,
-                    lease_s=max(60.0, 2 * s.llm_timeout_s + 30))
-    key = (endpoint, limits, s.ratelimit_url)
+
+def configure(settings: Settings) -> None:
+    """Use ``settings``' limits (``EXPLAINER_LLM_RPM``, ``_TPM``, ``_CONCURRENCY``,
+    ``EXPLAINER_RATELIMIT_URL``) for this process's LLM calls. Called once by each entry point
+    (the CLI, the API factory, the worker start) with the settings it read."""
+    with _lock:
+        _configured[:] = [settings]
+
+
+def limiter_for(endpoint: str, settings: Settings | None = None) -> Limiter:
+    """The process's limiter for ``endpoint`` under ``settings``' limits (default: those the entry
+    point handed to :func:`configure`; none configured: unlimited). One per endpoint and configuration,
+    created on first use."""
+    with _lock:
+        s = settings or (_configured[0] if _configured else None)
+    if s is None:
+        limits, url = Limits(), None
+    else:
+        limits, url = Limits(rpm=s.llm_rpm, tpm=s.llm_tpm, concurrency=s.llm_concurrency,
+                             lease_s=max(60.0, 2 * s.llm_timeout_s + 30)), s.ratelimit_url
+    key = (endpoint, limits, url)
     with _lock:
         if key not in _limiters:
             if limits.unlimited:
                 bucket: Bucket | None = None
-            elif s.ratelimit_url:
-                bucket = RedisBucket(s.ratelimit_url, endpoint, limits)
+            elif url:
+                bucket = RedisBucket(url, endpoint, limits)
             else:
                 bucket = LocalBucket(limits)
             _limiters[key] = Limiter(bucket)

@@ -26,7 +26,7 @@ from explainer.provenance import collection_provenance
 from explainer.runtime import get_store
 from explainer.search.index import index_metadata, index_stage  # noqa: F401  (the pipeline's last stage)
 from explainer.score.correlation import score_simulation
-from explainer.score.registry import evaluate, make_scorer
+from explainer.score.registry import evaluate, make_scorer, make_simulator
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def explanation_key(collection_id: str, unit_id: str, opts: LabelOptions) -> tup
     return key_id(unit_id, collection_id, opts.explainer.model, template.sha256), template
 
 
-def _candidates(record: Any, opts: LabelOptions, template: Any, api_key: str | None,
+def _candidates(record: Any, opts: LabelOptions, template: Any, settings: Settings,
                 final_attempt: bool) -> list[dict[str, Any]]:
     """``best_of`` LLM answers (the first greedy, the rest sampled) plus, optionally, the baseline."""
     from dataclasses import replace
@@ -127,13 +127,11 @@ def _candidates(record: Any, opts: LabelOptions, template: Any, api_key: str | N
     out: list[dict[str, Any]] = []
     context_tokens = opts.explainer.context_tokens
     if opts.explainer.base_url and context_tokens is None:
-        from explainer.settings import load_settings
-
-        context_tokens = load_settings().llm_context_tokens  # EXPLAINER_LLM_CONTEXT
+        context_tokens = settings.llm_context_tokens  # EXPLAINER_LLM_CONTEXT
     for i in range(opts.best_of):
         cfg = opts.explainer if i == 0 else replace(opts.explainer, temperature=max(opts.explainer.temperature, 0.8), seed=i)
         try:
-            r = explain_unit(record, make_chat_model(cfg, api_key), template, context_tokens)
+            r = explain_unit(record, make_chat_model(cfg, settings.llm_api_key), template, context_tokens)
             out.append({"source": f"llm-{i}", "text": r.text, "raw": r.raw, "window_ids": list(r.window_ids),
                         "windows_shown": len(r.window_ids), "windows_available": r.windows_available,
                         "attempts": r.attempts, "rejected_raw": r.rejected_raw,
@@ -152,7 +150,7 @@ def _candidates(record: Any, opts: LabelOptions, template: Any, api_key: str | N
     return out
 
 
-def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, device: str) -> dict[str, Any]:
+def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, settings: Settings) -> dict[str, Any]:
     """Rank usable candidates with the cheap scorer on the windows the explainer saw (never on
     held-out windows, so the stored score carries no selection bias); with ``cascade_scorer``,
     re-rank the ``cascade_top`` best of them with that (expensive) scorer."""
@@ -164,7 +162,8 @@ def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, d
     domains = [w.domain for w in windows]
 
     def rank(scorer_name: str, cands: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-        sim = make_scorer(scorer_name, simulator_model=opts.simulator_model, device=device)
+        sim = make_simulator(scorer_name, simulator_model=opts.simulator_model, device=settings.device,
+                             settings=settings)
         for c in cands:
             c[key] = score_simulation(true, sim.simulate(c["text"], windows), domains, n_boot=0).value
         return sorted(cands, key=lambda c: -c[key])
@@ -189,7 +188,7 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
         from explainer.errors import UnknownUnitError
 
         raise UnknownUnitError([unit_id])
-    candidates = _candidates(record, opts, template, settings.llm_api_key, final_attempt)
+    candidates = _candidates(record, opts, template, settings, final_attempt)
     common = dict(unit_id=unit_id, collection_id=collection_id, explainer_model=opts.explainer.model,
                   prompt_name=template.name, prompt_version=template.version, prompt_hash=template.sha256)
     run_settings = {**opts.explainer.public(), "best_of": opts.best_of, "baseline_candidate": opts.baseline_candidate,
@@ -201,7 +200,7 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
             f"{c['source']}: {c['error']}" for c in candidates)
         return store.save_explanation(status="failed", error=errors, settings={**run_settings, "candidates": candidates},
                                       keep_ok=True, **tokens, **common)
-    best = _select(record, candidates, opts, settings.device)
+    best = _select(record, candidates, opts, settings)
     return store.save_explanation(status="ok", text=best["text"], window_ids=best["window_ids"], keep_ok=True,
                                   settings={**run_settings, "selected": best["source"], "candidates": candidates},
                                   **tokens, **common)

@@ -1,9 +1,21 @@
-"""What every scorer returns: one result type for one scorer's verdict on one explanation."""
+"""What every scorer is and returns: the :class:`Scorer` protocol and its :class:`ScoreResult`.
+
+Two kinds of scorer, one protocol: a **simulator** (``kind == "simulation"``) predicts each token's
+activation from the explanation (:class:`Simulator` adds ``simulate``) and scores the pooled
+correlation of its predictions (:func:`simulation_result`); a **window-level** scorer
+(``kind == "window"``) computes its own figure (detection's balanced accuracy, the embedding
+scorer's AUROC).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from store.records import Window
+
+ScorerKind = Literal["simulation", "window"]
 
 
 @dataclass(frozen=True)
@@ -23,3 +35,43 @@ class ScoreResult:
     """The model that produced the predictions, with how it was read (e.g. ``gpt-x [completions-echo]``)."""
     details: dict[str, Any] = field(default_factory=dict)
     """How the figure was computed: method, fidelity, extra figures (stored in the score's ``details``)."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What every registered scorer implements."""
+
+    method: str
+    """The scorer's name as stored with each score (its registry name)."""
+    kind: ScorerKind
+
+    @property
+    def model_name(self) -> str:
+        """The model behind the figure, as stored with the score."""
+
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
+        """This scorer's verdict on ``explanation`` over the held-out ``windows``."""
+
+
+@runtime_checkable
+class Simulator(Scorer, Protocol):
+    """A scorer that predicts per-token activations (``kind == "simulation"``)."""
+
+    def simulate(self, explanation: str, windows: list[Window]) -> list[list[float]]:
+        """Predicted activation (0–10 scale) of every token of every window."""
+
+
+def simulation_result(sim: Simulator, predictions: list[list[float]], windows: list[Window],
+                      details: dict[str, Any] | None = None, model: str | None = None,
+                      n_boot: int = 1000) -> ScoreResult:
+    """A simulator's ``predictions`` scored against the windows' real activations: the pooled
+    correlation with its bootstrap interval and per-domain figures; ``details`` (default: the
+    method) are stored with it."""
+    from explainer.score.correlation import score_simulation
+
+    s = score_simulation([list(w.activations) for w in windows], predictions, [w.domain for w in windows],
+                         n_boot=n_boot)
+    if details is None:
+        details = {"method": sim.method}
+    return ScoreResult(s.value, s.ci_low, s.ci_high, s.per_domain, s.n_tokens,
+                       sim.model_name if model is None else model, {"kind": "simulation", **details})

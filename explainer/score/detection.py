@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from explainer.errors import ExplainerError, ParseError, PermanentLLMError
 from explainer.llm.prompts import PromptTemplate, load_template
+from explainer.score.base import ScoreResult, ScorerKind
 from store.records import Window
 
 POSITIVE_SHARE = 0.5
@@ -54,11 +55,10 @@ def balanced_accuracy(labels: list[int], predicted: list[int]) -> float:
 
 
 def window_score(windows: list[Window], labels: list[int], figure: Callable[[list[int], list[Any]], float],
-                 values: list[Any], model: str, details: dict[str, Any], n_boot: int = 1000, seed: int = 0) -> Any:
+                 values: list[Any], model: str, details: dict[str, Any], n_boot: int = 1000,
+                 seed: int = 0) -> ScoreResult:
     """A ScoreResult of ``figure(labels, values)`` with a bootstrap interval over windows and
     per-domain figures (domains holding both classes only)."""
-    from explainer.score.base import ScoreResult
-
     if not windows:
         raise ExplainerError("no held-out windows to score on")
     if len(set(labels)) < 2:
@@ -97,6 +97,7 @@ class _Detector:
     """Shared scoring of per-window P(yes); subclasses provide ``p_yes`` and ``fidelity``."""
 
     method = "detection"
+    kind: ScorerKind = "window"
 
     def __init__(self, template: PromptTemplate | None = None):
         self.template = template or load_template("detect")
@@ -105,10 +106,14 @@ class _Detector:
         return [("system", self.template["system"]),
                 ("user", self.template.render("user", explanation=explanation, text=window_text(window)))]
 
+    @property
+    def model_name(self) -> str:
+        raise NotImplementedError
+
     def p_yes(self, explanation: str, windows: list[Window]) -> tuple[list[float], str]:
         raise NotImplementedError
 
-    def score(self, explanation: str, windows: list[Window]) -> Any:
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
         labels = window_labels(windows)
         probs, fidelity = self.p_yes(explanation, windows)
         said_yes = [int(p >= 0.5) for p in probs]
@@ -192,7 +197,7 @@ class RemoteDetector(_Detector):
                                  lambda: self.client.chat.completions.create(model=self.model, messages=msgs,
                                                                              temperature=0, max_tokens=2, **extra))
         except PermanentLLMError as err:
-            if want_lp and re.search(r"HTTP (400|422)\b", str(err)):
+            if want_lp and err.status in (400, 422):
                 with self._lock:
                     self._no_logprobs.add(self.base_url)  # the server rejects logprobs: ask plainly
                 return self._ask(explanation, window)

@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from explainer.score.base import ScoreResult, ScorerKind, simulation_result
 from store.records import Window
 
 
@@ -23,13 +24,16 @@ class EmbeddingSimulator:
     """Prediction = (1 − w)·cos(explanation, token) + w·cos(explanation, context ending at the token)."""
 
     method = "simulation-embedding"
+    kind: ScorerKind = "simulation"
 
     def __init__(self, embedder: Any = None, context_tokens: int = 0, context_weight: float = 0.0,
                  cache_size: int = 500_000):
         if not 0.0 <= context_weight <= 1.0:
             raise ValueError("context_weight must be in [0, 1]")
         if embedder is None:
-            from store.vectors import LocalEmbedder  # shares the loaded model within the process
+            from store.vectors import (
+                LocalEmbedder,  # shares the loaded model within the process
+            )
 
             embedder = LocalEmbedder()
         self.embedder = embedder
@@ -92,6 +96,9 @@ class EmbeddingSimulator:
             out.append(preds)
         return out
 
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
+        return simulation_result(self, self.simulate(explanation, windows), windows,
+                                 {"method": self.method, **self.settings})
 
 
 class EmbeddingScorer:
@@ -100,6 +107,7 @@ class EmbeddingScorer:
     activating against non-activating windows (labels as in :mod:`explainer.score.detection`)."""
 
     method = "embedding"
+    kind: ScorerKind = "window"
 
     def __init__(self, embedder: Any = None):
         if embedder is None:
@@ -112,10 +120,15 @@ class EmbeddingScorer:
     def model_name(self) -> str:
         return getattr(self.embedder, "name", "all-MiniLM-L6-v2")
 
-    def score(self, explanation: str, windows: list[Window]) -> Any:
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
         import numpy as np
 
-        from explainer.score.detection import auroc, window_labels, window_score, window_text
+        from explainer.score.detection import (
+            auroc,
+            window_labels,
+            window_score,
+            window_text,
+        )
 
         labels = window_labels(windows)
         vecs = np.asarray(self.embedder.embed([explanation] + [window_text(w) for w in windows]), dtype=np.float32)

@@ -33,6 +33,7 @@ from typing import Any
 
 from explainer.errors import ConfigError, ParseError, PermanentLLMError
 from explainer.llm.prompts import PromptTemplate, load_template
+from explainer.score.base import ScoreResult, ScorerKind, simulation_result
 from store.records import Window
 from explainer.score.logits import display_token, simulation_text
 
@@ -58,10 +59,16 @@ class _Unsupported(Exception):
     """This endpoint does not offer the method tried; the next one is tried (internal)."""
 
 
-def client_for(base_url: str, api_key: str | None, timeout_s: float, max_retries: int = 2) -> Any:
-    """One ``openai.OpenAI`` client (one HTTP connection pool) per endpoint and process."""
+def client_for(base_url: str, api_key: str | None, timeout_s: float, max_retries: int = 2,
+               http_client: Any = None) -> Any:
+    """One ``openai.OpenAI`` client (one HTTP connection pool) per endpoint and process.
+    ``http_client`` (an ``httpx.Client``, e.g. over an ``httpx.MockTransport`` in tests) replaces
+    the default pool; such a client is not cached."""
     import openai
 
+    if http_client is not None:
+        return openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
+                             max_retries=max_retries, http_client=http_client)
     key = (base_url, api_key, float(timeout_s), max_retries)
     with _lock:
         if key not in _clients:
@@ -193,6 +200,7 @@ class RemoteSimulator:
     """Simulator over an OpenAI-compatible endpoint; windows of one call run concurrently."""
 
     method = "simulation-endpoint"
+    kind: ScorerKind = "simulation"
 
     def __init__(self, client: Any, base_url: str, model: str, mode: str = "auto", top_logprobs: int = 10,
                  template: PromptTemplate | None = None, parallel: int = 8):
@@ -269,7 +277,7 @@ class RemoteSimulator:
                 reasons.append(f"{method}: {exc}")
                 continue
             except (PermanentLLMError, ParseError) as exc:  # e.g. 404/400: the server lacks this route or option
-                if isinstance(exc, PermanentLLMError) and re.search(r"HTTP 40[13]\b", str(exc)):
+                if isinstance(exc, PermanentLLMError) and exc.status in (401, 403):
                     raise  # bad credentials are no reason to try another method
                 reasons.append(f"{method}: {exc}")
                 continue
@@ -308,14 +316,9 @@ class RemoteSimulator:
         """Expected activation (0–10 scale) for every token of every window."""
         return self.simulate_detailed(explanation, windows)[0]
 
-    def score(self, explanation: str, windows: list[Window]) -> Any:
-        from explainer.score.base import ScoreResult
-        from explainer.score.correlation import score_simulation
-
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
         pred, details = self.simulate_detailed(explanation, windows)
-        s = score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows])
-        return ScoreResult(s.value, s.ci_low, s.ci_high, s.per_domain, s.n_tokens,
-                           f"{self.model} [{details['method']}]", {"kind": "simulation", **details})
+        return simulation_result(self, pred, windows, details, model=f"{self.model} [{details['method']}]")
 
 
 def reset_detection() -> None:

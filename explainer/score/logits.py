@@ -16,6 +16,7 @@ from typing import Any
 
 from explainer.collect.models import load_model
 from explainer.llm.prompts import PromptTemplate
+from explainer.score.base import ScoreResult, ScorerKind, simulation_result
 from store.records import Window
 
 
@@ -50,6 +51,7 @@ class LogitSimulator:
     """Simulation from a local model's logits ("all at once", one pass per window)."""
 
     method = "simulation-logits"
+    kind: ScorerKind = "simulation"
 
     def __init__(self, template: PromptTemplate, model_path: str = "smollm2-135m", device: str = "cpu"):
         self.template = template
@@ -110,3 +112,6 @@ class LogitSimulator:
                 logits = hidden[b, reads] @ head.T  # [tokens, D]
                 out.append((logits.softmax(-1) @ vals).tolist())
         return out
+
+    def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
+        return simulation_result(self, self.simulate(explanation, windows), windows)

@@ -1,28 +1,32 @@
 """Scorer registry: every scorer the project ships, by the name stored with each score.
 
-Two kinds of scorer, one registry:
+Every scorer implements :class:`explainer.score.base.Scorer` (``method``, ``model_name``,
+``kind`` and ``score(explanation, windows) -> ScoreResult``); simulators (``kind ==
+"simulation"``) also have ``simulate`` (:class:`~explainer.score.base.Simulator`).
+:func:`evaluate` is what ``pipeline.score_stage`` calls. Which scorers the embedded default uses
+is decided by ``make bench-discrimination`` (see DEFAULT_SCORERS and the README).
 
-- a **simulator** has ``simulate(explanation, windows) -> per-token predictions``; its score is
-  the pooled correlation with the real activations (:func:`explainer.score.correlation.score_simulation`);
-- a **window-level scorer** has ``score(explanation, windows) -> ScoreResult`` and computes its
-  own figure (detection's balanced accuracy, the embedding scorer's AUROC).
-
-Both have ``method`` (the stored scorer name) and ``model_name``. :func:`evaluate` scores an
-explanation with either kind and is what ``pipeline.score_stage`` calls. Which scorers the
-embedded default uses is decided by ``make bench-discrimination`` (see DEFAULT_SCORERS and the
-README).
+A leaf: the concrete scorers are imported inside their factories, never at module level.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 from explainer.errors import ConfigError
-from explainer.score.base import ScoreResult
+from explainer.score.base import Scorer, ScoreResult, Simulator
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
+if TYPE_CHECKING:
+    from explainer.score.embedding import EmbeddingScorer, EmbeddingSimulator
+    from explainer.settings import Settings
+    from store.records import Window
+
+ScorerFactory = Callable[[str, str, "Settings | None"], Scorer]
+"""(simulator_model, device, settings) → scorer."""
+
+_REGISTRY: dict[str, ScorerFactory] = {}
 
 DISCRIMINATION_FILE = Path(__file__).resolve().parent / "scorer_discrimination.json"
 """Measured discrimination per scorer, written by ``make bench-discrimination``."""
@@ -32,8 +36,8 @@ DEFAULT_SCORERS: tuple[str, ...] = ("simulation-embedding",)
 simulator (SmolLM2-135M) ranks right and wrong explanations no better than chance there."""
 
 
-def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
+def register(name: str) -> Callable[[ScorerFactory], ScorerFactory]:
+    def deco(factory: ScorerFactory) -> ScorerFactory:
         if name in _REGISTRY:
             raise ConfigError(f"scorer {name!r} is registered twice")
         _REGISTRY[name] = factory
@@ -46,50 +50,51 @@ def scorer_names() -> list[str]:
 
 
 def make_scorer(name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu",
-                settings: Any = None) -> Any:
-    """The scorer registered as ``name``. ``settings`` (default: read from the environment)
-    configures the endpoint scorers; unknown names and unconfigured endpoints are ConfigErrors."""
+                settings: Settings | None = None) -> Scorer:
+    """The scorer registered as ``name``. ``settings`` configure the endpoint scorers (the
+    simulator endpoint); unknown names, and endpoint scorers without settings or an endpoint,
+    are ConfigErrors."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown scorer {name!r}; known scorers: {', '.join(scorer_names())}")
-    return _REGISTRY[name](simulator_model=simulator_model, device=device, settings=settings)
+    return _REGISTRY[name](simulator_model, device, settings)
 
 
-def evaluate(scorer: Any, explanation: str, windows: list[Any], n_boot: int = 1000) -> ScoreResult:
-    """Score ``explanation`` on ``windows`` with a simulator or a window-level scorer."""
-    if hasattr(scorer, "score"):
-        return scorer.score(explanation, windows)
-    from explainer.score.correlation import score_simulation
-
-    pred = scorer.simulate(explanation, windows)
-    s = score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows], n_boot=n_boot)
-    details = {"method": scorer.method, "kind": "simulation", **dict(getattr(scorer, "settings", {}) or {})}
-    return ScoreResult(s.value, s.ci_low, s.ci_high, s.per_domain, s.n_tokens, scorer.model_name, details)
+def make_simulator(name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu",
+                   settings: Settings | None = None) -> Simulator:
+    """The scorer registered as ``name``, which must be a simulator (``kind == "simulation"``)."""
+    scorer = make_scorer(name, simulator_model=simulator_model, device=device, settings=settings)
+    if scorer.kind != "simulation":
+        raise ConfigError(f"scorer {name!r} is not a simulator (it scores whole windows)")
+    return cast(Simulator, scorer)
 
 
-def _settings(settings: Any) -> Any:
-    if settings is not None:
-        return settings
-    from explainer.settings import load_settings
+def evaluate(scorer: Scorer, explanation: str, windows: list[Window]) -> ScoreResult:
+    """Score ``explanation`` on ``windows`` with any scorer (simulator or window-level)."""
+    return scorer.score(explanation, windows)
 
-    return load_settings()
+
+def _need(settings: Settings | None, name: str) -> Settings:
+    if settings is None:
+        raise ConfigError(f"the {name} scorer needs settings (the simulator endpoint)")
+    return settings
 
 
 @register("simulation-logits")
-def _logits(simulator_model: str, device: str, settings: Any) -> Any:
+def _logits(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
     from explainer.llm.prompts import load_template
     from explainer.score.logits import LogitSimulator
 
     return LogitSimulator(load_template("simulate"), simulator_model, device)
 
 
-_embedding_sims: dict[str, Any] = {}
+_embedding_sims: dict[str, EmbeddingSimulator | EmbeddingScorer] = {}
 EMBEDDING_CONTEXT_TOKENS = 4
 EMBEDDING_CONTEXT_WEIGHT = 0.5
 """Token and context mixed half and half: the best pairs-correct and AUROC in the benchmark."""
 
 
 @register("simulation-embedding")
-def _embedding(simulator_model: str, device: str, settings: Any) -> Any:
+def _embedding(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
     from explainer.score.embedding import EmbeddingSimulator
 
     # One per process, so its token-embedding cache is shared by every unit.
@@ -100,28 +105,27 @@ def _embedding(simulator_model: str, device: str, settings: Any) -> Any:
 
 
 @register("simulation-endpoint")
-def _endpoint(simulator_model: str, device: str, settings: Any) -> Any:
+def _endpoint(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
     from explainer.score.endpoint import endpoint_simulator
 
-    return endpoint_simulator(_settings(settings))
+    return endpoint_simulator(_need(settings, "simulation-endpoint"))
 
 
 @register("detection")
-def _detection(simulator_model: str, device: str, settings: Any) -> Any:
+def _detection(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
     """Remote when a simulator endpoint is configured, else the local model's yes/no logits."""
     from explainer.score.detection import LocalDetector, RemoteDetector
 
-    s = _settings(settings)
-    if s.simulator_base_url:
+    if settings is not None and settings.simulator_base_url:
         from explainer.score.endpoint import client_for
 
-        return RemoteDetector(client_for(s.simulator_base_url, s.simulator_api_key, s.llm_timeout_s),
-                              s.simulator_model)
+        return RemoteDetector(client_for(settings.simulator_base_url, settings.simulator_api_key,
+                                         settings.llm_timeout_s), settings.simulator_model)
     return LocalDetector(simulator_model, device)
 
 
 @register("embedding")
-def _window_embedding(simulator_model: str, device: str, settings: Any) -> Any:
+def _window_embedding(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
     from explainer.score.embedding import EmbeddingScorer
 
     if "window" not in _embedding_sims:
