@@ -290,15 +290,20 @@ def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, serve
 
     seen: list[str] = []
 
+    from explainer.score.base import simulation_result
+
     class Expensive:
-        method, model_name = "test-expensive", "test"
+        method, model_name, kind = "test-expensive", "test", "simulation"
+
+        def score(self, explanation, windows):
+            return simulation_result(self, self.simulate(explanation, windows), windows)
 
         def simulate(self, explanation, windows):
             seen.append(explanation)
             # prefers the shorter explanation, whatever the cheap scorer thinks
             return [[1.0 / len(explanation) * (i % 2) for i in range(len(w.tokens))] for w in windows]
 
-    register("test-expensive")(lambda **_: Expensive())
+    register("test-expensive")(lambda *_: Expensive())
     settings, store = stored
     server.script = [("answer", "words about cooking and food"), ("answer", 'the word "foo"'),
                      ("answer", 'calls of the function foo')]
