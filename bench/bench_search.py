@@ -85,7 +85,12 @@ def _record(item: dict):
 
 def write_sql(store, items: list[dict]) -> list[str]:
     """Collections, units, explanations and scores (bulk upserts); returns explanation ids."""
-    from store.records import key_id, make_explanation_id, make_score_id, make_unit_row_id
+    from store.records import (
+        key_id,
+        make_explanation_id,
+        make_score_id,
+        make_unit_row_id,
+    )
     from store.sql import explanations, now, scores
 
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -187,9 +192,9 @@ def main() -> int:
     os.environ["EXPLAINER_DATA_DIR"] = str(work)
     for k in ("EXPLAINER_DATABASE_URL", "EXPLAINER_CHROMA_PATH", "EXPLAINER_CHROMA_URL"):
         os.environ.pop(k, None)
-    from explainer.settings import load_settings
-    from explainer.search.reindex import expected_metadata
     from explainer.runtime import get_index, get_store
+    from explainer.search.reindex import expected_metadata
+    from explainer.settings import load_settings
     from store.keyword import iter_docs
 
     settings = load_settings()

@@ -12,7 +12,13 @@ from sqlalchemy import RowMapping, select, update
 
 from store.db import StoreBase, as_utc, decode_json, now
 from store.records import (
-    Explanation, ExplanationDetail, Score, UnitRecord, make_explanation_id, make_score_id, make_unit_row_id,
+    Explanation,
+    ExplanationDetail,
+    Score,
+    UnitRecord,
+    make_explanation_id,
+    make_score_id,
+    make_unit_row_id,
 )
 from store.schema import collections, explanations, scores, units
 

@@ -23,12 +23,33 @@ from store.explanations_repo import ExplanationsRepo
 from store.records import key_id
 from store.reports_repo import ReportsRepo
 from store.schema import (
-    calibrations, collections, explanations, metadata, run_units, runs, scores, units,
+    calibrations,
+    collections,
+    explanations,
+    metadata,
+    run_units,
+    runs,
+    scores,
+    units,
 )
 from store.units_repo import UnitsRepo
 
-__all__ = ["SQLStore", "add_missing_columns", "as_utc", "decode_json", "key_id", "now",
-           "calibrations", "collections", "explanations", "metadata", "run_units", "runs", "scores", "units"]
+__all__ = [
+    "SQLStore",
+    "add_missing_columns",
+    "as_utc",
+    "calibrations",
+    "collections",
+    "decode_json",
+    "explanations",
+    "key_id",
+    "metadata",
+    "now",
+    "run_units",
+    "runs",
+    "scores",
+    "units",
+]
 
 
 class SQLStore(UnitsRepo, ExplanationsRepo, ReportsRepo):

@@ -5,7 +5,7 @@ import re
 from store.records import UnitRecord, UnitStats, Window
 import jsonschema
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from explainer.report.model import ReportCalibration, ReportEntry, ReportExplanation, ReportMeta, ReportScore
 from store.records import Explanation
@@ -40,7 +40,7 @@ def _entry(record, text, status="ok", error=None, model="gpt-4o-mini", scores=()
            calibrations=()):
     """A report entry whose primary explanation (prompt ``explain@1#abcd1234``) has ``scores``."""
     expl = Explanation(eid, record.unit_id, "c1", model, "explain", "1", "abcd1234" * 8, status,
-                       text if status == "ok" else None, error, datetime(2026, 1, 2, tzinfo=timezone.utc),
+                       text if status == "ok" else None, error, datetime(2026, 1, 2, tzinfo=UTC),
                        settings={"selected": source} if source else {})
     return ReportEntry(record=record, main=ReportExplanation(expl, scores, tuple(calibrations)), collection_id="c1")
 
