@@ -72,14 +72,16 @@ def run_explainer(name: str, settings, concepts, windows, corpus_fp: str, scorer
         pipeline.index_stage(settings, eid, scorers[0])
         expl = store.get_explanation(eid)
         scores = {s: store.get_score(eid, s) for s in scorers}
-        value = scores[scorers[0]]["value"] if scores[scorers[0]] and scores[scorers[0]]["status"] == "ok" else None
-        cands = expl["settings"].get("candidates") or []
-        rows.append({"concept": c.name, "unit_id": rec.unit_id, "status": expl["status"], "text": expl["text"],
+        first = scores[scorers[0]]
+        value = first.value if first and first.status == "ok" else None
+        assert expl is not None
+        cands = expl.settings.get("candidates") or []
+        rows.append({"concept": c.name, "unit_id": rec.unit_id, "status": expl.status, "text": expl.text,
                      "retried": any(c_.get("attempts") == 2 or len(c_.get("raw") or []) == 2 for c_ in cands),
-                     "error": expl["error"], "score": value,
-                     "other_scores": {s: v["value"] for s, v in scores.items() if s != scorers[0] and v}})
-        progress(f"{name:9s} {c.name:18s} {expl['status']:6s} {value if value is not None else float('nan'):+.3f}  "
-                 f"{(expl['text'] or expl['error'] or '')[:70]}")
+                     "error": expl.error, "score": value,
+                     "other_scores": {s: v.value for s, v in scores.items() if s != scorers[0] and v}})
+        progress(f"{name:9s} {c.name:18s} {expl.status:6s} {value if value is not None else float('nan'):+.3f}  "
+                 f"{(expl.text or expl.error or '')[:70]}")
     explain_s = time.perf_counter() - t0
     ranks = []
     for c, rec in zip(concepts, records):

@@ -85,7 +85,13 @@ def _record(item: dict):
 
 def write_sql(store, items: list[dict]) -> list[str]:
     """Collections, units, explanations and scores (bulk upserts); returns explanation ids."""
-    from store.sql import explanations, key_id, now, scores
+    from store.records import (
+        key_id,
+        make_explanation_id,
+        make_score_id,
+        make_unit_row_id,
+    )
+    from store.sql import explanations, now, scores
 
     groups: dict[tuple[str, str], list[dict]] = {}
     for it in items:
@@ -97,15 +103,15 @@ def write_sql(store, items: list[dict]) -> list[str]:
         store.finish_collection(cid, [_record(it) for it in its], 10_000)
         for it in its:
             uid = f"{model}/{hookpoint}/{it['index']}"
-            eid = key_id(uid, cid, "bench-llm", "b" * 64)
+            eid = make_explanation_id(uid, cid, "bench-llm", "b" * 64)
             it["eid"] = eid
-            expl_rows.append(dict(id=eid, unit_id=uid, collection_id=cid, unit_row=key_id(cid, uid),
+            expl_rows.append(dict(id=eid, unit_id=uid, collection_id=cid, unit_row=make_unit_row_id(cid, uid),
                                   explainer_model="bench-llm", prompt_name="explain", prompt_version="1",
                                   prompt_hash="b" * 64, status="ok", text=it["text"], error=None, window_ids="[]",
                                   settings="{}", prompt_tokens=None, completion_tokens=None, created_at=now(),
                                   indexed_at=None))
             if it["score"] is not None:
-                score_rows.append(dict(id=key_id(eid, _scorer()), explanation_id=eid, scorer=_scorer(),
+                score_rows.append(dict(id=make_score_id(eid, _scorer()), explanation_id=eid, scorer=_scorer(),
                                        simulator_model="bench", status="ok", value=it["score"],
                                        ci_low=it["score"] - 0.1, ci_high=it["score"] + 0.1,
                                        per_domain=json.dumps({d: it["score"] for d in it["domains"]}),
@@ -186,9 +192,9 @@ def main() -> int:
     os.environ["EXPLAINER_DATA_DIR"] = str(work)
     for k in ("EXPLAINER_DATABASE_URL", "EXPLAINER_CHROMA_PATH", "EXPLAINER_CHROMA_URL"):
         os.environ.pop(k, None)
-    from explainer.settings import load_settings
-    from explainer.search.reindex import expected_metadata
     from explainer.runtime import get_index, get_store
+    from explainer.search.reindex import expected_metadata
+    from explainer.settings import load_settings
     from store.keyword import iter_docs
 
     settings = load_settings()

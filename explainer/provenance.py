@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from store.records import Explanation, Score
+
 log = logging.getLogger(__name__)
 
 __all__ = ["file_sha256", "model_provenance", "clean_url", "public_settings", "software_version"]
@@ -137,8 +139,8 @@ def _iso(t: Any) -> str | None:
     return t.isoformat() if hasattr(t, "isoformat") else (str(t) if t else None)
 
 
-def explanation_provenance(collection: dict[str, Any] | None, expl: dict[str, Any],
-                           scores: list[dict[str, Any]], hookpoint: str) -> dict[str, Any]:
+def explanation_provenance(collection: dict[str, Any] | None, expl: Explanation,
+                           scores: list[Score], hookpoint: str) -> dict[str, Any]:
     """Everything that produced one explanation and its scores, from store rows, as plain JSON:
     subject model and its file hashes, hookpoint, SAE/directions and its file hash, corpus id and
     hash, explainer model and settings (secrets dropped), simulators, prompt template, the window
@@ -151,10 +153,10 @@ def explanation_provenance(collection: dict[str, Any] | None, expl: dict[str, An
     recorded = config.get("provenance") or {}
     model = recorded.get("model") or {"name": col.get("model"), "given": None, "revision": None, "files": []}
     units = {k: v for k, v in (config.get("units") or {}).items() if k != "names"} or None
-    settings = public_settings({k: v for k, v in (expl.get("settings") or {}).items() if k != "candidates"})
+    settings = public_settings({k: v for k, v in expl.settings.items() if k != "candidates"})
     candidates = [{k: c.get(k) for k in ("source", "selection_score", "cascade_score", "error") if k in c}
-                  for c in (expl.get("settings") or {}).get("candidates") or []]
-    held_out = sorted({w for s in scores for w in (s.get("heldout_ids") or [])})
+                  for c in expl.settings.get("candidates") or []]
+    held_out = sorted({w for s in scores for w in s.heldout_ids})
     collect_config = {k: v for k, v in config.items() if k not in ("units", "provenance")}
     return {
         "subject_model": model,
@@ -162,20 +164,19 @@ def explanation_provenance(collection: dict[str, Any] | None, expl: dict[str, An
         "hookpoint_requested": recorded.get("hookpoint"),
         "units_source": units,
         "corpus": {"id": col.get("corpus"), "hash": col.get("corpus_hash"), "n_tokens": col.get("n_tokens")},
-        "collection_id": expl.get("collection_id"),
+        "collection_id": expl.collection_id,
         "collect_config": collect_config,
-        "explainer": {"model": expl.get("explainer_model"), "settings": settings,
+        "explainer": {"model": expl.explainer_model, "settings": settings,
                       "candidates": public_settings(candidates)},
-        "simulators": [{"scorer": s.get("scorer"), "model": s.get("simulator_model")} for s in scores],
-        "prompt": {"name": expl.get("prompt_name"), "version": expl.get("prompt_version"),
-                   "sha256": expl.get("prompt_hash")},
-        "windows": {"shown": list(expl.get("window_ids") or []), "held_out": held_out},
-        "tokens": {"prompt": expl.get("prompt_tokens"), "completion": expl.get("completion_tokens"),
-                   "scored": {s.get("scorer"): s.get("n_tokens") for s in scores}},
+        "simulators": [{"scorer": s.scorer, "model": s.simulator_model} for s in scores],
+        "prompt": {"name": expl.prompt_name, "version": expl.prompt_version, "sha256": expl.prompt_hash},
+        "windows": {"shown": list(expl.window_ids), "held_out": held_out},
+        "tokens": {"prompt": expl.prompt_tokens, "completion": expl.completion_tokens,
+                   "scored": {s.scorer: s.n_tokens for s in scores}},
         "timestamps": {"collection_started": _iso(col.get("created_at")),
                        "collection_finished": _iso(col.get("finished_at")),
-                       "explained": _iso(expl.get("created_at")), "indexed": _iso(expl.get("indexed_at")),
-                       "scored": {s.get("scorer"): _iso(s.get("created_at")) for s in scores}},
+                       "explained": _iso(expl.created_at), "indexed": _iso(expl.indexed_at),
+                       "scored": {s.scorer: _iso(s.created_at) for s in scores}},
         "software": {"name": "activation-explainer", "version": software_version(),
                      "collected_with": recorded.get("software_version")},
     }

@@ -6,16 +6,20 @@ Created lazily (never at import), so a Celery worker creates them after it forks
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from explainer.settings import Settings
 
+if TYPE_CHECKING:
+    from store.sql import SQLStore
+    from store.vectors import VectorIndex
+
 _lock = threading.Lock()
-_stores: dict[str, Any] = {}
-_indexes: dict[str, Any] = {}
+_stores: dict[str, SQLStore] = {}
+_indexes: dict[str, VectorIndex] = {}
 
 
-def get_store(settings: Settings) -> Any:
+def get_store(settings: Settings) -> SQLStore:
     from store.sql import SQLStore
 
     with _lock:
@@ -26,7 +30,7 @@ def get_store(settings: Settings) -> Any:
         return _stores[settings.database_url]
 
 
-def get_index(settings: Settings) -> Any:
+def get_index(settings: Settings) -> VectorIndex:
     from store.vectors import VectorIndex
 
     key = settings.chroma_url or str(settings.chroma_path)

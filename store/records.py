@@ -6,11 +6,13 @@ the 0–10 scale shown to LLMs is derived with :func:`scale_0_10` from the unit'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
 WindowKind = Literal["top", "quantile", "random"]
 WindowSplit = Literal["explain", "heldout"]
@@ -25,6 +27,27 @@ def parse_unit_id(unit_id: str) -> tuple[str, str, int]:
     """Inverse of :func:`make_unit_id`; raises ``ValueError`` on a malformed id."""
     model, hookpoint, index = unit_id.rsplit("/", 2)
     return model, hookpoint, int(index)
+
+
+def key_id(*parts: Any) -> str:
+    """Deterministic row id from the parts of a natural key."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
+
+
+def make_explanation_id(unit_id: str, collection_id: str, explainer_model: str, prompt_hash: str) -> str:
+    """The one place an explanation id is made: its natural key is (unit, collection, explainer
+    model, prompt hash), so explaining the same unit the same way twice upserts one row."""
+    return key_id(unit_id, collection_id, explainer_model, prompt_hash)
+
+
+def make_score_id(explanation_id: str, scorer: str) -> str:
+    """Id of a score: one per (explanation, scorer)."""
+    return key_id(explanation_id, scorer)
+
+
+def make_unit_row_id(collection_id: str, unit_id: str) -> str:
+    """Id of a unit's row in one collection (the same unit collected twice has two rows)."""
+    return key_id(collection_id, unit_id)
 
 
 @dataclass(frozen=True)
@@ -122,6 +145,97 @@ class UnitRecord:
         return cls(**{**d, "stats": UnitStats(**stats), "windows": windows})
 
 
+ExplanationStatus = Literal["ok", "failed"]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One explanation of a unit as stored: a text, or a failure with its reason."""
+
+    id: str
+    """:func:`make_explanation_id` of the natural key below."""
+    unit_id: str
+    collection_id: str
+    """The collection whose windows the explainer was shown."""
+    explainer_model: str
+    prompt_name: str
+    prompt_version: str
+    prompt_hash: str
+    """sha256 of the prompt template."""
+    status: str
+    """``ok`` or ``failed``."""
+    text: str | None
+    """The explanation; ``None`` unless ``status`` is ``ok``."""
+    error: str | None
+    """Why explaining failed; ``None`` when it did not."""
+    created_at: datetime
+    """UTC time the row was (last) written."""
+    window_ids: tuple[str, ...] = ()
+    """Ids of the windows shown to the explainer."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The explainer's settings as recorded (sampling, candidates, the ``selected`` one)."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    indexed_at: datetime | None = None
+    """UTC time it was last written to the vector index; ``None`` if it never was."""
+
+    @property
+    def prompt(self) -> str:
+        """``name@version#hash8``."""
+        return f"{self.prompt_name}@{self.prompt_version}#{self.prompt_hash[:8]}"
+
+    @property
+    def source(self) -> str | None:
+        """Which candidate was kept: ``llm-0``… or ``baseline``; ``None`` when not recorded."""
+        selected = self.settings.get("selected")
+        return selected if isinstance(selected, str) else None
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score of an explanation by one scorer (or a failure with its reason)."""
+
+    scorer: str
+    """The scoring method, e.g. ``simulation-embedding``."""
+    value: float | None
+    """The scorer's figure: pooled Pearson correlation over the held-out tokens (raw activations)
+    for simulation scorers, balanced accuracy or AUROC for window-level ones; ``None`` if it failed."""
+    ci_low: float | None
+    """Lower end of the bootstrap 95% interval."""
+    ci_high: float | None
+    """Upper end of the bootstrap 95% interval."""
+    per_domain: dict[str, float] = field(default_factory=dict)
+    """The same figure restricted to held-out windows of one corpus domain."""
+    status: str = "ok"
+    """``ok`` or ``failed``."""
+    error: str | None = None
+    simulator_model: str | None = None
+    """The model that predicted activations (an LLM, or the embedding model)."""
+    n_tokens: int | None = None
+    """Held-out tokens scored."""
+    heldout_ids: tuple[str, ...] = ()
+    """Ids of the held-out windows scored."""
+    created_at: datetime | None = None
+    """UTC time the score was stored."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """How the score was computed, as the scorer recorded it."""
+    explanation_id: str | None = None
+    """The explanation scored (``None`` only for scores not yet stored)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """An explanation re-scored on a user's own corpus (``explainer calibrate``)."""
+
+    domain: str
+    """Workflow domain name."""
+    score: Score
+    corpus: str | None = None
+    corpus_hash: str | None = None
+    collection_id: str | None = None
+    """The calibration collection (the user's corpus)."""
+
+
 def scale_0_10(activations: list[float] | tuple[float, ...], max_activation: float) -> list[int]:
     """Map raw activations to integers 0–10 relative to ``max_activation`` (negatives → 0)."""
     if max_activation <= 0:
@@ -141,3 +255,13 @@ def highlight(window: Window, unit_max: float, threshold: float = 0.4) -> str:
         strong = unit_max > 0 and a >= threshold * unit_max and tok.strip()
         out.append(f"{tok[: len(tok) - len(tok.lstrip())]}«{tok.strip()}»" if strong else tok)
     return " ".join("".join(out).split())
+
+
+@dataclass(frozen=True)
+class ExplanationDetail:
+    """An explanation with its unit's record and its scores: what a page of search hits shows."""
+
+    explanation: Explanation
+    record: UnitRecord | None
+    """``None`` when the unit's row is gone (the index lags behind SQL)."""
+    scores: tuple[Score, ...] = ()

@@ -18,7 +18,9 @@ from typing import Any, Iterable, Iterator
 
 from sqlalchemy import and_, case, func, literal, or_, select, update
 
-from store.sql import SQLStore, _as_utc, _decode_json, explanations, now, run_units, runs, scores
+from store.db import as_utc as _as_utc, decode_json as _decode_json, now
+from store.schema import explanations, run_units, runs, scores
+from store.sql import SQLStore
 
 STATES = ("done", "failed", "pending")
 _CHUNK = 1000

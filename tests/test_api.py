@@ -172,10 +172,10 @@ def test_runs_routes_serve_the_runs_table(client, searchable):
     assert client.get("/api/v1/runs", headers=R).json() == {"runs": [], "offset": 0, "limit": 20, "total": 0,
                                                             "next_offset": None}
     expl = [e for e in store.explanations_for([unit(i).unit_id for i in range(11)])]
-    cid = next(e["collection_id"] for e in expl if e["status"] == "failed")
-    mine = [e for e in expl if e["collection_id"] == cid]
+    cid = next(e.collection_id for e in expl if e.status == "failed")
+    mine = [e for e in expl if e.collection_id == cid]
     runs.open_run(store, "abc123", cid, {"best_of": 1}, "fake-explainer", ["simulation-embedding"])
-    runs.add_units(store, "abc123", [(e["unit_id"], e["id"]) for e in mine])
+    runs.add_units(store, "abc123", [(e.unit_id, e.id) for e in mine])
     page = client.get("/api/v1/runs", headers=R).json()
     assert page["total"] == 1 and page["runs"][0]["id"] == "abc123" and page["runs"][0]["units"] == len(mine)
     one = client.get("/api/v1/runs/abc", headers=R).json()

@@ -126,7 +126,7 @@ def test_a_unit_that_never_fires_is_recorded_as_failed(labeled):
     [r] = _score_one(get_store(settings), settings, entry, silent, cid, "tickets", CalibrationOptions(corpus="x"))
     assert r["status"] == "failed" and "never fires" in r["error"] and "dead" in r["error"]
     [row] = get_store(settings).calibrations_for([entry.explanation_id])
-    assert row["status"] == "failed" and row["value"] is None and "never fires" in row["error"]
+    assert row.score.status == "failed" and row.score.value is None and "never fires" in row.score.error
 
 
 def test_collection_inputs_need_the_recorded_encoder_path():

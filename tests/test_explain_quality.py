@@ -36,15 +36,15 @@ def test_a_refusal_is_retried_with_the_stricter_instruction_over_http(settings, 
     store = _store(settings)
     server.script = [("answer", "I'm sorry, but I can't help with that."), ("answer", "the identifier foo")]
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, _opts(server)))
-    assert row["status"] == "ok" and row["text"] == "the identifier foo"
-    cand = row["settings"]["candidates"][0]
+    assert row.status == "ok" and row.text == "the identifier foo"
+    cand = row.settings["candidates"][0]
     assert cand["attempts"] == 2 and cand["rejected_raw"] == "I'm sorry, but I can't help with that."
     assert (cand["windows_shown"], cand["windows_available"]) == (2, 2)
     first, second = (r["messages"] for r in server.requests)
     assert second[:-1] == first[:-1]
     assert second[-1]["content"] == first[-1]["content"] + "\n\n" + load_template("explain")["retry_instruction"]
-    assert (row["prompt_tokens"], row["completion_tokens"]) == (2 * 321, 2 * 7)  # both attempts counted
-    assert row["prompt_version"] == "2"
+    assert (row.prompt_tokens, row.completion_tokens) == (2 * 321, 2 * 7)  # both attempts counted
+    assert row.prompt_version == "2"
 
 
 @pytest.mark.parametrize("answers", [["", ""], ["Sorry, I cannot do that.", "word " * 80],
@@ -53,9 +53,9 @@ def test_two_unusable_answers_are_stored_as_a_failed_attempt_with_the_raw_text(s
     store = _store(settings)
     server.script = [("answer", a) for a in answers]
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, _opts(server)))
-    assert row["status"] == "failed" and row["text"] is None
-    assert row["error"].startswith("RejectedAnswer:") and "after a stricter retry" in row["error"]
-    assert row["settings"]["candidates"][0]["raw"] == answers
+    assert row.status == "failed" and row.text is None
+    assert row.error.startswith("RejectedAnswer:") and "after a stricter retry" in row.error
+    assert row.settings["candidates"][0]["raw"] == answers
     assert len(server.requests) == 2
 
 
@@ -67,9 +67,9 @@ def test_the_prompt_is_shrunk_to_the_configured_context(settings, server, monkey
     monkeypatch.setenv("EXPLAINER_LLM_CONTEXT", "1200")
     server.script = [("answer", "tokens numbered tok")]
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, _opts(server)))
-    assert row["status"] == "ok"
-    shown = row["window_ids"]
-    assert 1 <= len(shown) < 6 and row["settings"]["candidates"][0]["windows_available"] == 6
+    assert row.status == "ok"
+    shown = row.window_ids
+    assert 1 <= len(shown) < 6 and row.settings["candidates"][0]["windows_available"] == 6
     sent = server.requests[0]["messages"]
     assert sum(len(m["content"]) for m in sent) / 3 + 8 * len(sent) <= 1200 - 48
     assert sent[-1]["content"].count("Excerpt ") == len(shown)
@@ -81,7 +81,7 @@ def test_a_context_too_small_for_one_window_is_recorded_as_failed(settings, serv
     opts = LabelOptions(explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5,
                                             context_tokens=200))
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, opts))
-    assert row["status"] == "failed" and row["error"].startswith("PromptTooLongError:")
+    assert row.status == "failed" and row.error.startswith("PromptTooLongError:")
     assert server.requests == []
 
 
@@ -116,9 +116,9 @@ def test_local_detection_and_embedding_scores_through_score_stage(settings):
     pipeline.score_stage(settings, eid, LabelOptions(scorers=("detection", "embedding")))
     heldout = [w.window_id for w in record.windows_for("heldout")]
     det = store.get_score(eid, "detection")
-    assert det["status"] == "ok", det["error"]
-    assert det["simulator_model"].endswith("[yes/no logits]") and det["heldout_ids"] == heldout
-    assert det["details"]["fidelity"] == "logprobs" and 0.0 <= det["value"] <= 1.0
-    assert all(0.0 <= p <= 1.0 for p in det["details"]["p_yes"]) and det["details"]["auroc"] is not None
+    assert det.status == "ok", det.error
+    assert det.simulator_model.endswith("[yes/no logits]") and list(det.heldout_ids) == heldout
+    assert det.details["fidelity"] == "logprobs" and 0.0 <= det.value <= 1.0
+    assert all(0.0 <= p <= 1.0 for p in det.details["p_yes"]) and det.details["auroc"] is not None
     emb = store.get_score(eid, "embedding")
-    assert emb["status"] == "ok" and emb["details"]["mean_cos_activating"] > emb["details"]["mean_cos_other"]
+    assert emb.status == "ok" and emb.details["mean_cos_activating"] > emb.details["mean_cos_other"]

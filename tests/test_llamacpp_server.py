@@ -103,16 +103,16 @@ def test_explain_and_score_a_unit_through_a_real_server(llama_server, digits_uni
     opts = pipeline.LabelOptions(explainer=LLMConfig(model="smollm2-135m", base_url=llama_server, timeout_s=120),
                                  scorers=("simulation-endpoint",), baseline_candidate=False)
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", record.unit_id, opts))
-    print(f"explain: {row['status']} {row['text'] or row['error']!r}")
-    if row["status"] == "failed":
-        assert row["text"] is None and row["error"]
-        assert row["settings"]["candidates"][0].get("raw"), "a rejected answer keeps its raw text"
+    print(f"explain: {row.status} {row.text or row.error!r}")
+    if row.status == "failed":
+        assert row.text is None and row.error
+        assert row.settings["candidates"][0].get("raw"), "a rejected answer keeps its raw text"
         return
-    assert row["text"].strip() and row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
-    pipeline.score_stage(settings, row["id"], opts)
-    score = store.get_score(row["id"], "simulation-endpoint")
-    assert score["status"] == "ok", score["error"]
-    print(f"score: {score['value']:+.3f} [{score['ci_low']:+.2f}, {score['ci_high']:+.2f}] {score['simulator_model']}")
-    assert -1.0 <= score["value"] <= 1.0 and score["ci_low"] <= score["value"] <= score["ci_high"]
-    assert score["details"]["method"] == "completions-echo" and score["simulator_model"].endswith("[completions-echo]")
-    assert score["heldout_ids"] == [w.window_id for w in record.windows_for("heldout")]
+    assert row.text.strip() and row.prompt_tokens > 0 and row.completion_tokens > 0
+    pipeline.score_stage(settings, row.id, opts)
+    score = store.get_score(row.id, "simulation-endpoint")
+    assert score.status == "ok", score.error
+    print(f"score: {score.value:+.3f} [{score.ci_low:+.2f}, {score.ci_high:+.2f}] {score.simulator_model}")
+    assert -1.0 <= score.value <= 1.0 and score.ci_low <= score.value <= score.ci_high
+    assert score.details["method"] == "completions-echo" and score.simulator_model.endswith("[completions-echo]")
+    assert list(score.heldout_ids) == [w.window_id for w in record.windows_for("heldout")]

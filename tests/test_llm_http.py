@@ -184,13 +184,13 @@ def test_explain_stage_records_a_garbage_answer_as_failed(stored, server):
     server.script = [("answer", "!!!"), ("answer", "???")]  # the answer and the stricter retry's
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server))
     row = store.get_explanation(eid)
-    assert row["status"] == "failed"
-    assert row["text"] is None
-    assert row["error"].startswith("RejectedAnswer:") and "no words" in row["error"]
-    assert row["settings"]["candidates"][0]["raw"] == ["!!!", "???"]  # the raw texts, never as explanation
-    assert (row["unit_id"], row["explainer_model"], row["prompt_name"]) == (UNIT, "fake", "explain")
-    assert row["settings"]["base_url"] == server.base_url
-    assert not any("key" in k.lower() for k in row["settings"])
+    assert row.status == "failed"
+    assert row.text is None
+    assert row.error.startswith("RejectedAnswer:") and "no words" in row.error
+    assert row.settings["candidates"][0]["raw"] == ["!!!", "???"]  # the raw texts, never as explanation
+    assert (row.unit_id, row.explainer_model, row.prompt_name) == (UNIT, "fake", "explain")
+    assert row.settings["base_url"] == server.base_url
+    assert not any("key" in k.lower() for k in row.settings)
     assert len(server.requests) == 2
     # without retry_failed the failure stands and the server is not asked again
     assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server)) == eid
@@ -201,12 +201,12 @@ def test_explain_stage_retries_a_failure_and_then_keeps_the_ok_row(stored, serve
     settings, store = stored
     server.script = [("answer", "!!!"), ("answer", "???"), ("answer", "Explanation: the identifier foo.")]
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server))
-    assert store.get_explanation(eid)["status"] == "failed"
+    assert store.get_explanation(eid).status == "failed"
     assert pipeline.explain_stage(settings, "c1", UNIT, _opts(server, retry_failed=True)) == eid
     row = store.get_explanation(eid)
-    assert (row["status"], row["text"], row["error"]) == ("ok", "the identifier foo", None)
-    assert row["window_ids"] == ["top-0", "top-2"]
-    assert (row["prompt_tokens"], row["completion_tokens"]) == (321, 7)
+    assert (row.status, row.text, row.error) == ("ok", "the identifier foo", None)
+    assert list(row.window_ids) == ["top-0", "top-2"]
+    assert (row.prompt_tokens, row.completion_tokens) == (321, 7)
     assert store.count_rows()["explanations"] == 1
     assert len(server.requests) == 3
     # the prompt shows only the explain windows, after the system prompt and three few-shot examples
@@ -233,9 +233,9 @@ def test_explain_stage_records_transient_errors_on_the_final_attempt(stored, ser
     server.script = [("status", 500)]
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server), final_attempt=True)
     row = store.get_explanation(eid)
-    assert row["status"] == "failed" and row["text"] is None
-    assert row["error"].startswith("gave up after retries:")
-    assert "500" in row["error"]
+    assert row.status == "failed" and row.text is None
+    assert row.error.startswith("gave up after retries:")
+    assert "500" in row.error
 
 
 def test_explain_stage_records_permanent_errors_even_before_the_final_attempt(stored, server):
@@ -243,8 +243,8 @@ def test_explain_stage_records_permanent_errors_even_before_the_final_attempt(st
     server.script = [("status", 401)]
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server), final_attempt=False)
     row = store.get_explanation(eid)
-    assert row["status"] == "failed"
-    assert row["error"].startswith("PermanentLLMError: HTTP 401")
+    assert row.status == "failed"
+    assert row.error.startswith("PermanentLLMError: HTTP 401")
 
 
 def test_explain_stage_unknown_unit(stored, server):
@@ -263,9 +263,9 @@ def test_baseline_candidate_stands_in_for_a_garbage_answer(stored, server):
     server.script = [("answer", "!!!"), ("answer", "!!!")]
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server, baseline_candidate=True))
     row = store.get_explanation(eid)
-    assert row["status"] == "ok" and row["text"] == 'the token "foo"'
-    assert row["settings"]["selected"] == "baseline"
-    failed = [c for c in row["settings"]["candidates"] if c["source"] == "llm-0"][0]
+    assert row.status == "ok" and row.text == 'the token "foo"'
+    assert row.settings["selected"] == "baseline"
+    failed = [c for c in row.settings["candidates"] if c["source"] == "llm-0"][0]
     assert failed["text"] is None and "no words" in failed["error"]
 
 
@@ -275,11 +275,11 @@ def test_best_of_k_keeps_the_candidate_the_cheap_scorer_ranks_first(stored, serv
     eid = pipeline.explain_stage(settings, "c1", UNIT, _opts(server, best_of=2))
     row = store.get_explanation(eid)
     assert len(server.requests) == 2
-    assert row["status"] == "ok" and row["text"] == 'the word "foo"'
-    assert row["settings"]["selected"] == "llm-1"
-    by_source = {c["source"]: c for c in row["settings"]["candidates"]}
+    assert row.status == "ok" and row.text == 'the word "foo"'
+    assert row.settings["selected"] == "llm-1"
+    by_source = {c["source"]: c for c in row.settings["candidates"]}
     assert by_source["llm-1"]["selection_score"] > by_source["llm-0"]["selection_score"]
-    assert row["prompt_tokens"] == 2 * 321 and row["completion_tokens"] == 2 * 7
+    assert row.prompt_tokens == 2 * 321 and row.completion_tokens == 2 * 7
     # the second request was sampled, the first greedy
     assert server.requests[0].get("temperature") in (0, 0.0, None)
     assert server.requests[1]["temperature"] == 0.8
@@ -309,7 +309,7 @@ def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, serve
                      ("answer", 'calls of the function foo')]
     opts = _opts(server, best_of=3, cascade_scorer="test-expensive", cascade_top=2)
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, opts))
-    cands = {c["source"]: c for c in row["settings"]["candidates"]}
+    cands = {c["source"]: c for c in row.settings["candidates"]}
     shortlist = sorted(cands, key=lambda s: -cands[s]["selection_score"])[:2]
     assert sorted(seen) == sorted(cands[s]["text"] for s in shortlist)  # 2 of 3 candidates, never the third
-    assert row["settings"]["selected"] in shortlist and "cascade_score" in cands[row["settings"]["selected"]]
+    assert row.settings["selected"] in shortlist and "cascade_score" in cands[row.settings["selected"]]

@@ -339,22 +339,22 @@ def test_score_stage_stores_method_fidelity_model_and_heldout_ids(stored, fake, 
     heldout = [w.window_id for w in WINDOWS]
 
     sim = store.get_score(eid, "simulation-endpoint")
-    assert sim["status"] == "ok" and sim["value"] > 0.9
-    assert sim["simulator_model"] == "sim-model [chat-logprobs]"
-    assert sim["details"]["method"] == "chat-logprobs" and sim["details"]["fidelity"] == "logprobs"
-    assert sim["details"]["endpoint"] == server.base_url and sim["details"]["prompt"].startswith("simulate@3#")
-    assert sim["heldout_ids"] == heldout and sim["ci_low"] <= sim["value"] <= sim["ci_high"]
+    assert sim.status == "ok" and sim.value > 0.9
+    assert sim.simulator_model == "sim-model [chat-logprobs]"
+    assert sim.details["method"] == "chat-logprobs" and sim.details["fidelity"] == "logprobs"
+    assert sim.details["endpoint"] == server.base_url and sim.details["prompt"].startswith("simulate@3#")
+    assert list(sim.heldout_ids) == heldout and sim.ci_low <= sim.value <= sim.ci_high
 
     det = store.get_score(eid, "detection")
-    assert det["status"] == "ok" and det["value"] == 1.0  # balanced accuracy: 2 activating, 2 not, all right
-    assert det["simulator_model"] == "sim-model [yes/no]"
-    assert det["details"]["fidelity"] == "logprobs" and det["details"]["auroc"] == 1.0
-    assert det["details"]["n_activating"] == 2 and det["heldout_ids"] == heldout
-    assert det["details"]["prompt"].startswith("detect@1#")
+    assert det.status == "ok" and det.value == 1.0  # balanced accuracy: 2 activating, 2 not, all right
+    assert det.simulator_model == "sim-model [yes/no]"
+    assert det.details["fidelity"] == "logprobs" and det.details["auroc"] == 1.0
+    assert det.details["n_activating"] == 2 and list(det.heldout_ids) == heldout
+    assert det.details["prompt"].startswith("detect@1#")
 
     emb = store.get_score(eid, "embedding")
-    assert emb["status"] == "ok" and emb["simulator_model"] == "all-MiniLM-L6-v2"
-    assert 0.0 <= emb["value"] <= 1.0 and emb["details"]["method"] == "embedding"
+    assert emb.status == "ok" and emb.simulator_model == "all-MiniLM-L6-v2"
+    assert 0.0 <= emb.value <= 1.0 and emb.details["method"] == "embedding"
 
 
 def test_score_stage_records_an_endpoint_without_predictions_as_failed(stored, fake, monkeypatch):
@@ -365,10 +365,10 @@ def test_score_stage_records_an_endpoint_without_predictions_as_failed(stored, f
     monkeypatch.setenv("EXPLAINER_SIMULATOR_BASE_URL", server.base_url)
     pipeline.score_stage(load_settings(), eid, LabelOptions(scorers=("simulation-endpoint", "detection")))
     sim = store.get_score(eid, "simulation-endpoint")
-    assert sim["status"] == "failed" and sim["value"] is None
-    assert sim["error"].startswith("ParseError: simulator endpoint " + server.base_url)
+    assert sim.status == "failed" and sim.value is None
+    assert sim.error.startswith("ParseError: simulator endpoint " + server.base_url)
     det = store.get_score(eid, "detection")
-    assert det["status"] == "failed" and "answered neither yes nor no" in det["error"]
+    assert det.status == "failed" and "answered neither yes nor no" in det.error
 
 
 def test_detection_from_a_plain_answer_is_low_fidelity(fake):
@@ -407,7 +407,7 @@ def test_a_transient_endpoint_error_in_scoring_is_raised_for_a_retry_then_record
     assert store.get_score(eid, "simulation-endpoint") is None
     pipeline.score_stage(settings, eid, opts, final_attempt=True)
     row = store.get_score(eid, "simulation-endpoint")
-    assert row["status"] == "failed" and "429" in row["error"] and row["value"] is None
+    assert row.status == "failed" and "429" in row.error and row.value is None
 
 
 def test_endpoint_credentials_never_reach_errors_or_details(fake):

@@ -5,7 +5,10 @@ import re
 from store.records import UnitRecord, UnitStats, Window
 import jsonschema
 
-from explainer.report.model import ReportCalibration, ReportEntry, ReportMeta, ReportScore
+from datetime import UTC, datetime
+
+from explainer.report.model import ReportCalibration, ReportEntry, ReportExplanation, ReportMeta, ReportScore
+from store.records import Explanation
 from explainer.report.render import write_report
 from explainer.report.to_html import render_html
 from explainer.report.to_markdown import render_markdown
@@ -33,6 +36,15 @@ def _record(index, windows):
                       windows=tuple(windows))
 
 
+def _entry(record, text, status="ok", error=None, model="gpt-4o-mini", scores=(), source=None, eid="e1",
+           calibrations=()):
+    """A report entry whose primary explanation (prompt ``explain@1#abcd1234``) has ``scores``."""
+    expl = Explanation(eid, record.unit_id, "c1", model, "explain", "1", "abcd1234" * 8, status,
+                       text if status == "ok" else None, error, datetime(2026, 1, 2, tzinfo=UTC),
+                       settings={"selected": source} if source else {})
+    return ReportEntry(record=record, main=ReportExplanation(expl, scores, tuple(calibrations)), collection_id="c1")
+
+
 def _entries():
     good = _record(7, [
         _win("top-0", "top", "explain", ["def", " foo", "(", "):", "\n", "    ", "return"], [0, 4.0, 1.0, 0, 0, 0, -1.0]),
@@ -50,14 +62,9 @@ def _entries():
     bad_score = ReportScore(scorer="simulation-logits", value=None, ci_low=None, ci_high=None,
                             per_domain={}, status="failed", error="simulator timed out")
     return [
-        ReportEntry(record=good, explanation="Function names after `def`", explanation_status="ok",
-                    explanation_error=None, explainer_model="gpt-4o-mini", prompt="explain@1#abcd1234",
-                    scores=(score,)),
-        ReportEntry(record=failed, explanation=None, explanation_status="failed",
-                    explanation_error="LLM returned <garbage>", explainer_model="gpt-4o-mini",
-                    prompt="explain@1#abcd1234", scores=(bad_score,)),
-        ReportEntry(record=pending, explanation=None, explanation_status="pending",
-                    explanation_error=None, explainer_model=None, prompt=None, scores=()),
+        _entry(good, "Function names after `def`", scores=(score,)),
+        _entry(failed, None, "failed", error="LLM returned <garbage>", scores=(bad_score,)),
+        ReportEntry(record=pending),
     ]
 
 
@@ -109,9 +116,7 @@ def test_warning_badges():
     assert 'class="badge"' not in good  # 3 explain top windows, score 0.61, narrow CI
     failed = out[out.index('id="u1-'):out.index('id="u2-')]
     assert "only 1 top window(s)" in failed
-    low = ReportEntry(record=_entries()[0].record, explanation="x", explanation_status="ok",
-                      explanation_error=None, explainer_model=None, prompt=None,
-                      scores=(ReportScore("simulation-logits", 0.1, -0.3, 0.4, {}, "ok"),))
+    low = _entry(_entries()[0].record, "x", scores=(ReportScore("simulation-logits", 0.1, -0.3, 0.4, {}, "ok"),))
     out = render_html([low])
     assert "score &lt; 0.2" in out and "interval wider than 0.5" in out
     assert "discrimination never measured" in out and "discrimination not measured" in out
@@ -120,10 +125,9 @@ def test_warning_badges():
 def test_scores_show_their_scorer_discrimination():
     out = render_html(_entries())
     assert "discrimination: AUROC 0.96, 97% of right/wrong pairs ranked correctly on 24 planted concepts" in out
-    weak = ReportEntry(record=_entries()[0].record, explanation="x", explanation_status="ok",
-                       explanation_error=None, explainer_model=None, prompt=None, explanation_source="baseline",
-                       scores=(ReportScore("simulation-logits", 0.6, 0.5, 0.7, {}, "ok",
-                                           discrimination={"auroc": 0.51, "pairs_correct": 0.44, "n_concepts": 8}),))
+    weak = _entry(_entries()[0].record, "x", source="baseline",
+                  scores=(ReportScore("simulation-logits", 0.6, 0.5, 0.7, {}, "ok",
+                                discrimination={"auroc": 0.51, "pairs_correct": 0.44, "n_concepts": 8}),))
     out = render_html([weak])
     assert "barely tells right from wrong explanations (AUROC 0.51)" in out
     assert "explanation from the no-LLM baseline" in out and "(source: baseline)" in out
@@ -166,11 +170,10 @@ def test_write_html_creates_file(tmp_path):
 
 def _scored(per_domain, calibrations=(), windows=None):
     rec = _entries()[0].record if windows is None else _record(7, windows)
-    return ReportEntry(record=rec, explanation="Function names", explanation_status="ok", explanation_error=None,
-                       explainer_model="m", prompt="explain@1#abcd1234", explanation_id="e1",
-                       scores=(ReportScore("simulation-embedding", 0.6, 0.5, 0.7, per_domain, "ok",
-                                           discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24}),),
-                       calibrations=tuple(calibrations))
+    return _entry(rec, "Function names", model="m",
+                  scores=(ReportScore("simulation-embedding", 0.6, 0.5, 0.7, per_domain, "ok",
+                                discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24}),),
+                  calibrations=calibrations)
 
 
 def test_domain_drop_says_the_explanation_may_not_transfer():

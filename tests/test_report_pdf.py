@@ -65,6 +65,8 @@ def test_empty_pdf_says_so():
 
 def test_unsupported_characters_do_not_break_the_pdf():
     entry = _entries()[0]
-    entry = replace(entry, explanation="数字 and emoji 🎉 then plain words")
+    assert entry.main.explanation is not None
+    text = "数字 and emoji 🎉 then plain words"
+    entry = replace(entry, main=replace(entry.main, explanation=replace(entry.main.explanation, text=text)))
     images, texts = pdf_pages(render_report([entry], "pdf"))
     assert "plain words" in "\n".join(texts)

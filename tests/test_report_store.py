@@ -166,7 +166,7 @@ def test_report_of_a_labeling_run_uses_the_runs_explanations(reported, tmp_path,
 
     store = get_store(reported)
     cid = collection_id(unit(0))
-    primary = {e["unit_id"]: e["id"] for e in store.explanations_for([U0], cid) if e["status"] == "failed"}
+    primary = {e.unit_id: e.id for e in store.explanations_for([U0], cid) if e.status == "failed"}
     with store.engine.begin() as conn:
         conn.execute(runs.insert().values(id="run-1", collection_id=cid, options="{}", explainer_model="remote-llm",
                                           simulator='["simulation-embedding"]', n_units=1, status="done",

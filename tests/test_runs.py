@@ -72,10 +72,10 @@ def test_resume_redoes_nothing_and_adds_no_rows(settings, units, server):
     assert second.counts["tokens"] > 0
 
     # and once more: nothing is sent, nothing is written
-    created = {e["id"]: e["created_at"] for e in store.explanations_for(units)}
+    created = {e.id: e.created_at for e in store.explanations_for(units)}
     third = label_units(settings, "synthetic", units, _opts(server), progress=False)
     assert (third.submitted, third.skipped) == (0, 8) and _explain_calls(server) == 8
-    assert {e["id"]: e["created_at"] for e in store.explanations_for(units)} == created
+    assert {e.id: e.created_at for e in store.explanations_for(units)} == created
     after = store.count_rows()
     assert after["explanations"] == 8 and after["scores"] == 8 and rows["explanations"] == 3
     assert runs.get_run(store, first.run_id)["status"] == "done"
@@ -92,7 +92,7 @@ def test_retry_failed_retries_only_failures(settings, units, server):
     assert [f["unit_id"] for f in fails] == sorted(units[:2])
     assert all(f["stage"] == "explain" and "no words" in f["reason"] for f in fails), fails
     for e in store.explanations_for(units[:2]):
-        assert e["status"] == "failed" and e["text"] is None  # garbage is never stored as text
+        assert e.status == "failed" and e.text is None  # garbage is never stored as text
 
     calls = _explain_calls(server)
     again = label_units(settings, "synthetic", units[:4], _opts(server), progress=False)
@@ -116,7 +116,7 @@ def test_runs_command_lists_and_shows(settings, units, server, capsys):
     assert (r["id"], r["done"], r["failed"], r["pending"], r["units"]) == (result.run_id, 2, 1, 0, 3)
     assert r["status"] == "done" and r["explainer_model"] == "fake" and r["simulator"] == ["simulation-embedding"]
     expl = get_store(settings).explanations_for(units[:3])
-    assert r["tokens"] == sum((e["prompt_tokens"] or 0) + (e["completion_tokens"] or 0) for e in expl) > 0
+    assert r["tokens"] == sum((e.prompt_tokens or 0) + (e.completion_tokens or 0) for e in expl) > 0
 
     assert main(["runs", "show", result.run_id[:8], "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
@@ -148,7 +148,7 @@ def test_a_duplicate_delivery_never_replaces_an_ok_explanation(settings, units):
     store.save_explanation(status="ok", text="second answer", keep_ok=True, **key)
     store.save_explanation(status="failed", error="gave up", keep_ok=True, **key)
     row = store.get_explanation(eid)
-    assert (row["status"], row["text"]) == ("ok", "first answer") and row["indexed_at"] is not None
+    assert (row.status, row.text) == ("ok", "first answer") and row.indexed_at is not None
 
 
 def test_workers_load_no_model_at_import():

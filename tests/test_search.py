@@ -48,9 +48,9 @@ def test_keyword_ranking_finds_rare_words_and_stems(searchable):
     # porter stemming: "citation" matches "citations", "warranties" matches "warranty"
     store = get_store(searchable)
     got = [eid for eid, _ in store.keyword_search("citation", limit=5)]
-    assert len(got) == 1 and store.get_explanation(got[0])["unit_id"] == unit(0).unit_id
+    assert len(got) == 1 and store.get_explanation(got[0]).unit_id == unit(0).unit_id
     got = [eid for eid, _ in store.keyword_search("warranties", limit=5)]
-    assert [store.get_explanation(e)["unit_id"] for e in got] == [unit(2).unit_id]
+    assert [store.get_explanation(e).unit_id for e in got] == [unit(2).unit_id]
 
 
 def test_both_rankings_agreeing_beat_either_alone(engines):
@@ -78,7 +78,7 @@ def test_filters_are_applied_inside_each_ranking_not_after(engines):
     filtering inside the queries returns the best *allowed* explanation."""
     store, index = get_store(engines), get_index(engines)
     kw = store.keyword_search("python function definitions import", limit=1, model="other")
-    assert [store.get_explanation(e)["unit_id"] for e, _ in kw] == [unit(8).unit_id]
+    assert [store.get_explanation(e).unit_id for e, _ in kw] == [unit(8).unit_id]
     vec = index.embedder.embed(["fabricated academic citations"])[0]
     sem = index.query_vector(vec, n=1, **SearchFilters(domain="legal").sql())
     assert len(sem) == 1 and sem[0][2]["unit_id"] in {unit(2).unit_id, unit(4).unit_id}
@@ -154,7 +154,7 @@ def test_keyword_index_follows_saves(settings):
     assert keyword.all_rows(store)[eid]["score"] == UNSCORED
     assert store.keyword_search("citations", limit=5, min_score=-1.0) == []
     e = store.get_explanation(eid)
-    common = {k: e[k] for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version",
+    common = {k: getattr(e, k) for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version",
                                 "prompt_hash")}
     store.save_explanation(status="ok", text="dates in letters", **common)  # same key, new text
     assert store.keyword_search("citations", limit=5) == [] and store.keyword_search("letters", limit=5)[0][0] == eid
@@ -172,10 +172,10 @@ def test_keyword_search_on_postgres(settings, postgres_url, monkeypatch):
     store = get_store(pg)
     try:
         got = store.keyword_search("python import statement", limit=5)
-        uids = [store.get_explanation(e)["unit_id"] for e, _ in got]
+        uids = [store.get_explanation(e).unit_id for e, _ in got]
         assert uids[0] == unit(8).unit_id and unit(1).unit_id in uids
         only = store.keyword_search("python import statement", limit=5, model="tiny", domain="code", min_score=0.5)
-        assert [store.get_explanation(e)["unit_id"] for e, _ in only] == [unit(1).unit_id]
+        assert [store.get_explanation(e).unit_id for e, _ in only] == [unit(1).unit_id]
         assert store.keyword_search("warranties", limit=5, layer=1)  # english stemming
         assert store.keyword_search("warranties", limit=5, layer=2) == []
         assert store.rebuild_keyword_index() == 11

@@ -40,7 +40,7 @@ def test_reindex_builds_both_indexes_from_sql(settings, capsys):
     code, out = _cli(capsys, "check", "--json")
     assert code == 0 and json.loads(out)["in_sync"] is True
     store = get_store(settings)
-    assert all(store.get_explanation(e)["indexed_at"] for u, e in eids.items() if u != unit(10).unit_id)
+    assert all(store.get_explanation(e).indexed_at for u, e in eids.items() if u != unit(10).unit_id)
     hit = search(settings, "made-up bibliography entries", limit=1)[0]
     assert hit["unit_id"] == unit(0).unit_id and hit["semantic_rank"] == 1
 
@@ -52,7 +52,7 @@ def test_check_reports_each_kind_of_difference_and_reindex_repairs_them(settings
 
     # stale text: the explanation was rewritten (same key) after it was indexed
     e0 = store.get_explanation(eids[unit(0).unit_id])
-    key = {k: e0[k] for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version",
+    key = {k: getattr(e0, k) for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version",
                               "prompt_hash")}
     store.save_explanation(status="ok", text="quotation marks around titles", **key)
     # stale metadata: a new score after indexing

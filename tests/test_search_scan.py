@@ -78,9 +78,11 @@ def test_scan_sees_what_other_processes_index(searchable):
     """Another process writes Chroma and marks the SQL row indexed; the next search re-reads it."""
     load_scan(searchable)
     index, store = get_index(searchable), get_store(searchable)
-    eid = next(e["id"] for e in store.explanations_for([unit(5).unit_id]))
+    eid = next(e.id for e in store.explanations_for([unit(5).unit_id]))
     expl, score = store.get_explanation(eid), store.get_score(eid, "simulation-embedding")
-    meta = {**index_metadata(expl, score, ["docs"]), "layer": 7}
+    assert expl is not None and score is not None
+    meta = {**index_metadata(expl.unit_id, expl.collection_id, expl.explainer_model, score.value, ["docs"]),
+            "layer": 7}
     text = "sunny skies and thunderstorms"
     # bypass this process's VectorIndex (which would patch the scan itself)
     index.collection.upsert(ids=[eid], documents=[text], embeddings=index.embedder.embed([text]), metadatas=[meta])

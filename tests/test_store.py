@@ -116,18 +116,18 @@ def test_save_explanation_is_an_upsert(store):
     assert eid2 == eid
     assert store.count_rows()["explanations"] == 1
     row = store.get_explanation(eid)
-    assert (row["status"], row["text"], row["error"]) == ("ok", "the word foo", None)
-    assert row["window_ids"] == ["top-0"]
-    assert row["settings"] == {"model": "fake-llm", "temperature": 0.0}
-    assert (row["prompt_tokens"], row["completion_tokens"]) == (120, 4)
-    assert (row["prompt_name"], row["prompt_version"], row["prompt_hash"]) == ("explain", "1", "a" * 64)
-    assert row["created_at"].tzinfo is not None  # aware, whatever the server's time zone
-    assert abs((datetime.now(timezone.utc) - row["created_at"]).total_seconds()) < 300
-    assert row["indexed_at"] is None
+    assert (row.status, row.text, row.error) == ("ok", "the word foo", None)
+    assert list(row.window_ids) == ["top-0"]
+    assert row.settings == {"model": "fake-llm", "temperature": 0.0}
+    assert (row.prompt_tokens, row.completion_tokens) == (120, 4)
+    assert (row.prompt_name, row.prompt_version, row.prompt_hash) == ("explain", "1", "a" * 64)
+    assert row.created_at.tzinfo is not None  # aware, whatever the server's time zone
+    assert abs((datetime.now(timezone.utc) - row.created_at).total_seconds()) < 300
+    assert row.indexed_at is None
     # a different explainer model is a different row
     other = store.save_explanation(unit_id=uid, status="ok", text="x", **{**EXPL, "explainer_model": "m2"})
     assert other != eid and store.count_rows()["explanations"] == 2
-    assert [e["explainer_model"] for e in store.explanations_for([uid])] == ["fake-llm", "m2"]
+    assert [e.explainer_model for e in store.explanations_for([uid])] == ["fake-llm", "m2"]
     assert store.labeled_unit_ids() == [uid]
 
 
@@ -136,8 +136,8 @@ def test_failed_explanation_stores_no_text(store):
     eid = store.save_explanation(unit_id="tiny/layers.1.mlp/1", status="failed", text="half an answer",
                                  error="PermanentLLMError: HTTP 401", **EXPL)
     row = store.get_explanation(eid)
-    assert (row["status"], row["text"], row["error"]) == ("failed", None, "PermanentLLMError: HTTP 401")
-    assert row["window_ids"] == [] and row["settings"] == {}
+    assert (row.status, row.text, row.error) == ("failed", None, "PermanentLLMError: HTTP 401")
+    assert list(row.window_ids) == [] and row.settings == {}
 
 
 @pytest.mark.parametrize("text", [None, "", "   \n"])
@@ -152,7 +152,7 @@ def test_mark_indexed(store):
     _with_units(store)
     eid = store.save_explanation(unit_id="tiny/layers.1.mlp/0", status="ok", text="foo", **EXPL)
     store.mark_indexed(eid)
-    assert store.get_explanation(eid)["indexed_at"].tzinfo is not None
+    assert store.get_explanation(eid).indexed_at.tzinfo is not None
     assert store.get_explanation("nope") is None
 
 
@@ -167,14 +167,14 @@ def test_save_score_is_an_upsert(store):
     assert sid == sid2 == key_id(eid, "simulation-logits")
     assert store.count_rows()["scores"] == 1
     row = store.get_score(eid, "simulation-logits")
-    assert (row["status"], row["value"], row["ci_low"], row["ci_high"], row["n_tokens"], row["error"]) == \
+    assert (row.status, row.value, row.ci_low, row.ci_high, row.n_tokens, row.error) == \
         ("ok", 0.5, 0.25, 0.75, 4, None)
-    assert row["per_domain"] == {"code": 0.5, "docs": -0.125}
-    assert row["heldout_ids"] == ["top-1", "random-0"]
+    assert row.per_domain == {"code": 0.5, "docs": -0.125}
+    assert list(row.heldout_ids) == ["top-1", "random-0"]
     assert store.get_score(eid, "other-scorer") is None
     store.save_score(explanation_id=eid, scorer="other-scorer", simulator_model=None, status="ok", value=0.1)
     assert store.count_rows()["scores"] == 2
-    assert sorted(s["scorer"] for s in store.scores_for([eid])) == ["other-scorer", "simulation-logits"]
+    assert sorted(s.scorer for s in store.scores_for([eid])) == ["other-scorer", "simulation-logits"]
 
 
 def test_explanation_of_unknown_unit_is_rejected(store):
@@ -213,8 +213,8 @@ def test_opening_an_older_store_adds_new_nullable_columns(tmp_path):
         assert "details" not in [r[1] for r in conn.execute("PRAGMA table_info(scores)")]
 
     s = SQLStore(f"sqlite:///{path}")
-    assert s.get_score(eid, "sim")["value"] == 0.5
+    assert s.get_score(eid, "sim").value == 0.5
     s.save_score(explanation_id=eid, scorer="sim", simulator_model="m", status="ok", value=0.6,
                  details={"method": "x"})
-    assert s.get_score(eid, "sim")["details"] == {"method": "x"}
+    assert s.get_score(eid, "sim").details == {"method": "x"}
     s.engine.dispose()

@@ -143,7 +143,7 @@ def _not_done(d, result) -> str:
 
     store = SQLStore(d.db)
     states = {u: s for u, s in runs.unit_states(store, result["run_id"]) if s != "done"}
-    expl = {e["unit_id"]: (e["status"], e["error"], e["indexed_at"]) for e in store.explanations_for(list(states))}
+    expl = {e.unit_id: (e.status, e.error, e.indexed_at) for e in store.explanations_for(list(states))}
     return f"{result}: {states} {expl}"
 
 

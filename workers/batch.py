@@ -45,14 +45,15 @@ def open_run(settings: Settings, collection_id: str, unit_ids: Iterable[str], op
     from explainer.llm.prompts import load_template
     from explainer.runtime import get_store
     from store import runs
-    from store.sql import key_id
+    from store.records import make_explanation_id
 
     store = get_store(settings)
     run_id = run_key(collection_id, opts)
     runs.open_run(store, run_id, collection_id, run_options(opts), opts.explainer.model, list(opts.scorers))
     sha = load_template(opts.explain_prompt).sha256
-    # Same key as pipeline.explanation_key (tested), computed without re-reading the template per unit.
-    runs.add_units(store, run_id, ((uid, key_id(uid, collection_id, opts.explainer.model, sha)) for uid in unit_ids))
+    # The key of pipeline.explanation_key, without re-reading the template per unit.
+    runs.add_units(store, run_id, ((uid, make_explanation_id(uid, collection_id, opts.explainer.model, sha))
+                                   for uid in unit_ids))
     return run_id
 
 

@@ -1,17 +1,25 @@
 """Pydantic models of the HTTP API's responses (they make its OpenAPI spec).
 
 Pydantic stays at this edge: the library returns plain dicts and dataclasses, and these models
-only describe and validate what the routes send back.
+only describe and validate what the routes send back. The views of a score and an explanation
+take their stored fields — names and types — from :class:`store.records.Score` and
+:class:`store.records.Explanation` (:func:`derived`), and add only what the view computes
+(``ci95``, ``prompt``, finite-only ``per_domain``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-__all__ = ["ErrorBody", "SearchPage", "UnitDetail", "RunsPage", "RunDetail", "CollectionsPage", "ReindexResult", "CheckResult", "Health"]
+from store.records import Explanation
+from store.records import Score as ScoreRecord
+
+__all__ = ["DERIVED", "CheckResult", "CollectionsPage", "ErrorBody", "Health", "ReindexResult", "RunDetail", "RunsPage", "SearchPage", "UnitDetail", "derived"]
 
 
 class ErrorDetail(BaseModel):
@@ -27,11 +35,34 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class Score(BaseModel):
-    scorer: str
-    value: float = Field(description="Pearson correlation of simulated and true activations, −1…1")
-    ci95: list[float | None] = Field(description="95% bootstrap interval [low, high]")
-    per_domain: dict[str, float | None] = Field(description="the score restricted to each corpus domain")
+DERIVED: dict[str, tuple[type, tuple[str, ...]]] = {}
+"""Response model name → (the record it derives from, the fields it takes from it)."""
+
+
+def derived(name: str, record: type, fields: tuple[str, ...], doc: str | None = None,
+            **view_fields: Any) -> type[BaseModel]:
+    """A response model named ``name`` with ``fields`` of the dataclass ``record`` (their names
+    and types as the record declares them) followed by ``view_fields`` (``(type, Field(...))``)
+    that the view computes."""
+    hints = typing.get_type_hints(record)
+    known = {f.name for f in dataclasses.fields(record)}
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        raise TypeError(f"{record.__name__} has no fields {unknown}")
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        name, __doc__=doc or f"A view of :class:`{record.__name__}`.", __module__=__name__,
+        **{f: (hints[f], ...) for f in fields}, **view_fields)
+    DERIVED[name] = (record, fields)
+    return model
+
+
+_CI95 = (list[float | None], Field(description="95% bootstrap interval [low, high]"))
+_PER_DOMAIN = (dict[str, float | None], Field(description="the score restricted to each corpus domain"))
+
+Score = derived(
+    "Score", ScoreRecord, ("scorer",), "The ok score a search hit is ranked and filtered by.",
+    value=(float, Field(description="Pearson correlation of simulated and true activations, −1…1")),
+    ci95=_CI95, per_domain=_PER_DOMAIN)
 
 
 class Token(BaseModel):
@@ -56,7 +87,7 @@ class Hit(BaseModel):
     hookpoint: str
     layer: int
     source: str
-    score: Score | None = Field(description="null when the explanation has no ok score")
+    score: Score | None = Field(description="null when the explanation has no ok score")  # type: ignore[valid-type]
     similarity: float | None = Field(description="cosine similarity of query and explanation (MiniLM)")
     semantic_rank: int | None
     keyword_rank: int | None
@@ -89,27 +120,16 @@ class Histogram(BaseModel):
     random: list[int] = Field(description="token counts of the random windows per bin")
 
 
-class ScoreView(BaseModel):
-    scorer: str
-    status: str
-    value: float | None
-    ci95: list[float | None]
-    per_domain: dict[str, float | None]
-    simulator_model: str | None
-    n_tokens: int | None
-    error: str | None
+ScoreView = derived(
+    "ScoreView", ScoreRecord, ("scorer", "status", "value", "simulator_model", "n_tokens", "error"),
+    "One stored score of an explanation.", ci95=_CI95, per_domain=_PER_DOMAIN)
 
-
-class ExplanationView(BaseModel):
-    id: str
-    status: str
-    text: str | None
-    error: str | None
-    explainer_model: str
-    prompt: str
-    created_at: datetime
-    indexed_at: datetime | None
-    scores: list[ScoreView]
+ExplanationView = derived(
+    "ExplanationView", Explanation,
+    ("id", "status", "text", "error", "explainer_model", "created_at", "indexed_at"),
+    "One stored explanation of a unit with its scores.",
+    prompt=(str, Field(description="the prompt template as name@version#hash8")),
+    scores=(list[ScoreView], ...))  # type: ignore[valid-type]
 
 
 class WindowView(BaseModel):
@@ -134,7 +154,7 @@ class UnitDetail(BaseModel):
     collection_id: str
     stats: FullStats
     histogram: Histogram
-    explanations: list[ExplanationView]
+    explanations: list[ExplanationView]  # type: ignore[valid-type]
     windows: list[WindowView]
 
 

@@ -69,6 +69,7 @@ def cmd_collect(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
     cid = _collect(settings, args)
     col = get_store(settings).get_collection(cid)
+    assert col is not None, cid  # collect stored it
     live = len(get_store(settings).unit_rows(cid, live_only=True))
     return {"collection_id": cid, "model": col["model"], "hookpoint": col["hookpoint"], "corpus": col["corpus"],
             "n_tokens": col["n_tokens"], "n_units": col["n_units"], "live_units": live}

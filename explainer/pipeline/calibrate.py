@@ -120,7 +120,9 @@ def calibrate(settings: Settings, unit_ids: list[str], opts: CalibrationOptions,
     results: list[dict[str, Any]] = []
     collections: dict[str, str] = {}
     for cid, group in by_collection.items():
-        inputs = collection_inputs(store.get_collection(cid))
+        collection = store.get_collection(cid)
+        assert collection is not None, cid  # the entry's record came from it
+        inputs = collection_inputs(collection)
         cfg = inputs["cfg"] if opts.max_tokens is None else replace(inputs["cfg"], max_tokens=opts.max_tokens)
         new_cid = collect_stage(settings, inputs["model"], inputs["hookpoint"], opts.corpus, cfg, progress=progress,
                                 sae=inputs["sae"], directions=inputs["directions"])

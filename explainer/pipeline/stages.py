@@ -63,7 +63,7 @@ def collect_stage(settings: Settings, model: str, hookpoint: str | None, corpus:
     the collection id. Without a hookpoint, the SAE's (or directions') own is used. Bad input
     (unknown hookpoint, SAE width, corpus shorter than a window) fails before anything is written.
     A killed run resumes from its checkpoint under ``$EXPLAINER_DATA_DIR/checkpoints``."""
-    from store.sql import key_id
+    from store.records import key_id
 
     from explainer.errors import HookpointError
 
@@ -111,10 +111,10 @@ def select_units(settings: Settings, collection_id: str, n: int) -> list[str]:
 # -- explain ------------------------------------------------------------------------------
 
 def explanation_key(collection_id: str, unit_id: str, opts: LabelOptions) -> tuple[str, Any]:
-    from store.sql import key_id
+    from store.records import make_explanation_id
 
     template = load_template(opts.explain_prompt)
-    return key_id(unit_id, collection_id, opts.explainer.model, template.sha256), template
+    return make_explanation_id(unit_id, collection_id, opts.explainer.model, template.sha256), template
 
 
 def _candidates(record: Any, opts: LabelOptions, template: Any, settings: Settings,
@@ -181,7 +181,7 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
     store = get_store(settings)
     eid, template = explanation_key(collection_id, unit_id, opts)
     existing = store.get_explanation(eid)
-    if existing and (existing["status"] == "ok" or not opts.retry_failed):
+    if existing and (existing.status == "ok" or not opts.retry_failed):
         return eid
     record = store.get_record(unit_id, collection_id)
     if record is None:
@@ -189,11 +189,11 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
 
         raise UnknownUnitError([unit_id])
     candidates = _candidates(record, opts, template, settings, final_attempt)
-    common = dict(unit_id=unit_id, collection_id=collection_id, explainer_model=opts.explainer.model,
+    common: dict[str, Any] = dict(unit_id=unit_id, collection_id=collection_id, explainer_model=opts.explainer.model,
                   prompt_name=template.name, prompt_version=template.version, prompt_hash=template.sha256)
     run_settings = {**opts.explainer.public(), "best_of": opts.best_of, "baseline_candidate": opts.baseline_candidate,
                     "selection_scorer": opts.selection_scorer, "cascade_scorer": opts.cascade_scorer}
-    tokens = dict(prompt_tokens=sum(c.get("prompt_tokens") or 0 for c in candidates),
+    tokens: dict[str, Any] = dict(prompt_tokens=sum(c.get("prompt_tokens") or 0 for c in candidates),
                   completion_tokens=sum(c.get("completion_tokens") or 0 for c in candidates))
     if not any(c["text"] for c in candidates):
         errors = candidates[0]["error"] if len(candidates) == 1 else "; ".join(
@@ -216,22 +216,26 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, fin
     the caller to retry unless this is the ``final_attempt``; then it is stored as a failure."""
     store = get_store(settings)
     expl = store.get_explanation(explanation_id)
-    if expl is None or expl["status"] != "ok":
+    if expl is None or expl.status != "ok" or expl.text is None:
         return explanation_id
     record = None
     for name in opts.scorers:
         existing = store.get_score(explanation_id, name)
-        if existing and (existing["status"] == "ok" or not opts.retry_failed):
+        if existing and (existing.status == "ok" or not opts.retry_failed):
             continue
         if record is None:
-            record = store.get_record(expl["unit_id"], expl["collection_id"])
+            record = store.get_record(expl.unit_id, expl.collection_id)
+            if record is None:
+                from explainer.errors import UnknownUnitError
+
+                raise UnknownUnitError([expl.unit_id])
         windows = record.windows_for("heldout")
-        common = dict(explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows])
+        common: dict[str, Any] = dict(explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows])
         try:
             sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device, settings=settings)
             if not windows:
                 raise ExplainerError("no held-out windows to score on")
-            s = evaluate(sim, expl["text"], windows)
+            s = evaluate(sim, expl.text, windows)
         except TransientLLMError as exc:
             if not final_attempt:
                 raise

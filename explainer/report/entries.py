@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 from explainer.settings import Settings
 from explainer.errors import UnknownUnitError
 from explainer.report.model import ReportEntry, ReportScore
 from store.records import finite as _finite, highlight
 from explainer.runtime import get_store
+from store.records import Calibration, Explanation, Score, UnitRecord
+
+if TYPE_CHECKING:
+    from store.sql import SQLStore
 
 
-def _report_score(s: dict[str, Any], discrimination: dict[str, Any]) -> ReportScore:
-    created = s.get("created_at")
-    return ReportScore(s["scorer"], s["value"], s["ci_low"], s["ci_high"], s.get("per_domain") or {}, s["status"],
-                       s["error"], discrimination.get(s["scorer"]), simulator_model=s.get("simulator_model"),
-                       n_tokens=s.get("n_tokens"), heldout_ids=tuple(s.get("heldout_ids") or ()),
-                       created_at=created.isoformat() if created is not None else None,
-                       details=s.get("details") or {})
+def score_view(s: Score) -> dict[str, Any]:
+    """A score as the HTTP API shows it (:class:`explainer.api.models.ScoreView`): the interval as
+    ``ci95`` and non-finite floats as ``None``."""
+    return {"scorer": s.scorer, "status": s.status, "value": _finite(s.value),
+            "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
+            "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
+            "simulator_model": s.simulator_model, "n_tokens": s.n_tokens, "error": s.error}
 
 
-def _explained_records(store: Any, unit_ids: list[str], expls: list[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+def _report_score(s: Score, discrimination: dict[str, Any]) -> ReportScore:
+    return ReportScore(**{f.name: getattr(s, f.name) for f in fields(Score)},
+                       discrimination=discrimination.get(s.scorer))
+
+
+def _explained_records(store: SQLStore, unit_ids: list[str],
+                       expls: list[Explanation]) -> dict[str, tuple[str, UnitRecord]]:
     """unit id → (collection id, record) from the latest collection in which the unit has an
     explanation (ok ones first), else its latest collection: a calibration collection, which holds
     no explanations, never hides the one a unit was labeled in."""
     found = store.get_records(unit_ids)
     for uid in unit_ids:
-        own = [e for e in expls if e["unit_id"] == uid]
-        if own and uid in found and found[uid][0] not in {e["collection_id"] for e in own}:
-            best = max(own, key=lambda e: (e["status"] == "ok", e["created_at"]))
-            found.update(store.get_records([uid], best["collection_id"]))
+        own = [e for e in expls if e.unit_id == uid]
+        if own and uid in found and found[uid][0] not in {e.collection_id for e in own}:
+            best = max(own, key=lambda e: (e.status == "ok", e.created_at))
+            found.update(store.get_records([uid], best.collection_id))
     return found
 
 
@@ -40,7 +51,7 @@ def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | N
     latest ok one) and the others from that record, each with scores, workflow calibrations and
     provenance. Unknown units raise :class:`UnknownUnitError` listing all of them."""
     from explainer.provenance import explanation_provenance
-    from explainer.report.model import ReportCalibration, ReportExplanation
+    from explainer.report.model import PENDING, ReportCalibration, ReportExplanation
     from explainer.score.registry import measured_discrimination
 
     store = get_store(settings)
@@ -50,46 +61,36 @@ def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | N
     missing = [u for u in unit_ids if u not in found]
     if missing:
         raise UnknownUnitError(missing)
-    by_unit: dict[str, list[dict[str, Any]]] = {}
-    for e in sorted(all_expls, key=lambda e: (e["status"] == "ok", e["created_at"]), reverse=True):
-        if e["collection_id"] == found[e["unit_id"]][0]:
-            by_unit.setdefault(e["unit_id"], []).append(e)
-    ids = [e["id"] for es in by_unit.values() for e in es]
-    scores_by: dict[str, list[dict[str, Any]]] = {}
-    for s in sorted(store.scores_for(ids), key=lambda s: s["scorer"]):
-        scores_by.setdefault(s["explanation_id"], []).append(s)
-    cals_by: dict[str, list[dict[str, Any]]] = {}
+    by_unit: dict[str, list[Explanation]] = {}
+    for e in sorted(all_expls, key=lambda e: (e.status == "ok", e.created_at), reverse=True):
+        if e.collection_id == found[e.unit_id][0]:
+            by_unit.setdefault(e.unit_id, []).append(e)
+    ids = [e.id for es in by_unit.values() for e in es]
+    scores_by: dict[str, list[Score]] = {}
+    for s in sorted(store.scores_for(ids), key=lambda s: s.scorer):
+        scores_by.setdefault(s.explanation_id or "", []).append(s)
+    cals_by: dict[str, list[Calibration]] = {}
     for c in store.calibrations_for(ids):
-        cals_by.setdefault(c["explanation_id"], []).append(c)
+        cals_by.setdefault(c.score.explanation_id or "", []).append(c)
     collections = {cid: store.get_collection(cid) for cid in {cid for cid, _ in found.values()}}
     discrimination = measured_discrimination()
 
-    def explanation(e: dict[str, Any], rec: Any) -> ReportExplanation:
-        scores = scores_by.get(e["id"], [])
+    def explanation(e: Explanation, rec: UnitRecord) -> ReportExplanation:
+        scores = scores_by.get(e.id, [])
         return ReportExplanation(
-            explanation_id=e["id"], status=e["status"], text=e["text"] if e["status"] == "ok" else None,
-            error=e["error"], explainer_model=e["explainer_model"],
-            prompt=f"{e['prompt_name']}@{e['prompt_version']}#{e['prompt_hash'][:8]}",
-            source=(e.get("settings") or {}).get("selected"),
-            scores=tuple(_report_score(s, discrimination) for s in scores),
-            calibrations=tuple(ReportCalibration(c["domain"], _report_score(c, discrimination), c["corpus"],
-                                                 c["corpus_hash"], c["collection_id"]) for c in cals_by.get(e["id"], [])),
-            provenance=explanation_provenance(collections.get(e["collection_id"]), e, scores, rec.hookpoint),
-            created_at=e["created_at"].isoformat() if e.get("created_at") else None)
+            e, scores=tuple(_report_score(s, discrimination) for s in scores),
+            calibrations=tuple(ReportCalibration(c.domain, _report_score(c.score, discrimination), c.corpus,
+                                                 c.corpus_hash, c.collection_id) for c in cals_by.get(e.id, [])),
+            provenance=explanation_provenance(collections.get(e.collection_id), e, scores, rec.hookpoint))
 
     entries = []
     for uid in unit_ids:
         cid, rec = found[uid]
         own = by_unit.get(uid, [])
-        if prefer and prefer.get(uid) in {e["id"] for e in own}:
-            own = sorted(own, key=lambda e: e["id"] != prefer[uid])
+        if prefer and prefer.get(uid) in {e.id for e in own}:
+            own = sorted(own, key=lambda e: e.id != prefer[uid])
         xs = [explanation(e, rec) for e in own]
-        p = xs[0] if xs else ReportExplanation(None, "pending", None, None, None, None)
-        entries.append(ReportEntry(
-            record=rec, explanation=p.text, explanation_status=p.status, explanation_error=p.error,
-            explainer_model=p.explainer_model, prompt=p.prompt, scores=p.scores, explanation_source=p.source,
-            explanation_id=p.explanation_id, calibrations=p.calibrations, provenance=p.provenance,
-            others=tuple(xs[1:]), collection_id=cid, created_at=p.created_at))
+        entries.append(ReportEntry(record=rec, main=xs[0] if xs else PENDING, others=tuple(xs[1:]), collection_id=cid))
     return entries
 
 
@@ -111,7 +112,7 @@ def entry_summary(entry: ReportEntry) -> dict[str, Any]:
     }
 
 
-def activation_histogram(record: Any, bins: int = 20) -> dict[str, Any]:
+def activation_histogram(record: UnitRecord, bins: int = 20) -> dict[str, Any]:
     """Token counts per activation bin (raw units) of the unit's top windows and, separately, of
     its random windows (an unbiased sample of the corpus)."""
     import numpy as np
@@ -137,13 +138,9 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
         raise UnknownUnitError([unit_id])
     cid, rec = found[unit_id]
     expls = store.explanations_for([unit_id], cid)
-    by_expl: dict[str, list[dict[str, Any]]] = {}
-    for s in store.scores_for([e["id"] for e in expls]):
-        by_expl.setdefault(s["explanation_id"], []).append({
-            "scorer": s["scorer"], "status": s["status"], "value": _finite(s["value"]),
-            "ci95": [_finite(s["ci_low"]), _finite(s["ci_high"])],
-            "per_domain": {k: _finite(v) for k, v in (s["per_domain"] or {}).items()},
-            "simulator_model": s["simulator_model"], "n_tokens": s["n_tokens"], "error": s["error"]})
+    by_expl: dict[str, list[Score]] = {}
+    for s in store.scores_for([e.id for e in expls]):
+        by_expl.setdefault(s.explanation_id or "", []).append(s)
     layer, source = hookpoint_fields(rec.hookpoint)
     st = rec.stats
     return {
@@ -153,13 +150,12 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
                   "density": _finite(st.density), "n_tokens": st.n_tokens},
         "histogram": activation_histogram(rec),
         "explanations": [{
-            "id": e["id"], "status": e["status"], "text": e["text"], "error": e["error"],
-            "explainer_model": e["explainer_model"],
-            "prompt": f"{e['prompt_name']}@{e['prompt_version']}#{e['prompt_hash'][:8]}",
-            "created_at": e["created_at"], "indexed_at": e["indexed_at"],
-            "scores": sorted(by_expl.get(e["id"], []), key=lambda s: s["scorer"]),
-        } for e in sorted(sorted(expls, key=lambda e: e["created_at"], reverse=True),
-                          key=lambda e: e["status"] != "ok")],  # ok first, newest first
+            "id": e.id, "status": e.status, "text": e.text, "error": e.error,
+            "explainer_model": e.explainer_model, "prompt": e.prompt,
+            "created_at": e.created_at, "indexed_at": e.indexed_at,
+            "scores": [score_view(s) for s in sorted(by_expl.get(e.id, []), key=lambda s: s.scorer)],
+        } for e in sorted(sorted(expls, key=lambda e: e.created_at, reverse=True),
+                          key=lambda e: e.status != "ok")],  # ok first, newest first
         "windows": [{"id": w.window_id, "kind": w.kind, "split": w.split, "domain": w.domain, "doc_id": w.doc_id,
                      "max": _finite(w.max_activation), "tokens": list(w.tokens),
                      "activations": [_finite(a) for a in w.activations],

@@ -9,11 +9,11 @@ distrust; :mod:`explainer.report.render` turns them into HTML, Markdown, JSON or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from store.records import UnitRecord, Window
+from store.records import Calibration, Explanation, Score, UnitRecord, Window
 
 SCHEMA_VERSION = "1.0"
 """Version of ``schemas/report.schema.json`` that :func:`report_json` follows."""
@@ -35,66 +35,74 @@ STRONG = 0.4
 
 
 @dataclass(frozen=True)
-class ReportScore:
-    scorer: str
-    """The scoring method, e.g. ``simulation-embedding``."""
-    value: float | None
-    """The scorer's figure: pooled Pearson correlation over the held-out tokens for simulation
-    scorers, balanced accuracy or AUROC for window-level ones; ``None`` if scoring failed."""
-    ci_low: float | None
-    """Lower end of the bootstrap 95% interval."""
-    ci_high: float | None
-    """Upper end of the bootstrap 95% interval."""
-    per_domain: dict[str, float] = field(default_factory=dict)
-    """The same correlation restricted to held-out windows of one corpus domain."""
-    status: str = "ok"
-    """``ok`` or ``failed``."""
-    error: str | None = None
+class ReportScore(Score):
+    """A stored :class:`~store.records.Score` with what the report adds to it."""
+
     discrimination: dict[str, float] | None = None
     """This scorer's measured discrimination (``make bench-discrimination``): ``auroc``,
     ``pairs_correct``, ``n_concepts``; ``None`` when it was never measured."""
-    simulator_model: str | None = None
-    """The model that predicted activations (an LLM, or the embedding model)."""
-    n_tokens: int | None = None
-    """Held-out tokens scored."""
-    heldout_ids: tuple[str, ...] = ()
-    """Ids of the held-out windows scored."""
-    created_at: str | None = None
-    """ISO 8601 time the score was stored."""
-    details: dict[str, Any] = field(default_factory=dict)
-    """How the score was computed, as the scorer recorded it."""
 
 
 @dataclass(frozen=True)
-class ReportCalibration:
-    """An explanation re-scored on a user's own corpus (``explainer calibrate``)."""
+class ReportCalibration(Calibration):
+    """An explanation re-scored on a user's own corpus (``explainer calibrate``); its score is
+    shown as ``workflow domain NAME``."""
 
-    domain: str
-    """Workflow domain name, shown as ``workflow domain NAME``."""
     score: ReportScore
-    corpus: str | None = None
-    corpus_hash: str | None = None
-    collection_id: str | None = None
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
 
 
 @dataclass(frozen=True)
 class ReportExplanation:
-    """One explanation of a unit with its scores, calibrations and provenance."""
+    """One stored explanation of a unit (``None`` while pending) grouped with its scores,
+    calibrations and provenance."""
 
-    explanation_id: str | None
-    status: str
-    """``ok`` | ``failed`` | ``pending``."""
-    text: str | None
-    error: str | None
-    explainer_model: str | None
-    prompt: str | None
-    """``name@version#hash8``."""
-    source: str | None = None
-    """Which candidate was kept: ``llm-0``… or ``baseline`` (the no-LLM explainer)."""
+    explanation: Explanation | None
     scores: tuple[ReportScore, ...] = ()
     calibrations: tuple[ReportCalibration, ...] = ()
     provenance: dict[str, Any] | None = None
-    created_at: str | None = None
+
+    @property
+    def explanation_id(self) -> str | None:
+        return self.explanation.id if self.explanation else None
+
+    @property
+    def status(self) -> str:
+        """``ok`` | ``failed`` | ``pending``."""
+        return self.explanation.status if self.explanation else "pending"
+
+    @property
+    def text(self) -> str | None:
+        return self.explanation.text if self.explanation and self.explanation.status == "ok" else None
+
+    @property
+    def error(self) -> str | None:
+        return self.explanation.error if self.explanation else None
+
+    @property
+    def explainer_model(self) -> str | None:
+        return self.explanation.explainer_model if self.explanation else None
+
+    @property
+    def prompt(self) -> str | None:
+        """``name@version#hash8``."""
+        return self.explanation.prompt if self.explanation else None
+
+    @property
+    def source(self) -> str | None:
+        """Which candidate was kept: ``llm-0``… or ``baseline`` (the no-LLM explainer)."""
+        return self.explanation.source if self.explanation else None
+
+    @property
+    def created_at(self) -> str | None:
+        """ISO 8601 time the explanation was stored."""
+        return _iso(self.explanation.created_at) if self.explanation else None
+
+
+PENDING = ReportExplanation(None)
 
 
 @dataclass(frozen=True)
@@ -102,34 +110,64 @@ class ReportEntry:
     """One unit: its record and its primary explanation (the latest ok one), plus the others."""
 
     record: UnitRecord
-    explanation: str | None
-    """``None`` when explaining failed (or has not happened yet)."""
-    explanation_status: str
-    """``ok`` | ``failed`` | ``pending``."""
-    explanation_error: str | None
-    explainer_model: str | None
-    prompt: str | None
-    """``name@version#hash8``."""
-    scores: tuple[ReportScore, ...] = ()
-    explanation_source: str | None = None
-    """Which candidate was kept: ``llm-0``… or ``baseline`` (the no-LLM explainer)."""
-    explanation_id: str | None = None
-    calibrations: tuple[ReportCalibration, ...] = ()
-    provenance: dict[str, Any] | None = None
-    """Where the primary explanation came from (see the JSON schema's ``provenance``)."""
+    main: ReportExplanation = PENDING
+    """The primary explanation (``PENDING`` when the unit has none yet)."""
     others: tuple[ReportExplanation, ...] = ()
     """The unit's other explanations in the same collection (other explainers or prompts)."""
     collection_id: str | None = None
-    created_at: str | None = None
 
     def primary(self) -> ReportExplanation:
-        return ReportExplanation(self.explanation_id, self.explanation_status, self.explanation,
-                                 self.explanation_error, self.explainer_model, self.prompt, self.explanation_source,
-                                 self.scores, self.calibrations, self.provenance, self.created_at)
+        return self.main
 
     def explanations(self) -> list[ReportExplanation]:
         """The primary explanation first, then the others."""
-        return [self.primary(), *self.others]
+        return [self.main, *self.others]
+
+    # the primary explanation's parts, as the renderers read them
+    @property
+    def explanation(self) -> str | None:
+        """``None`` when explaining failed (or has not happened yet)."""
+        return self.main.text
+
+    @property
+    def explanation_status(self) -> str:
+        return self.main.status
+
+    @property
+    def explanation_error(self) -> str | None:
+        return self.main.error
+
+    @property
+    def explainer_model(self) -> str | None:
+        return self.main.explainer_model
+
+    @property
+    def prompt(self) -> str | None:
+        return self.main.prompt
+
+    @property
+    def scores(self) -> tuple[ReportScore, ...]:
+        return self.main.scores
+
+    @property
+    def explanation_source(self) -> str | None:
+        return self.main.source
+
+    @property
+    def explanation_id(self) -> str | None:
+        return self.main.explanation_id
+
+    @property
+    def calibrations(self) -> tuple[ReportCalibration, ...]:
+        return self.main.calibrations
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return self.main.provenance
+
+    @property
+    def created_at(self) -> str | None:
+        return self.main.created_at
 
 
 @dataclass(frozen=True)

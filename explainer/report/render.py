@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import pathlib
 from dataclasses import replace
-from typing import Any
-
 from explainer.errors import InputError
 from explainer.provenance import scrub, secret_values
-from explainer.report.model import FORMATS, ReportEntry, ReportMeta, ReportScore
+from explainer.report.model import FORMATS, ReportEntry, ReportExplanation, ReportMeta, ReportScore
 from explainer.report.to_html import render_html
 from explainer.report.to_json import report_json
 from explainer.report.to_markdown import render_markdown
@@ -24,16 +22,19 @@ def _scrub_score(s: ReportScore, secrets: list[str]) -> ReportScore:
     return replace(s, error=scrub(s.error, secrets), details=scrub(s.details, secrets))
 
 
-def _scrub_explanation(x: Any, secrets: list[str]) -> Any:
-    """A copy of a :class:`ReportExplanation` or :class:`ReportEntry` with secrets scrubbed from
-    every free text that came from an LLM, an error or a settings mapping."""
-    common = dict(scores=tuple(_scrub_score(s, secrets) for s in x.scores),
-                  calibrations=tuple(replace(c, score=_scrub_score(c.score, secrets)) for c in x.calibrations),
-                  provenance=scrub(x.provenance, secrets))
-    if isinstance(x, ReportEntry):
-        return replace(x, explanation=scrub(x.explanation, secrets), explanation_error=scrub(x.explanation_error, secrets),
-                       others=tuple(_scrub_explanation(o, secrets) for o in x.others), **common)
-    return replace(x, text=scrub(x.text, secrets), error=scrub(x.error, secrets), **common)
+def _scrub_explanation(x: ReportExplanation, secrets: list[str]) -> ReportExplanation:
+    """A copy of a :class:`ReportExplanation` with secrets scrubbed from every free text that came
+    from an LLM, an error or a settings mapping."""
+    e = x.explanation
+    return replace(x, explanation=None if e is None else replace(e, text=scrub(e.text, secrets), error=scrub(e.error, secrets)),
+                   scores=tuple(_scrub_score(s, secrets) for s in x.scores),
+                   calibrations=tuple(replace(c, score=_scrub_score(c.score, secrets)) for c in x.calibrations),
+                   provenance=scrub(x.provenance, secrets))
+
+
+def _scrub_entry(x: ReportEntry, secrets: list[str]) -> ReportEntry:
+    return replace(x, main=_scrub_explanation(x.main, secrets),
+                   others=tuple(_scrub_explanation(o, secrets) for o in x.others))
 
 
 def scrub_report(entries: list[ReportEntry], meta: ReportMeta) -> tuple[list[ReportEntry], ReportMeta]:
@@ -41,7 +42,7 @@ def scrub_report(entries: list[ReportEntry], meta: ReportMeta) -> tuple[list[Rep
     passwords) and URL credentials replaced by ``[redacted]``, wherever they might have been
     stored (an LLM error message, a settings mapping, a query)."""
     secrets = secret_values()
-    return ([_scrub_explanation(e, secrets) for e in entries],
+    return ([_scrub_entry(e, secrets) for e in entries],
             replace(meta, note=scrub(meta.note, secrets), selection=scrub(meta.selection, secrets),
                     title=scrub(meta.title, secrets)))
 

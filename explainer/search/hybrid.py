@@ -160,9 +160,11 @@ def load_scan(settings: Settings) -> int:
     returns its size. Until then semantic ranking uses Chroma's own filtered query."""
     index, store = get_index(settings), get_store(settings)
     token = store.index_token()  # read first: what is indexed later is re-read by refresh_scan
-    if index.scan is None:
-        index.load_scan().token = token
-    return len(index.scan)
+    scan = index.scan
+    if scan is None:
+        scan = index.load_scan()
+        scan.token = token
+    return len(scan)
 
 
 def search_page(settings: Settings, query: str, filters: SearchFilters = SearchFilters(), limit: int = 10,
@@ -195,23 +197,23 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
     details = get_store(settings).explanation_details([r.explanation_id for r in page])
     out = []
     for i, r in enumerate(page):
-        e = details.get(r.explanation_id)
-        if e is None or e["status"] != "ok":
+        d = details.get(r.explanation_id)
+        if d is None or d.explanation.status != "ok":
             continue  # the index lags behind SQL; `explainer check` reports it
-        model, hookpoint, _ = parse_unit_id(e["unit_id"])
+        e = d.explanation
+        model, hookpoint, _ = parse_unit_id(e.unit_id)
         layer, source = hookpoint_fields(hookpoint)
-        s = max(e["scores"], key=lambda x: (x["status"] == "ok", x["scorer"] == SEARCH_SCORER), default=None)
-        rec = e["record"]
+        s = max(d.scores, key=lambda x: (x.status == "ok", x.scorer == SEARCH_SCORER), default=None)
+        rec = d.record
         top = rec.windows_for("explain", "top") if rec is not None else []
         unit_max = rec.stats.max if rec is not None else 0.0
         out.append({
-            "rank": first_rank + i, "unit_id": e["unit_id"], "explanation_id": r.explanation_id,
-            "explanation": e["text"], "explainer_model": e["explainer_model"], "collection_id": e["collection_id"],
+            "rank": first_rank + i, "unit_id": e.unit_id, "explanation_id": r.explanation_id,
+            "explanation": e.text, "explainer_model": e.explainer_model, "collection_id": e.collection_id,
             "model": model, "hookpoint": hookpoint, "layer": layer, "source": source,
-            "score": None if s is None or s["status"] != "ok" or _finite(s["value"]) is None else {
-                "scorer": s["scorer"], "value": _finite(s["value"]),
-                "ci95": [_finite(s["ci_low"]), _finite(s["ci_high"])],
-                "per_domain": {k: _finite(v) for k, v in (s["per_domain"] or {}).items()}},
+            "score": None if s is None or s.status != "ok" or _finite(s.value) is None else {
+                "scorer": s.scorer, "value": _finite(s.value), "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
+                "per_domain": {k: _finite(v) for k, v in s.per_domain.items()}},
             "similarity": r.similarity, "semantic_rank": r.semantic_rank, "keyword_rank": r.keyword_rank,
             "rrf": r.rrf,
             "stats": None if rec is None else {"max": _finite(rec.stats.max), "mean": _finite(rec.stats.mean),

@@ -24,8 +24,9 @@ SAMPLE = 20
 
 def expected_metadata(doc: Any) -> dict[str, Any]:
     """The vector-index metadata an index document should have (``store.keyword.IndexDoc``)."""
-    expl = {"unit_id": doc.unit_id, "collection_id": doc.collection_id, "explainer_model": doc.explainer_model}
-    return index_metadata(expl, doc.score, doc.domains)
+    s = doc.score
+    return index_metadata(doc.unit_id, doc.collection_id, doc.explainer_model,
+                          s["value"] if s and s["status"] == "ok" else None, doc.domains)
 
 
 def reindex(settings: Settings, batch: int = 256) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""Database plumbing shared by the store's repositories: the engine, the generic upsert,
+additive migrations and the decoding of JSON and timestamp columns."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Table, create_engine
+from sqlalchemy.engine import Engine
+
+from store.schema import metadata
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """``value`` with UTC as its zone: SQLite drops the tzinfo on the way back; the store only writes UTC."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+def decode_json(row: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """``row`` with the JSON text of ``fields`` parsed and its timestamps in UTC (in place)."""
+    for f in fields:
+        if isinstance(row.get(f), str):
+            row[f] = json.loads(row[f])
+    for f in ("created_at", "finished_at", "indexed_at"):
+        if f in row:
+            row[f] = as_utc(row[f])
+    return row
+
+
+class StoreBase:
+    """One database: its engine (tables created, missing nullable columns added) and the upsert
+    every write goes through. Safe to share between threads."""
+
+    def __init__(self, url: str):
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        self.url = url
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        if url.startswith("sqlite"):
+            from sqlalchemy import event
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn: Any, _record: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
+        from store import keyword
+
+        keyword.ensure_schema(self.engine)
+
+    def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str], where: Any = None) -> None:
+        """Insert or update on the key; with ``where``, only existing rows that match it are updated."""
+        if not rows:
+            return
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=cols, where=where) if cols else stmt.on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 500):
+                conn.execute(stmt, rows[start : start + 500])
+
+    def sync_keyword_index(self, explanation_ids: list[str]) -> None:
+        """Update the keyword-index rows of these explanations from the source tables."""
+        from store import keyword
+
+        keyword.sync(self, explanation_ids)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns a newer version of a table has and the database lacks (an older
+    store opened by newer code); returns ``table.column`` of each added. Columns that are not
+    nullable need a real migration and are reported as an error instead."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    added: list[str] = []
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for col in table.columns:
+            if col.name in present:
+                continue
+            if not col.nullable:
+                raise RuntimeError(f"the store's table {table.name} lacks the required column {col.name}: "
+                                   "migrate it or start from an empty database")
+            ddl = CreateColumn(col).compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            except Exception:
+                # another process opening the same store (API and workers starting together) may
+                # have added it first; anything else is a real error
+                if col.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+                continue
+            added.append(f"{table.name}.{col.name}")
+    return added
