@@ -1,6 +1,7 @@
 """Explain over real HTTP: the stricter retry, failed attempts stored with their raw text, and
 prompts shrunk to the configured context; plus the quality benchmark on a few concepts."""
 
+import dataclasses
 import json
 
 import pytest
@@ -59,12 +60,12 @@ def test_two_unusable_answers_are_stored_as_a_failed_attempt_with_the_raw_text(s
     assert len(server.requests) == 2
 
 
-def test_the_prompt_is_shrunk_to_the_configured_context(settings, server, monkeypatch):
+def test_the_prompt_is_shrunk_to_the_configured_context(settings, server):
     windows = tuple(Window(f"top-{2 * i}", "top", "explain", f"code:{i}", "code",
                            tuple(f" tok{i}_{j}" for j in range(150)), (4.0,) + (0.0,) * 149) for i in range(6))
     record = UnitRecord(UNIT, "tiny", "layers.1.mlp", 3, RECORD.stats, windows + RECORD.windows[1:2])
+    settings = dataclasses.replace(settings, llm_context_tokens=1200)  # EXPLAINER_LLM_CONTEXT, read at the entry point
     store = _store(settings, record)
-    monkeypatch.setenv("EXPLAINER_LLM_CONTEXT", "1200")
     server.script = [("answer", "tokens numbered tok")]
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, _opts(server)))
     assert row.status == "ok"
@@ -75,7 +76,7 @@ def test_the_prompt_is_shrunk_to_the_configured_context(settings, server, monkey
     assert sent[-1]["content"].count("Excerpt ") == len(shown)
 
 
-def test_a_context_too_small_for_one_window_is_recorded_as_failed(settings, server, monkeypatch):
+def test_a_context_too_small_for_one_window_is_recorded_as_failed(settings, server):
     store = _store(settings)
     server.script = [("answer", "never asked")]
     opts = LabelOptions(explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5,
