@@ -49,10 +49,22 @@ def random_topk_sae(d_in: int, d_sae: int, k: int, hookpoint: str) -> SparseAuto
     import torch
 
     g = torch.Generator().manual_seed(0)
-    w = {"W_enc": torch.randn(d_in, d_sae, generator=g) / d_in**0.5, "b_enc": torch.zeros(d_sae),
-         "b_in": torch.randn(d_in, generator=g) * 0.1}
-    return SparseAutoencoder(name="random-topk-16k", source="bench", architecture="topk", activation="topk",
-                             hook_name=hookpoint, hookpoint=hookpoint, weights=w, k=k, fingerprint="0" * 16)
+    w = {
+        "W_enc": torch.randn(d_in, d_sae, generator=g) / d_in**0.5,
+        "b_enc": torch.zeros(d_sae),
+        "b_in": torch.randn(d_in, generator=g) * 0.1,
+    }
+    return SparseAutoencoder(
+        name="random-topk-16k",
+        source="bench",
+        architecture="topk",
+        activation="topk",
+        hook_name=hookpoint,
+        hookpoint=hookpoint,
+        weights=w,
+        k=k,
+        fingerprint="0" * 16,
+    )
 
 
 def side_by_side(col: Collector, n_batches: int, variants: dict, warmup: int) -> dict[str, float]:
@@ -64,7 +76,7 @@ def side_by_side(col: Collector, n_batches: int, variants: dict, warmup: int) ->
     tokens = 0
     for b in range(min(warmup + n_batches, col.n_batches)):
         inputs = col.batch_inputs(b)
-        order = names[b % len(names):] + names[: b % len(names)]
+        order = names[b % len(names) :] + names[: b % len(names)]
         took = {}
         for name in order:
             sync(col.device)
@@ -88,6 +100,7 @@ def bare(col: Collector, encode: bool = False):
         if encode:  # capture + encode, in the form collection consumes (a top-k SAE's k features per token)
             return col.unit_acts(ids, mask)
         return capture(col.loaded.model, col.hookpoint, ids.to(col.device), mask.to(col.device))[:, 1:, :]
+
     return run
 
 
@@ -112,34 +125,60 @@ def main() -> None:
     cfg = CollectConfig()
     n = args.warmup + max(args.batches, args.sae_batches, args.depth_batches) + 1
     seqs = make_sequences(default_corpus(), lm.tokenizer, CollectConfig(max_tokens=n * 16 * 64))
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, {len(seqs)} sequences of <= {cfg.context} tokens,"
-          f" {cfg.batch_size} a batch")
-    out: dict = {"device": args.device, "threads": torch.get_num_threads(), "batch_tokens": cfg.batch_size * cfg.context,
-                 "warmup_batches": args.warmup, "load_avg_1m": round(os.getloadavg()[0], 2)}
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}, {len(seqs)} sequences of <= {cfg.context} tokens,"
+        f" {cfg.batch_size} a batch"
+    )
+    out: dict = {
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "batch_tokens": cfg.batch_size * cfg.context,
+        "warmup_batches": args.warmup,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
 
     hp = resolve_hookpoint(lm.model, "layers.15.mlp")
     col = Collector(lm, hp, seqs, cfg)
     r = side_by_side(col, args.batches, {"forward": bare(col), "collect": col.step}, args.warmup)
-    out["mlp15"] = {"units": hp.width, "forward_tok_s": round(r["forward"], 1), "collect_tok_s": round(r["collect"], 1),
-                    "ratio": round(r["collect"] / r["forward"], 3), "median_batch_ratio": round(r["median_batch_ratio"], 3),
-                    "records_s": round(timed_records(col), 2)}
-    print(f"layers.15.mlp  {hp.width} neurons: forward {r['forward']:.0f} tok/s, collect {r['collect']:.0f} tok/s, "
-          f"ratio {r['collect'] / r['forward']:.3f} (records {out['mlp15']['records_s']} s once)")
+    out["mlp15"] = {
+        "units": hp.width,
+        "forward_tok_s": round(r["forward"], 1),
+        "collect_tok_s": round(r["collect"], 1),
+        "ratio": round(r["collect"] / r["forward"], 3),
+        "median_batch_ratio": round(r["median_batch_ratio"], 3),
+        "records_s": round(timed_records(col), 2),
+    }
+    print(
+        f"layers.15.mlp  {hp.width} neurons: forward {r['forward']:.0f} tok/s, collect {r['collect']:.0f} tok/s, "
+        f"ratio {r['collect'] / r['forward']:.3f} (records {out['mlp15']['records_s']} s once)"
+    )
 
     hp = resolve_hookpoint(lm.model, "layers.15")
     sae = random_topk_sae(hp.width, 16_384, 32, hp.name)
     col = Collector(lm, hp, seqs, cfg, encoder=sae)
-    r = side_by_side(col, args.sae_batches, {"forward": bare(col), "forward+encode": bare(col, encode=True),
-                                              "collect": col.step}, args.warmup)
-    out["sae16k"] = {"units": sae.width, "k": sae.k, "hookpoint": hp.name, "forward_tok_s": round(r["forward"], 1),
-                     "forward_encode_tok_s": round(r["forward+encode"], 1), "collect_tok_s": round(r["collect"], 1),
-                     "ratio_vs_forward_encode": round(r["collect"] / r["forward+encode"], 3),
-                     "ratio_vs_forward": round(r["collect"] / r["forward"], 3),
-                     "median_batch_ratio_vs_forward_encode": round(r["median_batch_ratio"], 3),
-                     "records_s": round(timed_records(col), 2)}
-    print(f"layers.15 + 16k top-k SAE: forward {r['forward']:.0f}, forward+encode {r['forward+encode']:.0f}, "
-          f"collect {r['collect']:.0f} tok/s; collect / (forward+encode) {out['sae16k']['ratio_vs_forward_encode']:.3f} "
-          f"(records {out['sae16k']['records_s']} s once)")
+    r = side_by_side(
+        col,
+        args.sae_batches,
+        {"forward": bare(col), "forward+encode": bare(col, encode=True), "collect": col.step},
+        args.warmup,
+    )
+    out["sae16k"] = {
+        "units": sae.width,
+        "k": sae.k,
+        "hookpoint": hp.name,
+        "forward_tok_s": round(r["forward"], 1),
+        "forward_encode_tok_s": round(r["forward+encode"], 1),
+        "collect_tok_s": round(r["collect"], 1),
+        "ratio_vs_forward_encode": round(r["collect"] / r["forward+encode"], 3),
+        "ratio_vs_forward": round(r["collect"] / r["forward"], 3),
+        "median_batch_ratio_vs_forward_encode": round(r["median_batch_ratio"], 3),
+        "records_s": round(timed_records(col), 2),
+    }
+    print(
+        f"layers.15 + 16k top-k SAE: forward {r['forward']:.0f}, forward+encode {r['forward+encode']:.0f}, "
+        f"collect {r['collect']:.0f} tok/s; collect / (forward+encode) {out['sae16k']['ratio_vs_forward_encode']:.3f} "
+        f"(records {out['sae16k']['records_s']} s once)"
+    )
 
     depth = {}
     for layer in (3, 29):
@@ -147,15 +186,23 @@ def main() -> None:
         col = Collector(lm, hp, seqs, cfg)
         r = side_by_side(col, args.depth_batches, {"forward": bare(col), "collect": col.step}, 1)
         depth[layer] = r
-        print(f"layers.{layer}.mlp: forward {r['forward']:.0f} tok/s, collect {r['collect']:.0f} tok/s, "
-              f"ratio {r['collect'] / r['forward']:.3f}")
-    out["depth"] = {"layer3_forward_tok_s": round(depth[3]["forward"], 1), "layer29_forward_tok_s": round(depth[29]["forward"], 1),
-                    "layer3_collect_tok_s": round(depth[3]["collect"], 1), "layer29_collect_tok_s": round(depth[29]["collect"], 1),
-                    "speedup_3_vs_29": round(depth[3]["collect"] / depth[29]["collect"], 2),
-                    "blocks_ratio_30_vs_4": 7.5,
-                    "layer3_ratio": round(depth[3]["collect"] / depth[3]["forward"], 3),
-                    "layer29_ratio": round(depth[29]["collect"] / depth[29]["forward"], 3)}
-    print(f"layer 3 collects {out['depth']['speedup_3_vs_29']}x faster than layer 29 (30 vs 4 blocks run: 7.5x at most)")
+        print(
+            f"layers.{layer}.mlp: forward {r['forward']:.0f} tok/s, collect {r['collect']:.0f} tok/s, "
+            f"ratio {r['collect'] / r['forward']:.3f}"
+        )
+    out["depth"] = {
+        "layer3_forward_tok_s": round(depth[3]["forward"], 1),
+        "layer29_forward_tok_s": round(depth[29]["forward"], 1),
+        "layer3_collect_tok_s": round(depth[3]["collect"], 1),
+        "layer29_collect_tok_s": round(depth[29]["collect"], 1),
+        "speedup_3_vs_29": round(depth[3]["collect"] / depth[29]["collect"], 2),
+        "blocks_ratio_30_vs_4": 7.5,
+        "layer3_ratio": round(depth[3]["collect"] / depth[3]["forward"], 3),
+        "layer29_ratio": round(depth[29]["collect"] / depth[29]["forward"], 3),
+    }
+    print(
+        f"layer 3 collects {out['depth']['speedup_3_vs_29']}x faster than layer 29 (30 vs 4 blocks run: 7.5x at most)"
+    )
     out["seconds"] = round(time.perf_counter() - t_start, 1)
     out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))

@@ -28,14 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from explainer.pipeline import stages as pipeline  # noqa: E402
-from explainer.settings import load_settings  # noqa: E402
 from explainer.collect.corpus import corpus_fingerprint, default_corpus  # noqa: E402
-from explainer.llm.chat import LLMConfig  # noqa: E402
 from explainer.collect.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
-from store.records import make_unit_id  # noqa: E402
+from explainer.llm.chat import LLMConfig  # noqa: E402
+from explainer.pipeline import stages as pipeline  # noqa: E402
 from explainer.runtime import get_store  # noqa: E402
 from explainer.search.hybrid import SearchFilters, search  # noqa: E402
+from explainer.settings import load_settings  # noqa: E402
+from store.records import make_unit_id  # noqa: E402
 
 HOOKPOINT = "layers.0.mlp"
 
@@ -43,13 +43,18 @@ HOOKPOINT = "layers.0.mlp"
 def explainer_options(name: str, settings, scorers: tuple[str, ...]) -> pipeline.LabelOptions:
     """LabelOptions of one benchmarked explainer: each explains on its own (no baseline competing)."""
     if name == "baseline":
-        return pipeline.LabelOptions(explainer=LLMConfig(model="baseline"), best_of=0, baseline_candidate=True,
-                                     scorers=scorers)
+        return pipeline.LabelOptions(
+            explainer=LLMConfig(model="baseline"), best_of=0, baseline_candidate=True, scorers=scorers
+        )
     if name == "local":
         return pipeline.LabelOptions(explainer=LLMConfig(model="smollm2-135m", device=settings.device), scorers=scorers)
     if name == "endpoint":
-        return pipeline.LabelOptions(explainer=LLMConfig(model=settings.llm_model, base_url=settings.llm_base_url,
-                                                         timeout_s=settings.llm_timeout_s), scorers=scorers)
+        return pipeline.LabelOptions(
+            explainer=LLMConfig(
+                model=settings.llm_model, base_url=settings.llm_base_url, timeout_s=settings.llm_timeout_s
+            ),
+            scorers=scorers,
+        )
     raise SystemExit(f"unknown explainer {name!r}: baseline, local or endpoint")
 
 
@@ -76,12 +81,22 @@ def run_explainer(name: str, settings, concepts, windows, corpus_fp: str, scorer
         value = first.value if first and first.status == "ok" else None
         assert expl is not None
         cands = expl.settings.get("candidates") or []
-        rows.append({"concept": c.name, "unit_id": rec.unit_id, "status": expl.status, "text": expl.text,
-                     "retried": any(c_.get("attempts") == 2 or len(c_.get("raw") or []) == 2 for c_ in cands),
-                     "error": expl.error, "score": value,
-                     "other_scores": {s: v.value for s, v in scores.items() if s != scorers[0] and v}})
-        progress(f"{name:9s} {c.name:18s} {expl.status:6s} {value if value is not None else float('nan'):+.3f}  "
-                 f"{(expl.text or expl.error or '')[:70]}")
+        rows.append(
+            {
+                "concept": c.name,
+                "unit_id": rec.unit_id,
+                "status": expl.status,
+                "text": expl.text,
+                "retried": any(c_.get("attempts") == 2 or len(c_.get("raw") or []) == 2 for c_ in cands),
+                "error": expl.error,
+                "score": value,
+                "other_scores": {s: v.value for s, v in scores.items() if s != scorers[0] and v},
+            }
+        )
+        progress(
+            f"{name:9s} {c.name:18s} {expl.status:6s} {value if value is not None else float('nan'):+.3f}  "
+            f"{(expl.text or expl.error or '')[:70]}"
+        )
     explain_s = time.perf_counter() - t0
     ranks = []
     for c, rec in zip(concepts, records):
@@ -89,35 +104,52 @@ def run_explainer(name: str, settings, concepts, windows, corpus_fp: str, scorer
         ids = [h["unit_id"] for h in hits]
         ranks.append(ids.index(rec.unit_id) + 1 if rec.unit_id in ids else None)
     ok = [r["score"] for r in rows if r["score"] is not None]
-    return {"units": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
-            "failed": sum(r["status"] == "failed" for r in rows),
-            "mean_score": round(statistics.mean(ok), 4) if ok else None,
-            "median_score": round(statistics.median(ok), 4) if ok else None,
-            "mean_score_failed_as_0": round(sum(ok) / len(rows), 4) if rows else None,
-            "retried": sum(r["retried"] for r in rows),
-            "mean_other_scores": {s: round(statistics.mean(v), 4) for s in scorers[1:]
-                                  if (v := [r["other_scores"][s] for r in rows if r["other_scores"].get(s) is not None])},
-            "recall_at_1": round(sum(r == 1 for r in ranks) / len(ranks), 4),
-            "recall_at_3": round(sum(r is not None for r in ranks) / len(ranks), 4),
-            "seconds": round(explain_s, 1), "rows": rows}
+    return {
+        "units": len(rows),
+        "ok": sum(r["status"] == "ok" for r in rows),
+        "failed": sum(r["status"] == "failed" for r in rows),
+        "mean_score": round(statistics.mean(ok), 4) if ok else None,
+        "median_score": round(statistics.median(ok), 4) if ok else None,
+        "mean_score_failed_as_0": round(sum(ok) / len(rows), 4) if rows else None,
+        "retried": sum(r["retried"] for r in rows),
+        "mean_other_scores": {
+            s: round(statistics.mean(v), 4)
+            for s in scorers[1:]
+            if (v := [r["other_scores"][s] for r in rows if r["other_scores"].get(s) is not None])
+        },
+        "recall_at_1": round(sum(r == 1 for r in ranks) / len(ranks), 4),
+        "recall_at_3": round(sum(r is not None for r in ranks) / len(ranks), 4),
+        "seconds": round(explain_s, 1),
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concepts", default=None, help="planted concepts YAML (default: bench/concepts.yaml)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N concepts (default: all)")
-    ap.add_argument("--explainers", default=None,
-                    help="comma-separated: baseline, local, endpoint (default: baseline,local and endpoint "
-                         "when EXPLAINER_LLM_BASE_URL is set)")
-    ap.add_argument("--scorer", action="append", default=None,
-                    help="scorers stored (repeatable; the first is the headline; default: simulation-embedding)")
+    ap.add_argument(
+        "--explainers",
+        default=None,
+        help="comma-separated: baseline, local, endpoint (default: baseline,local and endpoint "
+        "when EXPLAINER_LLM_BASE_URL is set)",
+    )
+    ap.add_argument(
+        "--scorer",
+        action="append",
+        default=None,
+        help="scorers stored (repeatable; the first is the headline; default: simulation-embedding)",
+    )
     ap.add_argument("--data-dir", default=None, help="keep the benchmark's store here (default: a temporary dir)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     env_settings = load_settings()
-    names = (args.explainers.split(",") if args.explainers else
-             ["baseline", "local"] + (["endpoint"] if env_settings.llm_base_url else []))
+    names = (
+        args.explainers.split(",")
+        if args.explainers
+        else ["baseline", "local"] + (["endpoint"] if env_settings.llm_base_url else [])
+    )
     scorers = tuple(dict.fromkeys(args.scorer or ["simulation-embedding"]))
 
     concepts = load_concepts(args.concepts)[: args.limit]
@@ -134,20 +166,32 @@ def main(argv: list[str] | None = None) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_") or "LLM" in k or "SIMULATOR" in k}
         settings = load_settings({**env, "EXPLAINER_DATA_DIR": data_dir})
         t0 = time.perf_counter()
-        results = {n: run_explainer(n, settings, concepts, windows, corpus_fingerprint(docs), scorers, progress)
-                   for n in names}
+        results = {
+            n: run_explainer(n, settings, concepts, windows, corpus_fingerprint(docs), scorers, progress) for n in names
+        }
         seconds = time.perf_counter() - t0
     head = scorers[0]
-    print(f"\n{'explainer':10s} {'units':>5s} {'ok':>4s} {'mean ' + head:>26s} {'median':>8s} {'recall@1':>9s} "
-          f"{'recall@3':>9s} {'seconds':>8s}")
+    print(
+        f"\n{'explainer':10s} {'units':>5s} {'ok':>4s} {'mean ' + head:>26s} {'median':>8s} {'recall@1':>9s} "
+        f"{'recall@3':>9s} {'seconds':>8s}"
+    )
     for n, r in results.items():
         fmt = lambda x: "   n/a" if x is None else f"{x:+.3f}"  # noqa: E731
-        print(f"{n:10s} {r['units']:5d} {r['ok']:4d} {fmt(r['mean_score']):>26s} {fmt(r['median_score']):>8s} "
-              f"{r['recall_at_1']:9.3f} {r['recall_at_3']:9.3f} {r['seconds']:8.1f}")
+        print(
+            f"{n:10s} {r['units']:5d} {r['ok']:4d} {fmt(r['mean_score']):>26s} {fmt(r['median_score']):>8s} "
+            f"{r['recall_at_1']:9.3f} {r['recall_at_3']:9.3f} {r['seconds']:8.1f}"
+        )
     summary = {n: {k: v for k, v in r.items() if k != "rows"} for n, r in results.items()}
-    out = {"benchmark": "quality", "concepts": len(concepts), "scorer": head, "scorers": list(scorers),
-           "explainers": summary, "seconds": round(seconds, 1), "cpus": os.cpu_count(),
-           "load_avg_1m": round(os.getloadavg()[0], 2)}
+    out = {
+        "benchmark": "quality",
+        "concepts": len(concepts),
+        "scorer": head,
+        "scorers": list(scorers),
+        "explainers": summary,
+        "seconds": round(seconds, 1),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(out))
     return {**out, "rows": {n: r["rows"] for n, r in results.items()}}
 

@@ -40,7 +40,9 @@ variable names in equations|citations of academic papers|fabricated references|f
 version numbers|semantic versioning strings|timestamps|weekday names|month names|colour words|emotion words|
 medical terms|chemical element names|programming keywords|SQL keywords|shell commands|regular expressions|
 indentation whitespace|line breaks|the end of a sentence|the start of a paragraph|repeated tokens|
-tokens inside parentheses|words in capital letters|abbreviations|acronyms|foreign-language words|accented letters""".replace("\n", "").split("|")
+tokens inside parentheses|words in capital letters|abbreviations|acronyms|foreign-language words|accented letters""".replace(
+    "\n", ""
+).split("|")
 CONTEXTS = """in Python code|in license texts|in docstrings|in comments|after a comma|at the start of a line|
 at the end of a line|inside function calls|in argument lists|in legal contracts|in scientific writing|
 in news articles|in README files|in configuration files|in JSON documents|in YAML files|in test code|
@@ -48,10 +50,23 @@ in error tracebacks|in mathematical proofs|in dialogue|in lists|in tables|in hea
 near numbers|near quotation marks|before a colon|after an equals sign|after the word 'def'|before a newline|
 in long sentences|in short phrases|in code blocks|in shell scripts|in SQL queries|in HTML pages|
 in citations|in bibliographies|in footnotes""".replace("\n", "").split("|")
-FRAMES = ["{s} {c}", "fires on {s} {c}", "activates for {s}, mostly {c}", "detects {s} {c}{e}",
-          "responds to {s}{e}", "{s}, especially {c}"]
-EXTRAS = ["", " and similar tokens", " and nearby punctuation", ", weakly elsewhere", " when repeated",
-          " in a formal register", " and their abbreviations"]
+FRAMES = [
+    "{s} {c}",
+    "fires on {s} {c}",
+    "activates for {s}, mostly {c}",
+    "detects {s} {c}{e}",
+    "responds to {s}{e}",
+    "{s}, especially {c}",
+]
+EXTRAS = [
+    "",
+    " and similar tokens",
+    " and nearby punctuation",
+    ", weakly elsewhere",
+    " when repeated",
+    " in a formal register",
+    " and their abbreviations",
+]
 MODELS = ["smollm2-135m", "gpt2", "pythia-70m"]
 DOMAINS = ["code", "docs", "legal", "web", "math"]
 GENERATOR_VERSION = "1"
@@ -67,8 +82,9 @@ def synthetic(n: int, seed: int = 0) -> list[dict]:
         hookpoint = f"layers.{layer}.mlp" if rng.random() < 0.7 else f"layers.{layer}"
         domains = rng.sample(DOMAINS, rng.choice([1, 1, 2, 3]))
         score = None if rng.random() < 0.1 else round(rng.uniform(-0.2, 0.9), 3)
-        out.append({"text": text, "model": model, "hookpoint": hookpoint, "index": i, "domains": domains,
-                    "score": score})
+        out.append(
+            {"text": text, "model": model, "hookpoint": hookpoint, "index": i, "domains": domains, "score": score}
+        )
     return out
 
 
@@ -77,10 +93,18 @@ def _record(item: dict):
 
     toks = tuple(" " + w for w in item["text"].split()[:8])
     acts = tuple(float(j % 4) for j in range(len(toks)))
-    windows = tuple(Window(f"top-{k}", "top", "explain", f"{d}:doc", d, toks, acts) for k, d in enumerate(item["domains"]))
+    windows = tuple(
+        Window(f"top-{k}", "top", "explain", f"{d}:doc", d, toks, acts) for k, d in enumerate(item["domains"])
+    )
     windows += (Window("random-0", "random", "heldout", "code:r", "code", (" a", " b"), (0.0, 0.5)),)
-    return UnitRecord(f"{item['model']}/{item['hookpoint']}/{item['index']}", item["model"], item["hookpoint"],
-                      item["index"], UnitStats(3.0, 0.2, 0.5, 0.1, 10_000), windows)
+    return UnitRecord(
+        f"{item['model']}/{item['hookpoint']}/{item['index']}",
+        item["model"],
+        item["hookpoint"],
+        item["index"],
+        UnitStats(3.0, 0.2, 0.5, 0.1, 10_000),
+        windows,
+    )
 
 
 def write_sql(store, items: list[dict]) -> list[str]:
@@ -96,7 +120,8 @@ def write_sql(store, items: list[dict]) -> list[str]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for it in items:
         groups.setdefault((it["model"], it["hookpoint"]), []).append(it)
-    expl_rows, score_rows, eids = [], [], []
+    expl_rows: list = []
+    score_rows: list = []
     for (model, hookpoint), its in groups.items():
         cid = key_id("bench", model, hookpoint)
         store.start_collection(cid, model, hookpoint, "synthetic", "0" * 64, {"bench": True})
@@ -105,17 +130,45 @@ def write_sql(store, items: list[dict]) -> list[str]:
             uid = f"{model}/{hookpoint}/{it['index']}"
             eid = make_explanation_id(uid, cid, "bench-llm", "b" * 64)
             it["eid"] = eid
-            expl_rows.append(dict(id=eid, unit_id=uid, collection_id=cid, unit_row=make_unit_row_id(cid, uid),
-                                  explainer_model="bench-llm", prompt_name="explain", prompt_version="1",
-                                  prompt_hash="b" * 64, status="ok", text=it["text"], error=None, window_ids="[]",
-                                  settings="{}", prompt_tokens=None, completion_tokens=None, created_at=now(),
-                                  indexed_at=None))
+            expl_rows.append(
+                dict(
+                    id=eid,
+                    unit_id=uid,
+                    collection_id=cid,
+                    unit_row=make_unit_row_id(cid, uid),
+                    explainer_model="bench-llm",
+                    prompt_name="explain",
+                    prompt_version="1",
+                    prompt_hash="b" * 64,
+                    status="ok",
+                    text=it["text"],
+                    error=None,
+                    window_ids="[]",
+                    settings="{}",
+                    prompt_tokens=None,
+                    completion_tokens=None,
+                    created_at=now(),
+                    indexed_at=None,
+                )
+            )
             if it["score"] is not None:
-                score_rows.append(dict(id=make_score_id(eid, _scorer()), explanation_id=eid, scorer=_scorer(),
-                                       simulator_model="bench", status="ok", value=it["score"],
-                                       ci_low=it["score"] - 0.1, ci_high=it["score"] + 0.1,
-                                       per_domain=json.dumps({d: it["score"] for d in it["domains"]}),
-                                       heldout_ids="[]", n_tokens=100, error=None, created_at=now()))
+                score_rows.append(
+                    dict(
+                        id=make_score_id(eid, _scorer()),
+                        explanation_id=eid,
+                        scorer=_scorer(),
+                        simulator_model="bench",
+                        status="ok",
+                        value=it["score"],
+                        ci_low=it["score"] - 0.1,
+                        ci_high=it["score"] + 0.1,
+                        per_domain=json.dumps({d: it["score"] for d in it["domains"]}),
+                        heldout_ids="[]",
+                        n_tokens=100,
+                        error=None,
+                        created_at=now(),
+                    )
+                )
     # Bulk path for the benchmark only: the pipeline writes one row at a time with save_explanation.
     store._upsert(explanations, expl_rows, ["id"])
     store._upsert(scores, score_rows, ["id"])
@@ -128,15 +181,17 @@ def _scorer() -> str:
     return SEARCH_SCORER
 
 
-def embed_all(index, texts: list[str], cache: Path | None) -> tuple["object", float, bool]:
+def embed_all(index, texts: list[str], cache: Path | None) -> tuple[object, float, bool]:
     import numpy as np
 
     if cache is not None and cache.exists():
         meta = json.loads(cache.with_suffix(".json").read_text())
         return np.load(cache), meta["per_s"], True
     t0 = time.perf_counter()
-    vecs = np.asarray(index.embedder._load().encode(texts, batch_size=256, normalize_embeddings=True,
-                                                    show_progress_bar=False), dtype=np.float32)
+    vecs = np.asarray(
+        index.embedder._load().encode(texts, batch_size=256, normalize_embeddings=True, show_progress_bar=False),
+        dtype=np.float32,
+    )
     per_s = len(texts) / (time.perf_counter() - t0)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +232,12 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=200, help="timed queries (default: %(default)s)")
     ap.add_argument("--dir", default=str(ROOT / "data" / "bench-search"), help="bench data directory")
     ap.add_argument("--no-cache", action="store_true", help="recompute the embeddings")
-    ap.add_argument("--torch-threads", type=int, default=1, help="torch threads while querying (default: %(default)s, "
-                    "as `explainer serve`)")
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads while querying (default: %(default)s, as `explainer serve`)",
+    )
     ap.add_argument("--reuse", action="store_true", help="time queries on the indexes of the previous run")
     ap.add_argument("--chroma-queries", type=int, default=20, help="queries timed on Chroma's own filtered query")
     args = ap.parse_args()
@@ -214,8 +273,10 @@ def main() -> int:
 
     key = hashlib.sha256(f"{GENERATOR_VERSION}/{args.n}/{index.embedder.name}".encode()).hexdigest()[:12]
     cache = None if args.no_cache else base / f"embeddings-{key}.npy"
-    print("embedding (cached)" if cache and cache.exists() else f"embedding {args.n} texts (~{args.n / 490:.0f} s)",
-          flush=True)
+    print(
+        "embedding (cached)" if cache and cache.exists() else f"embedding {args.n} texts (~{args.n / 490:.0f} s)",
+        flush=True,
+    )
     texts = [it["text"] for it in items]
     vecs, embed_per_s, cached = embed_all(index, texts, cache)
     docs = {d.explanation_id: d for d in iter_docs(store)}
@@ -226,9 +287,14 @@ def main() -> int:
     chroma_s = time.perf_counter() - t0
     print(f"Chroma upsert: {args.n} in {chroma_s:.1f} s", flush=True)
     embed_s = args.n / embed_per_s
-    indexing = {"embed_per_s": round(embed_per_s, 1), "embed_cached": cached,
-                "chroma_upsert_per_s": round(args.n / chroma_s, 1), "keyword_rows_per_s": round(n_kw / kw_s, 1),
-                "total_per_s": round(args.n / (embed_s + chroma_s + kw_s), 1), "sql_write_s": round(sql_s, 1)}
+    indexing = {
+        "embed_per_s": round(embed_per_s, 1),
+        "embed_cached": cached,
+        "chroma_upsert_per_s": round(args.n / chroma_s, 1),
+        "keyword_rows_per_s": round(n_kw / kw_s, 1),
+        "total_per_s": round(args.n / (embed_s + chroma_s + kw_s), 1),
+        "sql_write_s": round(sql_s, 1),
+    }
     return run_queries(args, settings, store, index, indexing)
 
 
@@ -272,21 +338,34 @@ def run_queries(args: argparse.Namespace, settings: object, store: object, index
         chroma.append(1000 * (time.perf_counter() - t0))
 
     result = {
-        "bench": "search", "n_explanations": args.n, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "bench": "search",
+        "n_explanations": args.n,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "indexing": {**indexing, "scan_load_s": round(scan_s, 1)},
-        "query": {"n": len(qs), "limit": 10, "depth_per_ranking": DEPTH, "engine": "scan",
-                  "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-                  "max_ms": round(max(lat), 2), "mean_ms": round(statistics.mean(lat), 2), "empty_results": empty,
-                  **{f"{k}_p50_ms": pct(v, 50) for k, v in parts.items()},
-                  **{f"{k}_p95_ms": pct(v, 95) for k, v in parts.items()},
-                  "chroma_semantic_p50_ms": pct(chroma, 50) if chroma else None,
-                  "chroma_semantic_p95_ms": pct(chroma, 95) if chroma else None},
+        "query": {
+            "n": len(qs),
+            "limit": 10,
+            "depth_per_ranking": DEPTH,
+            "engine": "scan",
+            "p50_ms": pct(lat, 50),
+            "p95_ms": pct(lat, 95),
+            "max_ms": round(max(lat), 2),
+            "mean_ms": round(statistics.mean(lat), 2),
+            "empty_results": empty,
+            **{f"{k}_p50_ms": pct(v, 50) for k, v in parts.items()},
+            **{f"{k}_p95_ms": pct(v, 95) for k, v in parts.items()},
+            "chroma_semantic_p50_ms": pct(chroma, 50) if chroma else None,
+            "chroma_semantic_p95_ms": pct(chroma, 95) if chroma else None,
+        },
         "goal_p95_ms": 50,
     }
     result["goal_met"] = result["query"]["p95_ms"] <= 50
-    print(f"filtered hybrid query, embedding included: p50 {result['query']['p50_ms']} ms, "
-          f"p95 {result['query']['p95_ms']} ms (goal p95 <= 50 ms)")
+    print(
+        f"filtered hybrid query, embedding included: p50 {result['query']['p50_ms']} ms, "
+        f"p95 {result['query']['p95_ms']} ms (goal p95 <= 50 ms)"
+    )
     print(json.dumps(result))
     return 0
 

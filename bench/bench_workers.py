@@ -72,8 +72,10 @@ def bare_ceiling(base_url: str, n_units: int, concurrency: int) -> float:
     todo = iter(range(n_units))
     lock = threading.Lock()
     body = {"model": "fake", "messages": [{"role": "user", "content": "explain"}]}
-    sim = {"model": "fake", "messages": [{"role": "system", "content": "SIMULATE x"},
-                                         {"role": "user", "content": json.dumps(["a"] * 48)}]}
+    sim = {
+        "model": "fake",
+        "messages": [{"role": "system", "content": "SIMULATE x"}, {"role": "user", "content": json.dumps(["a"] * 48)}],
+    }
 
     def run() -> None:
         with httpx.Client(base_url=base_url, timeout=30) as client:
@@ -125,44 +127,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with psycopg.connect(ADMIN_PG, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {db}")
         redis_port, llm_port = _free_port(), _free_port()
-        procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no"], stdout=subprocess.DEVNULL))
-        server = subprocess.Popen([sys.executable, "-m", "bench.fake_openai", "--port", str(llm_port),
-                                   "--latency", str(args.latency)], cwd=ROOT)
+        procs.append(
+            subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bench.fake_openai", "--port", str(llm_port), "--latency", str(args.latency)],
+            cwd=ROOT,
+        )
         procs.append(server)
         base_url = f"http://127.0.0.1:{llm_port}/v1"
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
-        env.update(EXPLAINER_DATA_DIR=str(tmp / "data"), EXPLAINER_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-                   EXPLAINER_RESULT_BACKEND=f"redis://127.0.0.1:{redis_port}/1",
-                   EXPLAINER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
-                   BENCH_SIMULATOR_URL=base_url, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-                   TOKENIZERS_PARALLELISM="false")
+        env.update(
+            EXPLAINER_DATA_DIR=str(tmp / "data"),
+            EXPLAINER_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+            EXPLAINER_RESULT_BACKEND=f"redis://127.0.0.1:{redis_port}/1",
+            EXPLAINER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
+            BENCH_SIMULATOR_URL=base_url,
+            HF_HUB_OFFLINE="1",
+            OMP_NUM_THREADS="1",
+            TOKENIZERS_PARALLELISM="false",
+        )
         os.environ.update({k: v for k, v in env.items() if k.startswith(("EXPLAINER_", "BENCH_"))})
         _wait(lambda: _port_open(llm_port) and _port_open(redis_port), "the fake server and redis-server")
 
-        threads = [args.concurrency // args.workers + (i < args.concurrency % args.workers) for i in range(args.workers)]
+        threads = [
+            args.concurrency // args.workers + (i < args.concurrency % args.workers) for i in range(args.workers)
+        ]
         workers = []
         for i, n in enumerate(threads):
             workers.append(_worker(env, f"llm{i}", "llm", n, tmp))
         workers.append(_worker(env, "index", "index", 1, tmp))
         procs.extend(workers)
 
+        import bench.http_scorer  # noqa: F401  (registers the scorer in this process too)
         from bench.synthetic import store_synthetic_collection
-        from explainer.settings import load_settings
         from explainer.llm.chat import LLMConfig
         from explainer.pipeline.options import LabelOptions
         from explainer.runtime import get_store
+        from explainer.settings import load_settings
         from workers.batch import label_units
-
-        import bench.http_scorer  # noqa: F401  (registers the scorer in this process too)
 
         settings = load_settings()
         store = get_store(settings)
         warm = store_synthetic_collection(store, args.warmup, "warmup", model="warm")
         timed = store_synthetic_collection(store, args.units, "timed", model="synth")
         direct = store_synthetic_collection(store, 100, "direct", model="direct")
-        opts = LabelOptions(explainer=LLMConfig(model="fake", base_url=base_url, max_retries=0, timeout_s=30),
-                            baseline_candidate=False, scorers=("bench-http-simulation",))
+        opts = LabelOptions(
+            explainer=LLMConfig(model="fake", base_url=base_url, max_retries=0, timeout_s=30),
+            baseline_candidate=False,
+            scorers=("bench-http-simulation",),
+        )
         label_units(settings, "warmup", warm, opts, progress=False)
 
         bare = bare_ceiling(base_url, min(args.units, 1000), args.concurrency)
@@ -193,32 +210,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     calls = after["calls"] - before["calls"]
     worker_cpu = sum(cpu[w.pid] for w in workers)
     out = {
-        "bench": "workers", "units": args.units, "latency_s": args.latency, "concurrency": args.concurrency,
-        "worker_processes": args.workers, "cpus": os.cpu_count(),
+        "bench": "workers",
+        "units": args.units,
+        "latency_s": args.latency,
+        "concurrency": args.concurrency,
+        "worker_processes": args.workers,
+        "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
-        "seconds": round(result.seconds, 2), "features_per_s": round(achieved, 1),
-        "ideal_features_per_s": round(ideal, 1), "ratio_to_ideal": round(achieved / ideal, 3),
-        "bare_client_features_per_s": round(bare, 1), "bare_ratio_to_ideal": round(bare / ideal, 3),
+        "seconds": round(result.seconds, 2),
+        "features_per_s": round(achieved, 1),
+        "ideal_features_per_s": round(ideal, 1),
+        "ratio_to_ideal": round(achieved / ideal, 3),
+        "bare_client_features_per_s": round(bare, 1),
+        "bare_ratio_to_ideal": round(bare / ideal, 3),
         "ratio_to_bare": round(achieved / bare, 3),
-        "llm_calls": calls, "mean_calls_in_flight": round(calls * args.latency / result.seconds, 1),
+        "llm_calls": calls,
+        "mean_calls_in_flight": round(calls * args.latency / result.seconds, 1),
         "max_calls_in_flight": after["max_in_flight"],
-        "cpu_s_per_unit": {"llm_workers": round(sum(cpu[w.pid] for w in workers[:-1]) / args.units * 1000, 2),
-                           "index_worker": round(cpu[workers[-1].pid] / args.units * 1000, 2),
-                           "client": round(client_cpu / args.units * 1000, 2),
-                           "fake_server": round(cpu[server.pid] / args.units * 1000, 2), "unit": "ms"},
+        "cpu_s_per_unit": {
+            "llm_workers": round(sum(cpu[w.pid] for w in workers[:-1]) / args.units * 1000, 2),
+            "index_worker": round(cpu[workers[-1].pid] / args.units * 1000, 2),
+            "client": round(client_cpu / args.units * 1000, 2),
+            "fake_server": round(cpu[server.pid] / args.units * 1000, 2),
+            "unit": "ms",
+        },
         "explain_score_stages_cpu_ms_per_unit_in_process": round(stage_cpu, 2),
-        "cpu_bound_features_per_s": round(args.units / max(1e-9, (worker_cpu + client_cpu + cpu[server.pid])) *
-                                          (os.cpu_count() or 1), 1),
-        "done": result.counts.get("done"), "failed": result.counts.get("failed"),
+        "cpu_bound_features_per_s": round(
+            args.units / max(1e-9, (worker_cpu + client_cpu + cpu[server.pid])) * (os.cpu_count() or 1), 1
+        ),
+        "done": result.counts.get("done"),
+        "failed": result.counts.get("failed"),
         "chain_errors": len(result.task_errors),
-        "first_chain_error": next(iter(result.task_errors.values()), None), "goal_ratio": 0.8,
+        "first_chain_error": next(iter(result.task_errors.values()), None),
+        "goal_ratio": 0.8,
         "goal_met": achieved / ideal >= 0.8,
     }
-    print(f"\n{args.units} units, 2 calls of {args.latency * 1000:.0f} ms each, {args.concurrency} in flight: "
-          f"{achieved:.1f} features/s against an ideal of {ideal:.1f} -> ratio {achieved / ideal:.3f} "
-          f"(bare client on the same server: {bare:.1f}/s, ratio {bare / ideal:.3f}); "
-          f"mean calls in flight {out['mean_calls_in_flight']}; worker CPU {worker_cpu / args.units * 1000:.1f} ms/unit "
-          f"(explain + score stages alone, in-process: {stage_cpu:.1f} ms/unit)")
+    print(
+        f"\n{args.units} units, 2 calls of {args.latency * 1000:.0f} ms each, {args.concurrency} in flight: "
+        f"{achieved:.1f} features/s against an ideal of {ideal:.1f} -> ratio {achieved / ideal:.3f} "
+        f"(bare client on the same server: {bare:.1f}/s, ratio {bare / ideal:.3f}); "
+        f"mean calls in flight {out['mean_calls_in_flight']}; worker CPU {worker_cpu / args.units * 1000:.1f} ms/unit "
+        f"(explain + score stages alone, in-process: {stage_cpu:.1f} ms/unit)"
+    )
     print(json.dumps(out))
     return out
 
@@ -233,10 +266,33 @@ def _port_open(port: int) -> bool:
 
 def _worker(env: dict[str, str], name: str, queue: str, threads: int, tmp: Path) -> subprocess.Popen:
     log = open(tmp / f"{name}.log", "ab")
-    return subprocess.Popen([str(BIN / "celery"), "-A", "workers", "worker", "-I", "bench.http_scorer", "-Q", queue,
-                             "-n", f"{name}@%h", "-P", "threads", "-c", str(threads), "--loglevel", "WARNING",
-                             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers",
+            "worker",
+            "-I",
+            "bench.http_scorer",
+            "-Q",
+            queue,
+            "-n",
+            f"{name}@%h",
+            "-P",
+            "threads",
+            "-c",
+            str(threads),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,18 @@ import time
 from typing import Any
 
 FAULTS = ("429", "500", "timeout", "not-json", "no-words")
-WORDS = ("commas", "closing brackets", "the word return", "numbers", "legal terms", "function names",
-         "plural nouns", "quotation marks", "indentation", "import statements")
+WORDS = (
+    "commas",
+    "closing brackets",
+    "the word return",
+    "numbers",
+    "legal terms",
+    "function names",
+    "plural nouns",
+    "quotation marks",
+    "indentation",
+    "import statements",
+)
 
 
 class FakeOpenAI:
@@ -36,8 +46,14 @@ class FakeOpenAI:
         self.force: str | None = None
         """A fault (one of FAULTS) every call gets while set (tests)."""
         self._count = itertools.count()
-        self.stats: dict[str, Any] = {"calls": 0, "in_flight": 0, "max_in_flight": 0, "faults": {f: 0 for f in FAULTS},
-                                      "explain": 0, "simulate": 0}
+        self.stats: dict[str, Any] = {
+            "calls": 0,
+            "in_flight": 0,
+            "max_in_flight": 0,
+            "faults": {f: 0 for f in FAULTS},
+            "explain": 0,
+            "simulate": 0,
+        }
 
     def _fault(self, n: int) -> str | None:
         if self.force:
@@ -85,12 +101,16 @@ class FakeOpenAI:
             if fault == "no-words":
                 content = "!!! ???"
             prompt_tokens = sum(len(str(m.get("content", ""))) for m in req["messages"]) // 4
-            out = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                   "model": req.get("model", "fake"),
-                   "choices": [{"index": 0, "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": content}}],
-                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 6,
-                             "total_tokens": prompt_tokens + 6}}
+            out = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": req.get("model", "fake"),
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                ],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 6, "total_tokens": prompt_tokens + 6},
+            }
             return await _respond(send, 200, json.dumps(out).encode())
         finally:
             if not fault_hung:
@@ -108,8 +128,13 @@ def _answer(messages: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 async def _respond(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -120,15 +145,24 @@ class ServerThread:
         import uvicorn
 
         self.app, self.port = app, port
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    lifespan="off", backlog=2048, timeout_keep_alive=30))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                backlog=2048,
+                timeout_keep_alive=30,
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -151,8 +185,15 @@ def main() -> None:
     ap.add_argument("--fault-every", type=int, default=0)
     ap.add_argument("--hang", type=float, default=30.0)
     args = ap.parse_args()
-    uvicorn.run(FakeOpenAI(args.latency, args.fault_every, args.hang), host="127.0.0.1", port=args.port,
-                log_level="warning", lifespan="off", backlog=2048, timeout_keep_alive=30)
+    uvicorn.run(
+        FakeOpenAI(args.latency, args.fault_every, args.hang),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        lifespan="off",
+        backlog=2048,
+        timeout_keep_alive=30,
+    )
 
 
 if __name__ == "__main__":

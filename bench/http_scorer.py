@@ -27,14 +27,16 @@ class HTTPSimulator:
         self.model_name, self.base_url = model, base_url
         with _lock:  # one client (and connection pool) per process
             if base_url not in _clients:
-                _clients[base_url] = make_chat_model(LLMConfig(model=model, base_url=base_url, max_retries=0,
-                                                               timeout_s=30, max_tokens=512))
+                _clients[base_url] = make_chat_model(
+                    LLMConfig(model=model, base_url=base_url, max_retries=0, timeout_s=30, max_tokens=512)
+                )
         self.chat = _clients[base_url]
 
     def simulate(self, explanation: str, windows: list[Any]) -> list[list[float]]:
         tokens = [t for w in windows for t in w.tokens]
-        answer = invoke_chat(self.chat, [("system", f"SIMULATE activations for: {explanation}"),
-                                         ("user", json.dumps(tokens))])
+        answer = invoke_chat(
+            self.chat, [("system", f"SIMULATE activations for: {explanation}"), ("user", json.dumps(tokens))]
+        )
         try:
             flat = [float(v) for v in json.loads(answer.text)]
         except (ValueError, TypeError) as exc:

@@ -8,8 +8,28 @@ from typing import Any
 
 from store.records import UnitRecord, UnitStats, Window
 
-_WORDS = ("def", " return", " (", ")", ":", " self", " import", " the", " license", " value", ",", " 0", " None",
-          " class", " for", " in", " if", " else", ".", " data")
+_WORDS = (
+    "def",
+    " return",
+    " (",
+    ")",
+    ":",
+    " self",
+    " import",
+    " the",
+    " license",
+    " value",
+    ",",
+    " 0",
+    " None",
+    " class",
+    " for",
+    " in",
+    " if",
+    " else",
+    ".",
+    " data",
+)
 
 
 def synthetic_record(index: int, model: str = "synth", hookpoint: str = "layers.0.mlp", window: int = 12) -> UnitRecord:

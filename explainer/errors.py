@@ -105,8 +105,9 @@ class PermanentLLMError(LLMError):
     """A failure that will not go away on retry (auth, bad request, unknown model)."""
 
 
-def _rebuild_llm_error(cls: type[LLMError], args: tuple[object, ...], status: int | None,
-                       retry_after: float | None) -> LLMError:
+def _rebuild_llm_error(
+    cls: type[LLMError], args: tuple[object, ...], status: int | None, retry_after: float | None
+) -> LLMError:
     return cls(*args, status=status, retry_after=retry_after)
 
 

@@ -77,8 +77,12 @@ def model_provenance(source: Any, given: str) -> dict[str, Any]:
     else:
         files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     match = _REVISION_RE.search(directory.as_posix() + "/")
-    return {"name": source.name, "given": given, "revision": match.group(1) if match else None,
-            "files": [{"name": f.name, "sha256": file_sha256(f), "bytes": f.stat().st_size} for f in files]}
+    return {
+        "name": source.name,
+        "given": given,
+        "revision": match.group(1) if match else None,
+        "files": [{"name": f.name, "sha256": file_sha256(f), "bytes": f.stat().st_size} for f in files],
+    }
 
 
 def clean_url(url: str | None) -> str | None:
@@ -121,26 +125,34 @@ def software_version() -> str:
         return "0+unknown"
 
 
-def collection_provenance(source: Any, model: str, hookpoint: str, sae: str | None,
-                          directions: str | None) -> dict[str, Any]:
+def collection_provenance(
+    source: Any, model: str, hookpoint: str, sae: str | None, directions: str | None
+) -> dict[str, Any]:
     """What a collection's stored config records about its inputs, so that a report can name them
     and ``explainer calibrate`` can collect the same units over another corpus: the model as given
     (paths made absolute) with its file hashes, the hookpoint it was asked for, and the SAE or
     directions path."""
+
     def absolute(p: str | None) -> str | None:
         return str(Path(p).expanduser().resolve()) if p else None
 
     given = model if not Path(model).expanduser().exists() else str(Path(model).expanduser().resolve())
-    return {"model": model_provenance(source, given), "hookpoint": hookpoint,
-            "sae": absolute(sae), "directions": absolute(directions), "software_version": software_version()}
+    return {
+        "model": model_provenance(source, given),
+        "hookpoint": hookpoint,
+        "sae": absolute(sae),
+        "directions": absolute(directions),
+        "software_version": software_version(),
+    }
 
 
 def _iso(t: Any) -> str | None:
     return t.isoformat() if hasattr(t, "isoformat") else (str(t) if t else None)
 
 
-def explanation_provenance(collection: dict[str, Any] | None, expl: Explanation,
-                           scores: list[Score], hookpoint: str) -> dict[str, Any]:
+def explanation_provenance(
+    collection: dict[str, Any] | None, expl: Explanation, scores: list[Score], hookpoint: str
+) -> dict[str, Any]:
     """Everything that produced one explanation and its scores, from store rows, as plain JSON:
     subject model and its file hashes, hookpoint, SAE/directions and its file hash, corpus id and
     hash, explainer model and settings (secrets dropped), simulators, prompt template, the window
@@ -154,8 +166,10 @@ def explanation_provenance(collection: dict[str, Any] | None, expl: Explanation,
     model = recorded.get("model") or {"name": col.get("model"), "given": None, "revision": None, "files": []}
     units = {k: v for k, v in (config.get("units") or {}).items() if k != "names"} or None
     settings = public_settings({k: v for k, v in expl.settings.items() if k != "candidates"})
-    candidates = [{k: c.get(k) for k in ("source", "selection_score", "cascade_score", "error") if k in c}
-                  for c in expl.settings.get("candidates") or []]
+    candidates = [
+        {k: c.get(k) for k in ("source", "selection_score", "cascade_score", "error") if k in c}
+        for c in expl.settings.get("candidates") or []
+    ]
     held_out = sorted({w for s in scores for w in s.heldout_ids})
     collect_config = {k: v for k, v in config.items() if k not in ("units", "provenance")}
     return {
@@ -166,19 +180,27 @@ def explanation_provenance(collection: dict[str, Any] | None, expl: Explanation,
         "corpus": {"id": col.get("corpus"), "hash": col.get("corpus_hash"), "n_tokens": col.get("n_tokens")},
         "collection_id": expl.collection_id,
         "collect_config": collect_config,
-        "explainer": {"model": expl.explainer_model, "settings": settings,
-                      "candidates": public_settings(candidates)},
+        "explainer": {"model": expl.explainer_model, "settings": settings, "candidates": public_settings(candidates)},
         "simulators": [{"scorer": s.scorer, "model": s.simulator_model} for s in scores],
         "prompt": {"name": expl.prompt_name, "version": expl.prompt_version, "sha256": expl.prompt_hash},
         "windows": {"shown": list(expl.window_ids), "held_out": held_out},
-        "tokens": {"prompt": expl.prompt_tokens, "completion": expl.completion_tokens,
-                   "scored": {s.scorer: s.n_tokens for s in scores}},
-        "timestamps": {"collection_started": _iso(col.get("created_at")),
-                       "collection_finished": _iso(col.get("finished_at")),
-                       "explained": _iso(expl.created_at), "indexed": _iso(expl.indexed_at),
-                       "scored": {s.scorer: _iso(s.created_at) for s in scores}},
-        "software": {"name": "activation-explainer", "version": software_version(),
-                     "collected_with": recorded.get("software_version")},
+        "tokens": {
+            "prompt": expl.prompt_tokens,
+            "completion": expl.completion_tokens,
+            "scored": {s.scorer: s.n_tokens for s in scores},
+        },
+        "timestamps": {
+            "collection_started": _iso(col.get("created_at")),
+            "collection_finished": _iso(col.get("finished_at")),
+            "explained": _iso(expl.created_at),
+            "indexed": _iso(expl.indexed_at),
+            "scored": {s.scorer: _iso(s.created_at) for s in scores},
+        },
+        "software": {
+            "name": "activation-explainer",
+            "version": software_version(),
+            "collected_with": recorded.get("software_version"),
+        },
     }
 
 
@@ -191,8 +213,13 @@ def secret_values(env: dict[str, str] | None = None) -> list[str]:
     """Values of environment variables whose names mark a secret (``*_API_KEY``, ``*_KEYS``,
     ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``…), comma-separated lists split; longest first."""
     env = dict(os.environ if env is None else env)
-    found = {part.strip() for name, value in env.items() if _SECRET_ENV_RE.search(name)
-             for part in str(value).split(",") if len(part.strip()) >= 6}
+    found = {
+        part.strip()
+        for name, value in env.items()
+        if _SECRET_ENV_RE.search(name)
+        for part in str(value).split(",")
+        if len(part.strip()) >= 6
+    }
     return sorted(found, key=len, reverse=True)
 
 

@@ -36,5 +36,7 @@ def get_index(settings: Settings) -> VectorIndex:
     key = settings.chroma_url or str(settings.chroma_path)
     with _lock:
         if key not in _indexes:
-            _indexes[key] = VectorIndex(url=settings.chroma_url) if settings.chroma_url else VectorIndex(path=settings.chroma_path)
+            _indexes[key] = (
+                VectorIndex(url=settings.chroma_url) if settings.chroma_url else VectorIndex(path=settings.chroma_path)
+            )
         return _indexes[key]

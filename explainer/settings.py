@@ -77,11 +77,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     try:
         timeout = float(env.get("EXPLAINER_LLM_TIMEOUT", "120"))
     except ValueError as exc:
-        raise ConfigError(f"EXPLAINER_LLM_TIMEOUT must be a number of seconds, got {env['EXPLAINER_LLM_TIMEOUT']!r}") from exc
-    limits = {key: _number(env, key, kind) for key, kind in
-              (("EXPLAINER_LLM_RPM", float), ("EXPLAINER_LLM_TPM", float), ("EXPLAINER_LLM_CONCURRENCY", int),
-               ("EXPLAINER_BATCH_WINDOW", int), ("EXPLAINER_VISIBILITY_TIMEOUT", int))}
-    ratelimit_url = env.get("EXPLAINER_RATELIMIT_URL") or (broker_url if (broker_url or "").startswith(("redis://", "rediss://")) else None)
+        raise ConfigError(
+            f"EXPLAINER_LLM_TIMEOUT must be a number of seconds, got {env['EXPLAINER_LLM_TIMEOUT']!r}"
+        ) from exc
+    limits = {
+        key: _number(env, key, kind)
+        for key, kind in (
+            ("EXPLAINER_LLM_RPM", float),
+            ("EXPLAINER_LLM_TPM", float),
+            ("EXPLAINER_LLM_CONCURRENCY", int),
+            ("EXPLAINER_BATCH_WINDOW", int),
+            ("EXPLAINER_VISIBILITY_TIMEOUT", int),
+        )
+    }
+    ratelimit_url = env.get("EXPLAINER_RATELIMIT_URL") or (
+        broker_url if (broker_url or "").startswith(("redis://", "rediss://")) else None
+    )
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -102,8 +113,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         visibility_timeout_s=limits["EXPLAINER_VISIBILITY_TIMEOUT"] or 4 * 3600,
         simulator_base_url=env.get("EXPLAINER_SIMULATOR_BASE_URL") or env.get("EXPLAINER_LLM_BASE_URL") or None,
         simulator_model=env.get("EXPLAINER_SIMULATOR_MODEL") or env.get("EXPLAINER_LLM_MODEL") or DEFAULT_MODEL,
-        simulator_api_key=(env.get("EXPLAINER_SIMULATOR_API_KEY") or env.get("EXPLAINER_LLM_API_KEY")
-                           or env.get("OPENAI_API_KEY") or None),
+        simulator_api_key=(
+            env.get("EXPLAINER_SIMULATOR_API_KEY")
+            or env.get("EXPLAINER_LLM_API_KEY")
+            or env.get("OPENAI_API_KEY")
+            or None
+        ),
         simulator_method=_choice(env, "EXPLAINER_SIMULATOR_METHOD", SIMULATOR_METHODS),
         llm_context_tokens=int(_number(env, "EXPLAINER_LLM_CONTEXT", int) or 8192),
     )

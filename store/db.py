@@ -4,7 +4,7 @@ additive migrations and the decoding of JSON and timestamp columns."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, create_engine
@@ -14,12 +14,12 @@ from store.schema import metadata
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
     """``value`` with UTC as its zone: SQLite drops the tzinfo on the way back; the store only writes UTC."""
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def decode_json(row: dict[str, Any], *fields: str) -> dict[str, Any]:
@@ -52,6 +52,7 @@ class StoreBase:
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
+
         metadata.create_all(self.engine)
         add_missing_columns(self.engine)
         from store import keyword
@@ -68,7 +69,11 @@ class StoreBase:
             from sqlalchemy.dialects.sqlite import insert
         stmt = insert(table)
         cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=cols, where=where) if cols else stmt.on_conflict_do_nothing()
+        stmt = (
+            stmt.on_conflict_do_update(index_elements=keys, set_=cols, where=where)
+            if cols
+            else stmt.on_conflict_do_nothing()
+        )
         with self.engine.begin() as conn:
             for start in range(0, len(rows), 500):
                 conn.execute(stmt, rows[start : start + 500])
@@ -97,8 +102,10 @@ def add_missing_columns(engine: Engine) -> list[str]:
             if col.name in present:
                 continue
             if not col.nullable:
-                raise RuntimeError(f"the store's table {table.name} lacks the required column {col.name}: "
-                                   "migrate it or start from an empty database")
+                raise RuntimeError(
+                    f"the store's table {table.name} lacks the required column {col.name}: "
+                    "migrate it or start from an empty database"
+                )
             ddl = CreateColumn(col).compile(dialect=engine.dialect)
             try:
                 with engine.begin() as conn:

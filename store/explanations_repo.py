@@ -27,46 +27,99 @@ def explanation_from_row(row: RowMapping) -> Explanation:
     """An :class:`Explanation` from a row of ``explanations``."""
     r = decode_json(dict(row), "window_ids", "settings")
     return Explanation(
-        id=r["id"], unit_id=r["unit_id"], collection_id=r["collection_id"], explainer_model=r["explainer_model"],
-        prompt_name=r["prompt_name"], prompt_version=r["prompt_version"], prompt_hash=r["prompt_hash"],
-        status=r["status"], text=r["text"], error=r["error"], created_at=r["created_at"],
-        window_ids=tuple(r["window_ids"] or ()), settings=r["settings"] or {}, prompt_tokens=r["prompt_tokens"],
-        completion_tokens=r["completion_tokens"], indexed_at=r["indexed_at"])
+        id=r["id"],
+        unit_id=r["unit_id"],
+        collection_id=r["collection_id"],
+        explainer_model=r["explainer_model"],
+        prompt_name=r["prompt_name"],
+        prompt_version=r["prompt_version"],
+        prompt_hash=r["prompt_hash"],
+        status=r["status"],
+        text=r["text"],
+        error=r["error"],
+        created_at=r["created_at"],
+        window_ids=tuple(r["window_ids"] or ()),
+        settings=r["settings"] or {},
+        prompt_tokens=r["prompt_tokens"],
+        completion_tokens=r["completion_tokens"],
+        indexed_at=r["indexed_at"],
+    )
 
 
 def score_from_row(row: RowMapping) -> Score:
     """A :class:`Score` from a row of ``scores`` (or of ``calibrations``, which has no ``details``)."""
     r = decode_json(dict(row), "per_domain", "heldout_ids", "details")
     return Score(
-        scorer=r["scorer"], value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"],
-        per_domain=r["per_domain"] or {}, status=r["status"], error=r["error"],
-        simulator_model=r["simulator_model"], n_tokens=r["n_tokens"], heldout_ids=tuple(r["heldout_ids"] or ()),
-        created_at=r["created_at"], details=r.get("details") or {}, explanation_id=r["explanation_id"])
+        scorer=r["scorer"],
+        value=r["value"],
+        ci_low=r["ci_low"],
+        ci_high=r["ci_high"],
+        per_domain=r["per_domain"] or {},
+        status=r["status"],
+        error=r["error"],
+        simulator_model=r["simulator_model"],
+        n_tokens=r["n_tokens"],
+        heldout_ids=tuple(r["heldout_ids"] or ()),
+        created_at=r["created_at"],
+        details=r.get("details") or {},
+        explanation_id=r["explanation_id"],
+    )
 
 
 class ExplanationsRepo(StoreBase):
     """Explanations, scores and the keyword index over them."""
 
     # -- explanations ---------------------------------------------------------------
-    def save_explanation(self, *, unit_id: str, collection_id: str, explainer_model: str, prompt_name: str, prompt_version: str,
-                         prompt_hash: str, status: str, text: str | None = None, error: str | None = None,
-                         window_ids: list[str] | None = None, settings: dict[str, Any] | None = None,
-                         prompt_tokens: int | None = None, completion_tokens: int | None = None,
-                         keep_ok: bool = False) -> str:
+    def save_explanation(
+        self,
+        *,
+        unit_id: str,
+        collection_id: str,
+        explainer_model: str,
+        prompt_name: str,
+        prompt_version: str,
+        prompt_hash: str,
+        status: str,
+        text: str | None = None,
+        error: str | None = None,
+        window_ids: list[str] | None = None,
+        settings: dict[str, Any] | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        keep_ok: bool = False,
+    ) -> str:
         """Upsert on (unit, collection, explainer model, prompt hash). ``keep_ok``: an ok row already
         there stays as it is (a task delivered twice and run side by side must not replace the
         explanation the first one stored, scored and indexed)."""
         if status == "ok" and not (text and text.strip()):
             raise ValueError("an ok explanation needs a text")
         eid = make_explanation_id(unit_id, collection_id, explainer_model, prompt_hash)
-        self._upsert(explanations, [dict(
-            id=eid, unit_id=unit_id, collection_id=collection_id, unit_row=make_unit_row_id(collection_id, unit_id),
-            explainer_model=explainer_model, prompt_name=prompt_name,
-            prompt_version=prompt_version, prompt_hash=prompt_hash, status=status,
-            text=text if status == "ok" else None, error=error, window_ids=json.dumps(window_ids or []),
-            settings=json.dumps(settings or {}, sort_keys=True), prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, created_at=now(), indexed_at=None)], ["id"],
-            where=(explanations.c.status != "ok") if keep_ok else None)
+        self._upsert(
+            explanations,
+            [
+                dict(
+                    id=eid,
+                    unit_id=unit_id,
+                    collection_id=collection_id,
+                    unit_row=make_unit_row_id(collection_id, unit_id),
+                    explainer_model=explainer_model,
+                    prompt_name=prompt_name,
+                    prompt_version=prompt_version,
+                    prompt_hash=prompt_hash,
+                    status=status,
+                    text=text if status == "ok" else None,
+                    error=error,
+                    window_ids=json.dumps(window_ids or []),
+                    settings=json.dumps(settings or {}, sort_keys=True),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    created_at=now(),
+                    indexed_at=None,
+                )
+            ],
+            ["id"],
+            where=(explanations.c.status != "ok") if keep_ok else None,
+        )
         self.sync_keyword_index([eid])
         return eid
 
@@ -86,7 +139,9 @@ class ExplanationsRepo(StoreBase):
     def labeled_unit_ids(self) -> list[str]:
         """Units that have at least one explanation row (ok or failed), in id order."""
         with self.engine.connect() as conn:
-            return list(conn.execute(select(explanations.c.unit_id).distinct().order_by(explanations.c.unit_id)).scalars())
+            return list(
+                conn.execute(select(explanations.c.unit_id).distinct().order_by(explanations.c.unit_id)).scalars()
+            )
 
     def mark_indexed(self, explanation_id: str) -> None:
         with self.engine.begin() as conn:
@@ -96,8 +151,11 @@ class ExplanationsRepo(StoreBase):
         """:meth:`mark_indexed` for many explanations in one transaction."""
         with self.engine.begin() as conn:
             for s in range(0, len(explanation_ids), 500):
-                conn.execute(update(explanations).where(explanations.c.id.in_(explanation_ids[s:s + 500]))
-                             .values(indexed_at=now()))
+                conn.execute(
+                    update(explanations)
+                    .where(explanations.c.id.in_(explanation_ids[s : s + 500]))
+                    .values(indexed_at=now())
+                )
 
     def index_token(self) -> datetime | None:
         """The latest ``indexed_at``: it changes whenever any process writes the vector index."""
@@ -111,16 +169,23 @@ class ExplanationsRepo(StoreBase):
         connection: what a page of search hits needs)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(explanations).where(explanations.c.id.in_(explanation_ids))).mappings().all()
-            blobs = dict(conn.execute(select(units.c.id, units.c.record)
-                                      .where(units.c.id.in_(sorted({r["unit_row"] for r in rows})))).all())
+            blobs = dict(
+                conn.execute(
+                    select(units.c.id, units.c.record).where(units.c.id.in_(sorted({r["unit_row"] for r in rows})))
+                ).all()
+            )
             srows = conn.execute(select(scores).where(scores.c.explanation_id.in_(explanation_ids))).mappings().all()
         by_expl: dict[str, list[Score]] = {}
         for s in srows:
             by_expl.setdefault(s["explanation_id"], []).append(score_from_row(s))
-        return {r["id"]: ExplanationDetail(
-            explanation_from_row(r),
-            UnitRecord.from_blob(blobs[r["unit_row"]]) if r["unit_row"] in blobs else None,
-            tuple(by_expl.get(r["id"], ()))) for r in rows}
+        return {
+            r["id"]: ExplanationDetail(
+                explanation_from_row(r),
+                UnitRecord.from_blob(blobs[r["unit_row"]]) if r["unit_row"] in blobs else None,
+                tuple(by_expl.get(r["id"], ())),
+            )
+            for r in rows
+        }
 
     def indexed_since(self, since: datetime | None) -> list[str]:
         """Ids of explanations indexed at or after ``since`` (all indexed ones for ``None``)."""
@@ -131,23 +196,55 @@ class ExplanationsRepo(StoreBase):
             return list(conn.execute(q).scalars())
 
     # -- scores -----------------------------------------------------------------------
-    def save_score(self, *, explanation_id: str, scorer: str, simulator_model: str | None, status: str,
-                   value: float | None = None, ci_low: float | None = None, ci_high: float | None = None,
-                   per_domain: dict[str, float] | None = None, heldout_ids: list[str] | None = None,
-                   n_tokens: int | None = None, error: str | None = None,
-                   details: dict[str, Any] | None = None) -> str:
+    def save_score(
+        self,
+        *,
+        explanation_id: str,
+        scorer: str,
+        simulator_model: str | None,
+        status: str,
+        value: float | None = None,
+        ci_low: float | None = None,
+        ci_high: float | None = None,
+        per_domain: dict[str, float] | None = None,
+        heldout_ids: list[str] | None = None,
+        n_tokens: int | None = None,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> str:
         sid = make_score_id(explanation_id, scorer)
-        self._upsert(scores, [dict(
-            id=sid, explanation_id=explanation_id, scorer=scorer, simulator_model=simulator_model, status=status,
-            value=value, ci_low=ci_low, ci_high=ci_high, per_domain=json.dumps(per_domain or {}),
-            heldout_ids=json.dumps(heldout_ids or []), n_tokens=n_tokens, error=error,
-            details=json.dumps(details or {}, sort_keys=True), created_at=now())], ["id"])
+        self._upsert(
+            scores,
+            [
+                dict(
+                    id=sid,
+                    explanation_id=explanation_id,
+                    scorer=scorer,
+                    simulator_model=simulator_model,
+                    status=status,
+                    value=value,
+                    ci_low=ci_low,
+                    ci_high=ci_high,
+                    per_domain=json.dumps(per_domain or {}),
+                    heldout_ids=json.dumps(heldout_ids or []),
+                    n_tokens=n_tokens,
+                    error=error,
+                    details=json.dumps(details or {}, sort_keys=True),
+                    created_at=now(),
+                )
+            ],
+            ["id"],
+        )
         self.sync_keyword_index([explanation_id])
         return sid
 
     def get_score(self, explanation_id: str, scorer: str) -> Score | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(scores).where(scores.c.id == make_score_id(explanation_id, scorer))).mappings().first()
+            row = (
+                conn.execute(select(scores).where(scores.c.id == make_score_id(explanation_id, scorer)))
+                .mappings()
+                .first()
+            )
         return score_from_row(row) if row else None
 
     def scores_for(self, explanation_ids: list[str]) -> list[Score]:
@@ -159,8 +256,10 @@ class ExplanationsRepo(StoreBase):
         from sqlalchemy import func
 
         with self.engine.connect() as conn:
-            return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                    for t in (collections, units, explanations, scores)}
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (collections, units, explanations, scores)
+            }
 
     # -- keyword index (search, HTTP API) ---------------------------------------------
     def rebuild_keyword_index(self) -> int:
@@ -169,11 +268,20 @@ class ExplanationsRepo(StoreBase):
 
         return keyword.rebuild(self)
 
-    def keyword_search(self, query: str, *, limit: int, model: str | None = None, layer: int | None = None,
-                       source: str | None = None, min_score: float | None = None,
-                       domain: str | None = None) -> list[tuple[str, float]]:
+    def keyword_search(
+        self,
+        query: str,
+        *,
+        limit: int,
+        model: str | None = None,
+        layer: int | None = None,
+        source: str | None = None,
+        min_score: float | None = None,
+        domain: str | None = None,
+    ) -> list[tuple[str, float]]:
         """Full-text matches (explanation id, relevance) that pass the filters, best first."""
         from store import keyword
 
-        return keyword.search(self, query, limit=limit, model=model, layer=layer, source=source,
-                              min_score=min_score, domain=domain)
+        return keyword.search(
+            self, query, limit=limit, model=model, layer=layer, source=source, min_score=min_score, domain=domain
+        )

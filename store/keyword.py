@@ -13,8 +13,9 @@ and a WHERE clause), never applied to its results afterwards.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import Engine, select, text
 
@@ -30,7 +31,8 @@ MAX_TERMS = 16
 STOPWORDS = frozenset(
     "a an and are as at be by for from has have in into is it its of on or that the this to was were which with"
     " fires fire firing activates activation activations neuron neurons unit units feature features token tokens"
-    " words word on about".split())
+    " words word on about".split()
+)
 
 _SQLITE_DDL = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS keyword_fts USING fts5("
@@ -106,10 +108,19 @@ class IndexDoc:
         """The ``keyword_docs`` row."""
         layer, source = hookpoint_fields(self.hookpoint)
         ok = self.score is not None and self.score["status"] == "ok" and self.score["value"] is not None
-        return dict(explanation_id=self.explanation_id, unit_id=self.unit_id, collection_id=self.collection_id,
-                    model=self.model, hookpoint=self.hookpoint, layer=layer, source=source,
-                    explainer_model=self.explainer_model, domains="," + ",".join(self.domains) + ",",
-                    score=float(self.score["value"]) if ok else UNSCORED, text=self.text)
+        return dict(
+            explanation_id=self.explanation_id,
+            unit_id=self.unit_id,
+            collection_id=self.collection_id,
+            model=self.model,
+            hookpoint=self.hookpoint,
+            layer=layer,
+            source=source,
+            explainer_model=self.explainer_model,
+            domains="," + ",".join(self.domains) + ",",
+            score=float(self.score["value"]) if ok else UNSCORED,
+            text=self.text,
+        )
 
 
 def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int = 1000) -> Iterator[IndexDoc]:
@@ -119,12 +130,22 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
 
     last = ""
     while True:
-        q = (select(explanations.c.id, explanations.c.unit_id, explanations.c.collection_id,
-                    explanations.c.explainer_model, explanations.c.text, explanations.c.unit_row,
-                    units.c.model, units.c.hookpoint)
-             .join(units, units.c.id == explanations.c.unit_row)
-             .where(explanations.c.status == "ok", explanations.c.id > last)
-             .order_by(explanations.c.id).limit(batch))
+        q = (
+            select(
+                explanations.c.id,
+                explanations.c.unit_id,
+                explanations.c.collection_id,
+                explanations.c.explainer_model,
+                explanations.c.text,
+                explanations.c.unit_row,
+                units.c.model,
+                units.c.hookpoint,
+            )
+            .join(units, units.c.id == explanations.c.unit_row)
+            .where(explanations.c.status == "ok", explanations.c.id > last)
+            .order_by(explanations.c.id)
+            .limit(batch)
+        )
         if explanation_ids is not None:
             q = q.where(explanations.c.id.in_(explanation_ids))
         with store.engine.connect() as conn:
@@ -133,15 +154,29 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 return
             unit_rows = sorted({r["unit_row"] for r in rows})
             blobs = dict(conn.execute(select(units.c.id, units.c.record).where(units.c.id.in_(unit_rows))).all())
-            score_rows = conn.execute(select(scores.c.explanation_id, scores.c.status, scores.c.value,
-                                             scores.c.ci_low, scores.c.ci_high)
-                                      .where(scores.c.explanation_id.in_([r["id"] for r in rows]),
-                                             scores.c.scorer == SEARCH_SCORER)).mappings().all()
+            score_rows = (
+                conn.execute(
+                    select(
+                        scores.c.explanation_id, scores.c.status, scores.c.value, scores.c.ci_low, scores.c.ci_high
+                    ).where(scores.c.explanation_id.in_([r["id"] for r in rows]), scores.c.scorer == SEARCH_SCORER)
+                )
+                .mappings()
+                .all()
+            )
         by_expl = {s["explanation_id"]: dict(s) for s in score_rows}
         domains = {uid: tuple(unit_domains(UnitRecord.from_blob(b))) for uid, b in blobs.items()}
         for r in rows:
-            yield IndexDoc(r["id"], r["unit_id"], r["collection_id"], r["model"], r["hookpoint"],
-                           r["explainer_model"], r["text"], domains[r["unit_row"]], by_expl.get(r["id"]))
+            yield IndexDoc(
+                r["id"],
+                r["unit_id"],
+                r["collection_id"],
+                r["model"],
+                r["hookpoint"],
+                r["explainer_model"],
+                r["text"],
+                domains[r["unit_row"]],
+                by_expl.get(r["id"]),
+            )
         last = rows[-1]["id"]
 
 
@@ -173,7 +208,7 @@ def rebuild(store: Any, batch: int = 2000) -> int:
     with store.engine.begin() as conn:
         stale = [e for e in conn.execute(select(keyword_docs.c.explanation_id)).scalars() if e not in seen]
         for s in range(0, len(stale), 500):
-            conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(stale[s:s + 500])))
+            conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(stale[s : s + 500])))
     return len(seen)
 
 
@@ -189,23 +224,35 @@ def all_rows(store: Any) -> dict[str, dict[str, Any]]:
 def query_terms(query: str) -> list[str]:
     """Lower-case alphanumeric terms of a free-text query, stop words and single letters dropped, at most
     :data:`MAX_TERMS`. Only these reach the full-text engine, so its query syntax cannot be injected."""
-    terms = [t for t in re.findall(r"[^\W_]+", query.lower())
-             if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]  # "e-mail" must not match "é"
+    terms = [
+        t for t in re.findall(r"[^\W_]+", query.lower()) if t not in STOPWORDS and (len(t) > 1 or t.isdigit())
+    ]  # "e-mail" must not match "é"
     return list(dict.fromkeys(terms))[:MAX_TERMS]
 
 
-def search(store: Any, query: str, *, limit: int, model: str | None = None, layer: int | None = None,
-           source: str | None = None, min_score: float | None = None,
-           domain: str | None = None) -> list[tuple[str, float]]:
+def search(
+    store: Any,
+    query: str,
+    *,
+    limit: int,
+    model: str | None = None,
+    layer: int | None = None,
+    source: str | None = None,
+    min_score: float | None = None,
+    domain: str | None = None,
+) -> list[tuple[str, float]]:
     """(explanation id, relevance) of the best keyword matches that pass the filters, best first.
     Any query term may match (OR); relevance is BM25 on SQLite and ``ts_rank`` on PostgreSQL."""
     terms = query_terms(query)
     if not terms or limit <= 0:
         return []
     conds, params = [], {"limit": limit}
-    for name, value, sql in (("model", model, "d.model = :model"), ("layer", layer, "d.layer = :layer"),
-                             ("source", source, "d.source = :source"),
-                             ("min_score", min_score, "d.score >= :min_score")):
+    for name, value, sql in (
+        ("model", model, "d.model = :model"),
+        ("layer", layer, "d.layer = :layer"),
+        ("source", source, "d.source = :source"),
+        ("min_score", min_score, "d.score >= :min_score"),
+    ):
         if value is not None:
             conds.append(sql)
             params[name] = value
@@ -215,12 +262,16 @@ def search(store: Any, query: str, *, limit: int, model: str | None = None, laye
     where = "".join(f" AND {c}" for c in conds)
     if store.engine.dialect.name == "postgresql":
         params["q"] = " | ".join(terms)
-        sql = ("SELECT d.explanation_id, ts_rank(d.tsv, q) AS rel FROM keyword_docs d, "
-               f"to_tsquery('english', :q) q WHERE d.tsv @@ q{where} ORDER BY rel DESC, d.explanation_id LIMIT :limit")
+        sql = (
+            "SELECT d.explanation_id, ts_rank(d.tsv, q) AS rel FROM keyword_docs d, "
+            f"to_tsquery('english', :q) q WHERE d.tsv @@ q{where} ORDER BY rel DESC, d.explanation_id LIMIT :limit"
+        )
     else:
         params["q"] = " OR ".join(f'"{t}"' for t in terms)
-        sql = ("SELECT d.explanation_id, -bm25(keyword_fts) AS rel FROM keyword_fts "
-               "JOIN keyword_docs d ON d.id = keyword_fts.rowid "
-               f"WHERE keyword_fts MATCH :q{where} ORDER BY bm25(keyword_fts), d.explanation_id LIMIT :limit")
+        sql = (
+            "SELECT d.explanation_id, -bm25(keyword_fts) AS rel FROM keyword_fts "
+            "JOIN keyword_docs d ON d.id = keyword_fts.rowid "
+            f"WHERE keyword_fts MATCH :q{where} ORDER BY bm25(keyword_fts), d.explanation_id LIMIT :limit"
+        )
     with store.engine.connect() as conn:
         return [(eid, float(rel)) for eid, rel in conn.execute(text(sql), params).all()]

@@ -135,7 +135,7 @@ class UnitRecord:
         return zlib.compress(json.dumps(asdict(self), separators=(",", ":")).encode(), 6)
 
     @classmethod
-    def from_blob(cls, blob: bytes) -> "UnitRecord":
+    def from_blob(cls, blob: bytes) -> UnitRecord:
         d = json.loads(zlib.decompress(blob))
         windows = tuple(
             Window(**{**w, "tokens": tuple(w["tokens"]), "activations": tuple(w["activations"])})

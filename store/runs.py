@@ -14,11 +14,14 @@ Everything here is a bulk statement or an aggregate, so a 131,072-unit run costs
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select, update
 
-from store.db import as_utc as _as_utc, decode_json as _decode_json, now
+from store.db import as_utc as _as_utc
+from store.db import decode_json as _decode_json
+from store.db import now
 from store.schema import explanations, run_units, runs, scores
 from store.sql import SQLStore
 
@@ -26,12 +29,21 @@ STATES = ("done", "failed", "pending")
 _CHUNK = 1000
 
 
-def open_run(store: SQLStore, run_id: str, collection_id: str, options: dict[str, Any], explainer_model: str,
-             scorers: list[str]) -> dict[str, Any]:
+def open_run(
+    store: SQLStore, run_id: str, collection_id: str, options: dict[str, Any], explainer_model: str, scorers: list[str]
+) -> dict[str, Any]:
     """Create the run, or reuse the one with this id; mark it running either way."""
-    row = dict(id=run_id, collection_id=collection_id, options=json.dumps(options, sort_keys=True),
-               explainer_model=explainer_model, simulator=json.dumps(list(scorers)), n_units=0,
-               status="running", created_at=now(), started_at=now())
+    row = dict(
+        id=run_id,
+        collection_id=collection_id,
+        options=json.dumps(options, sort_keys=True),
+        explainer_model=explainer_model,
+        simulator=json.dumps(list(scorers)),
+        n_units=0,
+        status="running",
+        created_at=now(),
+        started_at=now(),
+    )
     with store.engine.begin() as conn:
         conn.execute(_insert(store, runs).on_conflict_do_nothing(index_elements=["id"]), [row])
         conn.execute(update(runs).where(runs.c.id == run_id).values(status="running", error=None, finished_at=None))
@@ -62,9 +74,18 @@ def finish_run(store: SQLStore, run_id: str, error: str | None = None) -> dict[s
     counts = run_counts(store, run_id)
     status = "done" if counts["pending"] == 0 else "incomplete"
     with store.engine.begin() as conn:
-        conn.execute(update(runs).where(runs.c.id == run_id).values(
-            status=status, n_done=counts["done"], n_failed=counts["failed"], n_pending=counts["pending"],
-            error=error, finished_at=now()))
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(
+                status=status,
+                n_done=counts["done"],
+                n_failed=counts["failed"],
+                n_pending=counts["pending"],
+                error=error,
+                finished_at=now(),
+            )
+        )
     return get_run(store, run_id)
 
 
@@ -88,8 +109,12 @@ def count_runs(store: SQLStore) -> int:
 def list_runs(store: SQLStore, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
     """Runs, newest first, each with its live counts (done, failed, pending) and tokens spent."""
     with store.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(select(runs).order_by(runs.c.created_at.desc(), runs.c.id)
-                                                  .limit(limit).offset(offset)).mappings()]
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                select(runs).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit).offset(offset)
+            ).mappings()
+        ]
     return [_with_counts(store, _decode_run(r)) for r in rows]
 
 
@@ -113,20 +138,30 @@ def _state_query(run_id: str, scorers: list[str]) -> Any:
     """Per unit of the run: unit id, state, explanation id and tokens."""
     sc = scores.c
     mine = select(run_units.c.explanation_id).where(run_units.c.run_id == run_id)
-    per_expl = (select(sc.explanation_id,
-                       func.sum(case((sc.status == "ok", 1), else_=0)).label("n_ok"),
-                       func.sum(case((sc.status == "failed", 1), else_=0)).label("n_failed"))
-                .where(sc.scorer.in_(scorers), sc.explanation_id.in_(mine))
-                .group_by(sc.explanation_id).subquery())
+    per_expl = (
+        select(
+            sc.explanation_id,
+            func.sum(case((sc.status == "ok", 1), else_=0)).label("n_ok"),
+            func.sum(case((sc.status == "failed", 1), else_=0)).label("n_failed"),
+        )
+        .where(sc.scorer.in_(scorers), sc.explanation_id.in_(mine))
+        .group_by(sc.explanation_id)
+        .subquery()
+    )
     ex = explanations.c
     failed = or_(ex.status == "failed", func.coalesce(per_expl.c.n_failed, 0) > 0)
     done = and_(ex.status == "ok", func.coalesce(per_expl.c.n_ok, 0) >= len(scorers), ex.indexed_at.is_not(None))
     state = case((failed, literal("failed")), (done, literal("done")), else_=literal("pending")).label("state")
     tokens = (func.coalesce(ex.prompt_tokens, 0) + func.coalesce(ex.completion_tokens, 0)).label("tokens")
-    return (select(run_units.c.unit_id, run_units.c.explanation_id, state, tokens)
-            .select_from(run_units.outerjoin(explanations, ex.id == run_units.c.explanation_id)
-                         .outerjoin(per_expl, per_expl.c.explanation_id == run_units.c.explanation_id))
-            .where(run_units.c.run_id == run_id))
+    return (
+        select(run_units.c.unit_id, run_units.c.explanation_id, state, tokens)
+        .select_from(
+            run_units.outerjoin(explanations, ex.id == run_units.c.explanation_id).outerjoin(
+                per_expl, per_expl.c.explanation_id == run_units.c.explanation_id
+            )
+        )
+        .where(run_units.c.run_id == run_id)
+    )
 
 
 def _scorers(store: SQLStore, run_id: str) -> list[str]:
@@ -142,8 +177,13 @@ def run_counts(store: SQLStore, run_id: str, scorers: list[str] | None = None) -
     sub = _state_query(run_id, scorers if scorers is not None else _scorers(store, run_id)).subquery()
     cols = [func.coalesce(func.sum(case((sub.c.state == s, 1), else_=0)), 0).label(s) for s in STATES]
     with store.engine.connect() as conn:
-        row = conn.execute(select(*cols, func.count().label("units"),
-                                  func.coalesce(func.sum(sub.c.tokens), 0).label("tokens"))).mappings().one()
+        row = (
+            conn.execute(
+                select(*cols, func.count().label("units"), func.coalesce(func.sum(sub.c.tokens), 0).label("tokens"))
+            )
+            .mappings()
+            .one()
+        )
     return {k: int(v) for k, v in row.items()}
 
 
@@ -160,20 +200,36 @@ def failures(store: SQLStore, run_id: str, limit: int = 50) -> list[dict[str, An
     scorers = _scorers(store, run_id)
     sub = _state_query(run_id, scorers).subquery()
     with store.engine.connect() as conn:
-        rows = conn.execute(select(sub.c.unit_id, sub.c.explanation_id).where(sub.c.state == "failed")
-                            .order_by(sub.c.unit_id).limit(limit)).all()
+        rows = conn.execute(
+            select(sub.c.unit_id, sub.c.explanation_id)
+            .where(sub.c.state == "failed")
+            .order_by(sub.c.unit_id)
+            .limit(limit)
+        ).all()
         ids = [eid for _, eid in rows]
-        expl = dict(conn.execute(select(explanations.c.id, explanations.c.error)
-                                 .where(explanations.c.id.in_(ids), explanations.c.status == "failed")).all())
+        expl = dict(
+            conn.execute(
+                select(explanations.c.id, explanations.c.error).where(
+                    explanations.c.id.in_(ids), explanations.c.status == "failed"
+                )
+            ).all()
+        )
         score_err: dict[str, list[str]] = {}
-        for eid, scorer, err in conn.execute(select(scores.c.explanation_id, scores.c.scorer, scores.c.error)
-                                             .where(scores.c.explanation_id.in_(ids), scores.c.status == "failed",
-                                                    scores.c.scorer.in_(scorers))):
+        for eid, scorer, err in conn.execute(
+            select(scores.c.explanation_id, scores.c.scorer, scores.c.error).where(
+                scores.c.explanation_id.in_(ids), scores.c.status == "failed", scores.c.scorer.in_(scorers)
+            )
+        ):
             score_err.setdefault(eid, []).append(f"score {scorer}: {err}")
-    return [{"unit_id": uid, "explanation_id": eid,
-             "stage": "explain" if eid in expl else "score",
-             "reason": expl[eid] if eid in expl else "; ".join(score_err.get(eid, [])) or "failed"}
-            for uid, eid in rows]
+    return [
+        {
+            "unit_id": uid,
+            "explanation_id": eid,
+            "stage": "explain" if eid in expl else "score",
+            "reason": expl[eid] if eid in expl else "; ".join(score_err.get(eid, [])) or "failed",
+        }
+        for uid, eid in rows
+    ]
 
 
 def _insert(store: SQLStore, table: Any) -> Any:

@@ -89,8 +89,14 @@ class VectorScan:
             if r is not None:
                 self.alive[r] = False
 
-    def mask(self, model: str | None = None, layer: int | None = None, source: str | None = None,
-             min_score: float | None = None, domain: str | None = None) -> np.ndarray:
+    def mask(
+        self,
+        model: str | None = None,
+        layer: int | None = None,
+        source: str | None = None,
+        min_score: float | None = None,
+        domain: str | None = None,
+    ) -> np.ndarray:
         """Rows that pass every given filter."""
         n = len(self.ids)
         m = self.alive[:n].copy()

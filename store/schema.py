@@ -14,14 +14,25 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
     UniqueConstraint,
 )
 
 metadata = MetaData()
 
 collections = Table(
-    "collections", metadata,
+    "collections",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("model", String(200), nullable=False),
     Column("hookpoint", String(200), nullable=False),
@@ -37,7 +48,8 @@ collections = Table(
 )
 
 units = Table(
-    "units", metadata,
+    "units",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("unit_id", String(300), nullable=False, index=True),
     Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False, index=True),
@@ -45,13 +57,17 @@ units = Table(
     Column("hookpoint", String(200), nullable=False),
     Column("idx", Integer, nullable=False),
     Column("live", Boolean, nullable=False),
-    Column("max_act", Float), Column("mean_act", Float), Column("std_act", Float), Column("density", Float),
+    Column("max_act", Float),
+    Column("mean_act", Float),
+    Column("std_act", Float),
+    Column("density", Float),
     Column("record", LargeBinary, nullable=False),
     UniqueConstraint("collection_id", "unit_id", name="uq_unit_in_collection"),
 )
 
 explanations = Table(
-    "explanations", metadata,
+    "explanations",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("unit_id", String(300), nullable=False, index=True),
     Column("collection_id", String(64), nullable=False),
@@ -65,20 +81,24 @@ explanations = Table(
     Column("error", Text),
     Column("window_ids", Text),
     Column("settings", Text),
-    Column("prompt_tokens", Integer), Column("completion_tokens", Integer),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("indexed_at", DateTime(timezone=True)),
     UniqueConstraint("unit_id", "collection_id", "explainer_model", "prompt_hash", name="uq_explanation_key"),
 )
 
 scores = Table(
-    "scores", metadata,
+    "scores",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, index=True),
     Column("scorer", String(100), nullable=False),
     Column("simulator_model", String(200)),
     Column("status", String(16), nullable=False),
-    Column("value", Float), Column("ci_low", Float), Column("ci_high", Float),
+    Column("value", Float),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
     Column("per_domain", Text),
     Column("heldout_ids", Text),
     Column("n_tokens", Integer),
@@ -91,7 +111,8 @@ scores = Table(
 # The keyword index (see store/keyword.py): one row per ok explanation with the search filters as
 # columns; its text is indexed by SQLite FTS5 (table ``keyword_fts``) or a PostgreSQL tsvector.
 keyword_docs = Table(
-    "keyword_docs", metadata,
+    "keyword_docs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),  # the FTS5 rowid
     Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, unique=True),
     Column("unit_id", String(300), nullable=False),
@@ -110,7 +131,8 @@ keyword_docs = Table(
 # same options reuses it, so re-running continues it. A unit's state is read from the explanation and
 # score rows its run_units row points at, never stored twice.
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False, index=True),
     Column("options", Text, nullable=False),  # JSON LabelOptions payload (no secrets, no retry flag)
@@ -118,7 +140,9 @@ runs = Table(
     Column("simulator", Text, nullable=False),  # JSON list of scorers; the first ranks search results
     Column("n_units", Integer, nullable=False),
     Column("status", String(16), nullable=False),  # running | done | incomplete
-    Column("n_done", Integer), Column("n_failed", Integer), Column("n_pending", Integer),  # at the last stop
+    Column("n_done", Integer),
+    Column("n_failed", Integer),
+    Column("n_pending", Integer),  # at the last stop
     Column("error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True)),
@@ -126,7 +150,8 @@ runs = Table(
 )
 
 run_units = Table(
-    "run_units", metadata,
+    "run_units",
+    metadata,
     Column("run_id", String(64), ForeignKey("runs.id"), primary_key=True),
     Column("unit_id", String(300), primary_key=True),
     Column("explanation_id", String(64), nullable=False, index=True),  # deterministic: the explanation key
@@ -136,7 +161,8 @@ run_units = Table(
 # Workflow calibrations (`explainer calibrate`): an ok explanation re-scored on the held-out windows
 # of the same unit collected over a user's own corpus; one per (explanation, scorer, that collection).
 calibrations = Table(
-    "calibrations", metadata,
+    "calibrations",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("explanation_id", String(64), ForeignKey("explanations.id"), nullable=False, index=True),
     Column("scorer", String(100), nullable=False),
@@ -144,7 +170,9 @@ calibrations = Table(
     Column("domain", String(200), nullable=False),  # the name reports show: "workflow domain NAME"
     Column("simulator_model", String(200)),
     Column("status", String(16), nullable=False),  # ok | failed
-    Column("value", Float), Column("ci_low", Float), Column("ci_high", Float),
+    Column("value", Float),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
     Column("per_domain", Text),
     Column("heldout_ids", Text),
     Column("n_tokens", Integer),

@@ -4,7 +4,8 @@ a unit's row holds its :class:`~store.records.UnitRecord` as a compressed blob."
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -21,29 +22,64 @@ class UnitsRepo(StoreBase):
             row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().first()
         return dict(row) if row else None
 
-    def start_collection(self, collection_id: str, model: str, hookpoint: str, corpus: str, corpus_hash: str,
-                         config: dict[str, Any]) -> None:
+    def start_collection(
+        self, collection_id: str, model: str, hookpoint: str, corpus: str, corpus_hash: str, config: dict[str, Any]
+    ) -> None:
         """Mark a collection as running, discarding units a crashed earlier attempt left behind."""
         with self.engine.begin() as conn:
             conn.execute(units.delete().where(units.c.collection_id == collection_id))
-        self._upsert(collections, [dict(id=collection_id, model=model, hookpoint=hookpoint, corpus=corpus,
-                                        corpus_hash=corpus_hash, config=json.dumps(config, sort_keys=True),
-                                        status="running", error=None, created_at=now(), finished_at=None)], ["id"])
+        self._upsert(
+            collections,
+            [
+                dict(
+                    id=collection_id,
+                    model=model,
+                    hookpoint=hookpoint,
+                    corpus=corpus,
+                    corpus_hash=corpus_hash,
+                    config=json.dumps(config, sort_keys=True),
+                    status="running",
+                    error=None,
+                    created_at=now(),
+                    finished_at=None,
+                )
+            ],
+            ["id"],
+        )
 
     def finish_collection(self, collection_id: str, records: Iterable[UnitRecord], n_tokens: int) -> None:
-        rows = [dict(id=make_unit_row_id(collection_id, r.unit_id), unit_id=r.unit_id, collection_id=collection_id,
-                     model=r.model, hookpoint=r.hookpoint, idx=r.index, live=bool(getattr(r, "live", r.windows)),
-                     max_act=r.stats.max, mean_act=r.stats.mean, std_act=r.stats.std, density=r.stats.density,
-                     record=r.to_blob()) for r in records]
+        rows = [
+            dict(
+                id=make_unit_row_id(collection_id, r.unit_id),
+                unit_id=r.unit_id,
+                collection_id=collection_id,
+                model=r.model,
+                hookpoint=r.hookpoint,
+                idx=r.index,
+                live=bool(getattr(r, "live", r.windows)),
+                max_act=r.stats.max,
+                mean_act=r.stats.mean,
+                std_act=r.stats.std,
+                density=r.stats.density,
+                record=r.to_blob(),
+            )
+            for r in records
+        ]
         self._upsert(units, rows, ["id"])
         with self.engine.begin() as conn:
-            conn.execute(update(collections).where(collections.c.id == collection_id).values(
-                status="done", n_tokens=n_tokens, n_units=len(rows), finished_at=now()))
+            conn.execute(
+                update(collections)
+                .where(collections.c.id == collection_id)
+                .values(status="done", n_tokens=n_tokens, n_units=len(rows), finished_at=now())
+            )
 
     def fail_collection(self, collection_id: str, error: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(collections).where(collections.c.id == collection_id).values(
-                status="failed", error=error, finished_at=now()))
+            conn.execute(
+                update(collections)
+                .where(collections.c.id == collection_id)
+                .values(status="failed", error=error, finished_at=now())
+            )
 
     def unit_rows(self, collection_id: str, live_only: bool = True) -> list[dict[str, Any]]:
         """Unit summaries (no blobs) of a collection, by index."""
@@ -56,10 +92,12 @@ class UnitsRepo(StoreBase):
 
     def get_records(self, unit_ids: list[str], collection_id: str | None = None) -> dict[str, tuple[str, UnitRecord]]:
         """unit id → (collection id, record); without ``collection_id``, the latest finished collection."""
-        q = (select(units.c.unit_id, units.c.collection_id, units.c.record)
-             .join(collections, collections.c.id == units.c.collection_id)
-             .where(units.c.unit_id.in_(unit_ids), collections.c.status == "done")
-             .order_by(collections.c.finished_at))
+        q = (
+            select(units.c.unit_id, units.c.collection_id, units.c.record)
+            .join(collections, collections.c.id == units.c.collection_id)
+            .where(units.c.unit_id.in_(unit_ids), collections.c.status == "done")
+            .order_by(collections.c.finished_at)
+        )
         if collection_id is not None:
             q = q.where(units.c.collection_id == collection_id)
         with self.engine.connect() as conn:
@@ -78,21 +116,41 @@ class UnitsRepo(StoreBase):
         from store.schema import explanations, scores
 
         ex = explanations.c
-        expl = (select(ex.collection_id, func.sum(case((ex.status == "ok", 1), else_=0)).label("explained"),
-                       func.sum(case((ex.status == "failed", 1), else_=0)).label("failed"),
-                       func.count(ex.indexed_at).label("indexed"))
-                .group_by(ex.collection_id).subquery())
-        scored = (select(ex.collection_id, func.count(func.distinct(ex.id)).label("scored"))
-                  .join(scores, scores.c.explanation_id == ex.id).where(scores.c.status == "ok")
-                  .group_by(ex.collection_id).subquery())
-        live = (select(units.c.collection_id, func.count().label("live_units")).where(units.c.live.is_(True))
-                .group_by(units.c.collection_id).subquery())
-        counts = [func.coalesce(c, 0).label(c.name) for c in
-                  (live.c.live_units, expl.c.explained, expl.c.failed, scored.c.scored, expl.c.indexed)]
-        q = (select(*[c for c in collections.c if c.name != "config"], *counts)
-             .outerjoin(live, live.c.collection_id == collections.c.id)
-             .outerjoin(expl, expl.c.collection_id == collections.c.id)
-             .outerjoin(scored, scored.c.collection_id == collections.c.id)
-             .order_by(collections.c.created_at.desc(), collections.c.id).limit(limit).offset(offset))
+        expl = (
+            select(
+                ex.collection_id,
+                func.sum(case((ex.status == "ok", 1), else_=0)).label("explained"),
+                func.sum(case((ex.status == "failed", 1), else_=0)).label("failed"),
+                func.count(ex.indexed_at).label("indexed"),
+            )
+            .group_by(ex.collection_id)
+            .subquery()
+        )
+        scored = (
+            select(ex.collection_id, func.count(func.distinct(ex.id)).label("scored"))
+            .join(scores, scores.c.explanation_id == ex.id)
+            .where(scores.c.status == "ok")
+            .group_by(ex.collection_id)
+            .subquery()
+        )
+        live = (
+            select(units.c.collection_id, func.count().label("live_units"))
+            .where(units.c.live.is_(True))
+            .group_by(units.c.collection_id)
+            .subquery()
+        )
+        counts = [
+            func.coalesce(c, 0).label(c.name)
+            for c in (live.c.live_units, expl.c.explained, expl.c.failed, scored.c.scored, expl.c.indexed)
+        ]
+        q = (
+            select(*[c for c in collections.c if c.name != "config"], *counts)
+            .outerjoin(live, live.c.collection_id == collections.c.id)
+            .outerjoin(expl, expl.c.collection_id == collections.c.id)
+            .outerjoin(scored, scored.c.collection_id == collections.c.id)
+            .order_by(collections.c.created_at.desc(), collections.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
         with self.engine.connect() as conn:
             return [decode_json(dict(r)) for r in conn.execute(q).mappings()]

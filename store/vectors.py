@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from store.scan import VectorScan
@@ -84,8 +85,12 @@ class VectorIndex:
         settings = ChromaSettings(anonymized_telemetry=False)
         if url:
             parsed = urlparse(url)
-            self.client = chromadb.HttpClient(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8000,
-                                              ssl=parsed.scheme == "https", settings=settings)
+            self.client = chromadb.HttpClient(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or 8000,
+                ssl=parsed.scheme == "https",
+                settings=settings,
+            )
         elif path:
             Path(path).mkdir(parents=True, exist_ok=True)
             self.client = chromadb.PersistentClient(path=str(path), settings=settings)
@@ -96,7 +101,8 @@ class VectorIndex:
         """The in-memory exact scan, once :meth:`load_scan` filled it; kept in step with our writes."""
         self._scan_lock = threading.Lock()
         self.collection = self.client.get_or_create_collection(
-            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"})
+            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
 
     def upsert(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
         """Embed ``texts`` and upsert them with their metadata."""
@@ -104,16 +110,21 @@ class VectorIndex:
             return
         self.upsert_vectors(ids, texts, self.embedder.embed(texts), metadatas)
 
-    def upsert_vectors(self, ids: list[str], texts: list[str], vectors: Sequence[Sequence[float]],
-                       metadatas: list[dict[str, Any]]) -> None:
+    def upsert_vectors(
+        self, ids: list[str], texts: list[str], vectors: Sequence[Sequence[float]], metadatas: list[dict[str, Any]]
+    ) -> None:
         """Upsert texts whose embeddings were computed already (by :attr:`embedder`)."""
         import numpy as np
 
         matrix = np.asarray(vectors, dtype=np.float32)
         step = self.client.get_max_batch_size()
         for s in range(0, len(ids), step):
-            self.collection.upsert(ids=ids[s:s + step], documents=texts[s:s + step], embeddings=matrix[s:s + step],
-                                   metadatas=metadatas[s:s + step])
+            self.collection.upsert(
+                ids=ids[s : s + step],
+                documents=texts[s : s + step],
+                embeddings=matrix[s : s + step],
+                metadatas=metadatas[s : s + step],
+            )
         if self.scan is not None:
             with self._scan_lock:
                 self.scan.put(ids, matrix, metadatas)
@@ -122,9 +133,18 @@ class VectorIndex:
         """Ids and cosine distances of the ``n`` nearest explanations that pass ``filters``."""
         return [(i, d) for i, d, _ in self.query_vector(self.embedder.embed([text])[0], n, **filters)]
 
-    def query_vector(self, vector: Sequence[float], n: int = 10, *, model: str | None = None,
-                     layer: int | None = None, source: str | None = None, min_score: float | None = None,
-                     domain: str | None = None, engine: str = "auto") -> list[tuple[str, float, dict[str, Any]]]:
+    def query_vector(
+        self,
+        vector: Sequence[float],
+        n: int = 10,
+        *,
+        model: str | None = None,
+        layer: int | None = None,
+        source: str | None = None,
+        min_score: float | None = None,
+        domain: str | None = None,
+        engine: str = "auto",
+    ) -> list[tuple[str, float, dict[str, Any]]]:
         """Ids, cosine distances and metadata of the ``n`` explanations nearest to ``vector`` among
         those that pass the filters; the filters are part of the query. ``engine``: ``chroma``
         (Chroma's own filtered query), ``scan`` (the in-memory exact scan, loaded on first use) or
@@ -136,8 +156,12 @@ class VectorIndex:
             scan = self.load_scan()
             with self._scan_lock:  # writers may grow the arrays meanwhile
                 return scan.top(vector, n, **filters)
-        res = self.collection.query(query_embeddings=[[float(x) for x in vector]], n_results=n,
-                                    where=chroma_where(**filters), include=["distances", "metadatas"])
+        res = self.collection.query(
+            query_embeddings=[[float(x) for x in vector]],
+            n_results=n,
+            where=chroma_where(**filters),
+            include=["distances", "metadatas"],
+        )
         return list(zip(res["ids"][0], res["distances"][0], res["metadatas"][0]))
 
     def load_scan(self, batch: int = 10_000) -> VectorScan:
@@ -161,7 +185,7 @@ class VectorIndex:
         if self.scan is None or not ids:
             return
         for s in range(0, len(ids), 5000):
-            chunk = ids[s:s + 5000]
+            chunk = ids[s : s + 5000]
             page = self.collection.get(ids=chunk, include=["embeddings", "metadatas"])
             with self._scan_lock:
                 self.scan.put(list(page["ids"]), page["embeddings"], list(page["metadatas"]))
@@ -186,14 +210,19 @@ class VectorIndex:
     def delete(self, ids: list[str]) -> None:
         step = self.client.get_max_batch_size()
         for s in range(0, len(ids), step):
-            self.collection.delete(ids=ids[s:s + step])
+            self.collection.delete(ids=ids[s : s + step])
         if self.scan is not None:
             with self._scan_lock:
                 self.scan.remove(ids)
 
 
-def chroma_where(model: str | None = None, layer: int | None = None, source: str | None = None,
-                 min_score: float | None = None, domain: str | None = None) -> dict[str, Any] | None:
+def chroma_where(
+    model: str | None = None,
+    layer: int | None = None,
+    source: str | None = None,
+    min_score: float | None = None,
+    domain: str | None = None,
+) -> dict[str, Any] | None:
     """The search filters as a Chroma ``where`` clause over the metadata that
     ``explainer.search.index.index_metadata`` writes."""
     conds: list[dict[str, Any]] = []

@@ -38,8 +38,14 @@ def test_keys_come_from_the_environment_and_are_not_shown():
     assert not load_api_config({}).configured
 
 
-READ_ROUTES = ["/api/v1/search?q=citations", f"/api/v1/units/{U0}", "/api/v1/runs", "/api/v1/collections",
-               f"/api/v1/reports?unit_id={U0}", "/api/v1/index/check"]
+READ_ROUTES = [
+    "/api/v1/search?q=citations",
+    f"/api/v1/units/{U0}",
+    "/api/v1/runs",
+    "/api/v1/collections",
+    f"/api/v1/reports?unit_id={U0}",
+    "/api/v1/index/check",
+]
 
 
 @pytest.mark.parametrize("path", READ_ROUTES)
@@ -75,31 +81,37 @@ def test_public_paths_hold_no_data(client):
     assert client.get("/static/app.js").status_code == 200 and client.get("/static/style.css").status_code == 200
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
-        "type": "apiKey", "in": "header", "name": "X-API-Key",
-        "description": spec["components"]["securitySchemes"]["APIKeyHeader"]["description"]}
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": spec["components"]["securitySchemes"]["APIKeyHeader"]["description"],
+    }
     assert client.get("/docs").status_code == 404  # Swagger UI would load from a CDN
 
 
-@pytest.mark.parametrize("path, where", [
-    ("/api/v1/search?q=" + "x" * 501, "q"),
-    ("/api/v1/search?q=%20%20", "q"),
-    ("/api/v1/search", "q"),
-    ("/api/v1/search?q=x&limit=51", "limit"),
-    ("/api/v1/search?q=x&limit=0", "limit"),
-    ("/api/v1/search?q=x&offset=51", "offset"),
-    ("/api/v1/search?q=x&layer=10001", "layer"),
-    ("/api/v1/search?q=x&layer=abc", "layer"),
-    ("/api/v1/search?q=x&source=attn", "source"),
-    ("/api/v1/search?q=x&min_score=2", "min_score"),
-    ("/api/v1/search?q=x&domain=" + "d" * 65, "domain"),
-    ("/api/v1/search?q=x&domain=a%20b", "domain"),
-    ("/api/v1/search?q=x&model=%3Cscript%3E", "model"),
-    ("/api/v1/units/" + "u/" * 160 + "1", "unit_id"),
-    ("/api/v1/units/" + U0 + "?collection_id=nothex", "collection_id"),
-    ("/api/v1/runs?limit=101", "limit"),
-    ("/api/v1/reports?" + "&".join(f"unit_id={U0}" for _ in range(51)), "unit_id"),
-    ("/api/v1/reports", "unit_id"),
-])
+@pytest.mark.parametrize(
+    "path, where",
+    [
+        ("/api/v1/search?q=" + "x" * 501, "q"),
+        ("/api/v1/search?q=%20%20", "q"),
+        ("/api/v1/search", "q"),
+        ("/api/v1/search?q=x&limit=51", "limit"),
+        ("/api/v1/search?q=x&limit=0", "limit"),
+        ("/api/v1/search?q=x&offset=51", "offset"),
+        ("/api/v1/search?q=x&layer=10001", "layer"),
+        ("/api/v1/search?q=x&layer=abc", "layer"),
+        ("/api/v1/search?q=x&source=attn", "source"),
+        ("/api/v1/search?q=x&min_score=2", "min_score"),
+        ("/api/v1/search?q=x&domain=" + "d" * 65, "domain"),
+        ("/api/v1/search?q=x&domain=a%20b", "domain"),
+        ("/api/v1/search?q=x&model=%3Cscript%3E", "model"),
+        ("/api/v1/units/" + "u/" * 160 + "1", "unit_id"),
+        ("/api/v1/units/" + U0 + "?collection_id=nothex", "collection_id"),
+        ("/api/v1/runs?limit=101", "limit"),
+        ("/api/v1/reports?" + "&".join(f"unit_id={U0}" for _ in range(51)), "unit_id"),
+        ("/api/v1/reports", "unit_id"),
+    ],
+)
 def test_oversized_or_invalid_parameters_are_422(client, path, where):
     body = _err(client.get(path, headers=R), 422, "validation_error")
     assert any(where in d["loc"] for d in body["details"]), body
@@ -124,12 +136,23 @@ def test_errors_are_json(client):
 
 def test_search_route_pages_and_filters(client):
     first = client.get("/api/v1/search", params={"q": "words", "limit": 4}, headers=R).json()
-    second = client.get("/api/v1/search", params={"q": "words", "limit": 4, "offset": first["next_offset"]},
-                        headers=R).json()
+    second = client.get(
+        "/api/v1/search", params={"q": "words", "limit": 4, "offset": first["next_offset"]}, headers=R
+    ).json()
     assert len(first["hits"]) == 4 and [h["rank"] for h in second["hits"]] == [5, 6, 7, 8]
     assert not {h["unit_id"] for h in first["hits"]} & {h["unit_id"] for h in second["hits"]}
-    page = client.get("/api/v1/search", params={"q": "copyright years", "domain": "legal", "min_score": 0.3,
-                                                "layer": 2, "source": "mlp", "model": "tiny"}, headers=R).json()
+    page = client.get(
+        "/api/v1/search",
+        params={
+            "q": "copyright years",
+            "domain": "legal",
+            "min_score": 0.3,
+            "layer": 2,
+            "source": "mlp",
+            "model": "tiny",
+        },
+        headers=R,
+    ).json()
     assert [h["unit_id"] for h in page["hits"]] == [unit(4).unit_id] and page["next_offset"] is None
     assert page["filters"] == {"model": "tiny", "layer": 2, "source": "mlp", "min_score": 0.3, "domain": "legal"}
     hit = client.get("/api/v1/search", params={"q": "fake journal references"}, headers=R).json()["hits"][0]
@@ -169,8 +192,13 @@ def test_runs_routes_serve_the_runs_table(client, searchable):
     from store import runs
 
     store = get_store(searchable)
-    assert client.get("/api/v1/runs", headers=R).json() == {"runs": [], "offset": 0, "limit": 20, "total": 0,
-                                                            "next_offset": None}
+    assert client.get("/api/v1/runs", headers=R).json() == {
+        "runs": [],
+        "offset": 0,
+        "limit": 20,
+        "total": 0,
+        "next_offset": None,
+    }
     expl = [e for e in store.explanations_for([unit(i).unit_id for i in range(11)])]
     cid = next(e.collection_id for e in expl if e.status == "failed")
     mine = [e for e in expl if e.collection_id == cid]
@@ -202,6 +230,7 @@ def test_check_route_reports_differences(client, searchable):
 
 # -- schemathesis: every operation, generated inputs, checked against the spec ---------------
 
+
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_api_conforms_to_its_spec(searchable, mode):
     """Generated requests for every operation (valid ones, then invalid ones), each response
@@ -215,13 +244,20 @@ def test_api_conforms_to_its_spec(searchable, mode):
     config = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": rejected}}})
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(searchable, KEYS), config=config)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"GET /api/v1/search", "GET /api/v1/units/{unit_id}",
-                                                "GET /api/v1/runs", "GET /api/v1/runs/{run_id}",
-                                                "GET /api/v1/collections", "GET /api/v1/reports",
-                                                "GET /api/v1/index/check", "POST /api/v1/index/rebuild"}
+    assert {op.label for op in operations} >= {
+        "GET /api/v1/search",
+        "GET /api/v1/units/{unit_id}",
+        "GET /api/v1/runs",
+        "GET /api/v1/runs/{run_id}",
+        "GET /api/v1/collections",
+        "GET /api/v1/reports",
+        "GET /api/v1/index/check",
+        "POST /api/v1/index/rebuild",
+    }
     for op in operations:
         if mode == "negative" and not (list(op.query) or list(op.path_parameters)):
             continue  # nothing to make invalid
+
         @given(case=op.as_strategy(generation_mode=GenerationMode(mode)))
         @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def run(case):

@@ -8,8 +8,11 @@ import pytest
 from explainer.api import models as m
 from store.records import Explanation, Score
 
-VIEW_ONLY = {"Score": {"value", "ci95", "per_domain"}, "ScoreView": {"ci95", "per_domain"},
-             "ExplanationView": {"prompt", "scores"}}
+VIEW_ONLY = {
+    "Score": {"value", "ci95", "per_domain"},
+    "ScoreView": {"ci95", "per_domain"},
+    "ExplanationView": {"prompt", "scores"},
+}
 """What each view computes instead of copying: ``ci95`` from ``ci_low``/``ci_high``, finite-only
 ``per_domain``, the ``prompt`` label, the nested scores (and a search hit's ``value`` is never null)."""
 

@@ -15,7 +15,8 @@ def test_discrimination_benchmark_on_three_concepts(tmp_path, capsys):
     concepts.write_text(
         "- {name: return, description: the Python keyword return, match: {regex: '\\breturn\\b'}}\n"
         "- {name: license, description: 'legal terms: license, warranty', match: {words: [license, warranty]}}\n"
-        "- {name: digits, description: digits and numbers, match: {regex: '\\d+'}}\n")
+        "- {name: digits, description: digits and numbers, match: {regex: '\\d+'}}\n"
+    )
     out = main(["--concepts", str(concepts), "--skip-llm", "-q"])
     emb = out["scorers"]["simulation-embedding"]
     assert out["concepts"] == 3 and emb["n_pairs"] == 6

@@ -10,27 +10,48 @@ import pytest
 import torch
 
 from explainer.collect.collector import CollectConfig, Collector, collect, make_sequences
-from explainer.errors import CorpusError, SAEError
 from explainer.collect.hooks import capture, resolve_hookpoint
+from explainer.errors import CorpusError, SAEError
 from store.records import Document, UnitRecord
 
 DOCS = [
-    Document("code:a.py", "code", "import os\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n\n"
-             "def write(path, text):\n    if not text:\n        raise ValueError('empty')\n"
-             "    with open(path, 'w') as f:\n        f.write(text)\n\nfor i in range(10):\n    print(i * i)\n"),
-    Document("docs:intro.md", "docs", "The library reads a corpus, runs the model over it and keeps, for every "
-             "neuron, the windows of text where it fires the most. Each explanation is then scored by how well "
-             "a simulator predicts the activations from the explanation alone. Results are stored in a database "
-             "and can be searched by meaning."),
-    Document("legal:license.txt", "legal", "Permission is hereby granted, free of charge, to any person obtaining "
-             "a copy of this software, to deal in the Software without restriction, including without limitation "
-             "the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the "
-             "Software. THE SOFTWARE IS PROVIDED AS IS, WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED."),
+    Document(
+        "code:a.py",
+        "code",
+        "import os\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n\n"
+        "def write(path, text):\n    if not text:\n        raise ValueError('empty')\n"
+        "    with open(path, 'w') as f:\n        f.write(text)\n\nfor i in range(10):\n    print(i * i)\n",
+    ),
+    Document(
+        "docs:intro.md",
+        "docs",
+        "The library reads a corpus, runs the model over it and keeps, for every "
+        "neuron, the windows of text where it fires the most. Each explanation is then scored by how well "
+        "a simulator predicts the activations from the explanation alone. Results are stored in a database "
+        "and can be searched by meaning.",
+    ),
+    Document(
+        "legal:license.txt",
+        "legal",
+        "Permission is hereby granted, free of charge, to any person obtaining "
+        "a copy of this software, to deal in the Software without restriction, including without limitation "
+        "the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the "
+        "Software. THE SOFTWARE IS PROVIDED AS IS, WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED.",
+    ),
     Document("docs:tiny.md", "docs", "Hi."),  # too short to give a sequence
     Document("code:b.py", "code", "x = [n for n in range(100) if n % 3 == 0]\nprint(sum(x), len(x), max(x))\n" * 8),
 ]
-CFG = CollectConfig(window=8, context=16, top_k=4, n_random=2, max_tokens=400, batch_size=3, n_quantiles=4,
-                    pool_per_quantile=2, min_density=0.0)
+CFG = CollectConfig(
+    window=8,
+    context=16,
+    top_k=4,
+    n_random=2,
+    max_tokens=400,
+    batch_size=3,
+    n_quantiles=4,
+    pool_per_quantile=2,
+    min_density=0.0,
+)
 UNITS = [0, 1, 7, 42, 63, 64, 99, 127]
 
 
@@ -78,7 +99,9 @@ def test_sequences_cover_the_corpus_up_to_max_tokens(tiny_model, brute):
     assert len(seqs) > 2 * CFG.batch_size and len(seqs) % CFG.batch_size != 0
     a_ids = tiny_model.tokenizer(DOCS[0].text, add_special_tokens=False)["input_ids"]
     a_seqs = [s.token_ids for s in seqs if s.doc_id == "code:a.py"]
-    assert [list(t) for t in a_seqs] == [a_ids[i : i + 16] for i in range(0, len(a_ids), 16) if len(a_ids[i : i + 16]) >= 4]
+    assert [list(t) for t in a_seqs] == [
+        a_ids[i : i + 16] for i in range(0, len(a_ids), 16) if len(a_ids[i : i + 16]) >= 4
+    ]
     assert "docs:tiny.md" not in {s.doc_id for s in seqs}
 
 
@@ -130,7 +153,11 @@ def test_quantile_windows_are_other_activating_sequences_in_increasing_strata(co
     for w in quant:
         if w.doc_id != "code:b.py":  # b.py repeats one line, so two of its sequences can be identical
             assert (w.doc_id, w.tokens) not in top_docs
-        matches = [(s, a) for s, a in by_tokens[w.doc_id] if float(a[:, unit].max()) == pytest.approx(w.max_activation, abs=1e-4)]
+        matches = [
+            (s, a)
+            for s, a in by_tokens[w.doc_id]
+            if float(a[:, unit].max()) == pytest.approx(w.max_activation, abs=1e-4)
+        ]
         assert matches, "the window holds its sequence's max"
 
 
@@ -202,10 +229,24 @@ def test_records_round_trip_through_blob(collected):
 
 
 def test_blobs_written_before_the_new_fields_still_load():
-    old = {"unit_id": "m/layers.1.mlp/3", "model": "m", "hookpoint": "layers.1.mlp", "index": 3,
-           "stats": {"max": 2.0, "mean": 0.1, "std": 0.3, "density": 0.2, "n_tokens": 10},
-           "windows": [{"window_id": "top-0", "kind": "top", "split": "explain", "doc_id": "d", "domain": "code",
-                        "tokens": ["a", " b"], "activations": [0.0, 2.0]}]}
+    old = {
+        "unit_id": "m/layers.1.mlp/3",
+        "model": "m",
+        "hookpoint": "layers.1.mlp",
+        "index": 3,
+        "stats": {"max": 2.0, "mean": 0.1, "std": 0.3, "density": 0.2, "n_tokens": 10},
+        "windows": [
+            {
+                "window_id": "top-0",
+                "kind": "top",
+                "split": "explain",
+                "doc_id": "d",
+                "domain": "code",
+                "tokens": ["a", " b"],
+                "activations": [0.0, 2.0],
+            }
+        ],
+    }
     rec = UnitRecord.from_blob(zlib.compress(json.dumps(old).encode()))
     assert rec.windows[0].quantile is None and rec.stats.quantiles == () and rec.skip_reason is None and rec.live
 
@@ -215,9 +256,17 @@ def test_collect_residual_hookpoint(tiny_model):
     records = collect(tiny_model, hp, DOCS, CFG, progress=False)
     assert len(records) == 64
     tok = tiny_model.tokenizer
-    best = max(float(capture(tiny_model.model, hp, torch.tensor([[tok.bos_token_id, *s.token_ids]]),
-                             torch.ones((1, len(s.token_ids) + 1), dtype=torch.long))[0, 1:, 3].max())
-               for s in make_sequences(DOCS, tok, CFG))
+    best = max(
+        float(
+            capture(
+                tiny_model.model,
+                hp,
+                torch.tensor([[tok.bos_token_id, *s.token_ids]]),
+                torch.ones((1, len(s.token_ids) + 1), dtype=torch.long),
+            )[0, 1:, 3].max()
+        )
+        for s in make_sequences(DOCS, tok, CFG)
+    )
     assert records[3].windows[0].window_id == "top-0"
     assert records[3].windows[0].max_activation == pytest.approx(best, abs=1e-4)
     assert records[3].stats.max == pytest.approx(best, abs=1e-4)
@@ -254,9 +303,18 @@ def test_dead_and_ultra_rare_units_are_marked_and_not_selected(tiny_model, setti
     hp = resolve_hookpoint(tiny_model.model, "layers.1")
     v = torch.randn(64)
     tok = tiny_model.tokenizer
-    proj = torch.cat([capture(tiny_model.model, hp, torch.tensor([[tok.bos_token_id, *s.token_ids]]),
-                              torch.ones((1, len(s.token_ids) + 1), dtype=torch.long))[0, 1:] @ v
-                      for s in make_sequences(DOCS, tok, CFG)])
+    proj = torch.cat(
+        [
+            capture(
+                tiny_model.model,
+                hp,
+                torch.tensor([[tok.bos_token_id, *s.token_ids]]),
+                torch.ones((1, len(s.token_ids) + 1), dtype=torch.long),
+            )[0, 1:]
+            @ v
+            for s in make_sequences(DOCS, tok, CFG)
+        ]
+    )
     first, second = proj.topk(2).values.tolist()
     records = collect(tiny_model, hp, DOCS, CFG, progress=False, encoder=ThresholdEncoder(v, (first + second) / 2))
     live, dead, rare = records

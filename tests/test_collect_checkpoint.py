@@ -3,14 +3,23 @@ records of an uninterrupted run; a checkpoint of another collection is never loa
 
 import pytest
 import torch
+from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
 
 from explainer.collect.checkpoint import load_checkpoint
 from explainer.collect.collector import CollectConfig, Collector, collect, make_sequences
 from explainer.collect.hooks import resolve_hookpoint
-from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
 
-CFG = CollectConfig(window=8, context=16, top_k=4, n_random=2, max_tokens=400, batch_size=2, n_quantiles=4,
-                    pool_per_quantile=2, min_density=0.0)
+CFG = CollectConfig(
+    window=8,
+    context=16,
+    top_k=4,
+    n_random=2,
+    max_tokens=400,
+    batch_size=2,
+    n_quantiles=4,
+    pool_per_quantile=2,
+    min_density=0.0,
+)
 
 
 class Killed(RuntimeError):
@@ -96,11 +105,14 @@ def test_collect_stage_resumes_a_killed_collection(tiny_model, tiny_model_dir, s
     from explainer.runtime import get_store
 
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("\n".join(__import__("json").dumps({"id": d.doc_id, "domain": d.domain, "text": d.text})
-                                for d in DOCS), encoding="utf-8")
+    corpus.write_text(
+        "\n".join(__import__("json").dumps({"id": d.doc_id, "domain": d.domain, "text": d.text}) for d in DOCS),
+        encoding="utf-8",
+    )
     lm = load_model(str(tiny_model_dir))
-    n_batches = Collector(lm, resolve_hookpoint(lm.model, "layers.1.mlp"),
-                          make_sequences(DOCS, lm.tokenizer, CFG), CFG).n_batches
+    n_batches = Collector(
+        lm, resolve_hookpoint(lm.model, "layers.1.mlp"), make_sequences(DOCS, lm.tokenizer, CFG), CFG
+    ).n_batches
     calls, handle = count_forwards(lm.model, n_batches - 3)
     try:
         with pytest.raises(Killed):

@@ -58,7 +58,9 @@ def test_smollm2_saelens_sae_on_the_residual_stream(smol, docs, tmp_path):
     from sae_lens import TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    theirs = TopKSAE(TopKSAEConfig(d_in=576, d_sae=1024, k=16, metadata=SAEMetadata(hook_name="blocks.12.hook_resid_post")))
+    theirs = TopKSAE(
+        TopKSAEConfig(d_in=576, d_sae=1024, k=16, metadata=SAEMetadata(hook_name="blocks.12.hook_resid_post"))
+    )
     with torch.no_grad():
         theirs.b_dec.copy_(torch.randn(576) * 0.5)
     theirs.save_model(tmp_path)

@@ -37,9 +37,19 @@ GPU_SERVICES = {"vllm", "collect-worker"}
 PROJECT_SERVICES = {"llm-worker", "index-worker", "flower"}
 """Project services whose environment is exactly the shared one (api and collect-worker add to it)."""
 ENV_KEYS = {
-    "EXPLAINER_BROKER_URL", "EXPLAINER_RESULT_BACKEND", "EXPLAINER_DATABASE_URL", "EXPLAINER_CHROMA_URL",
-    "EXPLAINER_LLM_BASE_URL", "EXPLAINER_LLM_MODEL", "EXPLAINER_LLM_API_KEY", "EXPLAINER_DEVICE", "HF_HUB_OFFLINE",
-    "EXPLAINER_LLM_RPM", "EXPLAINER_LLM_TPM", "EXPLAINER_LLM_CONCURRENCY", "EXPLAINER_LLM_TIMEOUT",
+    "EXPLAINER_BROKER_URL",
+    "EXPLAINER_RESULT_BACKEND",
+    "EXPLAINER_DATABASE_URL",
+    "EXPLAINER_CHROMA_URL",
+    "EXPLAINER_LLM_BASE_URL",
+    "EXPLAINER_LLM_MODEL",
+    "EXPLAINER_LLM_API_KEY",
+    "EXPLAINER_DEVICE",
+    "HF_HUB_OFFLINE",
+    "EXPLAINER_LLM_RPM",
+    "EXPLAINER_LLM_TPM",
+    "EXPLAINER_LLM_CONCURRENCY",
+    "EXPLAINER_LLM_TIMEOUT",
     "EXPLAINER_VISIBILITY_TIMEOUT",
 }
 README = ROOT / "README.md"
@@ -87,7 +97,9 @@ def test_celery_queues_are_routed(compose):
             assert not unknown, f"{name}: queues {sorted(unknown)} are not in task_routes {sorted(routed)}"
             consumed.update(queues)
     assert set(celery_services) >= PROJECT_SERVICES | {"collect-worker"}
-    assert consumed == routed == {"collect", "llm", "index"}, f"every routed queue needs a worker: routed {sorted(routed)}, consumed {sorted(consumed)}"
+    assert consumed == routed == {"collect", "llm", "index"}, (
+        f"every routed queue needs a worker: routed {sorted(routed)}, consumed {sorted(consumed)}"
+    )
     assert _queues(_argv(compose["services"]["llm-worker"]["command"])) == ["llm"]
     assert _queues(_argv(compose["services"]["index-worker"]["command"])) == ["index"]
     assert _queues(_argv(compose["services"]["collect-worker"]["command"])) == ["collect"]
@@ -141,7 +153,9 @@ def test_profiles_and_gpu(compose):
         devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
         assert {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]} in devices, name
     assert services["collect-worker"]["environment"]["EXPLAINER_DEVICE"] == "cuda"
-    assert services["collect-worker"]["build"]["args"]["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
+    assert services["collect-worker"]["build"]["args"]["TORCH_INDEX_URL"].startswith(
+        "https://download.pytorch.org/whl/cu"
+    )
     # Everything else starts with a plain `docker compose up -d`.
     assert {n for n, s in services.items() if s.get("profiles")} == GPU_SERVICES
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from workers.cli import main
 from explainer.runtime import get_index, get_store
+from workers.cli import main
 
 pytestmark = pytest.mark.slow
 

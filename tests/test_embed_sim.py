@@ -6,13 +6,13 @@ import math
 
 import pytest
 
-from explainer.explain.baseline import baseline_explanation
-from explainer.score.embedding import EmbeddingSimulator
-from explainer.errors import ConfigError
 from explainer.collect.planted import TokenizedWindow, concept_activations, load_concepts, planted_record
-from store.records import UnitRecord, UnitStats, Window
-from explainer.score.registry import make_scorer, register, scorer_names
+from explainer.errors import ConfigError
+from explainer.explain.baseline import baseline_explanation
 from explainer.score.correlation import score_simulation
+from explainer.score.embedding import EmbeddingSimulator
+from explainer.score.registry import make_scorer, register, scorer_names
+from store.records import UnitRecord, UnitStats, Window
 
 
 class FakeEmbedder:
@@ -89,7 +89,10 @@ def test_concepts_file_validation(tmp_path):
         ("- {name: a, description: x}\n", "needs name, description and match"),
         ("- {name: a, description: x, match: {regex: '('}}\n", "invalid regex"),
         ("- {name: a, description: x, match: {words: []}}\n", "match needs"),
-        ("- {name: a, description: x, match: {regex: a}}\n- {name: a, description: y, match: {regex: b}}\n", "duplicate"),
+        (
+            "- {name: a, description: x, match: {regex: a}}\n- {name: a, description: y, match: {regex: b}}\n",
+            "duplicate",
+        ),
         ("{}\n", "non-empty YAML list"),
     ]:
         bad.write_text(text)
@@ -99,8 +102,10 @@ def test_concepts_file_validation(tmp_path):
 
 def test_concept_activations_follow_character_spans(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("- {name: years, description: years, match: {regex: '\\b(?:19|20)\\d\\d\\b'}}\n"
-                 "- {name: neg, description: negations, match: {words: [not]}}\n")
+    f.write_text(
+        "- {name: years, description: years, match: {regex: '\\b(?:19|20)\\d\\d\\b'}}\n"
+        "- {name: neg, description: negations, match: {words: [not]}}\n"
+    )
     years, neg = load_concepts(f)
     text = "in 2019 it was not"
     tokens = ["in", " ", "2", "0", "1", "9", " it", " was", " not"]
@@ -133,7 +138,10 @@ def test_baseline_names_the_most_frequent_strong_tokens():
 
 def test_scorer_registry_rejects_unknown_and_duplicate_names():
     assert {"simulation-embedding", "simulation-logits"} <= set(scorer_names())
-    with pytest.raises(ConfigError, match="unknown scorer 'nope'; known scorers: detection, embedding, simulation-embedding, simulation-endpoint, simulation-logits"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown scorer 'nope'; known scorers: detection, embedding, simulation-embedding, simulation-endpoint, simulation-logits",
+    ):
         make_scorer("nope")
     with pytest.raises(ConfigError, match="registered twice"):
         register("simulation-logits")(lambda **_: None)

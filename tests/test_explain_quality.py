@@ -7,12 +7,12 @@ import json
 import pytest
 from test_llm_http import RECORD, UNIT, FakeOpenAI
 
-from explainer.pipeline import stages as pipeline
 from explainer.llm.chat import LLMConfig
-from explainer.pipeline.options import LabelOptions
 from explainer.llm.prompts import load_template
-from store.records import UnitRecord, Window
+from explainer.pipeline import stages as pipeline
+from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
+from store.records import UnitRecord, Window
 
 
 @pytest.fixture
@@ -48,8 +48,10 @@ def test_a_refusal_is_retried_with_the_stricter_instruction_over_http(settings, 
     assert row.prompt_version == "2"
 
 
-@pytest.mark.parametrize("answers", [["", ""], ["Sorry, I cannot do that.", "word " * 80],
-                                     ["As an AI, I do not know.", "Excerpt 1: def [[foo]]"]])
+@pytest.mark.parametrize(
+    "answers",
+    [["", ""], ["Sorry, I cannot do that.", "word " * 80], ["As an AI, I do not know.", "Excerpt 1: def [[foo]]"]],
+)
 def test_two_unusable_answers_are_stored_as_a_failed_attempt_with_the_raw_text(settings, server, answers):
     store = _store(settings)
     server.script = [("answer", a) for a in answers]
@@ -61,8 +63,18 @@ def test_two_unusable_answers_are_stored_as_a_failed_attempt_with_the_raw_text(s
 
 
 def test_the_prompt_is_shrunk_to_the_configured_context(settings, server):
-    windows = tuple(Window(f"top-{2 * i}", "top", "explain", f"code:{i}", "code",
-                           tuple(f" tok{i}_{j}" for j in range(150)), (4.0,) + (0.0,) * 149) for i in range(6))
+    windows = tuple(
+        Window(
+            f"top-{2 * i}",
+            "top",
+            "explain",
+            f"code:{i}",
+            "code",
+            tuple(f" tok{i}_{j}" for j in range(150)),
+            (4.0,) + (0.0,) * 149,
+        )
+        for i in range(6)
+    )
     record = UnitRecord(UNIT, "tiny", "layers.1.mlp", 3, RECORD.stats, windows + RECORD.windows[1:2])
     settings = dataclasses.replace(settings, llm_context_tokens=1200)  # EXPLAINER_LLM_CONTEXT, read at the entry point
     store = _store(settings, record)
@@ -79,8 +91,9 @@ def test_the_prompt_is_shrunk_to_the_configured_context(settings, server):
 def test_a_context_too_small_for_one_window_is_recorded_as_failed(settings, server):
     store = _store(settings)
     server.script = [("answer", "never asked")]
-    opts = LabelOptions(explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5,
-                                            context_tokens=200))
+    opts = LabelOptions(
+        explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5, context_tokens=200)
+    )
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, opts))
     assert row.status == "failed" and row.error.startswith("PromptTooLongError:")
     assert server.requests == []
@@ -110,10 +123,20 @@ def test_local_detection_and_embedding_scores_through_score_stage(settings):
     store = _store(settings)
     fires = Window("top-3", "top", "heldout", "code:x", "code", ("def", " foo", "(", ")"), (0.0, 4.0, 0.0, 0.0))
     quiet = Window("random-1", "random", "heldout", "docs:y", "docs", ("the", " weather", " is", " nice"), (0.0,) * 4)
-    record = UnitRecord(UNIT, "tiny", "layers.1.mlp", 3, RECORD.stats, (RECORD.windows[0], fires, quiet, *RECORD.windows[1:]))
+    record = UnitRecord(
+        UNIT, "tiny", "layers.1.mlp", 3, RECORD.stats, (RECORD.windows[0], fires, quiet, *RECORD.windows[1:])
+    )
     store.finish_collection("c1", [record], 100)
-    eid = store.save_explanation(unit_id=UNIT, collection_id="c1", explainer_model="m", prompt_name="explain",
-                                 prompt_version="2", prompt_hash="h", status="ok", text='the identifier "foo"')
+    eid = store.save_explanation(
+        unit_id=UNIT,
+        collection_id="c1",
+        explainer_model="m",
+        prompt_name="explain",
+        prompt_version="2",
+        prompt_hash="h",
+        status="ok",
+        text='the identifier "foo"',
+    )
     pipeline.score_stage(settings, eid, LabelOptions(scorers=("detection", "embedding")))
     heldout = [w.window_id for w in record.windows_for("heldout")]
     det = store.get_score(eid, "detection")

@@ -4,8 +4,8 @@ the translation of SAE libraries' hook names. Collection itself: tests/test_coll
 import pytest
 import torch
 
-from explainer.errors import HookpointError
 from explainer.collect.hooks import capture, from_sparsify, from_transformer_lens, resolve_hookpoint
+from explainer.errors import HookpointError
 
 # -- resolve_hookpoint --------------------------------------------------------------------
 
@@ -25,8 +25,10 @@ def test_resolve_last_layer(tiny_model):
     assert resolve_hookpoint(tiny_model.model, "layers.3").layer == 3
 
 
-@pytest.mark.parametrize("name", ["layers.9", "layers.4", "layers.4.mlp", "blocks.2.hook_resid_post", "foo",
-                                  "layers.2.attn", "layers.-1", ""])
+@pytest.mark.parametrize(
+    "name",
+    ["layers.9", "layers.4", "layers.4.mlp", "blocks.2.hook_resid_post", "foo", "layers.2.attn", "layers.-1", ""],
+)
 def test_resolve_rejects_unknown_names_and_lists_valid_ones(tiny_model, name):
     with pytest.raises(HookpointError, match=r"layers\.0\.mlp") as info:
         resolve_hookpoint(tiny_model.model, name)
@@ -36,6 +38,7 @@ def test_resolve_rejects_unknown_names_and_lists_valid_ones(tiny_model, name):
 
 
 # -- capture ------------------------------------------------------------------------------
+
 
 def _batch(tok, texts):
     """Right-padded batch with a leading BOS, like collect() builds it."""
@@ -94,6 +97,7 @@ def test_capture_stops_the_forward_pass_and_removes_its_hook(tiny_model, name, d
     def counter(key):
         def hook(*_):
             calls[key] += 1
+
         return hook
 
     handles = [
@@ -122,8 +126,10 @@ def test_capture_stops_the_forward_pass_and_removes_its_hook(tiny_model, name, d
 
 # -- other hookpoint kinds ----------------------------------------------------------------
 
-@pytest.mark.parametrize("name, kind", [("layers.2.mlp_in", "mlp_in"), ("layers.2.mlp_out", "mlp_out"),
-                                        ("layers.2.attn_out", "attn_out")])
+
+@pytest.mark.parametrize(
+    "name, kind", [("layers.2.mlp_in", "mlp_in"), ("layers.2.mlp_out", "mlp_out"), ("layers.2.attn_out", "attn_out")]
+)
 def test_resolve_module_io_hookpoints(tiny_model, name, kind):
     hp = resolve_hookpoint(tiny_model.model, name)
     assert (hp.name, hp.layer, hp.kind, hp.width) == (name, 2, kind, 64)
@@ -137,7 +143,9 @@ def test_capture_module_io_equals_the_modules_own_tensors(tiny_model):
     handles = [
         block.mlp.register_forward_pre_hook(lambda _m, args: seen.__setitem__("mlp_in", args[0].detach().clone())),
         block.mlp.register_forward_hook(lambda _m, _a, out: seen.__setitem__("mlp_out", out.detach().clone())),
-        block.self_attn.register_forward_hook(lambda _m, _a, out: seen.__setitem__("attn_out", out[0].detach().clone())),
+        block.self_attn.register_forward_hook(
+            lambda _m, _a, out: seen.__setitem__("attn_out", out[0].detach().clone())
+        ),
     ]
     try:
         with torch.no_grad():
@@ -156,33 +164,52 @@ def test_capture_module_io_equals_the_modules_own_tensors(tiny_model):
 
 # -- names of SAE libraries ---------------------------------------------------------------
 
-@pytest.mark.parametrize("tl, ours", [
-    ("blocks.12.hook_resid_post", "layers.12"), ("blocks.12.hook_resid_pre", "layers.11"),
-    ("blocks.12.mlp.hook_post", "layers.12.mlp"), ("blocks.12.hook_mlp_out", "layers.12.mlp_out"),
-    ("blocks.12.hook_attn_out", "layers.12.attn_out"), ("blocks.12.ln2.hook_normalized", "layers.12.mlp_in"),
-    ("layers.3.mlp", "layers.3.mlp"), ("layers.3", "layers.3"),
-])
+
+@pytest.mark.parametrize(
+    "tl, ours",
+    [
+        ("blocks.12.hook_resid_post", "layers.12"),
+        ("blocks.12.hook_resid_pre", "layers.11"),
+        ("blocks.12.mlp.hook_post", "layers.12.mlp"),
+        ("blocks.12.hook_mlp_out", "layers.12.mlp_out"),
+        ("blocks.12.hook_attn_out", "layers.12.attn_out"),
+        ("blocks.12.ln2.hook_normalized", "layers.12.mlp_in"),
+        ("layers.3.mlp", "layers.3.mlp"),
+        ("layers.3", "layers.3"),
+    ],
+)
 def test_transformer_lens_names_map_to_our_hookpoints(tl, ours):
     assert from_transformer_lens(tl) == ours
 
 
-@pytest.mark.parametrize("name", ["blocks.0.hook_resid_pre", "blocks.3.attn.hook_z", "hook_embed", "blocks.x.hook_resid_post"])
+@pytest.mark.parametrize(
+    "name", ["blocks.0.hook_resid_pre", "blocks.3.attn.hook_z", "hook_embed", "blocks.x.hook_resid_post"]
+)
 def test_unsupported_transformer_lens_names_list_the_mapping(name):
     with pytest.raises(HookpointError, match="blocks.L.hook_resid_post → layers.L|embeddings"):
         from_transformer_lens(name)
 
 
-@pytest.mark.parametrize("name, transcode, ours", [
-    ("layers.12", False, "layers.12"), ("layers.12.mlp", False, "layers.12.mlp_out"),
-    ("layers.12.mlp", True, "layers.12.mlp_in"), ("layers.12.self_attn", False, "layers.12.attn_out"),
-    ("layers.12.mlp.down_proj", False, "layers.12.mlp_out"), ("layers.12.mlp.down_proj", True, "layers.12.mlp"),
-    ("model.layers.4", False, "layers.4"), ("h.4.mlp", False, "layers.4.mlp_out"),
-])
+@pytest.mark.parametrize(
+    "name, transcode, ours",
+    [
+        ("layers.12", False, "layers.12"),
+        ("layers.12.mlp", False, "layers.12.mlp_out"),
+        ("layers.12.mlp", True, "layers.12.mlp_in"),
+        ("layers.12.self_attn", False, "layers.12.attn_out"),
+        ("layers.12.mlp.down_proj", False, "layers.12.mlp_out"),
+        ("layers.12.mlp.down_proj", True, "layers.12.mlp"),
+        ("model.layers.4", False, "layers.4"),
+        ("h.4.mlp", False, "layers.4.mlp_out"),
+    ],
+)
 def test_sparsify_names_map_to_our_hookpoints(name, transcode, ours):
     assert from_sparsify(name, transcode) == ours
 
 
-@pytest.mark.parametrize("name, transcode", [("layers.12", True), ("embed_tokens", False), ("layers.12.mlp.act_fn", False)])
+@pytest.mark.parametrize(
+    "name, transcode", [("layers.12", True), ("embed_tokens", False), ("layers.12.mlp.act_fn", False)]
+)
 def test_unsupported_sparsify_names_list_the_mapping(name, transcode):
     with pytest.raises(HookpointError, match=r"layers\.L\.mlp → layers\.L\.mlp_out") as info:
         from_sparsify(name, transcode)
@@ -197,6 +224,7 @@ def test_mapped_names_resolve_on_the_model(tiny_model):
 
 # -- GPT-2-style MLPs ---------------------------------------------------------------------
 
+
 def test_gpt2_style_mlp_neurons_are_the_activation_output(tiny_model):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -205,8 +233,9 @@ def test_gpt2_style_mlp_neurons_are_the_activation_output(tiny_model):
     from store.records import Document
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_model.tokenizer), n_positions=128, n_embd=32, n_layer=2,
-                                       n_head=2)).eval()
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tiny_model.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    ).eval()
     hp = resolve_hookpoint(model, "layers.1.mlp")
     assert (hp.kind, hp.width) == ("mlp", 128)  # n_inner = 4 × n_embd
     ids, mask = _batch(tiny_model.tokenizer, TEXTS)
@@ -224,6 +253,11 @@ def test_gpt2_style_mlp_neurons_are_the_activation_output(tiny_model):
         name = f"layers.1.{kind}" if kind else "layers.1"
         assert capture(model, resolve_hookpoint(model, name), ids, mask).shape == (2, ids.shape[1], 32)
     docs = [Document("d:1", "docs", " ".join(TEXTS * 6))]
-    records = collect(LoadedModel("gpt2-tiny", model, tiny_model.tokenizer, "cpu"), hp, docs,
-                      CollectConfig(window=8, context=16, top_k=2, n_random=1, n_quantiles=2), progress=False)
+    records = collect(
+        LoadedModel("gpt2-tiny", model, tiny_model.tokenizer, "cpu"),
+        hp,
+        docs,
+        CollectConfig(window=8, context=16, top_k=2, n_random=1, n_quantiles=2),
+        progress=False,
+    )
     assert len(records) == 128 and records[0].unit_id == "gpt2-tiny/layers.1.mlp/0"

@@ -34,9 +34,25 @@ def llama_server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                                 "--port", str(port), "--n_ctx", "4096", "--logits_all", "true"],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--logits_all",
+                "true",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while True:
@@ -86,11 +102,11 @@ def test_explain_and_score_a_unit_through_a_real_server(llama_server, digits_uni
     """The pipeline's explain stage over ChatOpenAI and the simulation-endpoint scorer, both on the
     server: the row is an explanation with a score whose details say how it was read, or a failure
     with its reason and the raw answers — never garbage stored as an explanation."""
-    from explainer.pipeline import stages as pipeline
-    from explainer.settings import load_settings
     from explainer.llm.chat import LLMConfig
-    from explainer.score.endpoint import reset_detection
+    from explainer.pipeline import stages as pipeline
     from explainer.runtime import get_store
+    from explainer.score.endpoint import reset_detection
+    from explainer.settings import load_settings
 
     monkeypatch.setenv("EXPLAINER_SIMULATOR_BASE_URL", llama_server)
     monkeypatch.setenv("EXPLAINER_SIMULATOR_MODEL", "smollm2-135m")
@@ -100,8 +116,11 @@ def test_explain_and_score_a_unit_through_a_real_server(llama_server, digits_uni
     store.start_collection("c1", "smollm2-135m", record.hookpoint, "default", "0" * 64, {"window": 24})
     store.finish_collection("c1", [record], 1000)
     reset_detection()
-    opts = pipeline.LabelOptions(explainer=LLMConfig(model="smollm2-135m", base_url=llama_server, timeout_s=120),
-                                 scorers=("simulation-endpoint",), baseline_candidate=False)
+    opts = pipeline.LabelOptions(
+        explainer=LLMConfig(model="smollm2-135m", base_url=llama_server, timeout_s=120),
+        scorers=("simulation-endpoint",),
+        baseline_candidate=False,
+    )
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", record.unit_id, opts))
     print(f"explain: {row.status} {row.text or row.error!r}")
     if row.status == "failed":

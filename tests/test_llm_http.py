@@ -7,12 +7,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from explainer.pipeline import stages as pipeline
 from explainer.errors import PermanentLLMError, TransientLLMError
 from explainer.llm.chat import ChatAnswer, LLMConfig, invoke_chat, make_chat_model
+from explainer.pipeline import stages as pipeline
 from explainer.pipeline.options import LabelOptions
-from store.records import UnitRecord, UnitStats, Window
 from explainer.runtime import get_store
+from store.records import UnitRecord, UnitStats, Window
 
 
 class FakeOpenAI:
@@ -54,12 +54,20 @@ class FakeOpenAI:
 
     @staticmethod
     def completion(text: str, prompt_tokens: int = 321, completion_tokens: int = 7) -> bytes:
-        return json.dumps({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": 1700000000, "model": "fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }).encode()
+        return json.dumps(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": "fake",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        ).encode()
 
     def _respond(self, h: BaseHTTPRequestHandler, step: tuple) -> None:
         kind = step[0]
@@ -100,6 +108,7 @@ def _chat(server, timeout_s=5.0):
 
 # -- invoke_chat over HTTP ----------------------------------------------------------------
 
+
 def test_good_answer_returns_text_and_token_counts(server):
     server.script = [("answer", "the word foo")]
     answer = invoke_chat(_chat(server), MESSAGES)
@@ -107,8 +116,10 @@ def test_good_answer_returns_text_and_token_counts(server):
     assert server.paths == ["/v1/chat/completions"]
     req = server.requests[0]
     assert req["model"] == "fake"
-    assert req["messages"] == [{"role": "system", "content": "You explain neurons."},
-                               {"role": "user", "content": "What does it fire on?"}]
+    assert req["messages"] == [
+        {"role": "system", "content": "You explain neurons."},
+        {"role": "user", "content": "What does it fire on?"},
+    ]
     assert req["temperature"] == 0.0
     assert req["max_tokens"] == 48
 
@@ -159,11 +170,17 @@ def test_unreachable_server_is_transient():
 
 UNIT = "tiny/layers.1.mlp/3"
 RECORD = UnitRecord(
-    UNIT, "tiny", "layers.1.mlp", 3, UnitStats(max=4.0, mean=0.1, std=0.2, density=0.1, n_tokens=100),
-    (Window("top-0", "top", "explain", "code:a.py", "code", ("def", " foo", "("), (0.0, 4.0, 1.0)),
-     Window("top-1", "top", "heldout", "code:b.py", "code", ("def", " bar"), (0.0, 3.0)),
-     Window("top-2", "top", "explain", "docs:c.md", "docs", ("call", " foo", "()"), (0.0, 3.5, 0.0)),
-     Window("random-0", "random", "heldout", "docs:d.md", "docs", ("hello",), (0.0,))),
+    UNIT,
+    "tiny",
+    "layers.1.mlp",
+    3,
+    UnitStats(max=4.0, mean=0.1, std=0.2, density=0.1, n_tokens=100),
+    (
+        Window("top-0", "top", "explain", "code:a.py", "code", ("def", " foo", "("), (0.0, 4.0, 1.0)),
+        Window("top-1", "top", "heldout", "code:b.py", "code", ("def", " bar"), (0.0, 3.0)),
+        Window("top-2", "top", "explain", "docs:c.md", "docs", ("call", " foo", "()"), (0.0, 3.5, 0.0)),
+        Window("random-0", "random", "heldout", "docs:d.md", "docs", ("hello",), (0.0,)),
+    ),
 )
 
 
@@ -258,6 +275,7 @@ def test_explain_stage_unknown_unit(stored, server):
 
 # -- best-of-k with the no-LLM baseline ----------------------------------------------------
 
+
 def test_baseline_candidate_stands_in_for_a_garbage_answer(stored, server):
     settings, store = stored
     server.script = [("answer", "!!!"), ("answer", "!!!")]
@@ -305,8 +323,11 @@ def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, serve
 
     register("test-expensive")(lambda *_: Expensive())
     settings, store = stored
-    server.script = [("answer", "words about cooking and food"), ("answer", 'the word "foo"'),
-                     ("answer", 'calls of the function foo')]
+    server.script = [
+        ("answer", "words about cooking and food"),
+        ("answer", 'the word "foo"'),
+        ("answer", "calls of the function foo"),
+    ]
     opts = _opts(server, best_of=3, cascade_scorer="test-expensive", cascade_top=2)
     row = store.get_explanation(pipeline.explain_stage(settings, "c1", UNIT, opts))
     cands = {c["source"]: c for c in row.settings["candidates"]}

@@ -17,8 +17,8 @@ from langchain_core.messages import AIMessage
 from explainer.errors import ConfigError, ParseError
 from explainer.explain.explainer import ExplainResult, build_messages, explain_unit, format_window, parse_explanation
 from explainer.llm.prompts import PROMPTS_DIR, load_template
-from store.records import UnitRecord, UnitStats, Window
 from explainer.score.logits import LogitSimulator, display_token
+from store.records import UnitRecord, UnitStats, Window
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -33,8 +33,9 @@ def check_golden(name: str, actual: str) -> None:
         pytest.fail(f"golden file {path} is missing; create it with UPDATE_GOLDEN=1 and review it")
     expected = path.read_text(encoding="utf-8")
     if actual != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                            f"golden/{name}", "actual"))
+        diff = "".join(
+            difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), f"golden/{name}", "actual")
+        )
         pytest.fail(f"output differs from golden/{name} (rerun with UPDATE_GOLDEN=1 if intended):\n{diff}")
 
 
@@ -43,20 +44,35 @@ def _win(wid, kind, split, tokens, acts, domain="code"):
 
 
 RECORD = UnitRecord(
-    unit_id="tiny/layers.1.mlp/3", model="tiny", hookpoint="layers.1.mlp", index=3,
+    unit_id="tiny/layers.1.mlp/3",
+    model="tiny",
+    hookpoint="layers.1.mlp",
+    index=3,
     stats=UnitStats(max=4.0, mean=0.1, std=0.2, density=0.1, n_tokens=100),
     windows=(
-        _win("top-0", "top", "explain", ["def", " foo", "(", "x", "):", "\n", "    ", " return", " x"],
-             [0, 4.0, 0.5, 0, 0, 0, 0, 2.0, 1.0]),
+        _win(
+            "top-0",
+            "top",
+            "explain",
+            ["def", " foo", "(", "x", "):", "\n", "    ", " return", " x"],
+            [0, 4.0, 0.5, 0, 0, 0, 0, 2.0, 1.0],
+        ),
         _win("top-1", "top", "heldout", ["def", " bar", "():"], [0, 3.9, 0]),
-        _win("top-2", "top", "explain", ["The", " function", " foo", " returns", " 1", "."],
-             [0, 0.2, 3.0, -1.0, 0, 0], domain="docs"),
+        _win(
+            "top-2",
+            "top",
+            "explain",
+            ["The", " function", " foo", " returns", " 1", "."],
+            [0, 0.2, 3.0, -1.0, 0, 0],
+            domain="docs",
+        ),
         _win("random-0", "random", "heldout", ["hello", " world"], [0.1, 0]),
     ),
 )
 
 
 # -- templates ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name, version", [("explain", "2"), ("simulate", "3"), ("detect", "1")])
 def test_load_template_identity(name, version):
@@ -78,7 +94,9 @@ def test_template_hash_changes_with_any_edit(tmp_path):
 
 
 def test_unknown_template_lists_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown prompt template 'nope'; known templates: detect, explain, simulate"):
+    with pytest.raises(
+        ConfigError, match=r"unknown prompt template 'nope'; known templates: detect, explain, simulate"
+    ):
         load_template("nope")
 
 
@@ -90,8 +108,9 @@ def test_invalid_yaml_is_a_config_error(tmp_path):
         load_template(str(tmp_path / "bad.yaml"))
 
 
-@pytest.mark.parametrize("text, field", [("name: x\n", "version"), ("version: 1\n", "name"), ("- a\n- b\n", "name"),
-                                         ("", "name")])
+@pytest.mark.parametrize(
+    "text, field", [("name: x\n", "version"), ("version: 1\n", "name"), ("- a\n- b\n", "name"), ("", "name")]
+)
 def test_template_without_name_or_version_is_a_config_error(tmp_path, text, field):
     (tmp_path / "t.yaml").write_text(text)
     with pytest.raises(ConfigError, match=f"lacks the field '{field}'"):
@@ -99,6 +118,7 @@ def test_template_without_name_or_version_is_a_config_error(tmp_path, text, fiel
 
 
 # -- golden prompts -----------------------------------------------------------------------
+
 
 def _render_messages(messages):
     return "".join(f"===== {role} =====\n{content}\n" for role, content in messages)
@@ -126,16 +146,17 @@ def test_simulate_prompt_golden(smol_tokenizer):
     ids, reads = sim.build_inputs("the word return", window, smol_tokenizer)
     decoded = smol_tokenizer.decode(ids)
     assert decoded == prefix + "".join(f"{display_token(t)}\tunknown\n" for t in window.tokens)
-    listing = "".join(f"{i}\t{tid}\t{smol_tokenizer.decode([tid])!r}" + ("\tREAD\n" if i in reads else "\n")
-                      for i, tid in enumerate(ids))
+    listing = "".join(
+        f"{i}\t{tid}\t{smol_tokenizer.decode([tid])!r}" + ("\tREAD\n" if i in reads else "\n")
+        for i, tid in enumerate(ids)
+    )
     check_golden("simulate_prefix.txt", prefix)
     check_golden("simulate_inputs.txt", f"{decoded}\n----- tokens (index, id, piece) -----\n{listing}")
 
 
 def test_build_inputs_read_positions(smol_tokenizer):
     sim = LogitSimulator(load_template("simulate"))
-    window = _win("random-0", "random", "heldout", ["x", "\n", "\t", " tab\there", "\\", "", " 10", "é"],
-                  [0] * 8)
+    window = _win("random-0", "random", "heldout", ["x", "\n", "\t", " tab\there", "\\", "", " 10", "é"], [0] * 8)
     ids, reads = sim.build_inputs("anything", window, smol_tokenizer)
     assert len(reads) == len(window.tokens)
     assert reads == sorted(set(reads)) and reads[-1] < len(ids)
@@ -147,11 +168,14 @@ def test_build_inputs_read_positions(smol_tokenizer):
         assert ids[r + 1 : r + 1 + len(placeholder)] == placeholder
     # special characters are escaped so that every token stays on one line
     decoded = smol_tokenizer.decode(ids)
-    assert decoded.endswith("x\tunknown\n\\n\tunknown\n\\t\tunknown\n tab\\there\tunknown\n"
-                            "\\\\\tunknown\n\\0\tunknown\n 10\tunknown\né\tunknown\n")
+    assert decoded.endswith(
+        "x\tunknown\n\\n\tunknown\n\\t\tunknown\n tab\\there\tunknown\n"
+        "\\\\\tunknown\n\\0\tunknown\n 10\tunknown\né\tunknown\n"
+    )
 
 
 # -- format_window ------------------------------------------------------------------------
+
 
 def test_format_window_marks_tokens_at_or_above_threshold():
     w = _win("top-0", "top", "explain", ["a", " b", " c", " d", " "], [1.0, 2.0, 3.9, 4.0, 4.0])
@@ -184,27 +208,34 @@ def test_format_window_lists_at_most_six_tokens_and_truncates_around_the_first_m
 
 # -- parse_explanation ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, expected", [
-    ("the word if", "the word if"),
-    ("Explanation: years like 1999.", "years like 1999"),
-    ("  closing brackets  ", "closing brackets"),
-    ("Python keywords\nThese mark the start of a block.\nMore text", "Python keywords"),
-    ("\n\nfour-digit years\n", "four-digit years"),
-    ("The neuron fires on: commas in lists", "commas in lists"),
-    ("This neuron detects dates. It also fires on times.", "dates"),
-    ("Answer: **numbers**", "numbers"),
-    ('the word "if" or "elif".', 'the word "if" or "elif"'),
-    ('the word "if"', 'the word "if"'),  # a closing quote that belongs to the phrase is kept
-    ('four-digit years like "2019"', 'four-digit years like "2019"'),
-])
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("the word if", "the word if"),
+        ("Explanation: years like 1999.", "years like 1999"),
+        ("  closing brackets  ", "closing brackets"),
+        ("Python keywords\nThese mark the start of a block.\nMore text", "Python keywords"),
+        ("\n\nfour-digit years\n", "four-digit years"),
+        ("The neuron fires on: commas in lists", "commas in lists"),
+        ("This neuron detects dates. It also fires on times.", "dates"),
+        ("Answer: **numbers**", "numbers"),
+        ('the word "if" or "elif".', 'the word "if" or "elif"'),
+        ('the word "if"', 'the word "if"'),  # a closing quote that belongs to the phrase is kept
+        ('four-digit years like "2019"', 'four-digit years like "2019"'),
+    ],
+)
 def test_parse_explanation_good_answers(raw, expected):
     assert parse_explanation(raw) == expected
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ('"if" or "elif"', '"if" or "elif"'),
-    ("`import` statements", "`import` statements"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ('"if" or "elif"', '"if" or "elif"'),
+        ("`import` statements", "`import` statements"),
+    ],
+)
 def test_parse_explanation_keeps_balanced_quotes(raw, expected):
     assert parse_explanation(raw) == expected
 
@@ -222,20 +253,23 @@ def test_parse_explanation_keeps_eg_abbreviation():
     assert parse_explanation('Python keywords, e.g. "if" and "for"') == 'Python keywords, e.g. "if" and "for"'
 
 
-@pytest.mark.parametrize("raw, message", [
-    ("", "empty"),
-    ("   \n\t ", "empty"),
-    ("!!!", "no words"),
-    ("1 2 3", "no words"),
-    ("x" * 300, "too long"),
-    ("tokens " * 40, "too long"),
-    ("the token [[x]]", "echoed"),
-    ('Activations: "if" 10, " x" 2', "echoed"),
-    ("Excerpt 1: def [[foo]]", "echoed"),
-    ('the word "#" 10, "list" 10', "echoed"),
-    ("I'm sorry, but I cannot help with that", "refused"),
-    ("Unfortunately the excerpts are unclear", "refused"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("!!!", "no words"),
+        ("1 2 3", "no words"),
+        ("x" * 300, "too long"),
+        ("tokens " * 40, "too long"),
+        ("the token [[x]]", "echoed"),
+        ('Activations: "if" 10, " x" 2', "echoed"),
+        ("Excerpt 1: def [[foo]]", "echoed"),
+        ('the word "#" 10, "list" 10', "echoed"),
+        ("I'm sorry, but I cannot help with that", "refused"),
+        ("Unfortunately the excerpts are unclear", "refused"),
+    ],
+)
 def test_parse_explanation_rejects_malformed_answers(raw, message):
     with pytest.raises(ParseError, match=message):
         parse_explanation(raw)
@@ -249,15 +283,23 @@ def test_parse_explanation_length_limit_is_200_chars():
 
 # -- explain_unit -------------------------------------------------------------------------
 
+
 def _fake(*answers):
     return GenericFakeChatModel(messages=iter([AIMessage(content=a) for a in answers]))
 
 
 def test_explain_unit_good_answer():
     result = explain_unit(RECORD, _fake("Explanation: the identifier foo."), load_template("explain"))
-    assert result == ExplainResult(text="the identifier foo", window_ids=("top-0", "top-2"), prompt_tokens=None,
-                                   completion_tokens=None, raw="Explanation: the identifier foo.", attempts=1,
-                                   rejected_raw=None, windows_available=2)
+    assert result == ExplainResult(
+        text="the identifier foo",
+        window_ids=("top-0", "top-2"),
+        prompt_tokens=None,
+        completion_tokens=None,
+        raw="Explanation: the identifier foo.",
+        attempts=1,
+        rejected_raw=None,
+        windows_available=2,
+    )
 
 
 def test_explain_unit_rejects_an_unparseable_answer():
@@ -268,19 +310,33 @@ def test_explain_unit_rejects_an_unparseable_answer():
 def test_explain_unit_rejects_a_copied_few_shot_answer():
     template = load_template("explain")
     with pytest.raises(ParseError, match="copied a few-shot example"):
-        explain_unit(RECORD, _fake('The word "if" or "elif" at the start of a condition', 'the word "without"'), template)
+        explain_unit(
+            RECORD, _fake('The word "if" or "elif" at the start of a condition', 'the word "without"'), template
+        )
 
 
-@pytest.mark.parametrize("answer", ['the word "without"', 'Four-digit years like "2019".',
-                                    'Explanation: the word "if" or "elif" at the start of a condition'])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        'the word "without"',
+        'Four-digit years like "2019".',
+        'Explanation: the word "if" or "elif" at the start of a condition',
+    ],
+)
 def test_explain_unit_rejects_every_few_shot_answer(answer):
     with pytest.raises(ParseError, match="copied a few-shot example"):
         explain_unit(RECORD, _fake(answer, answer), load_template("explain"))
 
 
 def test_explain_unit_without_explain_windows():
-    heldout_only = UnitRecord(RECORD.unit_id, RECORD.model, RECORD.hookpoint, RECORD.index, RECORD.stats,
-                              tuple(w for w in RECORD.windows if w.split == "heldout"))
+    heldout_only = UnitRecord(
+        RECORD.unit_id,
+        RECORD.model,
+        RECORD.hookpoint,
+        RECORD.index,
+        RECORD.stats,
+        tuple(w for w in RECORD.windows if w.split == "heldout"),
+    )
     chat = _fake("should not be asked")
     with pytest.raises(ParseError, match="no activating windows"):
         explain_unit(heldout_only, chat, load_template("explain"))
@@ -304,6 +360,7 @@ def test_build_messages_limits_the_number_of_windows():
 
 # -- retry with a stricter instruction, shrinking the prompt to fit ------------------------
 
+
 class ScriptedChat(GenericFakeChatModel):
     """A fake chat model that also keeps the messages it was sent."""
 
@@ -318,8 +375,10 @@ def _scripted(*answers):
     return ScriptedChat(messages=iter([AIMessage(content=a) for a in answers]), seen=[])
 
 
-@pytest.mark.parametrize("first", ["", "   ", "I'm sorry, but I cannot help with that.",
-                                   "As an AI language model, I do not know.", "word " * 60])
+@pytest.mark.parametrize(
+    "first",
+    ["", "   ", "I'm sorry, but I cannot help with that.", "As an AI language model, I do not know.", "word " * 60],
+)
 def test_an_unusable_answer_is_retried_once_with_a_stricter_instruction(first):
     template = load_template("explain")
     chat = _scripted(first, "closing brackets")
@@ -345,9 +404,17 @@ def test_a_good_first_answer_is_not_retried():
 
 
 def _many_windows(n=6, length=60):
-    return UnitRecord("m/h/0", "m", "h", 0, RECORD.stats, tuple(
-        _win(f"top-{2 * i}", "top", "explain", [f" w{i}_{j}" for j in range(length)], [4.0] + [0.0] * (length - 1))
-        for i in range(n)))
+    return UnitRecord(
+        "m/h/0",
+        "m",
+        "h",
+        0,
+        RECORD.stats,
+        tuple(
+            _win(f"top-{2 * i}", "top", "explain", [f" w{i}_{j}" for j in range(length)], [4.0] + [0.0] * (length - 1))
+            for i in range(n)
+        ),
+    )
 
 
 def test_fit_messages_drops_windows_then_truncates_then_gives_up():
@@ -377,6 +444,7 @@ def test_explain_unit_shrinks_an_endpoint_prompt_to_the_configured_context():
     assert narrow.windows_available == 6
     # the estimate is characters / 3 plus 8 tokens per message, with the answer budget kept free
     from explainer.explain.explainer import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
+
     sent = chat.seen[1]
     assert sum(len(c) / CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS for c in sent) <= 1500 - 256
 
@@ -384,10 +452,9 @@ def test_explain_unit_shrinks_an_endpoint_prompt_to_the_configured_context():
 @pytest.mark.slow
 def test_explain_unit_fits_the_local_model_with_its_own_tokenizer():
     """The real SmolLM2 tokenizer counts the prompt; a context cut to 700 tokens drops windows."""
+    from explainer.collect.models import load_model
     from explainer.explain.explainer import fit_messages, prompt_meter
     from explainer.llm.chat import LocalChatModel
-
-    from explainer.collect.models import load_model
 
     chat = LocalChatModel()
     count, limit = prompt_meter(chat)

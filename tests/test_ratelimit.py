@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from explainer.settings import load_settings
 from explainer.errors import ConfigError
 from explainer.llm.ratelimit import Limiter, Limits, LocalBucket, RedisBucket, estimate_tokens, limiter_for
+from explainer.settings import load_settings
 
 
 class Clock:
@@ -61,8 +61,14 @@ def test_concurrency_leases():
 
 
 def test_limits_come_from_the_environment():
-    s = load_settings({"EXPLAINER_LLM_RPM": "120", "EXPLAINER_LLM_TPM": "90000", "EXPLAINER_LLM_CONCURRENCY": "8",
-                       "EXPLAINER_BROKER_URL": "redis://h:6379/0"})
+    s = load_settings(
+        {
+            "EXPLAINER_LLM_RPM": "120",
+            "EXPLAINER_LLM_TPM": "90000",
+            "EXPLAINER_LLM_CONCURRENCY": "8",
+            "EXPLAINER_BROKER_URL": "redis://h:6379/0",
+        }
+    )
     assert (s.llm_rpm, s.llm_tpm, s.llm_concurrency, s.ratelimit_url) == (120.0, 90000.0, 8, "redis://h:6379/0")
     assert load_settings({}).ratelimit_url is None  # embedded default: in-process buckets
     assert load_settings({"EXPLAINER_RATELIMIT_URL": "redis://r/2"}).ratelimit_url == "redis://r/2"
@@ -74,7 +80,9 @@ def test_limits_come_from_the_environment():
     assert limiter_for("http://a/v1", load_settings(env)).bucket is None  # unlimited: no bookkeeping at all
     rpm = load_settings({**env, "EXPLAINER_LLM_RPM": "60"})
     lim = limiter_for("http://a/v1", rpm)
-    assert isinstance(lim.bucket, LocalBucket) and lim is limiter_for("http://a/v1", load_settings({**env, "EXPLAINER_LLM_RPM": "60"}))
+    assert isinstance(lim.bucket, LocalBucket) and lim is limiter_for(
+        "http://a/v1", load_settings({**env, "EXPLAINER_LLM_RPM": "60"})
+    )
 
 
 def test_the_entry_points_settings_set_the_limits():
@@ -127,8 +135,12 @@ print(json.dumps(sum(got)))
 
 
 def _grab(url, endpoint, n, tag, limits):
-    out = subprocess.run([sys.executable, "-c", _GRAB, url, endpoint, str(n), tag, json.dumps(limits)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", _GRAB, url, endpoint, str(n), tag, json.dumps(limits)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return out
 
@@ -138,8 +150,15 @@ def test_two_processes_share_one_bucket(redis_url):
     url = redis_url.rsplit("/", 1)[0] + "/9"
     endpoint = f"http://test-{uuid.uuid4().hex}/v1"
     limits = {"rpm": 1, "burst_s": 600}  # holds 10 requests, refills 1 a minute
-    procs = [subprocess.Popen([sys.executable, "-c", _GRAB, url, endpoint, "8", tag, json.dumps(limits)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _GRAB, url, endpoint, "8", tag, json.dumps(limits)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a", "b")
+    ]
     granted = []
     for p in procs:
         out, err = p.communicate(timeout=60)

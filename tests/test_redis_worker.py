@@ -29,8 +29,20 @@ def chroma_server(tmp_path):
 
     port = free_port()
     log = open(tmp_path / "chroma.log", "wb")
-    proc = subprocess.Popen([str(BIN / "chroma"), "run", "--host", "127.0.0.1", "--port", str(port),
-                             "--path", str(tmp_path / "chroma-server")], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "chroma"),
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--path",
+            str(tmp_path / "chroma-server"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -49,9 +61,28 @@ def chroma_server(tmp_path):
 
 def _worker(env, name, queue, log, *extra):
     return subprocess.Popen(
-        [str(BIN / "celery"), "-A", "workers", "worker", "-Q", queue, "-n", f"{name}@%h",
-         "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", *extra],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            f"{name}@%h",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, postgres_url, chroma_server):
@@ -61,22 +92,46 @@ def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pos
     for url in (broker, backend):
         redis.Redis.from_url(url).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
-    env.update(EXPLAINER_DATA_DIR=str(tmp_path / "data"), EXPLAINER_BROKER_URL=broker,
-               EXPLAINER_RESULT_BACKEND=backend, EXPLAINER_DATABASE_URL=postgres_url,
-               EXPLAINER_CHROMA_URL=chroma_server, HF_HUB_OFFLINE="1")
+    env.update(
+        EXPLAINER_DATA_DIR=str(tmp_path / "data"),
+        EXPLAINER_BROKER_URL=broker,
+        EXPLAINER_RESULT_BACKEND=backend,
+        EXPLAINER_DATABASE_URL=postgres_url,
+        EXPLAINER_CHROMA_URL=chroma_server,
+        HF_HUB_OFFLINE="1",
+    )
     logs = {q: tmp_path / f"{q}.log" for q in ("collect", "llm", "index")}
     with open(logs["collect"], "wb") as lc, open(logs["llm"], "wb") as ll, open(logs["index"], "wb") as li:
-        workers = [_worker(env, "collect", "collect", lc), _worker(env, "llm", "llm", ll, "-P", "threads"),
-                   _worker(env, "index", "index", li)]
+        workers = [
+            _worker(env, "collect", "collect", lc),
+            _worker(env, "llm", "llm", ll, "-P", "threads"),
+            _worker(env, "index", "index", li),
+        ]
         flower_port = free_port()
-        flower = subprocess.Popen(_compose_argv("flower", port=flower_port), cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        flower = subprocess.Popen(
+            _compose_argv("flower", port=flower_port),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         try:
             proc = subprocess.run(
                 [str(BIN / "explainer"), "label", "--layer", "15", "--units", "2", "--max-tokens", "3000", "--json"],
-                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-            search = subprocess.run([str(BIN / "explainer"), "search", "word", "--json"],
-                                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            search = subprocess.run(
+                [str(BIN / "explainer"), "search", "word", "--json"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             metrics = _get_text(f"http://127.0.0.1:{flower_port}/metrics", lambda t: "llm@" in t)
         finally:
             flower.terminate()
@@ -98,8 +153,11 @@ def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pos
     # Each task ran in the worker process that owns its queue, not in the CLI (the worker logs say
     # which tasks succeeded there; the client drops finished results from the backend).
     ran = {q: set(re.findall(r"Task (explainer\.\w+)\[[^\]]+\] succeeded", t)) for q, t in text.items()}
-    assert ran == {"collect": {"explainer.collect"}, "llm": {"explainer.explain", "explainer.score"},
-                   "index": {"explainer.index"}}, ran
+    assert ran == {
+        "collect": {"explainer.collect"},
+        "llm": {"explainer.explain", "explainer.score"},
+        "index": {"explainer.index"},
+    }, ran
     assert not list(redis.Redis.from_url(backend).scan_iter("celery-task-meta-*"))
 
     # The index lives in the Chroma server and search reads it over HTTP.
@@ -115,8 +173,13 @@ def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pos
     # The compose `api` service's command serves the same store and index over real HTTP.
     port = free_port()
     api_env = {**env, "EXPLAINER_API_READ_KEYS": "reader-key"}
-    api = subprocess.Popen(_compose_argv("api", host="127.0.0.1", port=port), cwd=ROOT, env=api_env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    api = subprocess.Popen(
+        _compose_argv("api", host="127.0.0.1", port=port),
+        cwd=ROOT,
+        env=api_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         import httpx
 

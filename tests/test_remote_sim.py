@@ -13,14 +13,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from explainer.pipeline import stages as pipeline
 from explainer.errors import ParseError, PermanentLLMError
+from explainer.pipeline import stages as pipeline
 from explainer.pipeline.options import LabelOptions
-from store.records import UnitRecord, UnitStats, Window
-from explainer.score.endpoint import (RemoteSimulator, client_for, endpoint_simulator, read_chat_logprobs,
-                                  read_json_answer, reset_detection)
 from explainer.runtime import get_store
+from explainer.score.endpoint import (
+    RemoteSimulator,
+    client_for,
+    endpoint_simulator,
+    read_chat_logprobs,
+    read_json_answer,
+    reset_detection,
+)
 from explainer.score.registry import evaluate, make_scorer
+from store.records import UnitRecord, UnitStats, Window
 
 LN = math.log
 
@@ -99,21 +105,43 @@ class FakeLogprobServer:
             else:
                 tops.append({t: LN(0.5)} if pos else None)
             pos += len(t)
-        lp = {"tokens": tokens + ["\n"], "text_offset": offsets + [pos], "token_logprobs": [None] * (len(tokens) + 1),
-              "top_logprobs": tops + [{"\n": LN(0.9)}]}
-        return {"id": "cmpl", "object": "text_completion", "created": 1, "model": body["model"],
-                "choices": [{"index": 0, "text": prompt + "\n", "finish_reason": "length",
-                             "logprobs": lp if self.echo_logprobs else None}],
-                "usage": {"prompt_tokens": len(tokens), "completion_tokens": 1, "total_tokens": len(tokens) + 1}}
+        lp = {
+            "tokens": tokens + ["\n"],
+            "text_offset": offsets + [pos],
+            "token_logprobs": [None] * (len(tokens) + 1),
+            "top_logprobs": tops + [{"\n": LN(0.9)}],
+        }
+        return {
+            "id": "cmpl",
+            "object": "text_completion",
+            "created": 1,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "text": prompt + "\n",
+                    "finish_reason": "length",
+                    "logprobs": lp if self.echo_logprobs else None,
+                }
+            ],
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": 1, "total_tokens": len(tokens) + 1},
+        }
 
     def chat(self, body: dict) -> dict:
         user = body["messages"][-1]["content"]
         if "Does the neuron fire" in user:  # detection
             fires = "foo" in user.split("Excerpt:", 1)[1]
             word = "yes" if fires else "no"
-            content = [{"token": word, "logprob": LN(0.8),
-                        "top_logprobs": [{"token": word, "logprob": LN(0.8)},
-                                         {"token": "no" if fires else "yes", "logprob": LN(0.2)}]}]
+            content = [
+                {
+                    "token": word,
+                    "logprob": LN(0.8),
+                    "top_logprobs": [
+                        {"token": word, "logprob": LN(0.8)},
+                        {"token": "no" if fires else "yes", "logprob": LN(0.2)},
+                    ],
+                }
+            ]
             return self._chat_answer(body, self.answer if self.answer is not None else word, content)
         listed = user.split("<start>\n", 1)[1].split("<end>", 1)[0].split("\n")[:-1]
         values = [10 if "foo" in t else 0 for t in listed]
@@ -126,21 +154,37 @@ class FakeLogprobServer:
                 dist = self.digit_dist(fires)
                 if self.split_digits and fires:
                     dist = {"1": LN(0.9), "0": LN(0.1)}
-                content.append({"token": chosen, "logprob": dist.get(chosen, LN(0.5)),
-                                "top_logprobs": [{"token": k, "logprob": v} for k, v in dist.items()]})
+                content.append(
+                    {
+                        "token": chosen,
+                        "logprob": dist.get(chosen, LN(0.5)),
+                        "top_logprobs": [{"token": k, "logprob": v} for k, v in dist.items()],
+                    }
+                )
             elif t.isdigit():  # the "0" after a "1" when digits are split
-                content.append({"token": t, "logprob": LN(0.8),
-                                "top_logprobs": [{"token": "0", "logprob": LN(0.8)}, {"token": ",", "logprob": LN(0.2)}]})
+                content.append(
+                    {
+                        "token": t,
+                        "logprob": LN(0.8),
+                        "top_logprobs": [{"token": "0", "logprob": LN(0.8)}, {"token": ",", "logprob": LN(0.2)}],
+                    }
+                )
             else:
                 content.append({"token": t, "logprob": LN(0.99), "top_logprobs": [{"token": t, "logprob": LN(0.99)}]})
         return self._chat_answer(body, text, content)
 
     def _chat_answer(self, body: dict, text: str, content: list[dict]) -> dict:
         lp = {"content": content} if body.get("logprobs") and self.chat_logprobs else None
-        return {"id": "chatcmpl", "object": "chat.completion", "created": 1, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                             "logprobs": lp}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}}
+        return {
+            "id": "chatcmpl",
+            "object": "chat.completion",
+            "created": 1,
+            "model": body["model"],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": lp}
+            ],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+        }
 
     def close(self):
         self.server.shutdown()
@@ -185,6 +229,7 @@ def _check(preds, hi, lo):
 
 
 # -- the three methods ------------------------------------------------------------------------
+
 
 def test_completions_echo_reads_the_digits_after_each_tab(fake):
     server = fake()
@@ -242,6 +287,7 @@ def test_echo_without_logprobs_and_chat_without_logprobs_fall_back_to_the_json_a
 
 # -- failures name the endpoint ---------------------------------------------------------------
 
+
 def test_logprobs_mode_without_logprobs_fails_loudly_naming_the_endpoint(fake):
     server = fake(echo_logprobs=False, chat_logprobs=False)
     with pytest.raises(ParseError, match=re.escape(server.base_url) + r".*no usable predictions.*echo.*top_logprobs"):
@@ -254,12 +300,15 @@ def test_logprobs_without_digits_are_unusable(fake):
         _sim(server, "logprobs").simulate("the word foo", WINDOWS)
 
 
-@pytest.mark.parametrize("answer, message", [
-    ("I cannot predict activations.", "not a JSON list"),
-    ("[0, 1]", "2 values for 5 tokens"),
-    ('["a", "b", "c", "d", "e"]', "non-numbers"),
-    ("[0, 1, 2", "not a JSON list"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        ("I cannot predict activations.", "not a JSON list"),
+        ("[0, 1]", "2 values for 5 tokens"),
+        ('["a", "b", "c", "d", "e"]', "non-numbers"),
+        ("[0, 1, 2", "not a JSON list"),
+    ],
+)
 def test_garbage_json_answers_fail_naming_the_endpoint(fake, answer, message):
     server = fake(completions=False, chat_logprobs=False, answer=answer)
     with pytest.raises(ParseError, match=re.escape(server.base_url) + ".*" + re.escape(message)):
@@ -280,17 +329,30 @@ def test_parsers_directly():
     with pytest.raises(ParseError, match="non-numbers"):
         read_json_answer("[true, 1]", 2)
     with pytest.raises(ParseError, match="numbers for 3 tokens"):
-        read_chat_logprobs({"choices": [{"logprobs": {"content": [
-            {"token": "[", "logprob": 0.0, "top_logprobs": [{"token": "[", "logprob": 0.0}]},
-            {"token": "0", "logprob": 0.0, "top_logprobs": [{"token": "0", "logprob": 0.0}]},
-            {"token": "]", "logprob": 0.0, "top_logprobs": []}]}}]}, 3)
+        read_chat_logprobs(
+            {
+                "choices": [
+                    {
+                        "logprobs": {
+                            "content": [
+                                {"token": "[", "logprob": 0.0, "top_logprobs": [{"token": "[", "logprob": 0.0}]},
+                                {"token": "0", "logprob": 0.0, "top_logprobs": [{"token": "0", "logprob": 0.0}]},
+                                {"token": "]", "logprob": 0.0, "top_logprobs": []},
+                            ]
+                        }
+                    }
+                ]
+            },
+            3,
+        )
 
 
 # -- the registered scorer, settings and score_stage ------------------------------------------
 
+
 def test_endpoint_scorer_reads_its_settings(settings, monkeypatch, fake):
-    from explainer.settings import load_settings
     from explainer.errors import ConfigError
+    from explainer.settings import load_settings
 
     with pytest.raises(ConfigError, match="EXPLAINER_SIMULATOR_BASE_URL"):
         make_scorer("simulation-endpoint", settings=settings)
@@ -312,8 +374,14 @@ def test_endpoint_scorer_reads_its_settings(settings, monkeypatch, fake):
 
 
 UNIT = "tiny/layers.1.mlp/3"
-RECORD = UnitRecord(UNIT, "tiny", "layers.1.mlp", 3, UnitStats(max=4.0, mean=0.1, std=0.2, density=0.1, n_tokens=100),
-                    (Window("top-0", "top", "explain", "code:a", "code", ("a", " foo"), (0.0, 4.0)), *WINDOWS))
+RECORD = UnitRecord(
+    UNIT,
+    "tiny",
+    "layers.1.mlp",
+    3,
+    UnitStats(max=4.0, mean=0.1, std=0.2, density=0.1, n_tokens=100),
+    (Window("top-0", "top", "explain", "code:a", "code", ("a", " foo"), (0.0, 4.0)), *WINDOWS),
+)
 
 
 @pytest.fixture
@@ -321,8 +389,16 @@ def stored(settings):
     store = get_store(settings)
     store.start_collection("c1", "tiny", "layers.1.mlp", "test", "0" * 64, {"window": 16})
     store.finish_collection("c1", [RECORD], 100)
-    eid = store.save_explanation(unit_id=UNIT, collection_id="c1", explainer_model="m", prompt_name="explain",
-                                 prompt_version="2", prompt_hash="h", status="ok", text="the word foo")
+    eid = store.save_explanation(
+        unit_id=UNIT,
+        collection_id="c1",
+        explainer_model="m",
+        prompt_name="explain",
+        prompt_version="2",
+        prompt_hash="h",
+        status="ok",
+        text="the word foo",
+    )
     return settings, store, eid
 
 

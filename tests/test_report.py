@@ -1,20 +1,17 @@
 import html
 import json
 import re
-
-from store.records import UnitRecord, UnitStats, Window
-import jsonschema
-
 from datetime import UTC, datetime
 
+import jsonschema
+
 from explainer.report.model import ReportCalibration, ReportEntry, ReportExplanation, ReportMeta, ReportScore
-from store.records import Explanation
-from explainer.report.render import write_report
+from explainer.report.render import schema_path, write_report
 from explainer.report.to_html import render_html
-from explainer.report.to_markdown import render_markdown
 from explainer.report.to_json import report_json
+from explainer.report.to_markdown import render_markdown
 from explainer.report.warnings import report_warnings
-from explainer.report.render import schema_path
+from store.records import Explanation, UnitRecord, UnitStats, Window
 
 
 def validate_report(data: dict) -> None:
@@ -25,42 +22,87 @@ def validate_report(data: dict) -> None:
 
 
 def _win(wid, kind, split, tokens, acts, domain="code"):
-    return Window(window_id=wid, kind=kind, split=split, doc_id=f"{domain}:doc-{wid}", domain=domain,
-                  tokens=tuple(tokens), activations=tuple(acts))
+    return Window(
+        window_id=wid,
+        kind=kind,
+        split=split,
+        doc_id=f"{domain}:doc-{wid}",
+        domain=domain,
+        tokens=tuple(tokens),
+        activations=tuple(acts),
+    )
 
 
 def _record(index, windows):
-    return UnitRecord(unit_id=f"gpt2/blocks.3.hook_resid_post/{index}", model="gpt2",
-                      hookpoint="blocks.3.hook_resid_post", index=index,
-                      stats=UnitStats(max=4.0, mean=0.25, std=0.5, density=0.125, n_tokens=1000),
-                      windows=tuple(windows))
+    return UnitRecord(
+        unit_id=f"gpt2/blocks.3.hook_resid_post/{index}",
+        model="gpt2",
+        hookpoint="blocks.3.hook_resid_post",
+        index=index,
+        stats=UnitStats(max=4.0, mean=0.25, std=0.5, density=0.125, n_tokens=1000),
+        windows=tuple(windows),
+    )
 
 
-def _entry(record, text, status="ok", error=None, model="gpt-4o-mini", scores=(), source=None, eid="e1",
-           calibrations=()):
+def _entry(
+    record, text, status="ok", error=None, model="gpt-4o-mini", scores=(), source=None, eid="e1", calibrations=()
+):
     """A report entry whose primary explanation (prompt ``explain@1#abcd1234``) has ``scores``."""
-    expl = Explanation(eid, record.unit_id, "c1", model, "explain", "1", "abcd1234" * 8, status,
-                       text if status == "ok" else None, error, datetime(2026, 1, 2, tzinfo=UTC),
-                       settings={"selected": source} if source else {})
+    expl = Explanation(
+        eid,
+        record.unit_id,
+        "c1",
+        model,
+        "explain",
+        "1",
+        "abcd1234" * 8,
+        status,
+        text if status == "ok" else None,
+        error,
+        datetime(2026, 1, 2, tzinfo=UTC),
+        settings={"selected": source} if source else {},
+    )
     return ReportEntry(record=record, main=ReportExplanation(expl, scores, tuple(calibrations)), collection_id="c1")
 
 
 def _entries():
-    good = _record(7, [
-        _win("top-0", "top", "explain", ["def", " foo", "(", "):", "\n", "    ", "return"], [0, 4.0, 1.0, 0, 0, 0, -1.0]),
-        _win("top-1", "top", "explain", ["x", " <script>", "&", ' "q"'], [0, 3.0, 2.0, 0]),
-        _win("top-2", "top", "explain", ["a", " b"], [2.0, 0]),
-        _win("top-3", "top", "heldout", ["def", " bar"], [0, 3.5], domain="docs"),
-        _win("quantile-1", "quantile", "heldout", ["class", " Foo"], [0, 1.5]),
-        _win("random-0", "random", "heldout", ["the", " cat"], [0, 0], domain="legal"),
-    ])
+    good = _record(
+        7,
+        [
+            _win(
+                "top-0",
+                "top",
+                "explain",
+                ["def", " foo", "(", "):", "\n", "    ", "return"],
+                [0, 4.0, 1.0, 0, 0, 0, -1.0],
+            ),
+            _win("top-1", "top", "explain", ["x", " <script>", "&", ' "q"'], [0, 3.0, 2.0, 0]),
+            _win("top-2", "top", "explain", ["a", " b"], [2.0, 0]),
+            _win("top-3", "top", "heldout", ["def", " bar"], [0, 3.5], domain="docs"),
+            _win("quantile-1", "quantile", "heldout", ["class", " Foo"], [0, 1.5]),
+            _win("random-0", "random", "heldout", ["the", " cat"], [0, 0], domain="legal"),
+        ],
+    )
     failed = _record(9, [_win("top-0", "top", "explain", ["z"], [1.0])])
     pending = _record(11, [])
-    score = ReportScore(scorer="simulation-logits", value=0.6123, ci_low=0.5, ci_high=0.7,
-                        per_domain={"code": 0.71, "docs": 0.52}, status="ok",
-                        discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24})
-    bad_score = ReportScore(scorer="simulation-logits", value=None, ci_low=None, ci_high=None,
-                            per_domain={}, status="failed", error="simulator timed out")
+    score = ReportScore(
+        scorer="simulation-logits",
+        value=0.6123,
+        ci_low=0.5,
+        ci_high=0.7,
+        per_domain={"code": 0.71, "docs": 0.52},
+        status="ok",
+        discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24},
+    )
+    bad_score = ReportScore(
+        scorer="simulation-logits",
+        value=None,
+        ci_low=None,
+        ci_high=None,
+        per_domain={},
+        status="failed",
+        error="simulator timed out",
+    )
     return [
         _entry(good, "Function names after `def`", scores=(score,)),
         _entry(failed, None, "failed", error="LLM returned <garbage>", scores=(bad_score,)),
@@ -84,8 +126,12 @@ def test_html_contains_units_explanations_scores_and_highlights():
     assert '<span class="tok" title="-1">return</span>' in out
     # newline token shown as ↵ followed by a real line break, in a pre-wrap block
     assert "↵\n</span>" in out and "white-space:pre-wrap" in out
-    for heading in ("Top windows (shown to explainer)", "Top windows (held out)", "Quantile windows",
-                    "Random windows (held out)"):
+    for heading in (
+        "Top windows (shown to explainer)",
+        "Top windows (held out)",
+        "Quantile windows",
+        "Random windows (held out)",
+    ):
         assert heading in out
     assert "legal:doc-random-0" in out
     assert 'href="#u0-' in out and 'id="u0-' in out
@@ -102,19 +148,19 @@ def test_tokens_are_escaped():
 
 def test_failed_explanation_shown_as_failed():
     out = render_html(_entries())
-    section = out[out.index('id="u1-'):out.index('id="u2-')]
+    section = out[out.index('id="u1-') : out.index('id="u2-')]
     assert 'class="failed">failed: LLM returned &lt;garbage&gt;' in section
     assert 'class="expl"' not in section
     assert "failed: simulator timed out" in section
-    pending = out[out.index('id="u2-'):]
+    pending = out[out.index('id="u2-') :]
     assert 'class="pending">pending' in pending and 'class="expl"' not in pending
 
 
 def test_warning_badges():
     out = render_html(_entries())
-    good = out[out.index('id="u0-'):out.index('id="u1-')]
+    good = out[out.index('id="u0-') : out.index('id="u1-')]
     assert 'class="badge"' not in good  # 3 explain top windows, score 0.61, narrow CI
-    failed = out[out.index('id="u1-'):out.index('id="u2-')]
+    failed = out[out.index('id="u1-') : out.index('id="u2-')]
     assert "only 1 top window(s)" in failed
     low = _entry(_entries()[0].record, "x", scores=(ReportScore("simulation-logits", 0.1, -0.3, 0.4, {}, "ok"),))
     out = render_html([low])
@@ -125,9 +171,22 @@ def test_warning_badges():
 def test_scores_show_their_scorer_discrimination():
     out = render_html(_entries())
     assert "discrimination: AUROC 0.96, 97% of right/wrong pairs ranked correctly on 24 planted concepts" in out
-    weak = _entry(_entries()[0].record, "x", source="baseline",
-                  scores=(ReportScore("simulation-logits", 0.6, 0.5, 0.7, {}, "ok",
-                                discrimination={"auroc": 0.51, "pairs_correct": 0.44, "n_concepts": 8}),))
+    weak = _entry(
+        _entries()[0].record,
+        "x",
+        source="baseline",
+        scores=(
+            ReportScore(
+                "simulation-logits",
+                0.6,
+                0.5,
+                0.7,
+                {},
+                "ok",
+                discrimination={"auroc": 0.51, "pairs_correct": 0.44, "n_concepts": 8},
+            ),
+        ),
+    )
     out = render_html([weak])
     assert "barely tells right from wrong explanations (AUROC 0.51)" in out
     assert "explanation from the no-LLM baseline" in out and "(source: baseline)" in out
@@ -170,10 +229,23 @@ def test_write_html_creates_file(tmp_path):
 
 def _scored(per_domain, calibrations=(), windows=None):
     rec = _entries()[0].record if windows is None else _record(7, windows)
-    return _entry(rec, "Function names", model="m",
-                  scores=(ReportScore("simulation-embedding", 0.6, 0.5, 0.7, per_domain, "ok",
-                                discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24}),),
-                  calibrations=calibrations)
+    return _entry(
+        rec,
+        "Function names",
+        model="m",
+        scores=(
+            ReportScore(
+                "simulation-embedding",
+                0.6,
+                0.5,
+                0.7,
+                per_domain,
+                "ok",
+                discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24},
+            ),
+        ),
+        calibrations=calibrations,
+    )
 
 
 def test_domain_drop_says_the_explanation_may_not_transfer():
@@ -185,9 +257,13 @@ def test_domain_drop_says_the_explanation_may_not_transfer():
 
 
 def test_workflow_domain_is_shown_and_checked_for_a_drop():
-    cal = ReportCalibration("support-tickets", ReportScore("simulation-embedding", 0.05, -0.1, 0.2, {}, "ok",
-                                                           simulator_model="all-MiniLM-L6-v2"),
-                            corpus="tickets.txt", corpus_hash="ab" * 8, collection_id="c2")
+    cal = ReportCalibration(
+        "support-tickets",
+        ReportScore("simulation-embedding", 0.05, -0.1, 0.2, {}, "ok", simulator_model="all-MiniLM-L6-v2"),
+        corpus="tickets.txt",
+        corpus_hash="ab" * 8,
+        collection_id="c2",
+    )
     entry = _scored({"code": 0.7}, [cal])
     warnings = dict(report_warnings(entry))
     assert "workflow domain support-tickets" in warnings["domain_drop"]
@@ -199,16 +275,18 @@ def test_workflow_domain_is_shown_and_checked_for_a_drop():
     validate_report(data)
     [wd] = data["units"][0]["explanations"][0]["workflow_domains"]
     assert (wd["domain"], wd["value"], wd["corpus"]) == ("support-tickets", 0.05, "tickets.txt")
-    failed = ReportCalibration("tickets", ReportScore("simulation-embedding", None, None, None, {}, "failed",
-                                                      error="the unit never fires"))
+    failed = ReportCalibration(
+        "tickets", ReportScore("simulation-embedding", None, None, None, {}, "failed", error="the unit never fires")
+    )
     assert "calibration_failed" in dict(report_warnings(_scored({"code": 0.7}, [failed])))
     close = ReportCalibration("tickets", ReportScore("simulation-embedding", 0.55, 0.4, 0.7, {}, "ok"))
     assert "domain_drop" not in dict(report_warnings(_scored({"code": 0.7}, [close])))
 
 
 def test_too_few_activating_windows_and_baseline_are_flagged():
-    few = [_win(f"top-{i}", "top", "explain", ["a"], [1.0]) for i in range(3)] + \
-          [_win("random-0", "random", "heldout", ["b"], [2.0])]  # random windows do not count
+    few = [_win(f"top-{i}", "top", "explain", ["a"], [1.0]) for i in range(3)] + [
+        _win("random-0", "random", "heldout", ["b"], [2.0])
+    ]  # random windows do not count
     codes = dict(report_warnings(_scored({}, windows=few)))
     assert "only 3 activating window(s)" in codes["few_activating_windows"]
     assert "few_top_windows" not in codes
@@ -221,7 +299,7 @@ def test_histogram_is_an_inline_svg():
     stats = replace(entry.record.stats, histogram=(5, 0, 3, 1), histogram_edges=(1.0, 1.19, 1.41, 1.68, 2.0))
     entry = replace(entry, record=replace(entry.record, stats=stats))
     page = render_html([entry])
-    svg = page[page.index("<svg"):page.index("</svg>")]
+    svg = page[page.index("<svg") : page.index("</svg>")]
     assert svg.count("<rect") == 4 and 'height="0.0"' in svg  # one bar per bin
     assert "max activation of each activating sequence" in svg and "http" not in svg
     data = report_json([entry])

@@ -12,16 +12,28 @@ from test_report_pdf import pdf_pages
 from test_search_fixtures import collection_id, unit, write_units
 
 from explainer.api.app import ApiConfig, create_app
-from workers.cli import main
 from explainer.runtime import get_store
+from workers.cli import main
 
 MARKER = "sk-test-SECRET-marker-0123456789"
 READ = "reader-SECRET-marker-key"
 U0, U2 = unit(0).unit_id, unit(2).unit_id
-CONFIG = {"window": 8, "units": None, "provenance": {
-    "model": {"name": "tiny", "given": "/models/tiny", "revision": None,
-              "files": [{"name": "model.safetensors", "sha256": "f" * 64, "bytes": 123}]},
-    "hookpoint": "layers.1.mlp", "sae": None, "directions": None, "software_version": "0.1.0"}}
+CONFIG = {
+    "window": 8,
+    "units": None,
+    "provenance": {
+        "model": {
+            "name": "tiny",
+            "given": "/models/tiny",
+            "revision": None,
+            "files": [{"name": "model.safetensors", "sha256": "f" * 64, "bytes": 123}],
+        },
+        "hookpoint": "layers.1.mlp",
+        "sae": None,
+        "directions": None,
+        "software_version": "0.1.0",
+    },
+}
 
 
 @pytest.fixture
@@ -41,17 +53,37 @@ def reported(settings, monkeypatch):
 
     with store.engine.begin() as conn:
         conn.execute(update(collections).where(collections.c.id == cid).values(config=json.dumps(CONFIG)))
-    store.save_explanation(unit_id=U0, collection_id=cid, explainer_model="remote-llm", prompt_name="explain",
-                           prompt_version="2", prompt_hash="b" * 64, status="failed",
-                           error=f"HTTP 401: bad key {MARKER} at https://bob:{MARKER}@llm.example/v1",
-                           settings={"model": "remote-llm", "api_key": MARKER,
-                                     "base_url": f"https://bob:{MARKER}@llm.example/v1?key={MARKER}",
-                                     "candidates": [{"source": "llm-0", "error": f"401 {MARKER}", "raw": MARKER}]})
+    store.save_explanation(
+        unit_id=U0,
+        collection_id=cid,
+        explainer_model="remote-llm",
+        prompt_name="explain",
+        prompt_version="2",
+        prompt_hash="b" * 64,
+        status="failed",
+        error=f"HTTP 401: bad key {MARKER} at https://bob:{MARKER}@llm.example/v1",
+        settings={
+            "model": "remote-llm",
+            "api_key": MARKER,
+            "base_url": f"https://bob:{MARKER}@llm.example/v1?key={MARKER}",
+            "candidates": [{"source": "llm-0", "error": f"401 {MARKER}", "raw": MARKER}],
+        },
+    )
     store.start_collection("cal1", "tiny", "layers.1.mlp", "tickets.txt", "c" * 16, {"window": 8})
     store.finish_collection("cal1", [], 500)
-    store.save_calibration(explanation_id=eids[U0], scorer="simulation-embedding", collection_id="cal1",
-                           domain="support-tickets", simulator_model="all-MiniLM-L6-v2", status="ok", value=0.05,
-                           ci_low=-0.1, ci_high=0.2, per_domain={"tickets": 0.05}, n_tokens=64)
+    store.save_calibration(
+        explanation_id=eids[U0],
+        scorer="simulation-embedding",
+        collection_id="cal1",
+        domain="support-tickets",
+        simulator_model="all-MiniLM-L6-v2",
+        status="ok",
+        value=0.05,
+        ci_low=-0.1,
+        ci_high=0.2,
+        per_domain={"tickets": 0.05},
+        n_tokens=64,
+    )
     return settings
 
 
@@ -102,11 +134,23 @@ def test_report_by_query_with_filters_and_an_empty_one(reported, tmp_path, capsy
     assert report["selection"]["kind"] == "query" and report["selection"]["filters"] == {"layer": 1}
     assert report["units"][0]["unit_id"] == U0
     assert all("/layers.1.mlp/" in u["unit_id"] for u in report["units"])
-    code, out, err = _run(capsys, "report", "--query", "citations", "--model", "nomodel", "--format", "md",
-                          "-o", str(tmp_path / "empty.md"), "--json")
+    code, out, err = _run(
+        capsys,
+        "report",
+        "--query",
+        "citations",
+        "--model",
+        "nomodel",
+        "--format",
+        "md",
+        "-o",
+        str(tmp_path / "empty.md"),
+        "--json",
+    )
     assert code == 0 and json.loads(out)["units"] == 0
-    assert "No units: the query 'citations' matched no explanation with these filters: model=nomodel" in \
-        (tmp_path / "empty.md").read_text().replace("\\", "")
+    assert "No units: the query 'citations' matched no explanation with these filters: model=nomodel" in (
+        tmp_path / "empty.md"
+    ).read_text().replace("\\", "")
     code, _, err = _run(capsys, "report", "--layer", "1", "-o", str(tmp_path / "x.html"))
     assert code == 2 and "filter a --query" in err
 
@@ -143,14 +187,18 @@ def test_http_reports_in_every_format(reported):
         report = client.get("/api/v1/reports", params={"unit_id": U0, "format": "json"}, headers=h).json()
         validate_report(report)
         assert report["generator"]["via"] == "explainer HTTP API"
-        pages, texts = pdf_pages(client.get("/api/v1/reports", params={"unit_id": U0, "format": "pdf"}, headers=h).content)
+        pages, texts = pdf_pages(
+            client.get("/api/v1/reports", params={"unit_id": U0, "format": "pdf"}, headers=h).content
+        )
         assert U0 in "\n".join(texts)
-        empty = client.get("/api/v1/reports/search", params={"q": "citations", "model": "nomodel", "format": "json"},
-                           headers=h).json()
+        empty = client.get(
+            "/api/v1/reports/search", params={"q": "citations", "model": "nomodel", "format": "json"}, headers=h
+        ).json()
         validate_report(empty)
         assert empty["units"] == [] and "matched no explanation" in empty["note"]
-        hits = client.get("/api/v1/reports/search", params={"q": "fake journal references", "format": "json"},
-                          headers=h).json()
+        hits = client.get(
+            "/api/v1/reports/search", params={"q": "fake journal references", "format": "json"}, headers=h
+        ).json()
         assert hits["units"][0]["unit_id"] == U0
         run = client.get(f"/api/v1/reports/runs/{collection_id(unit(0))}", params={"format": "md"}, headers=h)
         assert run.status_code == 200 and U0 in run.text
@@ -168,9 +216,18 @@ def test_report_of_a_labeling_run_uses_the_runs_explanations(reported, tmp_path,
     cid = collection_id(unit(0))
     primary = {e.unit_id: e.id for e in store.explanations_for([U0], cid) if e.status == "failed"}
     with store.engine.begin() as conn:
-        conn.execute(runs.insert().values(id="run-1", collection_id=cid, options="{}", explainer_model="remote-llm",
-                                          simulator='["simulation-embedding"]', n_units=1, status="done",
-                                          created_at=now()))
+        conn.execute(
+            runs.insert().values(
+                id="run-1",
+                collection_id=cid,
+                options="{}",
+                explainer_model="remote-llm",
+                simulator='["simulation-embedding"]',
+                n_units=1,
+                status="done",
+                created_at=now(),
+            )
+        )
         conn.execute(run_units.insert().values(run_id="run-1", unit_id=U0, explanation_id=primary[U0]))
     path = tmp_path / "run.json"
     code, _, err = _run(capsys, "report", "--run", "run-1", "-o", str(path))

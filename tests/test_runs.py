@@ -11,13 +11,13 @@ from conftest import free_port
 
 from bench.fake_openai import FakeOpenAI, ServerThread
 from bench.synthetic import store_synthetic_collection
-from explainer.pipeline import stages as pipeline
-from workers.cli import main
 from explainer.llm.chat import LLMConfig
+from explainer.pipeline import stages as pipeline
 from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
 from store import runs
 from workers.batch import label_units, open_run, run_key
+from workers.cli import main
 
 
 @pytest.fixture
@@ -32,8 +32,11 @@ def units(settings):
 
 
 def _opts(server, **kw):
-    return LabelOptions(explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5),
-                        baseline_candidate=False, **kw)
+    return LabelOptions(
+        explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5),
+        baseline_candidate=False,
+        **kw,
+    )
 
 
 def _explain_calls(server):
@@ -47,8 +50,11 @@ def test_run_units_point_at_the_explanation_keys(settings, units, server):
     assert run_id != run_key("synthetic", _opts(server, best_of=2))
     store = get_store(settings)
     with store.engine.connect() as conn:
-        rows = dict(conn.execute(runs.run_units.select().with_only_columns(
-            runs.run_units.c.unit_id, runs.run_units.c.explanation_id)).all())
+        rows = dict(
+            conn.execute(
+                runs.run_units.select().with_only_columns(runs.run_units.c.unit_id, runs.run_units.c.explanation_id)
+            ).all()
+        )
     assert rows == {u: pipeline.explanation_key("synthetic", u, opts)[0] for u in units[:3]}
     assert dict(runs.unit_states(store, run_id)) == {u: "pending" for u in units[:3]}
     # adding units again keeps one row per unit
@@ -141,8 +147,14 @@ def test_units_argument():
 
 def test_a_duplicate_delivery_never_replaces_an_ok_explanation(settings, units):
     store = get_store(settings)
-    key = dict(unit_id=units[0], collection_id="synthetic", explainer_model="m", prompt_name="explain",
-               prompt_version="1", prompt_hash="h" * 64)
+    key = dict(
+        unit_id=units[0],
+        collection_id="synthetic",
+        explainer_model="m",
+        prompt_name="explain",
+        prompt_version="1",
+        prompt_hash="h" * 64,
+    )
     eid = store.save_explanation(status="ok", text="first answer", keep_ok=True, **key)
     store.mark_indexed(eid)
     store.save_explanation(status="ok", text="second answer", keep_ok=True, **key)
@@ -157,8 +169,10 @@ def test_workers_load_no_model_at_import():
     import subprocess
     import sys
 
-    code = ("import sys, workers, workers.batch, explainer.collect.models as m; "
-            "print(sorted(k for k in ('torch', 'transformers', 'chromadb', 'sentence_transformers') if k in sys.modules), len(m._cache))")
+    code = (
+        "import sys, workers, workers.batch, explainer.collect.models as m; "
+        "print(sorted(k for k in ('torch', 'transformers', 'chromadb', 'sentence_transformers') if k in sys.modules), len(m._cache))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "0"]
@@ -193,9 +207,17 @@ def test_no_more_chains_in_flight_than_the_window(settings, units, server, monke
 def test_label_prints_the_run_summary(capsys):
     from explainer.cli.main import _print_human
 
-    _print_human("label", {"run_id": "abcdef1234567890", "run": {"done": 5, "failed": 1, "pending": 0, "units": 6,
-                                                               "tokens": 900},
-                           "submitted": 2, "already_finished": 4, "seconds": 1.5, "task_errors": {}})
+    _print_human(
+        "label",
+        {
+            "run_id": "abcdef1234567890",
+            "run": {"done": 5, "failed": 1, "pending": 0, "units": 6, "tokens": 900},
+            "submitted": 2,
+            "already_finished": 4,
+            "seconds": 1.5,
+            "task_errors": {},
+        },
+    )
     out = capsys.readouterr().out
     assert out.startswith("run abcdef123456: 5 done, 1 failed, 0 pending of 6 units (4 finished before, 2 sent now")
 

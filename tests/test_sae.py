@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
 
 from explainer.collect.collector import CollectConfig, collect, make_sequences
-from explainer.errors import SAEError
 from explainer.collect.hooks import capture, resolve_hookpoint
 from explainer.collect.sae import load_sae
-from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
+from explainer.errors import SAEError
 
 sae_lens = pytest.importorskip("sae_lens")
 sparsify = pytest.importorskip("sparsify")
@@ -24,15 +24,33 @@ CFG = CollectConfig(window=8, context=16, top_k=4, n_random=2, max_tokens=300, b
 
 
 def _saelens_classes():
-    from sae_lens import (GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig, JumpReLUTranscoder,
-                          JumpReLUTranscoderConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig, Transcoder,
-                          TranscoderConfig)
+    from sae_lens import (
+        GatedSAE,
+        GatedSAEConfig,
+        JumpReLUSAE,
+        JumpReLUSAEConfig,
+        JumpReLUTranscoder,
+        JumpReLUTranscoderConfig,
+        StandardSAE,
+        StandardSAEConfig,
+        TopKSAE,
+        TopKSAEConfig,
+        Transcoder,
+        TranscoderConfig,
+    )
 
-    return {"standard": (StandardSAE, StandardSAEConfig, {}), "topk": (TopKSAE, TopKSAEConfig, {"k": K}),
-            "jumprelu": (JumpReLUSAE, JumpReLUSAEConfig, {}), "gated": (GatedSAE, GatedSAEConfig, {}),
-            "transcoder": (Transcoder, TranscoderConfig, {"d_out": D_IN, "apply_b_dec_to_input": False}),
-            "jumprelu_transcoder": (JumpReLUTranscoder, JumpReLUTranscoderConfig,
-                                    {"d_out": D_IN, "apply_b_dec_to_input": False})}
+    return {
+        "standard": (StandardSAE, StandardSAEConfig, {}),
+        "topk": (TopKSAE, TopKSAEConfig, {"k": K}),
+        "jumprelu": (JumpReLUSAE, JumpReLUSAEConfig, {}),
+        "gated": (GatedSAE, GatedSAEConfig, {}),
+        "transcoder": (Transcoder, TranscoderConfig, {"d_out": D_IN, "apply_b_dec_to_input": False}),
+        "jumprelu_transcoder": (
+            JumpReLUTranscoder,
+            JumpReLUTranscoderConfig,
+            {"d_out": D_IN, "apply_b_dec_to_input": False},
+        ),
+    }
 
 
 def make_saelens(path, arch="standard", hook="blocks.1.hook_resid_post", d_in=D_IN, **extra):
@@ -69,7 +87,9 @@ def sparsify_dense(coder, x):
 def acts(tiny_model):
     """Real activations of the tiny model: residual after block 1 and MLP input of block 1, [tokens, 64]."""
     tok = tiny_model.tokenizer
-    ids = torch.tensor([[tok.bos_token_id, *tok(DOCS[0].text + DOCS[1].text, add_special_tokens=False)["input_ids"][:120]]])
+    ids = torch.tensor(
+        [[tok.bos_token_id, *tok(DOCS[0].text + DOCS[1].text, add_special_tokens=False)["input_ids"][:120]]]
+    )
     mask = torch.ones_like(ids)
     m = tiny_model.model
     return {name: capture(m, resolve_hookpoint(m, name), ids, mask)[0] for name in ("layers.1", "layers.1.mlp_in")}
@@ -79,7 +99,13 @@ def acts(tiny_model):
 def test_saelens_encodings_equal_the_librarys(tmp_path, acts, arch):
     theirs = make_saelens(tmp_path, arch)
     ours = load_sae(tmp_path)
-    assert (ours.source, ours.architecture, ours.hookpoint, ours.d_in, ours.d_sae) == ("saelens", arch, "layers.1", D_IN, D_SAE)
+    assert (ours.source, ours.architecture, ours.hookpoint, ours.d_in, ours.d_sae) == (
+        "saelens",
+        arch,
+        "layers.1",
+        D_IN,
+        D_SAE,
+    )
     x = acts["layers.1"]
     with torch.no_grad():
         want, reloaded = theirs.encode(x), SAE.load_from_disk(tmp_path).encode(x)
@@ -108,21 +134,39 @@ def test_saelens_layer_norm_and_no_b_dec_options(tmp_path, acts):
         torch.testing.assert_close(load_sae(tmp_path).encode(x), theirs.encode(x), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("flat", [
-    {"activation_fn_str": "relu"},
-    {"activation_fn_str": "topk", "activation_fn_kwargs": {"k": K}},
-    {"architecture": "jumprelu", "activation_fn_str": "relu"},
-])
+@pytest.mark.parametrize(
+    "flat",
+    [
+        {"activation_fn_str": "relu"},
+        {"activation_fn_str": "topk", "activation_fn_kwargs": {"k": K}},
+        {"architecture": "jumprelu", "activation_fn_str": "relu"},
+    ],
+)
 def test_saelens_pre_6_flat_configs(tmp_path, acts, flat):
     """Files as SAELens < 6 wrote them: flat keys (hook_point, activation_fn_str), older jumprelu with log_threshold."""
-    weights = {"W_enc": torch.randn(D_IN, D_SAE) * 0.3, "b_enc": torch.randn(D_SAE) * 0.1,
-               "W_dec": torch.randn(D_SAE, D_IN), "b_dec": torch.randn(D_IN) * 0.3}
+    weights = {
+        "W_enc": torch.randn(D_IN, D_SAE) * 0.3,
+        "b_enc": torch.randn(D_SAE) * 0.1,
+        "W_dec": torch.randn(D_SAE, D_IN),
+        "b_dec": torch.randn(D_IN) * 0.3,
+    }
     if flat.get("architecture") == "jumprelu":
         weights["log_threshold"] = torch.log(torch.rand(D_SAE) * 0.3 + 0.01)
     save_file(weights, tmp_path / "sae_weights.safetensors")
-    cfg = {"d_in": D_IN, "d_sae": D_SAE, "hook_point": "blocks.1.hook_resid_post", "hook_point_layer": 1,
-           "hook_point_head_index": None, "model_name": "tiny", "dtype": "float32", "device": "cpu",
-           "apply_b_dec_to_input": True, "normalize_activations": False, "context_size": 128, **flat}
+    cfg = {
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "hook_point": "blocks.1.hook_resid_post",
+        "hook_point_layer": 1,
+        "hook_point_head_index": None,
+        "model_name": "tiny",
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": False,
+        "context_size": 128,
+        **flat,
+    }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     ref = tmp_path
     if "log_threshold" in weights:  # SAELens 6 loads only `threshold` for inference: give it the same file with that
@@ -192,7 +236,9 @@ def test_collect_sae_features_matches_brute_force_with_the_librarys_encoder(tiny
     for r in records[:40]:
         if r.live:
             tops = [w.max_activation for w in r.windows if w.kind == "top"]
-            assert tops == pytest.approx(seq_max[:, r.index].sort(descending=True).values[: len(tops)].tolist(), abs=1e-4)
+            assert tops == pytest.approx(
+                seq_max[:, r.index].sort(descending=True).values[: len(tops)].tolist(), abs=1e-4
+            )
 
 
 class _DenseOnly:
@@ -223,7 +269,9 @@ def test_sparse_top_k_path_gives_the_same_records_as_the_dense_path(tiny_model, 
     assert sum(bool(r.windows) for r in sparse) > 10
     for a, b in zip(sparse, dense, strict=True):
         assert a.unit_id == b.unit_id and a.live == b.live
-        assert [(w.window_id, w.doc_id, w.tokens) for w in a.windows] == [(w.window_id, w.doc_id, w.tokens) for w in b.windows]
+        assert [(w.window_id, w.doc_id, w.tokens) for w in a.windows] == [
+            (w.window_id, w.doc_id, w.tokens) for w in b.windows
+        ]
         for wa, wb in zip(a.windows, b.windows):
             assert wa.activations == pytest.approx(wb.activations, abs=1e-5)
         for f in ("max", "mean", "std", "density", "n_tokens"):
@@ -232,6 +280,7 @@ def test_sparse_top_k_path_gives_the_same_records_as_the_dense_path(tiny_model, 
 
 
 # -- bad input ------------------------------------------------------------------------------
+
 
 def _edit_cfg(path, **changes):
     cfg = json.loads((path / "cfg.json").read_text())
@@ -266,18 +315,30 @@ def test_d_in_mismatch_is_rejected_before_anything_is_written(tiny_model, tiny_m
     assert not (settings.data_dir / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda p: _edit_weights(p, lambda w: w["W_enc"].__setitem__((0, 0), float("nan"))), "'W_enc' contains NaN or Inf"),
-    (lambda p: _edit_weights(p, lambda w: w["b_enc"].__setitem__(3, float("inf"))), "'b_enc' contains NaN or Inf"),
-    (lambda p: _edit_weights(p, lambda w: w.pop("b_enc")), r"missing weight\(s\) b_enc; the file has W_dec, W_enc, b_dec"),
-    (lambda p: _edit_cfg(p, architecture="matching_pursuit"), "unsupported SAELens architecture 'matching_pursuit'"),
-    (lambda p: _edit_cfg(p, hook_name="blocks.1.hook_resid_mid"), "unsupported TransformerLens/SAELens hook name"),
-    (lambda p: _edit_cfg(p, hook_name="blocks.1.attn.hook_z", reshape_activations="hook_z"), "hook_z"),
-    (lambda p: _edit_cfg(p, normalize_activations="expected_average_only_in"), "normalize_activations"),
-    (lambda p: _edit_cfg(p, d_in=32), r"W_enc has shape \[64, 256\], expected \[32, 256\]"),
-    (lambda p: (p / "cfg.json").write_text("{not json"), "cannot read the SAE config"),
-    (lambda p: (p / "sae_weights.safetensors").write_bytes(b"garbage"), "cannot read the weights"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (
+            lambda p: _edit_weights(p, lambda w: w["W_enc"].__setitem__((0, 0), float("nan"))),
+            "'W_enc' contains NaN or Inf",
+        ),
+        (lambda p: _edit_weights(p, lambda w: w["b_enc"].__setitem__(3, float("inf"))), "'b_enc' contains NaN or Inf"),
+        (
+            lambda p: _edit_weights(p, lambda w: w.pop("b_enc")),
+            r"missing weight\(s\) b_enc; the file has W_dec, W_enc, b_dec",
+        ),
+        (
+            lambda p: _edit_cfg(p, architecture="matching_pursuit"),
+            "unsupported SAELens architecture 'matching_pursuit'",
+        ),
+        (lambda p: _edit_cfg(p, hook_name="blocks.1.hook_resid_mid"), "unsupported TransformerLens/SAELens hook name"),
+        (lambda p: _edit_cfg(p, hook_name="blocks.1.attn.hook_z", reshape_activations="hook_z"), "hook_z"),
+        (lambda p: _edit_cfg(p, normalize_activations="expected_average_only_in"), "normalize_activations"),
+        (lambda p: _edit_cfg(p, d_in=32), r"W_enc has shape \[64, 256\], expected \[32, 256\]"),
+        (lambda p: (p / "cfg.json").write_text("{not json"), "cannot read the SAE config"),
+        (lambda p: (p / "sae_weights.safetensors").write_bytes(b"garbage"), "cannot read the weights"),
+    ],
+)
 def test_bad_saelens_files_raise_clear_errors(tmp_path, break_it, message):
     make_saelens(tmp_path, "standard")
     break_it(tmp_path)
@@ -285,12 +346,20 @@ def test_bad_saelens_files_raise_clear_errors(tmp_path, break_it, message):
         load_sae(tmp_path)
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda p: _edit_weights(p, lambda w: w["encoder.weight"].__setitem__((1, 1), float("nan")), "sae.safetensors"), "NaN or Inf"),
-    (lambda p: _edit_weights(p, lambda w: w.pop("b_dec"), "sae.safetensors"), r"missing weight\(s\) b_dec"),
-    (lambda p: _edit_cfg(p, activation="jumprelu"), "unsupported sparsify activation 'jumprelu'"),
-    (lambda p: _edit_cfg(p, k=1000), "k=1000 does not fit 256 latents"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (
+            lambda p: _edit_weights(
+                p, lambda w: w["encoder.weight"].__setitem__((1, 1), float("nan")), "sae.safetensors"
+            ),
+            "NaN or Inf",
+        ),
+        (lambda p: _edit_weights(p, lambda w: w.pop("b_dec"), "sae.safetensors"), r"missing weight\(s\) b_dec"),
+        (lambda p: _edit_cfg(p, activation="jumprelu"), "unsupported sparsify activation 'jumprelu'"),
+        (lambda p: _edit_cfg(p, k=1000), "k=1000 does not fit 256 latents"),
+    ],
+)
 def test_bad_sparsify_files_raise_clear_errors(tmp_path, break_it, message):
     make_sparsify(tmp_path / "layers.1")
     break_it(tmp_path / "layers.1")
@@ -318,11 +387,29 @@ def test_cli_collects_sae_features_and_reports_bad_files(tiny_model_dir, tmp_pat
     make_saelens(tmp_path / "sae", "topk")
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n\n".join(d.text for d in DOCS))
-    argv = ["collect", "--model", str(tiny_model_dir), "--sae", str(tmp_path / "sae"), "--corpus", str(corpus),
-            "--max-tokens", "300", "--window", "8", "--context", "16", "--quantiles", "4", "--json"]
+    argv = [
+        "collect",
+        "--model",
+        str(tiny_model_dir),
+        "--sae",
+        str(tmp_path / "sae"),
+        "--corpus",
+        str(corpus),
+        "--max-tokens",
+        "300",
+        "--window",
+        "8",
+        "--context",
+        "16",
+        "--quantiles",
+        "4",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n_units"] == D_SAE and out["hookpoint"].startswith("layers.1.sae-sae-") and 0 < out["live_units"] <= D_SAE
+    assert (
+        out["n_units"] == D_SAE and out["hookpoint"].startswith("layers.1.sae-sae-") and 0 < out["live_units"] <= D_SAE
+    )
     _edit_weights(tmp_path / "sae", lambda w: w["W_enc"].__setitem__((0, 0), float("inf")))
     assert main(argv) == 2
     err = capsys.readouterr().err

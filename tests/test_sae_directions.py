@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_collect import DOCS
 
 from explainer.collect.collector import CollectConfig, collect
 from explainer.collect.directions import load_directions
-from explainer.errors import SAEError
 from explainer.collect.hooks import resolve_hookpoint
-from test_collect import DOCS
+from explainer.errors import SAEError
 
 NAMES = ["joy", "fear", "hallucination"]
 CFG = CollectConfig(window=8, context=16, top_k=4, n_random=2, max_tokens=300, batch_size=4, n_quantiles=4)
@@ -19,8 +19,11 @@ CFG = CollectConfig(window=8, context=16, top_k=4, n_random=2, max_tokens=300, b
 
 def test_safetensors_directions_with_names_and_hookpoint(tmp_path):
     m = torch.randn(3, 64) * 5
-    save_file({"directions": m}, tmp_path / "emotions.safetensors",
-              metadata={"names": json.dumps(NAMES), "hookpoint": "blocks.1.hook_resid_post"})
+    save_file(
+        {"directions": m},
+        tmp_path / "emotions.safetensors",
+        metadata={"names": json.dumps(NAMES), "hookpoint": "blocks.1.hook_resid_post"},
+    )
     d = load_directions(tmp_path / "emotions.safetensors")
     assert (d.name, d.names, d.hookpoint, d.width, d.d_in) == ("emotions", NAMES, "layers.1", 3, 64)
     torch.testing.assert_close(d.vectors.norm(dim=1), torch.ones(3))
@@ -38,14 +41,25 @@ def test_npy_directions_with_sidecar_names_and_default_names(tmp_path):
     assert load_directions(tmp_path / "one.npy").width == 1
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: np.save(p / "d.npy", np.zeros((2, 64), dtype=np.float32)), r"direction\(s\) \[0, 1\] have zero length"),
-    (lambda p: np.save(p / "d.npy", np.full((2, 64), np.nan, dtype=np.float32)), "NaN or Inf"),
-    (lambda p: np.save(p / "d.npy", np.ones((2, 3, 4), dtype=np.float32)), r"matrix \[n, d\]"),
-    (lambda p: (p / "d.npy").write_bytes(b"nonsense"), "cannot read directions"),
-    (lambda p: (np.save(p / "d.npy", np.ones((2, 64), dtype=np.float32)),
-                (p / "d.npy.names.json").write_text('["only one"]')), "JSON list of 2 strings"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda p: np.save(p / "d.npy", np.zeros((2, 64), dtype=np.float32)),
+            r"direction\(s\) \[0, 1\] have zero length",
+        ),
+        (lambda p: np.save(p / "d.npy", np.full((2, 64), np.nan, dtype=np.float32)), "NaN or Inf"),
+        (lambda p: np.save(p / "d.npy", np.ones((2, 3, 4), dtype=np.float32)), r"matrix \[n, d\]"),
+        (lambda p: (p / "d.npy").write_bytes(b"nonsense"), "cannot read directions"),
+        (
+            lambda p: (
+                np.save(p / "d.npy", np.ones((2, 64), dtype=np.float32)),
+                (p / "d.npy.names.json").write_text('["only one"]'),
+            ),
+            "JSON list of 2 strings",
+        ),
+    ],
+)
 def test_bad_directions_files(tmp_path, make, message):
     make(tmp_path)
     with pytest.raises(SAEError, match=message):

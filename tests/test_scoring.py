@@ -6,8 +6,8 @@ import pytest
 
 from explainer.score.correlation import SimulationScore, pearson, score_simulation
 
-
 # -- pearson ------------------------------------------------------------------------------
+
 
 def test_pearson_perfect_positive_and_negative():
     assert pearson([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0, abs=1e-12)
@@ -17,16 +17,19 @@ def test_pearson_perfect_positive_and_negative():
     assert pearson([1, 2, 3], [-5, -7, -9]) == pytest.approx(-1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("x, y, expected", [
-    # dx = [-1.5,-.5,.5,1.5], dy = [-.5,-1.5,1.5,.5]: sxy = 3, sxx = syy = 5 -> 0.6
-    ([1, 2, 3, 4], [2, 1, 4, 3], 0.6),
-    # dx = [-1,0,1], dy = [-1,1,0]: sxy = 1, sxx = syy = 2 -> 0.5
-    ([1, 2, 3], [1, 3, 2], 0.5),
-    # dx = [-1,0,1], dy = [-1/3,-1/3,2/3]: sxy = 1, sxx = 2, syy = 2/3 -> sqrt(3)/2
-    ([0, 1, 2], [0, 0, 1], math.sqrt(3) / 2),
-    # uncorrelated: dx = [-1,0,1], dy = [1/3,-2/3,1/3] -> sxy = 0
-    ([0, 1, 2], [1, 0, 1], 0.0),
-])
+@pytest.mark.parametrize(
+    "x, y, expected",
+    [
+        # dx = [-1.5,-.5,.5,1.5], dy = [-.5,-1.5,1.5,.5]: sxy = 3, sxx = syy = 5 -> 0.6
+        ([1, 2, 3, 4], [2, 1, 4, 3], 0.6),
+        # dx = [-1,0,1], dy = [-1,1,0]: sxy = 1, sxx = syy = 2 -> 0.5
+        ([1, 2, 3], [1, 3, 2], 0.5),
+        # dx = [-1,0,1], dy = [-1/3,-1/3,2/3]: sxy = 1, sxx = 2, syy = 2/3 -> sqrt(3)/2
+        ([0, 1, 2], [0, 0, 1], math.sqrt(3) / 2),
+        # uncorrelated: dx = [-1,0,1], dy = [1/3,-2/3,1/3] -> sxy = 0
+        ([0, 1, 2], [1, 0, 1], 0.0),
+    ],
+)
 def test_pearson_known_values(x, y, expected):
     assert pearson(x, y) == pytest.approx(expected, abs=1e-9)
     assert pearson(y, x) == pytest.approx(expected, abs=1e-9)  # symmetric
@@ -121,14 +124,17 @@ def test_constant_prediction_scores_zero():
     assert s.per_domain == {"code": 0.0}
 
 
-@pytest.mark.parametrize("true, pred, domains, message", [
-    ([], [], [], "one prediction"),
-    ([[1, 2]], [], ["code"], "one prediction"),
-    ([[1, 2]], [[1, 2]], [], "one prediction"),
-    ([[1, 2], [3, 4]], [[1, 2]], ["a", "b"], "one prediction"),
-    ([[1, 2, 3]], [[1, 2]], ["code"], "window length mismatch: 3 true vs 2 predicted"),
-    ([[1, 2], [1]], [[1, 2], [1, 2]], ["a", "b"], "window length mismatch: 1 true vs 2 predicted"),
-])
+@pytest.mark.parametrize(
+    "true, pred, domains, message",
+    [
+        ([], [], [], "one prediction"),
+        ([[1, 2]], [], ["code"], "one prediction"),
+        ([[1, 2]], [[1, 2]], [], "one prediction"),
+        ([[1, 2], [3, 4]], [[1, 2]], ["a", "b"], "one prediction"),
+        ([[1, 2, 3]], [[1, 2]], ["code"], "window length mismatch: 3 true vs 2 predicted"),
+        ([[1, 2], [1]], [[1, 2], [1, 2]], ["a", "b"], "window length mismatch: 1 true vs 2 predicted"),
+    ],
+)
 def test_score_simulation_rejects_mismatched_inputs(true, pred, domains, message):
     with pytest.raises(ValueError, match=message):
         score_simulation(true, pred, domains, n_boot=5)

@@ -16,8 +16,9 @@ from store.records import Window
 WINDOW = Window("w0", "top", "heldout", "d:w0", "d", ("a",), (1.0,))
 
 
-@pytest.mark.parametrize("name", ["simulation-logits", "simulation-embedding", "detection", "embedding",
-                                  "simulation-endpoint"])
+@pytest.mark.parametrize(
+    "name", ["simulation-logits", "simulation-embedding", "detection", "embedding", "simulation-endpoint"]
+)
 def test_every_registered_scorer_satisfies_the_protocol(name, settings):
     from dataclasses import replace
 
@@ -62,9 +63,17 @@ def test_a_400_on_logprobs_makes_detection_ask_plainly():
         seen.append("logprobs" in body)
         if body.get("logprobs"):
             return httpx.Response(400, json={"error": {"message": "logprobs not supported"}})
-        return httpx.Response(200, json={"id": "1", "object": "chat.completion", "created": 0, "model": "m",
-                                         "choices": [{"index": 0, "finish_reason": "stop",
-                                                      "message": {"role": "assistant", "content": "yes"}}]})
+        return httpx.Response(
+            200,
+            json={
+                "id": "1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "yes"}}],
+            },
+        )
+
     det = _detector(handler)
     assert det._ask("x", WINDOW) == (1.0, False)
     assert seen == [True, False]

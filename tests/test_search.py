@@ -8,11 +8,11 @@ import json
 import pytest
 from test_search_fixtures import UNITS, searchable, unit, write_units  # noqa: F401
 
-from workers.cli import main
 from explainer.errors import InputError
 from explainer.runtime import get_index, get_store
 from explainer.search.hybrid import DEPTH, SearchFilters, load_scan, rrf_fuse, search, search_page
 from store.keyword import SEARCH_SCORER, UNSCORED, query_terms
+from workers.cli import main
 
 
 def ids(hits):
@@ -59,14 +59,17 @@ def test_both_rankings_agreeing_beat_either_alone(engines):
     assert hits[0]["semantic_rank"] is not None and hits[0]["keyword_rank"] is not None
 
 
-@pytest.mark.parametrize("filters, allowed", [
-    (SearchFilters(layer=2), {3, 4, 5, 6, 7}),
-    (SearchFilters(source="resid"), {6, 7}),
-    (SearchFilters(model="other"), {8}),
-    (SearchFilters(min_score=0.45), {0, 1, 2, 8}),
-    (SearchFilters(domain="legal"), {2, 4}),
-    (SearchFilters(layer=1, min_score=0.5, domain="code"), {1, 8}),
-])
+@pytest.mark.parametrize(
+    "filters, allowed",
+    [
+        (SearchFilters(layer=2), {3, 4, 5, 6, 7}),
+        (SearchFilters(source="resid"), {6, 7}),
+        (SearchFilters(model="other"), {8}),
+        (SearchFilters(min_score=0.45), {0, 1, 2, 8}),
+        (SearchFilters(domain="legal"), {2, 4}),
+        (SearchFilters(layer=1, min_score=0.5, domain="code"), {1, 8}),
+    ],
+)
 def test_filters_restrict_every_hit(engines, filters, allowed):
     for query in ("fabricated citations", "Python", "weather"):
         hits = search(engines, query, filters, limit=20)
@@ -97,8 +100,12 @@ def test_hit_shows_unit_explanation_score_interval_and_highlighted_example(engin
     h = search(engines, "fake references to journal papers", limit=1)[0]
     assert h["unit_id"] == unit(0).unit_id and h["rank"] == 1
     assert h["explanation"] == unit(0).explanation
-    assert h["score"] == {"scorer": SEARCH_SCORER, "value": 0.62, "ci95": [pytest.approx(0.52), pytest.approx(0.72)],
-                          "per_domain": {"docs": pytest.approx(0.67)}}
+    assert h["score"] == {
+        "scorer": SEARCH_SCORER,
+        "value": 0.62,
+        "ci95": [pytest.approx(0.52), pytest.approx(0.72)],
+        "per_domain": {"docs": pytest.approx(0.67)},
+    }
     assert h["top_example"] == "as shown by Smith «et» «al.» ( 2019 ) in Nature"
     levels = {t["text"].strip(): t["level"] for t in h["top_example_tokens"]}
     assert levels["et"] == 10 and levels["Smith"] == 0
@@ -117,18 +124,21 @@ def test_pages_do_not_overlap_and_end(engines):
     assert ids(everything["hits"])[:8] == ids(first["hits"]) + ids(second["hits"])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(query="   "), "empty"),
-    (dict(query="x" * 501), "longer than 500"),
-    (dict(query="x", limit=0), "limit must be between 1 and 50"),
-    (dict(query="x", limit=51), "limit must be between 1 and 50"),
-    (dict(query="x", limit=50, offset=DEPTH), "offset \\+ limit"),
-    (dict(query="x", filters=SearchFilters(source="attn")), "source must be one of"),
-    (dict(query="x", filters=SearchFilters(min_score=1.5)), "min-score must be between"),
-    (dict(query="x", filters=SearchFilters(domain="le gal")), "invalid domain"),
-    (dict(query="x", filters=SearchFilters(model="a" * 300)), "invalid model"),
-    (dict(query="x", filters=SearchFilters(layer=-3)), "layer must be between"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(query="   "), "empty"),
+        (dict(query="x" * 501), "longer than 500"),
+        (dict(query="x", limit=0), "limit must be between 1 and 50"),
+        (dict(query="x", limit=51), "limit must be between 1 and 50"),
+        (dict(query="x", limit=50, offset=DEPTH), "offset \\+ limit"),
+        (dict(query="x", filters=SearchFilters(source="attn")), "source must be one of"),
+        (dict(query="x", filters=SearchFilters(min_score=1.5)), "min-score must be between"),
+        (dict(query="x", filters=SearchFilters(domain="le gal")), "invalid domain"),
+        (dict(query="x", filters=SearchFilters(model="a" * 300)), "invalid model"),
+        (dict(query="x", filters=SearchFilters(layer=-3)), "layer must be between"),
+    ],
+)
 def test_bad_queries_and_filters_are_input_errors(settings, kwargs, message):
     with pytest.raises(InputError, match=message):
         search_page(settings, **kwargs)
@@ -136,7 +146,12 @@ def test_bad_queries_and_filters_are_input_errors(settings, kwargs, message):
 
 def test_query_terms_drop_stopwords_and_syntax():
     assert query_terms('fires on "fabricated" citations AND NOT (xy* OR y) 7') == [
-        "fabricated", "citations", "not", "xy", "7"]
+        "fabricated",
+        "citations",
+        "not",
+        "xy",
+        "7",
+    ]
     assert query_terms("the of and") == []
     assert len(query_terms(" ".join(f"w{i}" for i in range(40)))) == 16
 
@@ -154,8 +169,10 @@ def test_keyword_index_follows_saves(settings):
     assert keyword.all_rows(store)[eid]["score"] == UNSCORED
     assert store.keyword_search("citations", limit=5, min_score=-1.0) == []
     e = store.get_explanation(eid)
-    common = {k: getattr(e, k) for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version",
-                                "prompt_hash")}
+    common = {
+        k: getattr(e, k)
+        for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version", "prompt_hash")
+    }
     store.save_explanation(status="ok", text="dates in letters", **common)  # same key, new text
     assert store.keyword_search("citations", limit=5) == [] and store.keyword_search("letters", limit=5)[0][0] == eid
     store.save_explanation(status="failed", error="ParseError", **common)
@@ -209,12 +226,20 @@ def test_cli_search_with_filters_json_and_text(searchable, capsys):
     assert code == 2 and "invalid domain" in err
 
 
-@pytest.mark.parametrize("hookpoint, fields", [
-    ("layers.15.mlp", (15, "mlp")), ("layers.3", (3, "resid")), ("layers.2.mlp_in", (2, "mlp_in")),
-    ("layers.2.mlp_out", (2, "mlp_out")), ("layers.7.attn_out", (7, "attn_out")),
-    ("layers.12.sae-res-jb-1a2b3c", (12, "sae")), ("layers.4.mlp_in.sae-tc-0f0f0f", (4, "sae")),
-    ("layers.9.dir-emotions-abcdef", (9, "directions")), ("embed", (-1, "resid")),
-])
+@pytest.mark.parametrize(
+    "hookpoint, fields",
+    [
+        ("layers.15.mlp", (15, "mlp")),
+        ("layers.3", (3, "resid")),
+        ("layers.2.mlp_in", (2, "mlp_in")),
+        ("layers.2.mlp_out", (2, "mlp_out")),
+        ("layers.7.attn_out", (7, "attn_out")),
+        ("layers.12.sae-res-jb-1a2b3c", (12, "sae")),
+        ("layers.4.mlp_in.sae-tc-0f0f0f", (4, "sae")),
+        ("layers.9.dir-emotions-abcdef", (9, "directions")),
+        ("embed", (-1, "resid")),
+    ],
+)
 def test_hookpoint_fields_name_the_kind_of_unit(hookpoint, fields):
     """SAE features and directions are filterable as their own sources, not as residual dimensions."""
     from store.keyword import SOURCES, hookpoint_fields

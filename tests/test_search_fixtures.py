@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import pytest
 
 from explainer.pipeline.stages import index_stage
-from store.records import UnitRecord, UnitStats, Window
 from explainer.runtime import get_store
 from store.keyword import SEARCH_SCORER
+from store.records import UnitRecord, UnitStats, Window
 from store.sql import key_id
 
 SCORER = SEARCH_SCORER
@@ -43,29 +43,106 @@ def _toks(text: str, hot: set[str]) -> tuple[tuple[str, float], ...]:
 
 
 UNITS = (
-    Unit("tiny", "layers.1.mlp", 0, "fabricated academic citations and fake references to journal papers", 0.62,
-         _toks("as shown by Smith et al. ( 2019 ) in Nature", {"et", "al."}), "docs"),
-    Unit("tiny", "layers.1.mlp", 1, "Python function definitions right after the def keyword", 0.55,
-         _toks("def parse_args ( argv ) :", {"parse_args"}), "code"),
-    Unit("tiny", "layers.1.mlp", 2, "warranty disclaimers and limitation of liability in software licenses", 0.48,
-         _toks("PROVIDED AS IS WITHOUT WARRANTY OF ANY KIND", {"WARRANTY"}), "legal"),
-    Unit("tiny", "layers.2.mlp", 3, "closing parentheses and brackets at the end of function calls", 0.31,
-         _toks("print ( len ( x ) )", {")"}), "code"),
-    Unit("tiny", "layers.2.mlp", 4, "years and dates in copyright notices", 0.40,
-         _toks("Copyright ( c ) 2001 - 2024 Python Software Foundation", {"2001", "2024"}), "legal"),
-    Unit("tiny", "layers.2.mlp", 5, "rain, snow and other weather words", 0.12,
-         _toks("heavy rain and snow expected tomorrow", {"rain", "snow"}), "docs"),
-    Unit("tiny", "layers.2", 6, "French words and accented letters like é and à", 0.22,
-         _toks("le café est à côté", {"café", "côté"}), "docs"),
-    Unit("tiny", "layers.2", 7, "URLs and email addresses", 0.35,
-         _toks("see https://example.org or mail admin@example.org", {"https://example.org"}), "docs"),
-    Unit("other", "layers.1.mlp", 8, "the import statement at the start of Python lines", 0.50,
-         _toks("import os", {"import"}), "code"),
-    Unit("tiny", "layers.1.mlp", 9, "negation words such as not, never and no", None,
-         _toks("this is not what we never said", {"not", "never"}), "docs"),
+    Unit(
+        "tiny",
+        "layers.1.mlp",
+        0,
+        "fabricated academic citations and fake references to journal papers",
+        0.62,
+        _toks("as shown by Smith et al. ( 2019 ) in Nature", {"et", "al."}),
+        "docs",
+    ),
+    Unit(
+        "tiny",
+        "layers.1.mlp",
+        1,
+        "Python function definitions right after the def keyword",
+        0.55,
+        _toks("def parse_args ( argv ) :", {"parse_args"}),
+        "code",
+    ),
+    Unit(
+        "tiny",
+        "layers.1.mlp",
+        2,
+        "warranty disclaimers and limitation of liability in software licenses",
+        0.48,
+        _toks("PROVIDED AS IS WITHOUT WARRANTY OF ANY KIND", {"WARRANTY"}),
+        "legal",
+    ),
+    Unit(
+        "tiny",
+        "layers.2.mlp",
+        3,
+        "closing parentheses and brackets at the end of function calls",
+        0.31,
+        _toks("print ( len ( x ) )", {")"}),
+        "code",
+    ),
+    Unit(
+        "tiny",
+        "layers.2.mlp",
+        4,
+        "years and dates in copyright notices",
+        0.40,
+        _toks("Copyright ( c ) 2001 - 2024 Python Software Foundation", {"2001", "2024"}),
+        "legal",
+    ),
+    Unit(
+        "tiny",
+        "layers.2.mlp",
+        5,
+        "rain, snow and other weather words",
+        0.12,
+        _toks("heavy rain and snow expected tomorrow", {"rain", "snow"}),
+        "docs",
+    ),
+    Unit(
+        "tiny",
+        "layers.2",
+        6,
+        "French words and accented letters like é and à",
+        0.22,
+        _toks("le café est à côté", {"café", "côté"}),
+        "docs",
+    ),
+    Unit(
+        "tiny",
+        "layers.2",
+        7,
+        "URLs and email addresses",
+        0.35,
+        _toks("see https://example.org or mail admin@example.org", {"https://example.org"}),
+        "docs",
+    ),
+    Unit(
+        "other",
+        "layers.1.mlp",
+        8,
+        "the import statement at the start of Python lines",
+        0.50,
+        _toks("import os", {"import"}),
+        "code",
+    ),
+    Unit(
+        "tiny",
+        "layers.1.mlp",
+        9,
+        "negation words such as not, never and no",
+        None,
+        _toks("this is not what we never said", {"not", "never"}),
+        "docs",
+    ),
     Unit("tiny", "layers.1.mlp", 10, None, None, _toks("x y z", {"y"}), "code"),
-    Unit("tiny", "layers.3.mlp", 11, "the rare word xylophone in music lessons", 0.20,
-         _toks("she played the xylophone", {"xylophone"}), "docs"),
+    Unit(
+        "tiny",
+        "layers.3.mlp",
+        11,
+        "the rare word xylophone in music lessons",
+        0.20,
+        _toks("she played the xylophone", {"xylophone"}),
+        "docs",
+    ),
 )
 
 
@@ -77,8 +154,14 @@ def record_of(u: Unit) -> UnitRecord:
         Window("random-0", "random", "heldout", "code:r", "code", ("a", " b", " c"), (0.0, 0.05, -0.1)),
         Window("random-1", "random", "heldout", "legal:r", "legal", ("d", " e"), (0.2, 0.0)),
     )
-    return UnitRecord(u.unit_id, u.model, u.hookpoint, u.index,
-                      UnitStats(max=4.0, mean=0.2, std=0.6, density=0.3, n_tokens=1000), windows)
+    return UnitRecord(
+        u.unit_id,
+        u.model,
+        u.hookpoint,
+        u.index,
+        UnitStats(max=4.0, mean=0.2, std=0.6, density=0.3, n_tokens=1000),
+        windows,
+    )
 
 
 def collection_id(u: Unit) -> str:
@@ -97,16 +180,30 @@ def write_units(settings, units=UNITS, index: bool = True) -> dict[str, str]:
         store.finish_collection(cid, [record_of(u) for u in us], 1000)
     out = {}
     for u in units:
-        common = dict(unit_id=u.unit_id, collection_id=collection_id(u), explainer_model="fake-llm",
-                      prompt_name="explain", prompt_version="1", prompt_hash="a" * 64)
+        common = dict(
+            unit_id=u.unit_id,
+            collection_id=collection_id(u),
+            explainer_model="fake-llm",
+            prompt_name="explain",
+            prompt_version="1",
+            prompt_hash="a" * 64,
+        )
         if u.explanation is None:
             eid = store.save_explanation(status="failed", error="ParseError: garbled", **common)
         else:
             eid = store.save_explanation(status="ok", text=u.explanation, window_ids=["top-0"], **common)
             if u.score is not None:
-                store.save_score(explanation_id=eid, scorer=SCORER, simulator_model="fake", status="ok",
-                                 value=u.score, ci_low=u.score - 0.1, ci_high=u.score + 0.1,
-                                 per_domain={u.domain: u.score + 0.05}, n_tokens=40)
+                store.save_score(
+                    explanation_id=eid,
+                    scorer=SCORER,
+                    simulator_model="fake",
+                    status="ok",
+                    value=u.score,
+                    ci_low=u.score - 0.1,
+                    ci_high=u.score + 0.1,
+                    per_domain={u.domain: u.score + 0.05},
+                    n_tokens=40,
+                )
         if index:
             index_stage(settings, eid)
         out[u.unit_id] = eid

@@ -7,11 +7,11 @@ import json
 
 from test_search_fixtures import unit, write_units
 
-from workers.cli import main
-from explainer.search.reindex import check, reindex
 from explainer.runtime import get_index, get_store
 from explainer.search.hybrid import search
+from explainer.search.reindex import check, reindex
 from store.keyword import SEARCH_SCORER
+from workers.cli import main
 
 
 def _cli(capsys, *argv):
@@ -22,8 +22,9 @@ def _cli(capsys, *argv):
 
 
 def _counts(report):
-    return {f"{part}.{kind}": d["count"] for part in ("vector", "keyword") for kind, d in report[part].items()
-            if d["count"]}
+    return {
+        f"{part}.{kind}": d["count"] for part in ("vector", "keyword") for kind, d in report[part].items() if d["count"]
+    }
 
 
 def test_reindex_builds_both_indexes_from_sql(settings, capsys):
@@ -52,12 +53,21 @@ def test_check_reports_each_kind_of_difference_and_reindex_repairs_them(settings
 
     # stale text: the explanation was rewritten (same key) after it was indexed
     e0 = store.get_explanation(eids[unit(0).unit_id])
-    key = {k: getattr(e0, k) for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version",
-                              "prompt_hash")}
+    key = {
+        k: getattr(e0, k)
+        for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version", "prompt_hash")
+    }
     store.save_explanation(status="ok", text="quotation marks around titles", **key)
     # stale metadata: a new score after indexing
-    store.save_score(explanation_id=eids[unit(1).unit_id], scorer=SEARCH_SCORER, simulator_model="fake",
-                     status="ok", value=0.05, ci_low=0.0, ci_high=0.1)
+    store.save_score(
+        explanation_id=eids[unit(1).unit_id],
+        scorer=SEARCH_SCORER,
+        simulator_model="fake",
+        status="ok",
+        value=0.05,
+        ci_low=0.0,
+        ci_high=0.1,
+    )
     # extra: an entry SQL does not back; missing: an entry dropped from the index
     index.upsert(["ghost"], ["a ghost explanation"], [{"unit_id": "tiny/layers.1.mlp/99"}])
     index.delete([eids[unit(2).unit_id]])
@@ -67,13 +77,20 @@ def test_check_reports_each_kind_of_difference_and_reindex_repairs_them(settings
     from store.schema import keyword_docs
 
     with store.engine.begin() as conn:
-        conn.execute(update(keyword_docs).where(keyword_docs.c.explanation_id == eids[unit(3).unit_id])
-                     .values(score=0.99))
+        conn.execute(
+            update(keyword_docs).where(keyword_docs.c.explanation_id == eids[unit(3).unit_id]).values(score=0.99)
+        )
         conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id == eids[unit(4).unit_id]))
 
     report = check(settings)
-    assert _counts(report) == {"vector.missing": 1, "vector.extra": 1, "vector.stale_text": 1,
-                               "vector.stale_metadata": 1, "keyword.missing": 1, "keyword.stale": 1}
+    assert _counts(report) == {
+        "vector.missing": 1,
+        "vector.extra": 1,
+        "vector.stale_text": 1,
+        "vector.stale_metadata": 1,
+        "keyword.missing": 1,
+        "keyword.stale": 1,
+    }
     assert report["vector"]["extra"]["ids"] == ["ghost"]
     assert report["vector"]["stale_text"]["ids"] == [eids[unit(0).unit_id]]
     assert report["vector"]["stale_metadata"]["ids"] == [eids[unit(1).unit_id]]

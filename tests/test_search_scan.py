@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from test_search_fixtures import searchable, unit  # noqa: F401
 
-from explainer.search.index import index_metadata
 from explainer.runtime import get_index, get_store
 from explainer.search.hybrid import SearchFilters, load_scan, search
+from explainer.search.index import index_metadata
 from store.scan import VectorScan
 
 
@@ -17,13 +17,20 @@ def _scan(n=500, seed=0):
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((n, 384)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    metas = [{"model": ["a", "b"][i % 2], "layer": i % 7, "source": ["mlp", "resid"][i % 3 == 0],
-              "score": float(rng.uniform(-0.5, 1.0)), **({"domains": ["code", "legal"][: i % 3]} if i % 3 else {})}
-             for i in range(n)]
+    metas = [
+        {
+            "model": ["a", "b"][i % 2],
+            "layer": i % 7,
+            "source": ["mlp", "resid"][i % 3 == 0],
+            "score": float(rng.uniform(-0.5, 1.0)),
+            **({"domains": ["code", "legal"][: i % 3]} if i % 3 else {}),
+        }
+        for i in range(n)
+    ]
     scan = VectorScan()
     ids = [f"e{i}" for i in range(n)]
     scan.put(ids[: n // 2], vecs[: n // 2], metas[: n // 2])  # two batches: the arrays grow
-    scan.put(ids[n // 2:], vecs[n // 2:], metas[n // 2:])
+    scan.put(ids[n // 2 :], vecs[n // 2 :], metas[n // 2 :])
     return scan, ids, vecs, metas
 
 
@@ -33,14 +40,17 @@ def _reference(q, ids, vecs, metas, n, ok):
     return [ids[i] for i in order[:n]]
 
 
-@pytest.mark.parametrize("filters, ok", [
-    ({}, lambda m: True),
-    ({"model": "b", "layer": 3}, lambda m: m["model"] == "b" and m["layer"] == 3),
-    ({"source": "resid"}, lambda m: m["source"] == "resid"),
-    ({"min_score": 0.5, "domain": "legal"}, lambda m: m["score"] >= 0.5 and "legal" in m.get("domains", [])),
-    ({"model": "zzz"}, lambda m: False),
-    ({"domain": "math"}, lambda m: False),
-])
+@pytest.mark.parametrize(
+    "filters, ok",
+    [
+        ({}, lambda m: True),
+        ({"model": "b", "layer": 3}, lambda m: m["model"] == "b" and m["layer"] == 3),
+        ({"source": "resid"}, lambda m: m["source"] == "resid"),
+        ({"min_score": 0.5, "domain": "legal"}, lambda m: m["score"] >= 0.5 and "legal" in m.get("domains", [])),
+        ({"model": "zzz"}, lambda m: False),
+        ({"domain": "math"}, lambda m: False),
+    ],
+)
 def test_scan_equals_brute_force_reference(filters, ok):
     scan, ids, vecs, metas = _scan()
     q = vecs[7] * 0.6 + vecs[8] * 0.4
@@ -81,8 +91,7 @@ def test_scan_sees_what_other_processes_index(searchable):
     eid = next(e.id for e in store.explanations_for([unit(5).unit_id]))
     expl, score = store.get_explanation(eid), store.get_score(eid, "simulation-embedding")
     assert expl is not None and score is not None
-    meta = {**index_metadata(expl.unit_id, expl.collection_id, expl.explainer_model, score.value, ["docs"]),
-            "layer": 7}
+    meta = {**index_metadata(expl.unit_id, expl.collection_id, expl.explainer_model, score.value, ["docs"]), "layer": 7}
     text = "sunny skies and thunderstorms"
     # bypass this process's VectorIndex (which would patch the scan itself)
     index.collection.upsert(ids=[eid], documents=[text], embeddings=index.embedder.embed([text]), metadatas=[meta])

@@ -1,7 +1,7 @@
 """The SQL store on SQLite and on PostgreSQL: round trips, upserts and failure rows."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,20 +21,27 @@ def store(request, tmp_path):
 
 def _record(index, windows=True, model="tiny", hookpoint="layers.1.mlp"):
     ws = (
-        Window("top-0", "top", "explain", "code:a.py", "code", ("def", " foo"), (0.0, 2.5)),
-        Window("top-1", "top", "heldout", "docs:b.md", "docs", ("The", " é", "\n"), (1.25, -0.5, 0.0)),
-        Window("random-0", "random", "heldout", "legal:c.txt", "legal", ("x",), (0.0,)),
-    ) if windows else ()
-    stats = UnitStats(max=2.5 if windows else 0.0, mean=0.25, std=0.5, density=0.125 if windows else 0.0,
-                      n_tokens=400)
+        (
+            Window("top-0", "top", "explain", "code:a.py", "code", ("def", " foo"), (0.0, 2.5)),
+            Window("top-1", "top", "heldout", "docs:b.md", "docs", ("The", " é", "\n"), (1.25, -0.5, 0.0)),
+            Window("random-0", "random", "heldout", "legal:c.txt", "legal", ("x",), (0.0,)),
+        )
+        if windows
+        else ()
+    )
+    stats = UnitStats(max=2.5 if windows else 0.0, mean=0.25, std=0.5, density=0.125 if windows else 0.0, n_tokens=400)
     return UnitRecord(f"{model}/{hookpoint}/{index}", model, hookpoint, index, stats, ws)
 
 
 def _start(store, cid="c1", **kw):
-    store.start_collection(cid, kw.get("model", "tiny"), "layers.1.mlp", "builtin", "f" * 64, {"window": 16, "top_k": 4})
+    store.start_collection(
+        cid, kw.get("model", "tiny"), "layers.1.mlp", "builtin", "f" * 64, {"window": 16, "top_k": 4}
+    )
 
 
-EXPL = dict(collection_id="c1", explainer_model="fake-llm", prompt_name="explain", prompt_version="1", prompt_hash="a" * 64)
+EXPL = dict(
+    collection_id="c1", explainer_model="fake-llm", prompt_name="explain", prompt_version="1", prompt_hash="a" * 64
+)
 
 
 def test_start_and_finish_collection(store):
@@ -42,7 +49,12 @@ def test_start_and_finish_collection(store):
     _start(store)
     row = store.get_collection("c1")
     assert row["status"] == "running"
-    assert (row["model"], row["hookpoint"], row["corpus"], row["corpus_hash"]) == ("tiny", "layers.1.mlp", "builtin", "f" * 64)
+    assert (row["model"], row["hookpoint"], row["corpus"], row["corpus_hash"]) == (
+        "tiny",
+        "layers.1.mlp",
+        "builtin",
+        "f" * 64,
+    )
     assert json.loads(row["config"]) == {"top_k": 4, "window": 16}
     assert row["finished_at"] is None and row["n_units"] is None
     records = [_record(i) for i in range(3)] + [_record(3, windows=False)]
@@ -73,7 +85,12 @@ def test_units_round_trip(store):
     every = store.unit_rows("c1", live_only=False)
     assert [(r["idx"], r["live"]) for r in every] == [(0, True), (1, True), (2, True), (3, False)]
     assert "record" not in every[0]
-    assert (every[0]["max_act"], every[0]["mean_act"], every[0]["std_act"], every[0]["density"]) == (2.5, 0.25, 0.5, 0.125)
+    assert (every[0]["max_act"], every[0]["mean_act"], every[0]["std_act"], every[0]["density"]) == (
+        2.5,
+        0.25,
+        0.5,
+        0.125,
+    )
     assert every[0]["collection_id"] == "c1" and every[0]["unit_id"] == "tiny/layers.1.mlp/0"
 
 
@@ -110,9 +127,16 @@ def test_save_explanation_is_an_upsert(store):
     uid = "tiny/layers.1.mlp/0"
     eid = store.save_explanation(unit_id=uid, status="failed", error="ParseError: no words", **EXPL)
     assert eid == key_id(uid, "c1", "fake-llm", "a" * 64)
-    eid2 = store.save_explanation(unit_id=uid, status="ok", text="the word foo", window_ids=["top-0"],
-                                  settings={"model": "fake-llm", "temperature": 0.0}, prompt_tokens=120,
-                                  completion_tokens=4, **EXPL)
+    eid2 = store.save_explanation(
+        unit_id=uid,
+        status="ok",
+        text="the word foo",
+        window_ids=["top-0"],
+        settings={"model": "fake-llm", "temperature": 0.0},
+        prompt_tokens=120,
+        completion_tokens=4,
+        **EXPL,
+    )
     assert eid2 == eid
     assert store.count_rows()["explanations"] == 1
     row = store.get_explanation(eid)
@@ -122,7 +146,7 @@ def test_save_explanation_is_an_upsert(store):
     assert (row.prompt_tokens, row.completion_tokens) == (120, 4)
     assert (row.prompt_name, row.prompt_version, row.prompt_hash) == ("explain", "1", "a" * 64)
     assert row.created_at.tzinfo is not None  # aware, whatever the server's time zone
-    assert abs((datetime.now(timezone.utc) - row.created_at).total_seconds()) < 300
+    assert abs((datetime.now(UTC) - row.created_at).total_seconds()) < 300
     assert row.indexed_at is None
     # a different explainer model is a different row
     other = store.save_explanation(unit_id=uid, status="ok", text="x", **{**EXPL, "explainer_model": "m2"})
@@ -133,8 +157,13 @@ def test_save_explanation_is_an_upsert(store):
 
 def test_failed_explanation_stores_no_text(store):
     _with_units(store)
-    eid = store.save_explanation(unit_id="tiny/layers.1.mlp/1", status="failed", text="half an answer",
-                                 error="PermanentLLMError: HTTP 401", **EXPL)
+    eid = store.save_explanation(
+        unit_id="tiny/layers.1.mlp/1",
+        status="failed",
+        text="half an answer",
+        error="PermanentLLMError: HTTP 401",
+        **EXPL,
+    )
     row = store.get_explanation(eid)
     assert (row.status, row.text, row.error) == ("failed", None, "PermanentLLMError: HTTP 401")
     assert list(row.window_ids) == [] and row.settings == {}
@@ -159,16 +188,25 @@ def test_mark_indexed(store):
 def test_save_score_is_an_upsert(store):
     _with_units(store)
     eid = store.save_explanation(unit_id="tiny/layers.1.mlp/0", status="ok", text="foo", **EXPL)
-    sid = store.save_score(explanation_id=eid, scorer="simulation-logits", simulator_model="sim", status="failed",
-                           error="timeout")
-    sid2 = store.save_score(explanation_id=eid, scorer="simulation-logits", simulator_model="sim", status="ok",
-                            value=0.5, ci_low=0.25, ci_high=0.75, per_domain={"code": 0.5, "docs": -0.125},
-                            heldout_ids=["top-1", "random-0"], n_tokens=4)
+    sid = store.save_score(
+        explanation_id=eid, scorer="simulation-logits", simulator_model="sim", status="failed", error="timeout"
+    )
+    sid2 = store.save_score(
+        explanation_id=eid,
+        scorer="simulation-logits",
+        simulator_model="sim",
+        status="ok",
+        value=0.5,
+        ci_low=0.25,
+        ci_high=0.75,
+        per_domain={"code": 0.5, "docs": -0.125},
+        heldout_ids=["top-1", "random-0"],
+        n_tokens=4,
+    )
     assert sid == sid2 == key_id(eid, "simulation-logits")
     assert store.count_rows()["scores"] == 1
     row = store.get_score(eid, "simulation-logits")
-    assert (row.status, row.value, row.ci_low, row.ci_high, row.n_tokens, row.error) == \
-        ("ok", 0.5, 0.25, 0.75, 4, None)
+    assert (row.status, row.value, row.ci_low, row.ci_high, row.n_tokens, row.error) == ("ok", 0.5, 0.25, 0.75, 4, None)
     assert row.per_domain == {"code": 0.5, "docs": -0.125}
     assert list(row.heldout_ids) == ["top-1", "random-0"]
     assert store.get_score(eid, "other-scorer") is None
@@ -204,8 +242,16 @@ def test_opening_an_older_store_adds_new_nullable_columns(tmp_path):
     s = SQLStore(f"sqlite:///{path}")
     _start(s)
     s.finish_collection("c1", [_record(0)], 400)
-    eid = s.save_explanation(unit_id="tiny/layers.1.mlp/0", collection_id="c1", explainer_model="m",
-                             prompt_name="explain", prompt_version="1", prompt_hash="h", status="ok", text="digits")
+    eid = s.save_explanation(
+        unit_id="tiny/layers.1.mlp/0",
+        collection_id="c1",
+        explainer_model="m",
+        prompt_name="explain",
+        prompt_version="1",
+        prompt_hash="h",
+        status="ok",
+        text="digits",
+    )
     s.save_score(explanation_id=eid, scorer="sim", simulator_model="m", status="ok", value=0.5)
     s.engine.dispose()
     with sqlite3.connect(path) as conn:  # what an older version wrote: no `details` column
@@ -214,7 +260,6 @@ def test_opening_an_older_store_adds_new_nullable_columns(tmp_path):
 
     s = SQLStore(f"sqlite:///{path}")
     assert s.get_score(eid, "sim").value == 0.5
-    s.save_score(explanation_id=eid, scorer="sim", simulator_model="m", status="ok", value=0.6,
-                 details={"method": "x"})
+    s.save_score(explanation_id=eid, scorer="sim", simulator_model="m", status="ok", value=0.6, details={"method": "x"})
     assert s.get_score(eid, "sim").details == {"method": "x"}
     s.engine.dispose()

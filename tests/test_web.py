@@ -29,8 +29,7 @@ def server(searchable):
 
     port = free_port()
     app = create_app(searchable, ApiConfig(read_keys=(KEY,)), warm_up=True)  # as `explainer serve`: scan loaded
-    config = uvicorn.Config(app, host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -52,9 +51,19 @@ def browser(tmp_path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
     driver.set_page_load_timeout(30)
@@ -116,8 +125,9 @@ def test_search_then_open_a_unit_in_chromium(server, browser, tmp_path):
     layer.send_keys("2")
     browser.find_element(By.ID, "go").click()
     shown = "return [...document.querySelectorAll('#results li.hit')].map(li => li.dataset.unit)"
-    wait.until(lambda d: (units := d.execute_script(shown)) and expected not in units
-               and all("/layers.2" in u for u in units))
+    wait.until(
+        lambda d: (units := d.execute_script(shown)) and expected not in units and all("/layers.2" in u for u in units)
+    )
     key = browser.find_element(By.ID, "api-key")
     key.clear()
     key.send_keys("wrong")

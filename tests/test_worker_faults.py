@@ -57,9 +57,25 @@ class RedisServer:
     def start(self) -> None:
         import redis
 
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait(lambda: _ping(redis, self.port), "redis-server to start")
 
     def stop(self) -> None:
@@ -95,29 +111,73 @@ def deployment(tmp_path, postgres_url):
     rs.start()
     store_synthetic_collection(SQLStore(postgres_url), N_UNITS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
-    env.update(EXPLAINER_DATA_DIR=str(tmp_path / "data"), EXPLAINER_BROKER_URL=rs.url(0),
-               EXPLAINER_RESULT_BACKEND=rs.url(1), EXPLAINER_DATABASE_URL=postgres_url,
-               EXPLAINER_VISIBILITY_TIMEOUT="5", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
+    env.update(
+        EXPLAINER_DATA_DIR=str(tmp_path / "data"),
+        EXPLAINER_BROKER_URL=rs.url(0),
+        EXPLAINER_RESULT_BACKEND=rs.url(1),
+        EXPLAINER_DATABASE_URL=postgres_url,
+        EXPLAINER_VISIBILITY_TIMEOUT="5",
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     procs: list[subprocess.Popen] = []
 
     def worker(name: str, queue: str, threads: int, **extra: str) -> subprocess.Popen:
         log = open(tmp_path / f"{name}.log", "ab")
-        p = subprocess.Popen([str(BIN / "celery"), "-A", "workers", "worker", "-Q", queue, "-n", f"{name}@%h",
-                              "-P", "threads", "-c", str(threads), "--loglevel", "INFO", "--without-gossip",
-                              "--without-mingle", "--without-heartbeat"],
-                             cwd=ROOT, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                queue,
+                "-n",
+                f"{name}@%h",
+                "-P",
+                "threads",
+                "-c",
+                str(threads),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env={**env, **extra},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(p)
         return p
 
     def client(base_url: str, timeout_s: float, **extra: str) -> subprocess.Popen:
-        p = subprocess.Popen([sys.executable, "-c", CLIENT, base_url, str(N_UNITS), str(timeout_s)], cwd=ROOT,
-                             env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, base_url, str(N_UNITS), str(timeout_s)],
+            cwd=ROOT,
+            env={**env, **extra},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         procs.append(p)
         return p
 
-    yield type("Deployment", (), dict(redis=rs, env=env, worker=staticmethod(worker), client=staticmethod(client),
-                                      db=postgres_url, logs=tmp_path, data=tmp_path / "data"))
+    yield type(
+        "Deployment",
+        (),
+        dict(
+            redis=rs,
+            env=env,
+            worker=staticmethod(worker),
+            client=staticmethod(client),
+            db=postgres_url,
+            logs=tmp_path,
+            data=tmp_path / "data",
+        ),
+    )
     for p in procs:
         if p.poll() is None:
             p.terminate()
@@ -158,10 +218,20 @@ def _check_rows(d, scorer="simulation-embedding") -> dict:
     store = SQLStore(d.db)
     ex = explanations.c
     with store.engine.connect() as conn:
-        per_key = conn.execute(select(func.count()).select_from(explanations).group_by(ex.unit_id, ex.collection_id, ex.explainer_model,
-                                                             ex.prompt_hash)).scalars().all()
-        per_score = conn.execute(select(func.count()).select_from(scores)
-                                 .group_by(scores.c.explanation_id, scores.c.scorer)).scalars().all()
+        per_key = (
+            conn.execute(
+                select(func.count())
+                .select_from(explanations)
+                .group_by(ex.unit_id, ex.collection_id, ex.explainer_model, ex.prompt_hash)
+            )
+            .scalars()
+            .all()
+        )
+        per_score = (
+            conn.execute(select(func.count()).select_from(scores).group_by(scores.c.explanation_id, scores.c.scorer))
+            .scalars()
+            .all()
+        )
         rows = [dict(r) for r in conn.execute(select(explanations)).mappings()]
         n_scores = conn.execute(select(func.count()).select_from(scores).where(scores.c.scorer == scorer)).scalar_one()
     assert len(per_key) == N_UNITS and set(per_key) == {1}
@@ -187,9 +257,11 @@ def test_sigkill_a_worker_mid_batch(deployment):
     assert killed_at < N_UNITS, "the worker was killed after the batch had finished"
     rows = _check_rows(d)
     assert len(rows["ok"]) == N_UNITS
-    print(f"\nSIGKILL: killed after {killed_at} explain calls; {srv.app.stats['explain']} calls in all "
-          f"({srv.app.stats['explain'] - N_UNITS} repeated for tasks the dead worker held); "
-          f"{N_UNITS} explanations, {N_UNITS} scores, {N_UNITS} indexed")
+    print(
+        f"\nSIGKILL: killed after {killed_at} explain calls; {srv.app.stats['explain']} calls in all "
+        f"({srv.app.stats['explain'] - N_UNITS} repeated for tasks the dead worker held); "
+        f"{N_UNITS} explanations, {N_UNITS} scores, {N_UNITS} indexed"
+    )
 
 
 def test_flaky_endpoint_with_a_global_concurrency_limit(deployment):
@@ -219,9 +291,11 @@ def test_flaky_endpoint_with_a_global_concurrency_limit(deployment):
     expected = {f"{w} in source code" for w in WORDS}
     assert all(r["text"] in expected for r in rows["ok"])
     assert stats["max_in_flight"] <= 3, stats  # two workers x 4 threads, one global limit
-    print(f"\nflaky endpoint: {stats['calls']} calls, faults {faults}; {len(rows['ok'])} ok, "
-          f"{len(rows['failed'])} failed: {sorted({e[:60] for e in reasons})}; "
-          f"max in flight {stats['max_in_flight']} (limit 3, 8 threads)")
+    print(
+        f"\nflaky endpoint: {stats['calls']} calls, faults {faults}; {len(rows['ok'])} ok, "
+        f"{len(rows['failed'])} failed: {sorted({e[:60] for e in reasons})}; "
+        f"max in flight {stats['max_in_flight']} (limit 3, 8 threads)"
+    )
 
 
 def test_redis_restart_mid_run(deployment):
@@ -239,5 +313,6 @@ def test_redis_restart_mid_run(deployment):
     assert stopped_at < N_UNITS
     assert result["errors"] == {} and result["counts"]["done"] == N_UNITS, _not_done(d, result)
     assert len(_check_rows(d)["ok"]) == N_UNITS
-    print(f"\nRedis restart: stopped after {stopped_at} explain calls; {srv.app.stats['explain']} in all; "
-          f"{N_UNITS} done")
+    print(
+        f"\nRedis restart: stopped after {stopped_at} explain calls; {srv.app.stats['explain']} in all; {N_UNITS} done"
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from explainer.pipeline.backend import BatchResult
 from explainer.pipeline.options import LabelOptions
@@ -14,11 +15,20 @@ class CeleryBackend:
     """Label chains and remote collections through Celery: the configured broker's workers, or an
     in-process worker over the memory transport when no broker is configured."""
 
-    def label_units(self, settings: Settings, collection_id: str, unit_ids: list[str], opts: LabelOptions,
-                    progress: bool = True) -> BatchResult:
+    def label_units(
+        self, settings: Settings, collection_id: str, unit_ids: list[str], opts: LabelOptions, progress: bool = True
+    ) -> BatchResult:
         return batch.label_units(settings, collection_id, unit_ids, opts, progress=progress)
 
-    def collect_on_worker(self, settings: Settings, model: str, hookpoint: str | None, corpus: str | None,
-                          config: dict[str, Any], sae: str | None, directions: str | None,
-                          notice: Callable[[str], None] | None = None) -> str:
+    def collect_on_worker(
+        self,
+        settings: Settings,
+        model: str,
+        hookpoint: str | None,
+        corpus: str | None,
+        config: dict[str, Any],
+        sae: str | None,
+        directions: str | None,
+        notice: Callable[[str], None] | None = None,
+    ) -> str:
         return batch.collect_on_worker(settings, model, hookpoint, corpus, config, sae, directions, notice=notice)

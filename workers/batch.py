@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
-from explainer.settings import Settings
 from explainer.pipeline.backend import BatchResult
 from explainer.pipeline.options import LabelOptions
+from explainer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +53,27 @@ def open_run(settings: Settings, collection_id: str, unit_ids: Iterable[str], op
     runs.open_run(store, run_id, collection_id, run_options(opts), opts.explainer.model, list(opts.scorers))
     sha = load_template(opts.explain_prompt).sha256
     # The key of pipeline.explanation_key, without re-reading the template per unit.
-    runs.add_units(store, run_id, ((uid, make_explanation_id(uid, collection_id, opts.explainer.model, sha))
-                                   for uid in unit_ids))
+    runs.add_units(
+        store, run_id, ((uid, make_explanation_id(uid, collection_id, opts.explainer.model, sha)) for uid in unit_ids)
+    )
     return run_id
 
 
-def label_units(settings: Settings, collection_id: str, unit_ids: list[str], opts: LabelOptions, progress: bool = True,
-                timeout_s: float | None = None, window: int | None = None) -> BatchResult:
+def label_units(
+    settings: Settings,
+    collection_id: str,
+    unit_ids: list[str],
+    opts: LabelOptions,
+    progress: bool = True,
+    timeout_s: float | None = None,
+    window: int | None = None,
+) -> BatchResult:
     """Label ``unit_ids`` as one run (see the module docstring); returns when every chain this
     invocation sent has finished, or after ``timeout_s``."""
     from tqdm.auto import tqdm
 
     from explainer.runtime import get_store
     from store import runs
-
     from workers.celery_app import configure
 
     app = configure(settings)
@@ -82,21 +90,44 @@ def label_units(settings: Settings, collection_id: str, unit_ids: list[str], opt
     skipped = len(wanted) - len(todo)
     errors: dict[str, str] = {}
     try:
-        with tqdm(total=len(wanted), initial=skipped, desc="label units", unit="unit", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            errors = _run_window(app, settings, collection_id, todo, opts, window or settings.batch_window, bar,
-                                 None if timeout_s is None else start + timeout_s)
+        with tqdm(
+            total=len(wanted),
+            initial=skipped,
+            desc="label units",
+            unit="unit",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar:
+            errors = _run_window(
+                app,
+                settings,
+                collection_id,
+                todo,
+                opts,
+                window or settings.batch_window,
+                bar,
+                None if timeout_s is None else start + timeout_s,
+            )
     except BaseException as exc:
         runs.finish_run(store, run_id, error=f"interrupted: {type(exc).__name__}")
         raise
     note = f"{len(errors)} chain(s) raised; first: {next(iter(errors.values()))}" if errors else None
     runs.finish_run(store, run_id, error=note)
-    return BatchResult(run_id, list(unit_ids), errors, time.monotonic() - start, len(todo), skipped,
-                       runs.run_counts(store, run_id))
+    return BatchResult(
+        run_id, list(unit_ids), errors, time.monotonic() - start, len(todo), skipped, runs.run_counts(store, run_id)
+    )
 
 
-def _run_window(app: Any, settings: Settings, collection_id: str, todo: list[str], opts: LabelOptions, window: int,
-                bar: Any, deadline: float | None) -> dict[str, str]:
+def _run_window(
+    app: Any,
+    settings: Settings,
+    collection_id: str,
+    todo: list[str],
+    opts: LabelOptions,
+    window: int,
+    bar: Any,
+    deadline: float | None,
+) -> dict[str, str]:
     """Keep at most ``window`` chains in flight until ``todo`` is exhausted; unit id → chain error."""
     from workers.tasks import unit_chain
 
@@ -146,8 +177,9 @@ def _run_window(app: Any, settings: Settings, collection_id: str, todo: list[str
             time.sleep(poll)
 
 
-def _timed_out(errors: dict[str, str], in_flight: dict[str, Any], held: str | None, again: list[str],
-               queue: Any) -> dict[str, str]:
+def _timed_out(
+    errors: dict[str, str], in_flight: dict[str, Any], held: str | None, again: list[str], queue: Any
+) -> dict[str, str]:
     """``errors`` plus every unit the timeout left unfinished: in flight, or never sent."""
     for uid in in_flight:
         errors[uid] = "not finished before the timeout"
@@ -158,13 +190,20 @@ def _timed_out(errors: dict[str, str], in_flight: dict[str, Any], held: str | No
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
     from kombu.exceptions import OperationalError
-    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     return (OperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError)
 
 
 BROKER_ERRORS = _broker_errors()
-INFRASTRUCTURE_ERRORS = {"OperationalError", "ConnectionError", "TimeoutError", "WorkerLostError", "ConnectionRefusedError"}
+INFRASTRUCTURE_ERRORS = {
+    "OperationalError",
+    "ConnectionError",
+    "TimeoutError",
+    "WorkerLostError",
+    "ConnectionRefusedError",
+}
 """Chain errors that say nothing about the unit: its chain is sent again (at most RESEND times)."""
 RESEND = 3
 
@@ -219,14 +258,20 @@ def _forget(res: Any) -> None:
         node = node.parent
 
 
-def collect_on_worker(settings: Settings, model: str, hookpoint: str | None, corpus: str | None,
-                      config: dict[str, Any], sae: str | None, directions: str | None,
-                      notice: Any = None) -> str:
+def collect_on_worker(
+    settings: Settings,
+    model: str,
+    hookpoint: str | None,
+    corpus: str | None,
+    config: dict[str, Any],
+    sae: str | None,
+    directions: str | None,
+    notice: Any = None,
+) -> str:
     """Run the collection on a worker of the ``collect`` queue and wait for its collection id."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from explainer.errors import ExplainerError
-
     from workers.celery_app import configure
     from workers.tasks import collect_task
 

@@ -41,7 +41,9 @@ def celery_config(settings: Settings) -> dict:
         worker_redirect_stdouts=False,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.01} if settings.embedded_broker else {
+        broker_transport_options={"polling_interval": 0.01}
+        if settings.embedded_broker
+        else {
             "visibility_timeout": settings.visibility_timeout_s,
             # Look for tasks a dead worker held every few seconds (kombu's default scans every
             # 100 s), so they are delivered again soon after the visibility timeout.

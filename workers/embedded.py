@@ -32,8 +32,16 @@ def start_embedded_worker(app: Any, concurrency: int = 1, queues: tuple[str, ...
         # The in-process worker accepts JSON only; Celery's warning about running as root
         # concerns pickle and a worker reachable by others, neither of which applies here.
         warnings.filterwarnings("ignore", category=SecurityWarning)
-        worker = app.Worker(pool="threads", concurrency=concurrency, queues=list(queues), loglevel="WARNING",
-                            without_heartbeat=True, without_mingle=True, without_gossip=True, quiet=True)
+        worker = app.Worker(
+            pool="threads",
+            concurrency=concurrency,
+            queues=list(queues),
+            loglevel="WARNING",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            quiet=True,
+        )
         thread = threading.Thread(target=worker.start, name="embedded-celery-worker", daemon=True)
         thread.start()
         if not ready.wait(30):

@@ -12,24 +12,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from explainer.pipeline import stages as pipeline
 from explainer.errors import TransientLLMError
-
+from explainer.pipeline import stages as pipeline
 from workers.celery_app import app, worker_settings
 
-RETRY = dict(bind=True, autoretry_for=(TransientLLMError,), max_retries=3, retry_backoff=2,
-             retry_backoff_max=60, retry_jitter=True)
+RETRY = dict(
+    bind=True,
+    autoretry_for=(TransientLLMError,),
+    max_retries=3,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+)
 
 
 @app.task(name="explainer.collect", bind=True)
-def collect_task(self: Any, model: str, hookpoint: str | None, corpus: str | None, config: dict[str, Any],
-                 sae: str | None = None, directions: str | None = None) -> str:
+def collect_task(
+    self: Any,
+    model: str,
+    hookpoint: str | None,
+    corpus: str | None,
+    config: dict[str, Any],
+    sae: str | None = None,
+    directions: str | None = None,
+) -> str:
     """Collect (or reuse) a collection on a worker of the ``collect`` queue (a GPU host). Paths
     (corpus, SAE, directions) are read on the worker, so they must exist there."""
     from explainer.collect.collector import CollectConfig
 
-    return pipeline.collect_stage(worker_settings(), model, hookpoint, corpus, CollectConfig(**config), progress=False,
-                                  sae=sae, directions=directions)
+    return pipeline.collect_stage(
+        worker_settings(),
+        model,
+        hookpoint,
+        corpus,
+        CollectConfig(**config),
+        progress=False,
+        sae=sae,
+        directions=directions,
+    )
 
 
 @app.task(name="explainer.explain", **RETRY)

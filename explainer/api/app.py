@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request, Security
+from fastapi import APIRouter, FastAPI, Query, Request, Security
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -27,10 +28,10 @@ from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
 from explainer.api import models as m
-from explainer.llm.ratelimit import configure as configure_limits
-from explainer.settings import Settings, load_settings
 from explainer.errors import ExplainerError, InputError, UnknownUnitError
+from explainer.llm.ratelimit import configure as configure_limits
 from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SOURCES, SearchFilters
+from explainer.settings import Settings, load_settings
 
 __all__ = ["ApiConfig", "load_api_config", "create_app"]
 
@@ -71,30 +72,54 @@ def load_api_config(env: dict[str, str] | None = None) -> ApiConfig:
     return ApiConfig(read_keys=keys("EXPLAINER_API_READ_KEYS"), write_keys=keys("EXPLAINER_API_WRITE_KEYS"))
 
 
-def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"status": status, "code": code, "message": message, "details": details}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          413: "payload_too_large", 414: "uri_too_long", 422: "validation_error"}
-_ERRORS = {code: {"model": m.ErrorBody, "description": desc} for code, desc in (
-    (401, "no API key, or an unknown one"), (403, "the key may not use this route"),
-    (404, "no such unit, run or route"), (413, "request body too large"), (414, "query string too long"),
-    (422, "invalid or oversized parameters"), (500, "internal error"))}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    422: "validation_error",
+}
+_ERRORS = {
+    code: {"model": m.ErrorBody, "description": desc}
+    for code, desc in (
+        (401, "no API key, or an unknown one"),
+        (403, "the key may not use this route"),
+        (404, "no such unit, run or route"),
+        (413, "request body too large"),
+        (414, "query string too long"),
+        (422, "invalid or oversized parameters"),
+        (500, "internal error"),
+    )
+}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error as JSON (``ErrorBody``), and the size limits (414, 413) checked first."""
+
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-                   for e in exc.errors()]
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
         where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
         return _error(422, "validation_error", f"invalid request: {where}", details)
 
@@ -145,8 +170,11 @@ def _reject_unknown_params(request: Request) -> None:
 
 def _auth(config: ApiConfig) -> tuple[Any, Any]:
     """FastAPI dependencies that admit read keys (and write keys), and write keys only."""
-    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                          description="a read key (EXPLAINER_API_READ_KEYS) or write key (EXPLAINER_API_WRITE_KEYS)")
+    header = APIKeyHeader(
+        name=API_KEY_HEADER,
+        auto_error=False,
+        description="a read key (EXPLAINER_API_READ_KEYS) or write key (EXPLAINER_API_WRITE_KEYS)",
+    )
 
     def known(key: str | None, keys: tuple[str, ...]) -> bool:
         return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
@@ -179,13 +207,21 @@ QUERY_RE = r"[^\s\x1c-\x1f\x85]"
 """A query holds a character that is not blank for Python's ``str.strip`` (which also strips the
 information separators U+001C–U+001F and U+0085) nor for the OpenAPI regex (``\\s``)."""
 UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300)]
-Model = Annotated[str | None, Query(max_length=200, pattern=NAME_RE.pattern, description="subject model, e.g. smollm2-135m")]
+Model = Annotated[
+    str | None, Query(max_length=200, pattern=NAME_RE.pattern, description="subject model, e.g. smollm2-135m")
+]
 Layer = Annotated[int | None, Query(ge=0, le=10_000, description="block index of the hookpoint")]
-Source = Annotated[Literal[SOURCES] | None, Query(description="kind of unit: MLP neurons, residual stream, SAE "
-                                                                 "features, directions, ...")]
+Source = Annotated[
+    Literal[SOURCES] | None,
+    Query(description="kind of unit: MLP neurons, residual stream, SAE features, directions, ..."),
+]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest simulation score")]
-Domain = Annotated[str | None, Query(max_length=64, pattern=DOMAIN_RE.pattern,
-                                     description="corpus domain among the unit's top windows, e.g. legal")]
+Domain = Annotated[
+    str | None,
+    Query(
+        max_length=64, pattern=DOMAIN_RE.pattern, description="corpus domain among the unit's top windows, e.g. legal"
+    ),
+]
 ReportFormat = Annotated[Literal["html", "md", "json", "pdf"], Query(description="report format")]
 
 
@@ -193,11 +229,21 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
     read, write = _auth(config)
     router = APIRouter(prefix="/api/v1", responses=_ERRORS)
 
-    @router.get("/search", response_model=m.SearchPage, dependencies=[Security(read)], tags=["search"],
-                summary="Search explanations by description (semantic + keyword, fused)")
+    @router.get(
+        "/search",
+        response_model=m.SearchPage,
+        dependencies=[Security(read)],
+        tags=["search"],
+        summary="Search explanations by description (semantic + keyword, fused)",
+    )
     def search_route(
-        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=QUERY_RE, description="what the unit does")],
-        model: Model = None, layer: Layer = None, source: Source = None, min_score: MinScore = None,
+        q: Annotated[
+            str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=QUERY_RE, description="what the unit does")
+        ],
+        model: Model = None,
+        layer: Layer = None,
+        source: Source = None,
+        min_score: MinScore = None,
         domain: Domain = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 10,
         offset: Annotated[int, Query(ge=0, le=DEPTH - MAX_LIMIT, description="hits to skip")] = 0,
@@ -208,8 +254,13 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         page = search_page(settings, q, filters, limit=limit, offset=offset)
         return {"query": q, "filters": {k: v for k, v in filters.sql().items() if v is not None}, **page}
 
-    @router.get("/units/{unit_id:path}", response_model=m.UnitDetail, dependencies=[Security(read)],
-                tags=["units"], summary="One unit: statistics, histogram, explanations, scores, windows")
+    @router.get(
+        "/units/{unit_id:path}",
+        response_model=m.UnitDetail,
+        dependencies=[Security(read)],
+        tags=["units"],
+        summary="One unit: statistics, histogram, explanations, scores, windows",
+    )
     def unit_route(
         unit_id: Annotated[str, PathParam(min_length=1, max_length=300, description="MODEL/HOOKPOINT/INDEX")],
         collection_id: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-f]{1,64}$")] = None,
@@ -218,40 +269,70 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
 
         return unit_detail(settings, unit_id, collection_id)
 
-    @router.get("/collections", response_model=m.CollectionsPage, dependencies=[Security(read)], tags=["runs"],
-                summary="Collections and their labeling progress, newest first")
-    def collections_route(limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20,
-                          offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+    @router.get(
+        "/collections",
+        response_model=m.CollectionsPage,
+        dependencies=[Security(read)],
+        tags=["runs"],
+        summary="Collections and their labeling progress, newest first",
+    )
+    def collections_route(
+        limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
+    ) -> dict[str, Any]:
         from explainer.runtime import get_store
 
         store = get_store(settings)
         total = store.count_rows()["collections"]
         found = store.collection_summaries(limit=limit, offset=offset)
-        return {"collections": found, "offset": offset, "limit": limit, "total": total,
-                "next_offset": offset + limit if offset + limit < total else None}
+        return {
+            "collections": found,
+            "offset": offset,
+            "limit": limit,
+            "total": total,
+            "next_offset": offset + limit if offset + limit < total else None,
+        }
 
-    @router.get("/runs", response_model=m.RunsPage, dependencies=[Security(read)], tags=["runs"],
-                summary="Labeling runs, newest first, with done / failed / pending units and tokens spent")
-    def runs_route(limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20,
-                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
-        from store import runs
-
+    @router.get(
+        "/runs",
+        response_model=m.RunsPage,
+        dependencies=[Security(read)],
+        tags=["runs"],
+        summary="Labeling runs, newest first, with done / failed / pending units and tokens spent",
+    )
+    def runs_route(
+        limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 20, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
+    ) -> dict[str, Any]:
         from explainer.runtime import get_store
+        from store import runs
 
         store = get_store(settings)
         total = runs.count_runs(store)
-        return {"runs": runs.list_runs(store, limit=limit, offset=offset), "offset": offset, "limit": limit,
-                "total": total, "next_offset": offset + limit if offset + limit < total else None}
+        return {
+            "runs": runs.list_runs(store, limit=limit, offset=offset),
+            "offset": offset,
+            "limit": limit,
+            "total": total,
+            "next_offset": offset + limit if offset + limit < total else None,
+        }
 
-    @router.get("/runs/{run_id}", response_model=m.RunDetail, dependencies=[Security(read)], tags=["runs"],
-                summary="One labeling run: its counts and its first failures with their reasons")
-    def run_route(run_id: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$",
-                                                   description="run id, or a unique prefix of it")],
-                  failures: Annotated[int, Query(ge=0, le=MAX_RUNS_PAGE, description="failures listed")] = 50,
-                  ) -> dict[str, Any]:
-        from store import runs
-
+    @router.get(
+        "/runs/{run_id}",
+        response_model=m.RunDetail,
+        dependencies=[Security(read)],
+        tags=["runs"],
+        summary="One labeling run: its counts and its first failures with their reasons",
+    )
+    def run_route(
+        run_id: Annotated[
+            str,
+            PathParam(
+                min_length=1, max_length=64, pattern=r"^[0-9a-f]+$", description="run id, or a unique prefix of it"
+            ),
+        ],
+        failures: Annotated[int, Query(ge=0, le=MAX_RUNS_PAGE, description="failures listed")] = 50,
+    ) -> dict[str, Any]:
         from explainer.runtime import get_store
+        from store import runs
 
         store = get_store(settings)
         found = runs.find_runs(store, run_id)
@@ -259,51 +340,96 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
             raise HTTPException(404, f"no run {run_id!r}" if not found else f"run id {run_id!r} is ambiguous")
         return runs.run_detail(store, found[0], failures_limit=failures)
 
-    report_types = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8",
-                    "json": "application/json", "pdf": "application/pdf"}
-    report_responses = {200: {"content": {"text/html": {"schema": {"type": "string"}},
-                                          "text/markdown": {"schema": {"type": "string"}},
-                                          "application/json": {"schema": {"type": "object"}},
-                                          "application/pdf": {"schema": {"type": "string", "format": "binary"}}},
-                              "description": "the report in the asked format; JSON follows the published report "
-                                             "schema (explainer/report/schemas/report.schema.json)"}}
+    report_types = {
+        "html": "text/html; charset=utf-8",
+        "md": "text/markdown; charset=utf-8",
+        "json": "application/json",
+        "pdf": "application/pdf",
+    }
+    report_responses = {
+        200: {
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "text/markdown": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "the report in the asked format; JSON follows the published report "
+            "schema (explainer/report/schemas/report.schema.json)",
+        }
+    }
 
     def report_response(entries: list[Any], meta: Any, fmt: str) -> Response:
         from explainer.report.render import render_report
 
-        return Response(render_report(entries, fmt, meta), media_type=report_types[fmt],
-                        headers={"Content-Disposition": f'inline; filename="report.{fmt}"'})
+        return Response(
+            render_report(entries, fmt, meta),
+            media_type=report_types[fmt],
+            headers={"Content-Disposition": f'inline; filename="report.{fmt}"'},
+        )
 
-    @router.get("/reports", response_model=None, dependencies=[Security(read)], tags=["reports"],
-                summary="An audit report of the given units (HTML, Markdown, JSON or PDF)", responses=report_responses)
-    def report_route(unit_id: Annotated[list[UnitId], Query(min_length=1, max_length=MAX_REPORT_UNITS)],
-                     format: ReportFormat = "html") -> Response:
+    @router.get(
+        "/reports",
+        response_model=None,
+        dependencies=[Security(read)],
+        tags=["reports"],
+        summary="An audit report of the given units (HTML, Markdown, JSON or PDF)",
+        responses=report_responses,
+    )
+    def report_route(
+        unit_id: Annotated[list[UnitId], Query(min_length=1, max_length=MAX_REPORT_UNITS)],
+        format: ReportFormat = "html",
+    ) -> Response:
         from explainer.report.select import select_report
 
         entries, meta = select_report(settings, unit_ids=unit_id, generated_by="explainer HTTP API")
         return report_response(entries, meta, format)
 
-    @router.get("/reports/search", response_model=None, dependencies=[Security(read)], tags=["reports"],
-                summary="An audit report of the units a search returns (no hits: an empty report that says so)",
-                responses=report_responses)
+    @router.get(
+        "/reports/search",
+        response_model=None,
+        dependencies=[Security(read)],
+        tags=["reports"],
+        summary="An audit report of the units a search returns (no hits: an empty report that says so)",
+        responses=report_responses,
+    )
     def report_search_route(
-        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=QUERY_RE, description="what the unit does")],
-        model: Model = None, layer: Layer = None, source: Source = None, min_score: MinScore = None,
-        domain: Domain = None, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="hits to report")] = 20,
+        q: Annotated[
+            str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=QUERY_RE, description="what the unit does")
+        ],
+        model: Model = None,
+        layer: Layer = None,
+        source: Source = None,
+        min_score: MinScore = None,
+        domain: Domain = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="hits to report")] = 20,
         format: ReportFormat = "html",
     ) -> Response:
         from explainer.report.select import select_report
 
         filters = {"model": model, "layer": layer, "source": source, "min_score": min_score, "domain": domain}
-        entries, meta = select_report(settings, query=q, filters=filters, limit=limit, generated_by="explainer HTTP API")
+        entries, meta = select_report(
+            settings, query=q, filters=filters, limit=limit, generated_by="explainer HTTP API"
+        )
         return report_response(entries, meta, format)
 
-    @router.get("/reports/runs/{run}", response_model=None, dependencies=[Security(read)], tags=["reports"],
-                summary="An audit report of a labeling run's (or a collection's) explained units",
-                responses=report_responses)
-    def report_run_route(run: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                                                       description="a labeling run or collection id")],
-                         format: ReportFormat = "html") -> Response:
+    @router.get(
+        "/reports/runs/{run}",
+        response_model=None,
+        dependencies=[Security(read)],
+        tags=["reports"],
+        summary="An audit report of a labeling run's (or a collection's) explained units",
+        responses=report_responses,
+    )
+    def report_run_route(
+        run: Annotated[
+            str,
+            PathParam(
+                min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="a labeling run or collection id"
+            ),
+        ],
+        format: ReportFormat = "html",
+    ) -> Response:
         from explainer.report.select import select_report
         from explainer.runtime import get_store
 
@@ -312,15 +438,25 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         entries, meta = select_report(settings, run=run, generated_by="explainer HTTP API")
         return report_response(entries, meta, format)
 
-    @router.get("/index/check", response_model=m.CheckResult, dependencies=[Security(read)], tags=["index"],
-                summary="Differences between SQL and the search indexes")
+    @router.get(
+        "/index/check",
+        response_model=m.CheckResult,
+        dependencies=[Security(read)],
+        tags=["index"],
+        summary="Differences between SQL and the search indexes",
+    )
     def check_route() -> dict[str, Any]:
         from explainer.search.reindex import check
 
         return check(settings)
 
-    @router.post("/index/rebuild", response_model=m.ReindexResult, dependencies=[Security(write)], tags=["index"],
-                 summary="Rebuild the search indexes from SQL (write key)")
+    @router.post(
+        "/index/rebuild",
+        response_model=m.ReindexResult,
+        dependencies=[Security(write)],
+        tags=["index"],
+        summary="Rebuild the search indexes from SQL (write key)",
+    )
     def rebuild_route() -> dict[str, Any]:
         from explainer.search.reindex import reindex
 
@@ -349,9 +485,15 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
             log.info("vector scan loaded: %d explanations", load_scan(settings))
         yield
 
-    app = FastAPI(title="Activation explainer", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Search, inspect and report explanations of units inside language models. "
-                              f"Send an API key in the `{API_KEY_HEADER}` header.")
+    app = FastAPI(
+        title="Activation explainer",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Search, inspect and report explanations of units inside language models. "
+        f"Send an API key in the `{API_KEY_HEADER}` header.",
+    )
     _install_error_handlers(app)
     app.include_router(_api_router(settings, config))
 

@@ -19,7 +19,19 @@ from pydantic import BaseModel, Field, create_model
 from store.records import Explanation
 from store.records import Score as ScoreRecord
 
-__all__ = ["DERIVED", "CheckResult", "CollectionsPage", "ErrorBody", "Health", "ReindexResult", "RunDetail", "RunsPage", "SearchPage", "UnitDetail", "derived"]
+__all__ = [
+    "DERIVED",
+    "CheckResult",
+    "CollectionsPage",
+    "ErrorBody",
+    "Health",
+    "ReindexResult",
+    "RunDetail",
+    "RunsPage",
+    "SearchPage",
+    "UnitDetail",
+    "derived",
+]
 
 
 class ErrorDetail(BaseModel):
@@ -39,8 +51,9 @@ DERIVED: dict[str, tuple[type, tuple[str, ...]]] = {}
 """Response model name → (the record it derives from, the fields it takes from it)."""
 
 
-def derived(name: str, record: type, fields: tuple[str, ...], doc: str | None = None,
-            **view_fields: Any) -> type[BaseModel]:
+def derived(
+    name: str, record: type, fields: tuple[str, ...], doc: str | None = None, **view_fields: Any
+) -> type[BaseModel]:
     """A response model named ``name`` with ``fields`` of the dataclass ``record`` (their names
     and types as the record declares them) followed by ``view_fields`` (``(type, Field(...))``)
     that the view computes."""
@@ -50,8 +63,12 @@ def derived(name: str, record: type, fields: tuple[str, ...], doc: str | None = 
     if unknown:
         raise TypeError(f"{record.__name__} has no fields {unknown}")
     model: type[BaseModel] = create_model(  # type: ignore[call-overload]
-        name, __doc__=doc or f"A view of :class:`{record.__name__}`.", __module__=__name__,
-        **{f: (hints[f], ...) for f in fields}, **view_fields)
+        name,
+        __doc__=doc or f"A view of :class:`{record.__name__}`.",
+        __module__=__name__,
+        **{f: (hints[f], ...) for f in fields},
+        **view_fields,
+    )
     DERIVED[name] = (record, fields)
     return model
 
@@ -60,9 +77,14 @@ _CI95 = (list[float | None], Field(description="95% bootstrap interval [low, hig
 _PER_DOMAIN = (dict[str, float | None], Field(description="the score restricted to each corpus domain"))
 
 Score = derived(
-    "Score", ScoreRecord, ("scorer",), "The ok score a search hit is ranked and filtered by.",
+    "Score",
+    ScoreRecord,
+    ("scorer",),
+    "The ok score a search hit is ranked and filtered by.",
     value=(float, Field(description="Pearson correlation of simulated and true activations, −1…1")),
-    ci95=_CI95, per_domain=_PER_DOMAIN)
+    ci95=_CI95,
+    per_domain=_PER_DOMAIN,
+)
 
 
 class Token(BaseModel):
@@ -121,15 +143,22 @@ class Histogram(BaseModel):
 
 
 ScoreView = derived(
-    "ScoreView", ScoreRecord, ("scorer", "status", "value", "simulator_model", "n_tokens", "error"),
-    "One stored score of an explanation.", ci95=_CI95, per_domain=_PER_DOMAIN)
+    "ScoreView",
+    ScoreRecord,
+    ("scorer", "status", "value", "simulator_model", "n_tokens", "error"),
+    "One stored score of an explanation.",
+    ci95=_CI95,
+    per_domain=_PER_DOMAIN,
+)
 
 ExplanationView = derived(
-    "ExplanationView", Explanation,
+    "ExplanationView",
+    Explanation,
     ("id", "status", "text", "error", "explainer_model", "created_at", "indexed_at"),
     "One stored explanation of a unit with its scores.",
     prompt=(str, Field(description="the prompt template as name@version#hash8")),
-    scores=(list[ScoreView], ...))  # type: ignore[valid-type]
+    scores=(list[ScoreView], ...),
+)  # type: ignore[valid-type]
 
 
 class WindowView(BaseModel):

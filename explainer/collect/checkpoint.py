@@ -26,8 +26,12 @@ def save_checkpoint(path: str | Path, key: str, next_batch: int, state: dict[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = {"format": FORMAT, "key": key, "next_batch": next_batch,
-               "state": {name: t.detach().cpu() for name, t in state.items()}}
+    payload = {
+        "format": FORMAT,
+        "key": key,
+        "next_batch": next_batch,
+        "state": {name: t.detach().cpu() for name, t in state.items()},
+    }
     torch.save(payload, tmp)
     os.replace(tmp, path)
 

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from explainer.collect.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
-from explainer.errors import CorpusError
 from explainer.collect.evidence import DenseColumns, RunningStats, SparseColumns, TopWindows
 from explainer.collect.hooks import Hookpoint, capture
-from store.records import Document, UnitRecord
 from explainer.collect.records import build_records
+from explainer.errors import CorpusError
+from store.records import Document, UnitRecord
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Encoder(Protocol):
 
     def encode(self, x: Any) -> Any: ...
 
-    def to(self, device: Any) -> "Encoder": ...
+    def to(self, device: Any) -> Encoder: ...
 
     def check_hookpoint(self, hp: Hookpoint) -> None: ...
 
@@ -121,8 +121,10 @@ def make_sequences(docs: list[Document], tokenizer: Any, cfg: CollectConfig) -> 
             if total >= cfg.max_tokens:
                 return seqs
     if total < cfg.window:
-        raise CorpusError(f"the corpus yields {total} usable tokens, fewer than one window of {cfg.window} "
-                          "(is every document empty or tiny?)")
+        raise CorpusError(
+            f"the corpus yields {total} usable tokens, fewer than one window of {cfg.window} "
+            "(is every document empty or tiny?)"
+        )
     return seqs
 
 
@@ -139,8 +141,14 @@ def unit_hookpoint(hp: Hookpoint, encoder: Encoder | None) -> str:
 class Collector:
     """The streaming state of one collection; :meth:`step` processes one batch."""
 
-    def __init__(self, loaded: Any, hookpoint: Hookpoint, seqs: list[Sequence], cfg: CollectConfig,
-                 encoder: Encoder | None = None):
+    def __init__(
+        self,
+        loaded: Any,
+        hookpoint: Hookpoint,
+        seqs: list[Sequence],
+        cfg: CollectConfig,
+        encoder: Encoder | None = None,
+    ):
         import torch
 
         cfg.validate()
@@ -166,8 +174,17 @@ class Collector:
     # -- state, for checkpoints -----------------------------------------------------------
     def key(self) -> str:
         """Names what is collected: a checkpoint is resumed only under the same key."""
-        h = hashlib.sha256(json.dumps([self.loaded.name, self.hookpoint.name, self.units, self.cfg.to_dict(),
-                                       getattr(self.encoder, "fingerprint", None)]).encode())
+        h = hashlib.sha256(
+            json.dumps(
+                [
+                    self.loaded.name,
+                    self.hookpoint.name,
+                    self.units,
+                    self.cfg.to_dict(),
+                    getattr(self.encoder, "fingerprint", None),
+                ]
+            ).encode()
+        )
         for s in self.seqs:
             h.update(f"{s.doc_id}\x1f{s.domain}\x1f{s.token_ids}\n".encode())
         return h.hexdigest()
@@ -230,7 +247,7 @@ class Collector:
         else:
             short = [i for i, n in enumerate(lens_cpu.tolist()) if n < acts.shape[1]]
             for i in short:
-                acts[i, int(lens_cpu[i]):] = 0.0
+                acts[i, int(lens_cpu[i]) :] = 0.0
             seq_max = acts.amax(dim=1)  # [B, U]
             for i in short:
                 seq_max[i] = acts[i, : int(lens_cpu[i])].amax(dim=0)
@@ -241,7 +258,9 @@ class Collector:
         self.top.update(seq_max, seq_max, seq_ids, lens, columns, self.cfg.lead)
         if self.cfg.n_quantiles:
             gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + b)
-            keys = torch.rand(seq_max.shape, generator=gen, device=self.device).masked_fill_(seq_max <= 0, float("-inf"))
+            keys = torch.rand(seq_max.shape, generator=gen, device=self.device).masked_fill_(
+                seq_max <= 0, float("-inf")
+            )
             self.pool.update(keys, seq_max, seq_ids, lens, columns, self.cfg.lead)
         n_tokens = int(lens_cpu.sum())
         if sparse:
@@ -251,8 +270,11 @@ class Collector:
         for r, s in enumerate(self.random_ids):
             if first <= s < first + n_seqs:
                 st = self.random_start[s]
-                self.rand_acts[r] = (columns.dense_rows(s - first, st, self.cfg.window) if sparse
-                                     else acts[s - first, st : st + self.cfg.window])
+                self.rand_acts[r] = (
+                    columns.dense_rows(s - first, st, self.cfg.window)
+                    if sparse
+                    else acts[s - first, st : st + self.cfg.window]
+                )
         self.next_batch = b + 1
         return n_tokens
 
@@ -268,8 +290,13 @@ class Collector:
             self.load(resumed[1])
         every = checkpoint_every or max(1, self.n_batches // 20)
         done = sum(len(s.token_ids) for s in self.seqs[: self.next_batch * self.cfg.batch_size])
-        bar = tqdm(total=sum(len(s.token_ids) for s in self.seqs), initial=done, unit="tok",
-                   desc=f"collect {self.hookpoint.name}", disable=not progress)
+        bar = tqdm(
+            total=sum(len(s.token_ids) for s in self.seqs),
+            initial=done,
+            unit="tok",
+            desc=f"collect {self.hookpoint.name}",
+            disable=not progress,
+        )
         for b in range(self.next_batch, self.n_batches):
             bar.update(self.step(b))
             if checkpoint is not None and (b + 1) % every == 0 and b + 1 < self.n_batches:
@@ -280,9 +307,16 @@ class Collector:
         return build_records(self, unit_hookpoint_name or unit_hookpoint(self.hookpoint, self.encoder), names)
 
 
-def collect(loaded: Any, hookpoint: Hookpoint, docs: list[Document], cfg: CollectConfig, progress: bool = True,
-            encoder: Encoder | None = None, checkpoint: str | Path | None = None,
-            checkpoint_every: int = 0) -> list[UnitRecord]:
+def collect(
+    loaded: Any,
+    hookpoint: Hookpoint,
+    docs: list[Document],
+    cfg: CollectConfig,
+    progress: bool = True,
+    encoder: Encoder | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+) -> list[UnitRecord]:
     """Collect evidence for every unit at ``hookpoint`` (or every feature of ``encoder``); returns
     one record per unit. With ``checkpoint`` (a file path) the state is saved every
     ``checkpoint_every`` batches and a killed run resumes from it; the file is removed at the end."""
@@ -292,4 +326,3 @@ def collect(loaded: Any, hookpoint: Hookpoint, docs: list[Document], cfg: Collec
     records = collector.records(names=getattr(encoder, "names", None))
     remove_checkpoint(checkpoint)
     return records
-

@@ -20,9 +20,10 @@ import itertools
 import json
 import re
 import sysconfig
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import TypeVar
 
 from explainer.errors import CorpusError
 from store.records import Document
@@ -31,11 +32,29 @@ __all__ = ["default_corpus", "load_corpus", "corpus_fingerprint", "resolve_corpu
 
 T = TypeVar("T")
 
-CODE_MODULES: tuple[str, ...] = tuple(sorted((
-    "bisect.py", "calendar.py", "colorsys.py", "csv.py", "dataclasses.py", "difflib.py",
-    "fractions.py", "heapq.py", "ipaddress.py", "json/decoder.py", "json/encoder.py",
-    "pprint.py", "random.py", "shlex.py", "statistics.py", "string.py", "textwrap.py",
-)))
+CODE_MODULES: tuple[str, ...] = tuple(
+    sorted(
+        (
+            "bisect.py",
+            "calendar.py",
+            "colorsys.py",
+            "csv.py",
+            "dataclasses.py",
+            "difflib.py",
+            "fractions.py",
+            "heapq.py",
+            "ipaddress.py",
+            "json/decoder.py",
+            "json/encoder.py",
+            "pprint.py",
+            "random.py",
+            "shlex.py",
+            "statistics.py",
+            "string.py",
+            "textwrap.py",
+        )
+    )
+)
 """Standard-library files (relative to the stdlib directory) used for ``code``/``docs``."""
 
 CODE_CHUNK_CHARS = 3000
@@ -127,16 +146,14 @@ def _code_and_docs(stdlib: Path) -> tuple[list[Document], list[Document]]:
         source = _read_text_quietly(stdlib / rel)
         if source is None:
             continue
-        code.append([Document(f"code:{rel}#{i}", "code", t)
-                     for i, t in enumerate(_split(source, CODE_CHUNK_CHARS))])
+        code.append([Document(f"code:{rel}#{i}", "code", t) for i, t in enumerate(_split(source, CODE_CHUNK_CHARS))])
         try:
             tree = ast.parse(source)
         except SyntaxError:
             continue
         nodes = [tree, *_defs(tree)]
         strings = [s for s in (ast.get_docstring(n, clean=True) for n in nodes) if s and s.strip()]
-        docs.append([Document(f"docs:{rel}#{i}", "docs", t)
-                     for i, t in enumerate(_pack(strings, DOCS_CHUNK_CHARS))])
+        docs.append([Document(f"docs:{rel}#{i}", "docs", t) for i, t in enumerate(_pack(strings, DOCS_CHUNK_CHARS))])
     return _round_robin(code), _round_robin(docs)
 
 
@@ -152,8 +169,11 @@ def _license_files(dist: importlib.metadata.Distribution) -> list[Path]:
     if isinstance(root, Path) and root.is_dir() and root.name.endswith(".dist-info"):
         found = [p for p in root.rglob("*") if p.is_file() and _is_license(p.relative_to(root).parts)]
     else:
-        found = [Path(dist.locate_file(f)) for f in dist.files or ()
-                 if f.parts and f.parts[0].endswith(".dist-info") and _is_license(f.parts[1:])]
+        found = [
+            Path(dist.locate_file(f))
+            for f in dist.files or ()
+            if f.parts and f.parts[0].endswith(".dist-info") and _is_license(f.parts[1:])
+        ]
     return sorted(found, key=lambda p: p.as_posix())
 
 
@@ -238,17 +258,20 @@ def load_corpus(path: str | Path, default_domain: str | None = None) -> list[Doc
     if not path.exists():
         raise CorpusError(f"corpus path does not exist: {path}")
     if path.is_dir():
-        files = sorted((p for p in path.rglob("*")
-                        if p.is_file() and p.suffix.lower() in USER_SUFFIXES),
-                       key=lambda p: p.relative_to(path).as_posix())
+        files = sorted(
+            (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in USER_SUFFIXES),
+            key=lambda p: p.relative_to(path).as_posix(),
+        )
         if not files:
             raise CorpusError(f"no .txt or .jsonl files in corpus directory {path}")
         pairs = [(p, p.relative_to(path).as_posix()) for p in files]
     elif path.suffix.lower() in USER_SUFFIXES:
         pairs = [(path, path.name)]
     else:
-        raise CorpusError(f"unsupported corpus file type {path.suffix or '(none)'!r}: {path}; "
-                          "expected a .txt or .jsonl file or a directory")
+        raise CorpusError(
+            f"unsupported corpus file type {path.suffix or '(none)'!r}: {path}; "
+            "expected a .txt or .jsonl file or a directory"
+        )
     docs: list[Document] = []
     seen: dict[str, Path] = {}
     for file, rel in pairs:

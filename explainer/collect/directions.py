@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explainer.errors import HookpointError, SAEError
 from explainer.collect.hooks import Hookpoint, from_transformer_lens
+from explainer.errors import HookpointError, SAEError
 
 
 class Directions:
@@ -37,15 +37,23 @@ class Directions:
         return int(self.vectors.shape[0])
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "hookpoint": self.hookpoint, "d_in": self.d_in, "n": self.width,
-                "names": self.names, "fingerprint": self.fingerprint}
+        return {
+            "name": self.name,
+            "hookpoint": self.hookpoint,
+            "d_in": self.d_in,
+            "n": self.width,
+            "names": self.names,
+            "fingerprint": self.fingerprint,
+        }
 
-    def to(self, device: Any) -> "Directions":
+    def to(self, device: Any) -> Directions:
         return Directions(self.name, self.vectors.to(device), self.names, self.hookpoint, self.fingerprint)
 
     def check_hookpoint(self, hp: Hookpoint) -> None:
         if hp.width != self.d_in:
-            raise SAEError(f"directions {self.name!r} have dimension {self.d_in}, but hookpoint {hp.name} has width {hp.width}")
+            raise SAEError(
+                f"directions {self.name!r} have dimension {self.d_in}, but hookpoint {hp.name} has width {hp.width}"
+            )
 
     def encode(self, x: Any) -> Any:
         return x.to(self.vectors.dtype) @ self.vectors.T
@@ -69,7 +77,9 @@ def load_directions(path: str | Path, name: str | None = None) -> Directions:
                 keys = list(f.keys())
                 key = "directions" if "directions" in keys else (keys[0] if len(keys) == 1 else None)
                 if key is None:
-                    raise SAEError(f"{path}: expected a tensor 'directions' or a single tensor, found {', '.join(keys) or 'none'}")
+                    raise SAEError(
+                        f"{path}: expected a tensor 'directions' or a single tensor, found {', '.join(keys) or 'none'}"
+                    )
                 matrix = f.get_tensor(key).float()
         elif path.suffix == ".npy":
             matrix = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))

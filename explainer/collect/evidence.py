@@ -50,7 +50,7 @@ class TopWindows:
         for name, t in state.items():
             getattr(self, name).copy_(t)
 
-    def update(self, score: Any, value: Any, seq_ids: Any, lens: Any, columns: "Columns", lead: int) -> None:
+    def update(self, score: Any, value: Any, seq_ids: Any, lens: Any, columns: Columns, lead: int) -> None:
         """score, value ``[B, U]``; seq_ids, lens ``[B]``; ``columns`` gives the batch's
         activations of (sequence, unit) pairs. A candidate that enters replaces an evicted slot;
         only entering windows are cut from the batch, placed with ``lead`` tokens before the unit's
@@ -192,8 +192,9 @@ class RunningStats:
         self.n_tokens += n_valid
         b, c = (seq_max > 0).nonzero(as_tuple=True)
         v = seq_max[b, c].contiguous()
-        self.hist += torch.bincount(c * HIST_BINS + _hist_table(v.device)[(v.view(torch.int32) >> 21) + 1024] - 1,
-                                    minlength=units * HIST_BINS)
+        self.hist += torch.bincount(
+            c * HIST_BINS + _hist_table(v.device)[(v.view(torch.int32) >> 21) + 1024] - 1, minlength=units * HIST_BINS
+        )
 
     def _add_entries(self, cols: Any, v: Any, units: int) -> None:
         import torch

@@ -31,8 +31,13 @@ _OUT_PROJ_NAMES = ("down_proj", "c_proj", "fc2", "dense_4h_to_h")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 
 HookKind = Literal["mlp", "resid", "mlp_in", "mlp_out", "attn_out"]
-_SUFFIX_KIND: dict[str, HookKind] = {"": "resid", ".mlp": "mlp", ".mlp_in": "mlp_in", ".mlp_out": "mlp_out",
-                                     ".attn_out": "attn_out"}
+_SUFFIX_KIND: dict[str, HookKind] = {
+    "": "resid",
+    ".mlp": "mlp",
+    ".mlp_in": "mlp_in",
+    ".mlp_out": "mlp_out",
+    ".attn_out": "attn_out",
+}
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,11 @@ def valid_hookpoints(model: Any) -> list[str]:
 
 def _valid_message(n: int) -> str:
     last = n - 1
-    return (f"valid hookpoints are layers.0.mlp … layers.{last}.mlp (MLP neurons), layers.0 … layers.{last} "
-            f"(residual stream after the block), and layers.L.mlp_in, layers.L.mlp_out, layers.L.attn_out "
-            f"for L in 0…{last} (MLP input, MLP output, attention output)")
+    return (
+        f"valid hookpoints are layers.0.mlp … layers.{last}.mlp (MLP neurons), layers.0 … layers.{last} "
+        f"(residual stream after the block), and layers.L.mlp_in, layers.L.mlp_out, layers.L.attn_out "
+        f"for L in 0…{last} (MLP input, MLP output, attention output)"
+    )
 
 
 def resolve_hookpoint(model: Any, name: str) -> Hookpoint:
@@ -110,9 +117,11 @@ _TL_NAMES: tuple[tuple[str, str], ...] = (
     (r"blocks\.(\d+)\.hook_attn_out", "layers.{L}.attn_out"),
     (r"blocks\.(\d+)\.ln2\.hook_normalized", "layers.{L}.mlp_in"),
 )
-TRANSFORMER_LENS_HELP = ("blocks.L.hook_resid_post → layers.L; blocks.L.hook_resid_pre → layers.(L-1); "
-                         "blocks.L.mlp.hook_post → layers.L.mlp; blocks.L.hook_mlp_out → layers.L.mlp_out; "
-                         "blocks.L.hook_attn_out → layers.L.attn_out; blocks.L.ln2.hook_normalized → layers.L.mlp_in")
+TRANSFORMER_LENS_HELP = (
+    "blocks.L.hook_resid_post → layers.L; blocks.L.hook_resid_pre → layers.(L-1); "
+    "blocks.L.mlp.hook_post → layers.L.mlp; blocks.L.hook_mlp_out → layers.L.mlp_out; "
+    "blocks.L.hook_attn_out → layers.L.attn_out; blocks.L.ln2.hook_normalized → layers.L.mlp_in"
+)
 
 
 def from_transformer_lens(name: str) -> str:
@@ -131,10 +140,12 @@ def from_transformer_lens(name: str) -> str:
     raise HookpointError(f"unsupported TransformerLens/SAELens hook name {name!r}; supported: {TRANSFORMER_LENS_HELP}")
 
 
-SPARSIFY_HELP = ("layers.L → layers.L; layers.L.mlp → layers.L.mlp_out (its input layers.L.mlp_in for transcoders); "
-                 "layers.L.self_attn → layers.L.attn_out; layers.L.mlp.down_proj → layers.L.mlp_out "
-                 "(its input, the neurons layers.L.mlp, for transcoders); prefixes model./transformer./gpt_neox. "
-                 "and h.L for layers.L are accepted")
+SPARSIFY_HELP = (
+    "layers.L → layers.L; layers.L.mlp → layers.L.mlp_out (its input layers.L.mlp_in for transcoders); "
+    "layers.L.self_attn → layers.L.attn_out; layers.L.mlp.down_proj → layers.L.mlp_out "
+    "(its input, the neurons layers.L.mlp, for transcoders); prefixes model./transformer./gpt_neox. "
+    "and h.L for layers.L are accepted"
+)
 
 
 def from_sparsify(name: str, transcode: bool = False) -> str:
@@ -161,6 +172,7 @@ def from_sparsify(name: str, transcode: bool = False) -> str:
 
 
 # -- capture ------------------------------------------------------------------------------
+
 
 class _Stop(Exception):
     """Raised inside a hook to end the forward pass once the tensor is captured."""

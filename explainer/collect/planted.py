@@ -72,7 +72,9 @@ class TokenizedWindow:
     text: str
 
 
-def tokenize_windows(docs: list[Document], tokenizer: Any, window: int = 32, max_windows: int = 2000) -> list[TokenizedWindow]:
+def tokenize_windows(
+    docs: list[Document], tokenizer: Any, window: int = 32, max_windows: int = 2000
+) -> list[TokenizedWindow]:
     """Cut documents into windows of ``window`` tokens, keeping each token's character span."""
     out: list[TokenizedWindow] = []
     for doc in docs:
@@ -82,7 +84,7 @@ def tokenize_windows(docs: list[Document], tokenizer: Any, window: int = 32, max
             lo, hi = offsets[start][0], offsets[start + window - 1][1]
             text = doc.text[lo:hi]
             spans = tuple((a - lo, b - lo) for a, b in offsets[start : start + window])
-            tokens = tuple(text[a:b] if i == 0 else text[spans[i - 1][1]:b] for i, (a, b) in enumerate(spans))
+            tokens = tuple(text[a:b] if i == 0 else text[spans[i - 1][1] : b] for i, (a, b) in enumerate(spans))
             out.append(TokenizedWindow(doc.doc_id, doc.domain, tokens, spans, text))
             if len(out) >= max_windows:
                 return out
@@ -94,8 +96,14 @@ def concept_activations(concept: Concept, win: TokenizedWindow) -> tuple[float, 
     return tuple(1.0 if any(a < me and ms < b for ms, me in hits) else 0.0 for a, b in win.spans)
 
 
-def planted_record(concept: Concept, windows: list[TokenizedWindow], top_k: int = 12, n_random: int = 6,
-                   seed: int = 0, model: str = "planted") -> UnitRecord:
+def planted_record(
+    concept: Concept,
+    windows: list[TokenizedWindow],
+    top_k: int = 12,
+    n_random: int = 6,
+    seed: int = 0,
+    model: str = "planted",
+) -> UnitRecord:
     """A unit record for ``concept`` built exactly like a collected one (top windows alternate
     explain/held-out by rank; random windows are held out)."""
     acts = [concept_activations(concept, w) for w in windows]
@@ -103,11 +111,25 @@ def planted_record(concept: Concept, windows: list[TokenizedWindow], top_k: int 
     top = [i for i in order if sum(acts[i]) > 0][:top_k]
     rng = random.Random(f"{seed}:{concept.name}")
     rand = rng.sample(range(len(windows)), min(n_random, len(windows)))
-    out = [Window(f"top-{r}", "top", "explain" if r % 2 == 0 else "heldout", windows[i].doc_id, windows[i].domain,
-                  windows[i].tokens, acts[i]) for r, i in enumerate(top)]
-    out += [Window(f"random-{r}", "random", "heldout", windows[i].doc_id, windows[i].domain, windows[i].tokens, acts[i])
-            for r, i in enumerate(rand)]
+    out = [
+        Window(
+            f"top-{r}",
+            "top",
+            "explain" if r % 2 == 0 else "heldout",
+            windows[i].doc_id,
+            windows[i].domain,
+            windows[i].tokens,
+            acts[i],
+        )
+        for r, i in enumerate(top)
+    ]
+    out += [
+        Window(f"random-{r}", "random", "heldout", windows[i].doc_id, windows[i].domain, windows[i].tokens, acts[i])
+        for r, i in enumerate(rand)
+    ]
     flat = [a for a_w in acts for a in a_w]
     mean = sum(flat) / len(flat) if flat else 0.0
-    stats = UnitStats(max=1.0 if top else 0.0, mean=mean, std=(mean - mean * mean) ** 0.5, density=mean, n_tokens=len(flat))
+    stats = UnitStats(
+        max=1.0 if top else 0.0, mean=mean, std=(mean - mean * mean) ** 0.5, density=mean, n_tokens=len(flat)
+    )
     return UnitRecord(f"{model}/planted/{concept.name}", model, "planted", 0, stats, tuple(out))

@@ -36,8 +36,10 @@ def skip_reason(fire: int, n_tokens: int, active_seqs: int, min_density: float) 
         return f"dead: never active (> 0) on {n_tokens} tokens"
     density = fire / max(n_tokens, 1)
     if density < min_density or active_seqs < 2:
-        return (f"ultra-rare: active on {fire} of {n_tokens} tokens (density {density:.2e}, minimum {min_density:.0e}) "
-                f"in {active_seqs} sequence(s) (minimum 2)")
+        return (
+            f"ultra-rare: active on {fire} of {n_tokens} tokens (density {density:.2e}, minimum {min_density:.0e}) "
+            f"in {active_seqs} sequence(s) (minimum 2)"
+        )
     return None
 
 
@@ -57,8 +59,16 @@ def build_records(col: Any, unit_hp: str, names: list[str] | None = None) -> lis
 
     def window(wid: str, kind: str, split: str, s: int, start: int, acts: np.ndarray, q: int | None = None) -> Window:
         n = min(cfg.window, len(seqs[s].token_ids) - start)
-        return Window(wid, kind, split, seqs[s].doc_id, seqs[s].domain, tokens_of(s)[start : start + n],
-                      tuple(acts[:n].tolist()), q)
+        return Window(
+            wid,
+            kind,
+            split,
+            seqs[s].doc_id,
+            seqs[s].domain,
+            tokens_of(s)[start : start + n],
+            tuple(acts[:n].tolist()),
+            q,
+        )
 
     st = {k: v.cpu().numpy() for k, v in col.stats.state().items()}
     n_tokens = int(st["n_tokens"])
@@ -90,19 +100,46 @@ def build_records(col: Any, unit_hp: str, names: list[str] | None = None) -> lis
                 windows.append(window(f"top-{rank}", "top", _split(rank), s, int(top["start"][u][i]), top_acts[u][i]))
                 used.add(int(s))
                 rank += 1
-            cand = [i for i in np.argsort(pool["value"][u], kind="stable")
-                    if np.isfinite(pool["score"][u][i]) and int(pool["seq"][u][i]) not in used]
+            cand = [
+                i
+                for i in np.argsort(pool["value"][u], kind="stable")
+                if np.isfinite(pool["score"][u][i]) and int(pool["seq"][u][i]) not in used
+            ]
             for q, i in _quantile_picks([float(pool["value"][u][i]) for i in cand], cfg.n_quantiles):
                 j = cand[i]
-                windows.append(window(f"quantile-{q}", "quantile", _split(q), int(pool["seq"][u][j]),
-                                      int(pool["start"][u][j]), pool_acts[u][j], q))
+                windows.append(
+                    window(
+                        f"quantile-{q}",
+                        "quantile",
+                        _split(q),
+                        int(pool["seq"][u][j]),
+                        int(pool["start"][u][j]),
+                        pool_acts[u][j],
+                        q,
+                    )
+                )
             for r, s in enumerate(col.random_ids):
                 windows.append(window(f"random-{r}", "random", "heldout", s, col.random_start[s], rand[u][r]))
-        stats = UnitStats(max=float(st["max"][u]), mean=float(mean[u]), std=float(std[u]), density=fire / max(n_tokens, 1),
-                          n_tokens=n_tokens,
-                          quantiles=tuple(float(x) for x in bounds[u]) if fire and cfg.n_quantiles >= 2 else (),
-                          histogram=tuple(int(c) for c in hist[u][lo:hi]),
-                          histogram_edges=tuple(float(e) for e in edges[lo : hi + 1]) if hi else ())
-        records.append(UnitRecord(make_unit_id(model, unit_hp, u), model, unit_hp, u, stats, tuple(windows),
-                                  name=names[u] if names else None, skip_reason=reason))
+        stats = UnitStats(
+            max=float(st["max"][u]),
+            mean=float(mean[u]),
+            std=float(std[u]),
+            density=fire / max(n_tokens, 1),
+            n_tokens=n_tokens,
+            quantiles=tuple(float(x) for x in bounds[u]) if fire and cfg.n_quantiles >= 2 else (),
+            histogram=tuple(int(c) for c in hist[u][lo:hi]),
+            histogram_edges=tuple(float(e) for e in edges[lo : hi + 1]) if hi else (),
+        )
+        records.append(
+            UnitRecord(
+                make_unit_id(model, unit_hp, u),
+                model,
+                unit_hp,
+                u,
+                stats,
+                tuple(windows),
+                name=names[u] if names else None,
+                skip_reason=reason,
+            )
+        )
     return records

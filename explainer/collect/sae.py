@@ -25,16 +25,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explainer.errors import HookpointError, SAEError
 from explainer.collect.hooks import Hookpoint, from_sparsify, from_transformer_lens
+from explainer.errors import HookpointError, SAEError
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"
 CFG = "cfg.json"
 
 _SAELENS_ARCH = {  # architecture in cfg.json → how we encode
-    "standard": "relu", "transcoder": "relu", "skip_transcoder": "relu",
-    "topk": "topk", "jumprelu": "jumprelu", "jumprelu_transcoder": "jumprelu", "gated": "gated",
+    "standard": "relu",
+    "transcoder": "relu",
+    "skip_transcoder": "relu",
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "jumprelu_transcoder": "jumprelu",
+    "gated": "gated",
 }
 _NORMALIZE_OK = ("none", "constant_norm_rescale", "layer_norm")
 
@@ -43,9 +48,21 @@ class SparseAutoencoder:
     """The encoder of one SAE or transcoder. ``encode`` maps hookpoint activations
     ``[..., d_in]`` (raw units) to dense feature activations ``[..., d_sae]`` (≥ 0)."""
 
-    def __init__(self, *, name: str, source: str, architecture: str, activation: str, hook_name: str,
-                 hookpoint: str, weights: dict[str, Any], k: int | None = None, normalize: str = "none",
-                 rescale_by_decoder_norm: bool = False, fingerprint: str = ""):
+    def __init__(
+        self,
+        *,
+        name: str,
+        source: str,
+        architecture: str,
+        activation: str,
+        hook_name: str,
+        hookpoint: str,
+        weights: dict[str, Any],
+        k: int | None = None,
+        normalize: str = "none",
+        rescale_by_decoder_norm: bool = False,
+        fingerprint: str = "",
+    ):
         self.name, self.source, self.architecture, self.activation = name, source, architecture, activation
         self.hook_name, self.hookpoint, self.k, self.normalize = hook_name, hookpoint, k, normalize
         self.rescale_by_decoder_norm, self.fingerprint = rescale_by_decoder_norm, fingerprint
@@ -60,16 +77,33 @@ class SparseAutoencoder:
         return self.d_sae
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "architecture": self.architecture, "hook_name": self.hook_name,
-                "hookpoint": self.hookpoint, "d_in": self.d_in, "d_sae": self.d_sae, "k": self.k,
-                "fingerprint": self.fingerprint}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "architecture": self.architecture,
+            "hook_name": self.hook_name,
+            "hookpoint": self.hookpoint,
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "k": self.k,
+            "fingerprint": self.fingerprint,
+        }
 
-    def to(self, device: Any) -> "SparseAutoencoder":
+    def to(self, device: Any) -> SparseAutoencoder:
         moved = {k: v.to(device) for k, v in self.weights.items()}
-        return SparseAutoencoder(name=self.name, source=self.source, architecture=self.architecture,
-                                 activation=self.activation, hook_name=self.hook_name, hookpoint=self.hookpoint,
-                                 weights=moved, k=self.k, normalize=self.normalize,
-                                 rescale_by_decoder_norm=self.rescale_by_decoder_norm, fingerprint=self.fingerprint)
+        return SparseAutoencoder(
+            name=self.name,
+            source=self.source,
+            architecture=self.architecture,
+            activation=self.activation,
+            hook_name=self.hook_name,
+            hookpoint=self.hookpoint,
+            weights=moved,
+            k=self.k,
+            normalize=self.normalize,
+            rescale_by_decoder_norm=self.rescale_by_decoder_norm,
+            fingerprint=self.fingerprint,
+        )
 
     def check_hookpoint(self, hp: Hookpoint) -> None:
         """Raise :class:`SAEError` unless this SAE reads ``hp`` and its width is ``d_in``."""
@@ -87,7 +121,7 @@ class SparseAutoencoder:
         w = self.weights
         x = x.to(w["W_enc"].dtype)
         if self.normalize == "constant_norm_rescale":
-            x = x * (self.d_in ** 0.5) / x.norm(dim=-1, keepdim=True)
+            x = x * (self.d_in**0.5) / x.norm(dim=-1, keepdim=True)
         elif self.normalize == "layer_norm":
             x = x - x.mean(dim=-1, keepdim=True)
             x = x / (x.std(dim=-1, keepdim=True) + 1e-5)
@@ -118,8 +152,9 @@ class SparseAutoencoder:
         w = self.weights
         if self.sparse_k is not None:
             values, idx = self.encode_sparse(x)
-            return torch.zeros((*values.shape[:-1], self.d_sae), dtype=values.dtype,
-                               device=values.device).scatter_(-1, idx, values)
+            return torch.zeros((*values.shape[:-1], self.d_sae), dtype=values.dtype, device=values.device).scatter_(
+                -1, idx, values
+            )
         with torch.no_grad():
             x = self._pre(x)
             if self.activation == "gated":
@@ -160,7 +195,9 @@ def _read_weights(path: Path) -> dict[str, Any]:
 def _need(weights: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
     missing = [k for k in keys if k not in weights]
     if missing:
-        raise SAEError(f"{path}: missing weight(s) {', '.join(missing)}; the file has {', '.join(sorted(weights)) or 'none'}")
+        raise SAEError(
+            f"{path}: missing weight(s) {', '.join(missing)}; the file has {', '.join(sorted(weights)) or 'none'}"
+        )
 
 
 def _shape(t: Any, shape: tuple[int, ...], what: str, path: Path) -> None:
@@ -197,7 +234,9 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
         if act not in ("relu", "topk"):
             raise SAEError(f"{path / CFG}: unsupported activation_fn_str {act!r} (relu or topk)")
     if arch not in _SAELENS_ARCH:
-        raise SAEError(f"{path / CFG}: unsupported SAELens architecture {arch!r}; supported: {', '.join(_SAELENS_ARCH)}")
+        raise SAEError(
+            f"{path / CFG}: unsupported SAELens architecture {arch!r}; supported: {', '.join(_SAELENS_ARCH)}"
+        )
     hook_name = meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
     if not isinstance(hook_name, str) or not hook_name:
         raise SAEError(f"{path / CFG}: no hook name (metadata.hook_name, hook_name or hook_point)")
@@ -207,8 +246,10 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
     normalize = cfg.get("normalize_activations", "none")
     normalize = {False: "none", None: "none", True: "expected_average_only_in"}.get(normalize, normalize)
     if normalize not in _NORMALIZE_OK:
-        raise SAEError(f"{path / CFG}: normalize_activations={normalize!r} is not supported "
-                       f"({', '.join(_NORMALIZE_OK)}); fold the scaling into the weights first")
+        raise SAEError(
+            f"{path / CFG}: normalize_activations={normalize!r} is not supported "
+            f"({', '.join(_NORMALIZE_OK)}); fold the scaling into the weights first"
+        )
     d_in, d_sae = _int(cfg, "d_in", path), _int(cfg, "d_sae", path)
     try:
         hookpoint = from_transformer_lens(hook_name)
@@ -218,7 +259,10 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
     if "log_threshold" in weights and "threshold" not in weights:
         weights["threshold"] = torch.exp(weights.pop("log_threshold"))
     activation = _SAELENS_ARCH[arch]
-    need = {"gated": ("W_enc", "b_gate", "r_mag", "b_mag", "b_dec"), "jumprelu": ("W_enc", "b_enc", "b_dec", "threshold")}
+    need = {
+        "gated": ("W_enc", "b_gate", "r_mag", "b_mag", "b_dec"),
+        "jumprelu": ("W_enc", "b_enc", "b_dec", "threshold"),
+    }
     _need(weights, need.get(activation, ("W_enc", "b_enc", "b_dec")), path / SAELENS_WEIGHTS)
     _shape(weights["W_enc"], (d_in, d_sae), "W_enc", path)
     # transcoders never subtract b_dec (it lives in the output space)
@@ -246,9 +290,19 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
         if rescale:
             _need(weights, ("W_dec",), path / SAELENS_WEIGHTS)
             w["dec_norm"] = weights["W_dec"].norm(dim=-1)
-    return SparseAutoencoder(name=name, source="saelens", architecture=arch, activation=activation, hook_name=hook_name,
-                             hookpoint=hookpoint, weights=w, k=k, normalize=normalize, rescale_by_decoder_norm=rescale,
-                             fingerprint=_fingerprint(path / CFG, path / SAELENS_WEIGHTS))
+    return SparseAutoencoder(
+        name=name,
+        source="saelens",
+        architecture=arch,
+        activation=activation,
+        hook_name=hook_name,
+        hookpoint=hookpoint,
+        weights=w,
+        k=k,
+        normalize=normalize,
+        rescale_by_decoder_norm=rescale,
+        fingerprint=_fingerprint(path / CFG, path / SAELENS_WEIGHTS),
+    )
 
 
 def _load_sparsify(path: Path, name: str, hook_name: str) -> SparseAutoencoder:
@@ -274,11 +328,22 @@ def _load_sparsify(path: Path, name: str, hook_name: str) -> SparseAutoencoder:
         raise SAEError(f"{path / CFG}: k={k} does not fit {n} latents with activation {activation!r}")
     import torch
 
-    w = {"W_enc": weights["encoder.weight"].T.contiguous(), "b_enc": weights["encoder.bias"],
-         "b_in": torch.zeros(d_in) if transcode else weights["b_dec"]}
-    return SparseAutoencoder(name=name, source="sparsify", architecture="transcoder" if transcode else activation,
-                             activation=activation, hook_name=hook_name, hookpoint=hookpoint, weights=w, k=k,
-                             fingerprint=_fingerprint(path / CFG, path / SPARSIFY_WEIGHTS))
+    w = {
+        "W_enc": weights["encoder.weight"].T.contiguous(),
+        "b_enc": weights["encoder.bias"],
+        "b_in": torch.zeros(d_in) if transcode else weights["b_dec"],
+    }
+    return SparseAutoencoder(
+        name=name,
+        source="sparsify",
+        architecture="transcoder" if transcode else activation,
+        activation=activation,
+        hook_name=hook_name,
+        hookpoint=hookpoint,
+        weights=w,
+        k=k,
+        fingerprint=_fingerprint(path / CFG, path / SPARSIFY_WEIGHTS),
+    )
 
 
 def load_sae(path: str | Path, hookpoint: str | None = None, name: str | None = None) -> SparseAutoencoder:
@@ -286,15 +351,19 @@ def load_sae(path: str | Path, hookpoint: str | None = None, name: str | None = 
     with one subfolder per hookpoint (pick one with ``hookpoint``: its folder name or our name)."""
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise SAEError(f"SAE path {path} is not a folder (expected cfg.json + sae_weights.safetensors or sae.safetensors)")
+        raise SAEError(
+            f"SAE path {path} is not a folder (expected cfg.json + sae_weights.safetensors or sae.safetensors)"
+        )
     if not (path / CFG).is_file():
         subs = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / CFG).is_file())
         if not subs:
             raise SAEError(f"{path}: no {CFG} here or in any subfolder")
         pick = [s for s in subs if hookpoint in (s, _our_name(path / s))] if hookpoint else []
         if len(pick) != 1:
-            raise SAEError(f"{path} holds several SAEs: {', '.join(subs)}; choose one with the hookpoint "
-                           f"(given: {hookpoint!r}) or give its folder")
+            raise SAEError(
+                f"{path} holds several SAEs: {', '.join(subs)}; choose one with the hookpoint "
+                f"(given: {hookpoint!r}) or give its folder"
+            )
         path = path / pick[0]
     label = name or path.name
     if (path / SAELENS_WEIGHTS).is_file():
@@ -304,7 +373,9 @@ def load_sae(path: str | Path, hookpoint: str | None = None, name: str | None = 
     else:
         raise SAEError(f"{path}: neither {SAELENS_WEIGHTS} (SAELens) nor {SPARSIFY_WEIGHTS} (sparsify) is here")
     if hookpoint and hookpoint not in (sae.hookpoint, sae.hook_name):
-        raise SAEError(f"SAE {label!r} reads {sae.hook_name} (our {sae.hookpoint}), not the requested hookpoint {hookpoint!r}")
+        raise SAEError(
+            f"SAE {label!r} reads {sae.hook_name} (our {sae.hookpoint}), not the requested hookpoint {hookpoint!r}"
+        )
     return sae
 
 

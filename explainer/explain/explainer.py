@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
@@ -72,12 +73,20 @@ def format_window(window: Window, unit_max: float, mark_threshold: int, max_char
     return {"text": text, "top_tokens": listed}
 
 
-def build_messages(template: PromptTemplate, record: UnitRecord, max_windows: int | None = None,
-                   max_window_chars: int | None = None) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+def build_messages(
+    template: PromptTemplate, record: UnitRecord, max_windows: int | None = None, max_window_chars: int | None = None
+) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
     """Chat messages for the explainer and the ids of the windows they show."""
     shown = record.windows_for("explain", "top")[: max_windows or int(template.get("max_windows", 6))]
-    fmt = [format_window(w, record.stats.max, int(template.get("mark_threshold", 4)),
-                         max_window_chars or int(template.get("max_window_chars", 400))) for w in shown]
+    fmt = [
+        format_window(
+            w,
+            record.stats.max,
+            int(template.get("mark_threshold", 4)),
+            max_window_chars or int(template.get("max_window_chars", 400)),
+        )
+        for w in shown
+    ]
     messages: list[tuple[str, str]] = [("system", template["system"])]
     for shot in template.get("few_shot", []) or []:
         messages.append(("user", template.render("user", windows=shot["windows"])))
@@ -86,13 +95,19 @@ def build_messages(template: PromptTemplate, record: UnitRecord, max_windows: in
     return messages, tuple(w.window_id for w in shown)
 
 
-_PREFIX = re.compile(r"^(?:explanation|answer|this neuron|the neuron|neuron)\b\s*"
-                     r"(?:(?:fires on|fires for|responds to|detects|is)\b)?\s*[:\-]?\s*", re.I)
+_PREFIX = re.compile(
+    r"^(?:explanation|answer|this neuron|the neuron|neuron)\b\s*"
+    r"(?:(?:fires on|fires for|responds to|detects|is)\b)?\s*[:\-]?\s*",
+    re.I,
+)
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]])(?<!\be\.g)(?<!\bi\.e)\.\s")
 
 
-_REFUSAL = re.compile(r"^\W*(?:i'?m sorry|i am sorry|sorry\b|i (?:cannot|can'?t|am unable|'m unable|won'?t)\b"
-                      r"|as an ai\b|unfortunately\b)", re.I)
+_REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry\b|i (?:cannot|can'?t|am unable|'m unable|won'?t)\b"
+    r"|as an ai\b|unfortunately\b)",
+    re.I,
+)
 
 
 _ACTIVATION_LIST = re.compile(r'"[^"]{1,30}" (?:10|[0-9])(?:,|$)')
@@ -102,7 +117,7 @@ _ACTIVATION_LIST = re.compile(r'"[^"]{1,30}" (?:10|[0-9])(?:,|$)')
 def _unwrap(text: str) -> str:
     """Remove one pair of quotes or emphasis marks that encloses the whole text, and only then."""
     for q in ("**", "*", "`", '"', "'"):
-        inner = text[len(q):-len(q)]
+        inner = text[len(q) : -len(q)]
         if len(text) > 2 * len(q) and text.startswith(q) and text.endswith(q) and q not in inner:
             return inner.strip()
     return text
@@ -126,8 +141,9 @@ def parse_explanation(raw: str) -> str:
     return text
 
 
-def prompt_meter(chat: BaseChatModel, context_tokens: int | None = None
-                 ) -> tuple[Callable[[list[tuple[str, str]]], int], int]:
+def prompt_meter(
+    chat: BaseChatModel, context_tokens: int | None = None
+) -> tuple[Callable[[list[tuple[str, str]]], int], int]:
     """How to count a prompt's tokens for ``chat`` and how many it may have: a local model's own
     tokenizer and context window, else :data:`CHARS_PER_TOKEN` and ``context_tokens`` (default
     8192); the answer's budget is kept free in both cases."""
@@ -142,18 +158,22 @@ def prompt_meter(chat: BaseChatModel, context_tokens: int | None = None
 
         def count(messages: list[tuple[str, str]]) -> int:
             roles = {"system": "system", "user": "user", "assistant": "assistant"}
-            enc = lm.tokenizer.apply_chat_template([{"role": roles[r], "content": c} for r, c in messages],
-                                                   add_generation_prompt=True, return_dict=True)
+            enc = lm.tokenizer.apply_chat_template(
+                [{"role": roles[r], "content": c} for r, c in messages], add_generation_prompt=True, return_dict=True
+            )
             return len(enc["input_ids"])
+
         return count, ctx - chat.max_new_tokens
 
     def estimate(messages: list[tuple[str, str]]) -> int:
         return math.ceil(sum(len(c) / CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS for _, c in messages))
+
     return estimate, (context_tokens or 8192) - completion_budget(chat)
 
 
-def fit_messages(template: PromptTemplate, record: UnitRecord, count: Callable[[list[tuple[str, str]]], int],
-                 limit: int) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+def fit_messages(
+    template: PromptTemplate, record: UnitRecord, count: Callable[[list[tuple[str, str]]], int], limit: int
+) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
     """The explainer prompt shrunk until ``count`` of it is at most ``limit``: drop windows (the
     weakest first) down to one, then halve the characters kept per window down to
     :data:`MIN_WINDOW_CHARS`; PromptTooLongError beyond that."""
@@ -169,8 +189,10 @@ def fit_messages(template: PromptTemplate, record: UnitRecord, count: Callable[[
         elif chars > MIN_WINDOW_CHARS:
             chars = max(MIN_WINDOW_CHARS, chars // 2)
         else:
-            raise PromptTooLongError(f"the explainer prompt needs {used} tokens with one window of {chars} "
-                                     f"characters; the model allows {limit}")
+            raise PromptTooLongError(
+                f"the explainer prompt needs {used} tokens with one window of {chars} "
+                f"characters; the model allows {limit}"
+            )
 
 
 def check_answer(raw: str, template: PromptTemplate) -> str:
@@ -188,8 +210,9 @@ def stricter(messages: list[tuple[str, str]], template: PromptTemplate) -> list[
     return [*messages[:-1], (role, f"{content}\n\n{template['retry_instruction']}")]
 
 
-def explain_unit(record: UnitRecord, chat: BaseChatModel, template: PromptTemplate,
-                 context_tokens: int | None = None) -> ExplainResult:
+def explain_unit(
+    record: UnitRecord, chat: BaseChatModel, template: PromptTemplate, context_tokens: int | None = None
+) -> ExplainResult:
     """Ask the explainer LLM for a description of ``record``'s unit. The prompt is shrunk to fit
     the model's context; an unusable answer (empty, refusing, rambling, an echo or a copied
     example) is asked again once with a stricter instruction, then rejected with both texts."""
@@ -212,9 +235,17 @@ def explain_unit(record: UnitRecord, chat: BaseChatModel, template: PromptTempla
     def total(field: str) -> int | None:
         values = [getattr(a, field) for a in answers if getattr(a, field) is not None]
         return sum(values) if values else None
-    return ExplainResult(text, window_ids, total("prompt_tokens"), total("completion_tokens"), answers[-1].text,
-                         attempts=len(answers), rejected_raw=answers[0].text if len(answers) > 1 else None,
-                         windows_available=len(record.windows_for("explain", "top")))
+
+    return ExplainResult(
+        text,
+        window_ids,
+        total("prompt_tokens"),
+        total("completion_tokens"),
+        answers[-1].text,
+        attempts=len(answers),
+        rejected_raw=answers[0].text if len(answers) > 1 else None,
+        windows_available=len(record.windows_for("explain", "top")),
+    )
 
 
 def describe_settings(chat: BaseChatModel) -> dict[str, Any]:

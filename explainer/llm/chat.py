@@ -19,8 +19,8 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from explainer.errors import ExplainerError, LLMError, PermanentLLMError, PromptTooLongError, TransientLLMError
 from explainer.collect.models import load_model
+from explainer.errors import ExplainerError, LLMError, PermanentLLMError, PromptTooLongError, TransientLLMError
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
@@ -42,8 +42,9 @@ class LocalChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_path": self.model_path, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         import torch
 
         lm = load_model(self.model_path, self.device)
@@ -66,7 +67,11 @@ class LocalChatModel(BaseChatModel):
         text = lm.tokenizer.decode(new, skip_special_tokens=True)
         for s in stop or []:
             text = text.split(s)[0]
-        usage = {"input_tokens": n_prompt, "output_tokens": int(new.shape[0]), "total_tokens": n_prompt + int(new.shape[0])}
+        usage = {
+            "input_tokens": n_prompt,
+            "output_tokens": int(new.shape[0]),
+            "total_tokens": n_prompt + int(new.shape[0]),
+        }
         msg = AIMessage(content=text, usage_metadata=usage, response_metadata={"model_name": lm.name})
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
@@ -92,9 +97,15 @@ class LLMConfig:
 
     def public(self) -> dict[str, Any]:
         """Settings recorded with each explanation (no secrets)."""
-        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "seed": self.seed, "timeout_s": self.timeout_s,
-                "context_tokens": self.context_tokens}
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "timeout_s": self.timeout_s,
+            "context_tokens": self.context_tokens,
+        }
 
 
 _endpoint_models: dict[tuple[LLMConfig, str | None], BaseChatModel] = {}
@@ -111,17 +122,29 @@ def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel
                     _endpoint_models.clear()
                 _endpoint_models[(cfg, api_key)] = _chat_openai(cfg, api_key)
             return _endpoint_models[(cfg, api_key)]
-    return LocalChatModel(model_path=cfg.model, device=cfg.device, max_new_tokens=cfg.max_tokens,
-                          temperature=cfg.temperature, seed=cfg.seed)
+    return LocalChatModel(
+        model_path=cfg.model,
+        device=cfg.device,
+        max_new_tokens=cfg.max_tokens,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+    )
 
 
 def _chat_openai(cfg: LLMConfig, api_key: str | None) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
-    return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, api_key=api_key or "not-needed",
-                      temperature=cfg.temperature, timeout=cfg.timeout_s, max_retries=cfg.max_retries,
-                      max_completion_tokens=cfg.max_tokens, extra_body={"max_tokens": cfg.max_tokens},
-                      **({"seed": cfg.seed} if cfg.temperature > 0 else {}))
+    return ChatOpenAI(
+        model=cfg.model,
+        base_url=cfg.base_url,
+        api_key=api_key or "not-needed",
+        temperature=cfg.temperature,
+        timeout=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+        max_completion_tokens=cfg.max_tokens,
+        extra_body={"max_tokens": cfg.max_tokens},
+        **({"seed": cfg.seed} if cfg.temperature > 0 else {}),
+    )
 
 
 @dataclass(frozen=True)
@@ -158,8 +181,8 @@ def call_endpoint(what: str, base_url: str, estimate: int, create: Any) -> dict[
     response) within the endpoint's shared rate and concurrency limits, the reported usage
     settling the token estimate. Provider errors become Transient/PermanentLLMError naming
     ``what`` and the endpoint without credentials."""
-    from explainer.provenance import clean_url
     from explainer.llm.ratelimit import limiter_for
+    from explainer.provenance import clean_url
 
     with limiter_for(base_url).call(estimate) as call:
         try:
@@ -168,8 +191,9 @@ def call_endpoint(what: str, base_url: str, estimate: int, create: Any) -> dict[
             raise
         except Exception as exc:
             err = _translate(exc)
-            raise type(err)(f"{what} {clean_url(base_url)}: {err}", status=err.status,
-                            retry_after=err.retry_after) from exc
+            raise type(err)(
+                f"{what} {clean_url(base_url)}: {err}", status=err.status, retry_after=err.retry_after
+            ) from exc
         usage = resp.get("usage") or {}
         call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
     return resp
@@ -185,8 +209,9 @@ def _translate(exc: Exception) -> LLMError:
     if openai is not None:
         status = getattr(exc, "status_code", None) if isinstance(exc, openai.APIStatusError) else None
         wait = retry_after(getattr(exc, "response", None)) if status is not None else None
-        if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                            openai.InternalServerError)):
+        if isinstance(
+            exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
+        ):
             return TransientLLMError(f"{type(exc).__name__}: {exc}", status=status, retry_after=wait)
         if isinstance(exc, openai.APIStatusError):
             kind = TransientLLMError if (status or 0) == 429 or (status or 0) >= 500 else PermanentLLMError

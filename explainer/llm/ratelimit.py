@@ -24,9 +24,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from explainer.errors import ConfigError, TransientLLMError
 
@@ -129,8 +130,9 @@ class RedisBucket:
         import redis
 
         self.limits = limits
-        self.client = client or redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
-                                                     health_check_interval=30)
+        self.client = client or redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
         tag = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
         self.keys = [f"explainer:rl:{{{tag}}}:{part}" for part in ("requests", "tokens", "leases")]
         self._acquire = self.client.register_script(_ACQUIRE)
@@ -146,8 +148,15 @@ class RedisBucket:
 
     def try_acquire(self, tokens: int, lease_id: str) -> float:
         lim = self.limits
-        args = [lim.rpm, lim.tpm, lim.concurrency, max(0, tokens), lease_id, int(lim.burst_s * 1000),
-                int(lim.lease_s * 1000)]
+        args = [
+            lim.rpm,
+            lim.tpm,
+            lim.concurrency,
+            max(0, tokens),
+            lease_id,
+            int(lim.burst_s * 1000),
+            int(lim.lease_s * 1000),
+        ]
         return int(self._call(self._acquire, keys=self.keys, args=args)) / 1000.0
 
     def settle(self, delta_tokens: int) -> None:
@@ -288,8 +297,12 @@ def limiter_for(endpoint: str, settings: Settings | None = None) -> Limiter:
     if s is None:
         limits, url = Limits(), None
     else:
-        limits, url = Limits(rpm=s.llm_rpm, tpm=s.llm_tpm, concurrency=s.llm_concurrency,
-                             lease_s=max(60.0, 2 * s.llm_timeout_s + 30)), s.ratelimit_url
+        limits, url = (
+            Limits(
+                rpm=s.llm_rpm, tpm=s.llm_tpm, concurrency=s.llm_concurrency, lease_s=max(60.0, 2 * s.llm_timeout_s + 30)
+            ),
+            s.ratelimit_url,
+        )
     key = (endpoint, limits, url)
     with _lock:
         if key not in _limiters:

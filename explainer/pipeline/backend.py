@@ -9,8 +9,9 @@ process's entry point (``workers.cli``) instead of importing it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from explainer.pipeline.options import LabelOptions
 from explainer.settings import Settings
@@ -36,13 +37,22 @@ class BatchResult:
 class LabelBackend(Protocol):
     """Runs labeling chains and remote collections (implemented by ``workers.backend.CeleryBackend``)."""
 
-    def label_units(self, settings: Settings, collection_id: str, unit_ids: list[str], opts: LabelOptions,
-                    progress: bool = True) -> BatchResult:
+    def label_units(
+        self, settings: Settings, collection_id: str, unit_ids: list[str], opts: LabelOptions, progress: bool = True
+    ) -> BatchResult:
         """Label ``unit_ids`` of ``collection_id`` as one resumable run; returns when its chains finished."""
         ...
 
-    def collect_on_worker(self, settings: Settings, model: str, hookpoint: str | None, corpus: str | None,
-                          config: dict[str, Any], sae: str | None, directions: str | None,
-                          notice: Callable[[str], None] | None = None) -> str:
+    def collect_on_worker(
+        self,
+        settings: Settings,
+        model: str,
+        hookpoint: str | None,
+        corpus: str | None,
+        config: dict[str, Any],
+        sae: str | None,
+        directions: str | None,
+        notice: Callable[[str], None] | None = None,
+    ) -> str:
         """Run a collection on a worker of the ``collect`` queue; returns its collection id."""
         ...

@@ -35,5 +35,5 @@ class LabelOptions:
         return asdict(self)
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "LabelOptions":
+    def from_payload(cls, payload: dict[str, Any]) -> LabelOptions:
         return cls(**{**payload, "explainer": LLMConfig(**payload["explainer"]), "scorers": tuple(payload["scorers"])})

@@ -13,25 +13,26 @@ import logging
 from typing import Any
 
 from explainer.collect.collector import CollectConfig, Collector, make_sequences, unit_hookpoint
-from explainer.settings import Settings
 from explainer.collect.corpus import corpus_fingerprint, resolve_corpus
+from explainer.collect.hooks import resolve_hookpoint
+from explainer.collect.models import load_model, resolve_model
 from explainer.errors import ExplainerError, TransientLLMError
 from explainer.explain.explainer import explain_unit
-from explainer.collect.hooks import resolve_hookpoint
 from explainer.llm.chat import make_chat_model
-from explainer.pipeline.options import LabelOptions
-from explainer.collect.models import load_model, resolve_model
 from explainer.llm.prompts import load_template
+from explainer.pipeline.options import LabelOptions
 from explainer.provenance import collection_provenance
 from explainer.runtime import get_store
-from explainer.search.index import index_metadata, index_stage  # noqa: F401  (the pipeline's last stage)
 from explainer.score.correlation import score_simulation
 from explainer.score.registry import evaluate, make_scorer, make_simulator
+from explainer.search.index import index_metadata, index_stage  # noqa: F401  (the pipeline's last stage)
+from explainer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 # -- collect ------------------------------------------------------------------------------
+
 
 def normalize_hookpoint(layer: int | None, hookpoint: str | None) -> str:
     if hookpoint:
@@ -56,16 +57,23 @@ def load_encoder(sae: str | None, directions: str | None, hookpoint: str | None)
     return None
 
 
-def collect_stage(settings: Settings, model: str, hookpoint: str | None, corpus: str | None, cfg: CollectConfig,
-                  progress: bool = True, sae: str | None = None, directions: str | None = None) -> str:
+def collect_stage(
+    settings: Settings,
+    model: str,
+    hookpoint: str | None,
+    corpus: str | None,
+    cfg: CollectConfig,
+    progress: bool = True,
+    sae: str | None = None,
+    directions: str | None = None,
+) -> str:
     """Collect (or reuse) the unit records of ``model`` at ``hookpoint`` — its raw units, or the
     features of the SAE folder ``sae``, or the projections on the ``directions`` file — and return
     the collection id. Without a hookpoint, the SAE's (or directions') own is used. Bad input
     (unknown hookpoint, SAE width, corpus shorter than a window) fails before anything is written.
     A killed run resumes from its checkpoint under ``$EXPLAINER_DATA_DIR/checkpoints``."""
-    from store.records import key_id
-
     from explainer.errors import HookpointError
+    from store.records import key_id
 
     source = resolve_model(model)
     corpus_name, docs = resolve_corpus(corpus)
@@ -86,9 +94,18 @@ def collect_stage(settings: Settings, model: str, hookpoint: str | None, corpus:
     lm = load_model(model, settings.device)
     hp = resolve_hookpoint(lm.model, hookpoint)
     collector = Collector(lm, hp, make_sequences(docs, lm.tokenizer, cfg), cfg, encoder)
-    store.start_collection(cid, lm.name, unit_hookpoint(hp, encoder), corpus_name, corpus_fingerprint(docs),
-                           {**cfg.to_dict(), **({"units": encoder.describe()} if encoder is not None else {}),
-                            "provenance": collection_provenance(source, model, hookpoint, sae, directions)})
+    store.start_collection(
+        cid,
+        lm.name,
+        unit_hookpoint(hp, encoder),
+        corpus_name,
+        corpus_fingerprint(docs),
+        {
+            **cfg.to_dict(),
+            **({"units": encoder.describe()} if encoder is not None else {}),
+            "provenance": collection_provenance(source, model, hookpoint, sae, directions),
+        },
+    )
     checkpoint = settings.data_dir / "checkpoints" / f"{cid}.pt"
     try:
         collector.run(progress=progress, checkpoint=checkpoint)
@@ -110,6 +127,7 @@ def select_units(settings: Settings, collection_id: str, n: int) -> list[str]:
 
 # -- explain ------------------------------------------------------------------------------
 
+
 def explanation_key(collection_id: str, unit_id: str, opts: LabelOptions) -> tuple[str, Any]:
     from store.records import make_explanation_id
 
@@ -117,8 +135,9 @@ def explanation_key(collection_id: str, unit_id: str, opts: LabelOptions) -> tup
     return make_explanation_id(unit_id, collection_id, opts.explainer.model, template.sha256), template
 
 
-def _candidates(record: Any, opts: LabelOptions, template: Any, settings: Settings,
-                final_attempt: bool) -> list[dict[str, Any]]:
+def _candidates(
+    record: Any, opts: LabelOptions, template: Any, settings: Settings, final_attempt: bool
+) -> list[dict[str, Any]]:
     """``best_of`` LLM answers (the first greedy, the rest sampled) plus, optionally, the baseline."""
     from dataclasses import replace
 
@@ -129,24 +148,51 @@ def _candidates(record: Any, opts: LabelOptions, template: Any, settings: Settin
     if opts.explainer.base_url and context_tokens is None:
         context_tokens = settings.llm_context_tokens  # EXPLAINER_LLM_CONTEXT
     for i in range(opts.best_of):
-        cfg = opts.explainer if i == 0 else replace(opts.explainer, temperature=max(opts.explainer.temperature, 0.8), seed=i)
+        cfg = (
+            opts.explainer
+            if i == 0
+            else replace(opts.explainer, temperature=max(opts.explainer.temperature, 0.8), seed=i)
+        )
         try:
             r = explain_unit(record, make_chat_model(cfg, settings.llm_api_key), template, context_tokens)
-            out.append({"source": f"llm-{i}", "text": r.text, "raw": r.raw, "window_ids": list(r.window_ids),
-                        "windows_shown": len(r.window_ids), "windows_available": r.windows_available,
-                        "attempts": r.attempts, "rejected_raw": r.rejected_raw,
-                        "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens})
+            out.append(
+                {
+                    "source": f"llm-{i}",
+                    "text": r.text,
+                    "raw": r.raw,
+                    "window_ids": list(r.window_ids),
+                    "windows_shown": len(r.window_ids),
+                    "windows_available": r.windows_available,
+                    "attempts": r.attempts,
+                    "rejected_raw": r.rejected_raw,
+                    "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens,
+                }
+            )
         except TransientLLMError as exc:
             if not final_attempt:
                 raise
             out.append({"source": f"llm-{i}", "text": None, "error": f"gave up after retries: {exc}"})
         except ExplainerError as exc:  # RejectedAnswer keeps the raw texts: stored, never as explanation text
-            out.append({"source": f"llm-{i}", "text": None, "error": f"{type(exc).__name__}: {exc}",
-                        **({"raw": exc.raw_answers} if hasattr(exc, "raw_answers") else {})})
+            out.append(
+                {
+                    "source": f"llm-{i}",
+                    "text": None,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    **({"raw": exc.raw_answers} if hasattr(exc, "raw_answers") else {}),
+                }
+            )
     if opts.baseline_candidate:
         text = baseline_explanation(record)
-        out.append({"source": "baseline", "text": text, "window_ids": [w.window_id for w in record.windows_for("explain", "top")]}
-                   if text else {"source": "baseline", "text": None, "error": "no strongly activating tokens"})
+        out.append(
+            {
+                "source": "baseline",
+                "text": text,
+                "window_ids": [w.window_id for w in record.windows_for("explain", "top")],
+            }
+            if text
+            else {"source": "baseline", "text": None, "error": "no strongly activating tokens"}
+        )
     return out
 
 
@@ -162,8 +208,9 @@ def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, s
     domains = [w.domain for w in windows]
 
     def rank(scorer_name: str, cands: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-        sim = make_simulator(scorer_name, simulator_model=opts.simulator_model, device=settings.device,
-                             settings=settings)
+        sim = make_simulator(
+            scorer_name, simulator_model=opts.simulator_model, device=settings.device, settings=settings
+        )
         for c in cands:
             c[key] = score_simulation(true, sim.simulate(c["text"], windows), domains, n_boot=0).value
         return sorted(cands, key=lambda c: -c[key])
@@ -174,8 +221,9 @@ def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, s
     return ranked[0]
 
 
-def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: LabelOptions,
-                  final_attempt: bool = True) -> str:
+def explain_stage(
+    settings: Settings, collection_id: str, unit_id: str, opts: LabelOptions, final_attempt: bool = True
+) -> str:
     """Explain one unit from its record in ``collection_id``; returns the explanation id
     (the row may hold a failure: no candidate was usable)."""
     store = get_store(settings)
@@ -189,24 +237,53 @@ def explain_stage(settings: Settings, collection_id: str, unit_id: str, opts: La
 
         raise UnknownUnitError([unit_id])
     candidates = _candidates(record, opts, template, settings, final_attempt)
-    common: dict[str, Any] = dict(unit_id=unit_id, collection_id=collection_id, explainer_model=opts.explainer.model,
-                  prompt_name=template.name, prompt_version=template.version, prompt_hash=template.sha256)
-    run_settings = {**opts.explainer.public(), "best_of": opts.best_of, "baseline_candidate": opts.baseline_candidate,
-                    "selection_scorer": opts.selection_scorer, "cascade_scorer": opts.cascade_scorer}
-    tokens: dict[str, Any] = dict(prompt_tokens=sum(c.get("prompt_tokens") or 0 for c in candidates),
-                  completion_tokens=sum(c.get("completion_tokens") or 0 for c in candidates))
+    common: dict[str, Any] = dict(
+        unit_id=unit_id,
+        collection_id=collection_id,
+        explainer_model=opts.explainer.model,
+        prompt_name=template.name,
+        prompt_version=template.version,
+        prompt_hash=template.sha256,
+    )
+    run_settings = {
+        **opts.explainer.public(),
+        "best_of": opts.best_of,
+        "baseline_candidate": opts.baseline_candidate,
+        "selection_scorer": opts.selection_scorer,
+        "cascade_scorer": opts.cascade_scorer,
+    }
+    tokens: dict[str, Any] = dict(
+        prompt_tokens=sum(c.get("prompt_tokens") or 0 for c in candidates),
+        completion_tokens=sum(c.get("completion_tokens") or 0 for c in candidates),
+    )
     if not any(c["text"] for c in candidates):
-        errors = candidates[0]["error"] if len(candidates) == 1 else "; ".join(
-            f"{c['source']}: {c['error']}" for c in candidates)
-        return store.save_explanation(status="failed", error=errors, settings={**run_settings, "candidates": candidates},
-                                      keep_ok=True, **tokens, **common)
+        errors = (
+            candidates[0]["error"]
+            if len(candidates) == 1
+            else "; ".join(f"{c['source']}: {c['error']}" for c in candidates)
+        )
+        return store.save_explanation(
+            status="failed",
+            error=errors,
+            settings={**run_settings, "candidates": candidates},
+            keep_ok=True,
+            **tokens,
+            **common,
+        )
     best = _select(record, candidates, opts, settings)
-    return store.save_explanation(status="ok", text=best["text"], window_ids=best["window_ids"], keep_ok=True,
-                                  settings={**run_settings, "selected": best["source"], "candidates": candidates},
-                                  **tokens, **common)
+    return store.save_explanation(
+        status="ok",
+        text=best["text"],
+        window_ids=best["window_ids"],
+        keep_ok=True,
+        settings={**run_settings, "selected": best["source"], "candidates": candidates},
+        **tokens,
+        **common,
+    )
 
 
 # -- simulate and score -------------------------------------------------------------------
+
 
 def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, final_attempt: bool = True) -> str:
     """Score the explanation on the held-out windows with every configured scorer and store one
@@ -230,7 +307,9 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, fin
 
                 raise UnknownUnitError([expl.unit_id])
         windows = record.windows_for("heldout")
-        common: dict[str, Any] = dict(explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows])
+        common: dict[str, Any] = dict(
+            explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows]
+        )
         try:
             sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device, settings=settings)
             if not windows:
@@ -239,13 +318,32 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, fin
         except TransientLLMError as exc:
             if not final_attempt:
                 raise
-            store.save_score(simulator_model=None, status="failed", error=f"gave up after retries: {exc}",
-                             details={"method": name}, **common)
+            store.save_score(
+                simulator_model=None,
+                status="failed",
+                error=f"gave up after retries: {exc}",
+                details={"method": name},
+                **common,
+            )
             continue
         except ExplainerError as exc:
-            store.save_score(simulator_model=None, status="failed", error=f"{type(exc).__name__}: {exc}",
-                             details={"method": name}, **common)
+            store.save_score(
+                simulator_model=None,
+                status="failed",
+                error=f"{type(exc).__name__}: {exc}",
+                details={"method": name},
+                **common,
+            )
             continue
-        store.save_score(simulator_model=s.model, status="ok", value=s.value, ci_low=s.ci_low, ci_high=s.ci_high,
-                         per_domain=s.per_domain, n_tokens=s.n_tokens, details=s.details, **common)
+        store.save_score(
+            simulator_model=s.model,
+            status="ok",
+            value=s.value,
+            ci_low=s.ci_low,
+            ci_high=s.ci_high,
+            per_domain=s.per_domain,
+            n_tokens=s.n_tokens,
+            details=s.details,
+            **common,
+        )
     return explanation_id

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from explainer.settings import Settings
 from explainer.errors import UnknownUnitError
 from explainer.report.model import ReportEntry, ReportScore
-from store.records import finite as _finite, highlight
 from explainer.runtime import get_store
-from store.records import Calibration, Explanation, Score, UnitRecord
+from explainer.settings import Settings
+from store.records import Calibration, Explanation, Score, UnitRecord, highlight
+from store.records import finite as _finite
 
 if TYPE_CHECKING:
     from store.sql import SQLStore
@@ -19,19 +19,27 @@ if TYPE_CHECKING:
 def score_view(s: Score) -> dict[str, Any]:
     """A score as the HTTP API shows it (:class:`explainer.api.models.ScoreView`): the interval as
     ``ci95`` and non-finite floats as ``None``."""
-    return {"scorer": s.scorer, "status": s.status, "value": _finite(s.value),
-            "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
-            "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
-            "simulator_model": s.simulator_model, "n_tokens": s.n_tokens, "error": s.error}
+    return {
+        "scorer": s.scorer,
+        "status": s.status,
+        "value": _finite(s.value),
+        "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
+        "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
+        "simulator_model": s.simulator_model,
+        "n_tokens": s.n_tokens,
+        "error": s.error,
+    }
 
 
 def _report_score(s: Score, discrimination: dict[str, Any]) -> ReportScore:
-    return ReportScore(**{f.name: getattr(s, f.name) for f in fields(Score)},
-                       discrimination=discrimination.get(s.scorer))
+    return ReportScore(
+        **{f.name: getattr(s, f.name) for f in fields(Score)}, discrimination=discrimination.get(s.scorer)
+    )
 
 
-def _explained_records(store: SQLStore, unit_ids: list[str],
-                       expls: list[Explanation]) -> dict[str, tuple[str, UnitRecord]]:
+def _explained_records(
+    store: SQLStore, unit_ids: list[str], expls: list[Explanation]
+) -> dict[str, tuple[str, UnitRecord]]:
     """unit id → (collection id, record) from the latest collection in which the unit has an
     explanation (ok ones first), else its latest collection: a calibration collection, which holds
     no explanations, never hides the one a unit was labeled in."""
@@ -44,8 +52,9 @@ def _explained_records(store: SQLStore, unit_ids: list[str],
     return found
 
 
-def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | None = None,
-                 prefer: dict[str, str] | None = None) -> list[ReportEntry]:
+def unit_entries(
+    settings: Settings, unit_ids: list[str], collection_id: str | None = None, prefer: dict[str, str] | None = None
+) -> list[ReportEntry]:
     """One report entry per unit: its record (from ``collection_id``, else the latest collection
     the unit was explained in), its primary explanation (``prefer[unit_id]`` if given, else the
     latest ok one) and the others from that record, each with scores, workflow calibrations and
@@ -56,8 +65,9 @@ def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | N
 
     store = get_store(settings)
     all_expls = store.explanations_for(unit_ids, collection_id)
-    found = store.get_records(unit_ids, collection_id) if collection_id else \
-        _explained_records(store, unit_ids, all_expls)
+    found = (
+        store.get_records(unit_ids, collection_id) if collection_id else _explained_records(store, unit_ids, all_expls)
+    )
     missing = [u for u in unit_ids if u not in found]
     if missing:
         raise UnknownUnitError(missing)
@@ -78,10 +88,16 @@ def unit_entries(settings: Settings, unit_ids: list[str], collection_id: str | N
     def explanation(e: Explanation, rec: UnitRecord) -> ReportExplanation:
         scores = scores_by.get(e.id, [])
         return ReportExplanation(
-            e, scores=tuple(_report_score(s, discrimination) for s in scores),
-            calibrations=tuple(ReportCalibration(c.domain, _report_score(c.score, discrimination), c.corpus,
-                                                 c.corpus_hash, c.collection_id) for c in cals_by.get(e.id, [])),
-            provenance=explanation_provenance(collections.get(e.collection_id), e, scores, rec.hookpoint))
+            e,
+            scores=tuple(_report_score(s, discrimination) for s in scores),
+            calibrations=tuple(
+                ReportCalibration(
+                    c.domain, _report_score(c.score, discrimination), c.corpus, c.corpus_hash, c.collection_id
+                )
+                for c in cals_by.get(e.id, [])
+            ),
+            provenance=explanation_provenance(collections.get(e.collection_id), e, scores, rec.hookpoint),
+        )
 
     entries = []
     for uid in unit_ids:
@@ -104,10 +120,19 @@ def entry_summary(entry: ReportEntry) -> dict[str, Any]:
         "source": entry.explanation_source,
         "explanation": entry.explanation,
         "error": entry.explanation_error,
-        "score": None if score is None else {"scorer": score.scorer, "value": score.value,
-                                             "ci95": [score.ci_low, score.ci_high], "per_domain": score.per_domain},
-        "stats": {"max": entry.record.stats.max, "mean": entry.record.stats.mean,
-                  "density": entry.record.stats.density},
+        "score": None
+        if score is None
+        else {
+            "scorer": score.scorer,
+            "value": score.value,
+            "ci95": [score.ci_low, score.ci_high],
+            "per_domain": score.per_domain,
+        },
+        "stats": {
+            "max": entry.record.stats.max,
+            "mean": entry.record.stats.mean,
+            "density": entry.record.stats.density,
+        },
         "top_example": highlight(top[0], entry.record.stats.max) if top else None,
     }
 
@@ -121,15 +146,17 @@ def activation_histogram(record: UnitRecord, bins: int = 20) -> dict[str, Any]:
     rnd = [a for w in record.windows if w.kind == "random" for a in w.activations if _finite(a) is not None]
     lo, hi = min(top + rnd + [0.0]), max(top + rnd + [record.stats.max if _finite(record.stats.max) else 0.0])
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    return {"edges": [round(float(e), 6) for e in edges],
-            "top": np.histogram(top, edges)[0].tolist(), "random": np.histogram(rnd, edges)[0].tolist()}
+    return {
+        "edges": [round(float(e), 6) for e in edges],
+        "top": np.histogram(top, edges)[0].tolist(),
+        "random": np.histogram(rnd, edges)[0].tolist(),
+    }
 
 
 def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = None) -> dict[str, Any]:
     """Everything about one unit (of ``collection_id``, else its latest collection) as plain JSON:
     statistics, activation histogram, every explanation with its scores, every window."""
     from store.keyword import hookpoint_fields
-
     from store.records import scale_0_10
 
     store = get_store(settings)
@@ -144,20 +171,47 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
     layer, source = hookpoint_fields(rec.hookpoint)
     st = rec.stats
     return {
-        "unit_id": rec.unit_id, "model": rec.model, "hookpoint": rec.hookpoint, "index": rec.index,
-        "layer": layer, "source": source, "collection_id": cid,
-        "stats": {"max": _finite(st.max), "mean": _finite(st.mean), "std": _finite(st.std),
-                  "density": _finite(st.density), "n_tokens": st.n_tokens},
+        "unit_id": rec.unit_id,
+        "model": rec.model,
+        "hookpoint": rec.hookpoint,
+        "index": rec.index,
+        "layer": layer,
+        "source": source,
+        "collection_id": cid,
+        "stats": {
+            "max": _finite(st.max),
+            "mean": _finite(st.mean),
+            "std": _finite(st.std),
+            "density": _finite(st.density),
+            "n_tokens": st.n_tokens,
+        },
         "histogram": activation_histogram(rec),
-        "explanations": [{
-            "id": e.id, "status": e.status, "text": e.text, "error": e.error,
-            "explainer_model": e.explainer_model, "prompt": e.prompt,
-            "created_at": e.created_at, "indexed_at": e.indexed_at,
-            "scores": [score_view(s) for s in sorted(by_expl.get(e.id, []), key=lambda s: s.scorer)],
-        } for e in sorted(sorted(expls, key=lambda e: e.created_at, reverse=True),
-                          key=lambda e: e.status != "ok")],  # ok first, newest first
-        "windows": [{"id": w.window_id, "kind": w.kind, "split": w.split, "domain": w.domain, "doc_id": w.doc_id,
-                     "max": _finite(w.max_activation), "tokens": list(w.tokens),
-                     "activations": [_finite(a) for a in w.activations],
-                     "levels": scale_0_10(w.activations, st.max)} for w in rec.windows],
+        "explanations": [
+            {
+                "id": e.id,
+                "status": e.status,
+                "text": e.text,
+                "error": e.error,
+                "explainer_model": e.explainer_model,
+                "prompt": e.prompt,
+                "created_at": e.created_at,
+                "indexed_at": e.indexed_at,
+                "scores": [score_view(s) for s in sorted(by_expl.get(e.id, []), key=lambda s: s.scorer)],
+            }
+            for e in sorted(sorted(expls, key=lambda e: e.created_at, reverse=True), key=lambda e: e.status != "ok")
+        ],  # ok first, newest first
+        "windows": [
+            {
+                "id": w.window_id,
+                "kind": w.kind,
+                "split": w.split,
+                "domain": w.domain,
+                "doc_id": w.doc_id,
+                "max": _finite(w.max_activation),
+                "tokens": list(w.tokens),
+                "activations": [_finite(a) for a in w.activations],
+                "levels": scale_0_10(w.activations, st.max),
+            }
+            for w in rec.windows
+        ],
     }

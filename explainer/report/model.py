@@ -10,10 +10,10 @@ distrust; :mod:`explainer.report.render` turns them into HTML, Markdown, JSON or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from store.records import Calibration, Explanation, Score, UnitRecord, Window
+from store.records import Calibration, Explanation, Score, UnitRecord
 
 SCHEMA_VERSION = "1.0"
 """Version of ``schemas/report.schema.json`` that :func:`report_json` follows."""
@@ -181,4 +181,4 @@ class ReportMeta:
     """``kind`` ``units`` | ``query`` | ``run`` | ``all`` with ``unit_ids``, ``query`` and ``filters``, ``run``."""
     note: str | None = None
     """Shown above the units, e.g. why the report is empty."""
-    generated_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 from dataclasses import replace
+
 from explainer.errors import InputError
 from explainer.provenance import scrub, secret_values
 from explainer.report.model import FORMATS, ReportEntry, ReportExplanation, ReportMeta, ReportScore
@@ -12,6 +13,7 @@ from explainer.report.to_html import render_html
 from explainer.report.to_json import report_json
 from explainer.report.to_markdown import render_markdown
 from explainer.report.to_pdf import render_pdf
+
 
 def schema_path() -> pathlib.Path:
     """The JSON Schema of :func:`explainer.report.to_json.report_json` (shipped as package data)."""
@@ -26,15 +28,19 @@ def _scrub_explanation(x: ReportExplanation, secrets: list[str]) -> ReportExplan
     """A copy of a :class:`ReportExplanation` with secrets scrubbed from every free text that came
     from an LLM, an error or a settings mapping."""
     e = x.explanation
-    return replace(x, explanation=None if e is None else replace(e, text=scrub(e.text, secrets), error=scrub(e.error, secrets)),
-                   scores=tuple(_scrub_score(s, secrets) for s in x.scores),
-                   calibrations=tuple(replace(c, score=_scrub_score(c.score, secrets)) for c in x.calibrations),
-                   provenance=scrub(x.provenance, secrets))
+    return replace(
+        x,
+        explanation=None if e is None else replace(e, text=scrub(e.text, secrets), error=scrub(e.error, secrets)),
+        scores=tuple(_scrub_score(s, secrets) for s in x.scores),
+        calibrations=tuple(replace(c, score=_scrub_score(c.score, secrets)) for c in x.calibrations),
+        provenance=scrub(x.provenance, secrets),
+    )
 
 
 def _scrub_entry(x: ReportEntry, secrets: list[str]) -> ReportEntry:
-    return replace(x, main=_scrub_explanation(x.main, secrets),
-                   others=tuple(_scrub_explanation(o, secrets) for o in x.others))
+    return replace(
+        x, main=_scrub_explanation(x.main, secrets), others=tuple(_scrub_explanation(o, secrets) for o in x.others)
+    )
 
 
 def scrub_report(entries: list[ReportEntry], meta: ReportMeta) -> tuple[list[ReportEntry], ReportMeta]:
@@ -42,9 +48,15 @@ def scrub_report(entries: list[ReportEntry], meta: ReportMeta) -> tuple[list[Rep
     passwords) and URL credentials replaced by ``[redacted]``, wherever they might have been
     stored (an LLM error message, a settings mapping, a query)."""
     secrets = secret_values()
-    return ([_scrub_entry(e, secrets) for e in entries],
-            replace(meta, note=scrub(meta.note, secrets), selection=scrub(meta.selection, secrets),
-                    title=scrub(meta.title, secrets)))
+    return (
+        [_scrub_entry(e, secrets) for e in entries],
+        replace(
+            meta,
+            note=scrub(meta.note, secrets),
+            selection=scrub(meta.selection, secrets),
+            title=scrub(meta.title, secrets),
+        ),
+    )
 
 
 def render_report(entries: list[ReportEntry], fmt_: str, meta: ReportMeta | None = None) -> bytes:
@@ -62,8 +74,9 @@ def render_report(entries: list[ReportEntry], fmt_: str, meta: ReportMeta | None
     raise InputError(f"unknown report format {fmt_!r}; choose one of {', '.join(FORMATS)}")
 
 
-def write_report(entries: list[ReportEntry], path: str | pathlib.Path, fmt_: str,
-                 meta: ReportMeta | None = None) -> pathlib.Path:
+def write_report(
+    entries: list[ReportEntry], path: str | pathlib.Path, fmt_: str, meta: ReportMeta | None = None
+) -> pathlib.Path:
     """Render and write a report, creating parent directories."""
     data = render_report(entries, fmt_, meta)
     p = pathlib.Path(path)

@@ -10,16 +10,24 @@ from explainer.report.model import ReportEntry, ReportMeta
 __all__ = ["select_report"]
 
 
-def select_report(settings: Any, *, unit_ids: list[str] | None = None, query: str | None = None,
-                  filters: dict[str, Any] | None = None, run: str | None = None, limit: int = 20,
-                  generated_by: str = "", title: str = "Activation explanations") -> tuple[list[ReportEntry], ReportMeta]:
+def select_report(
+    settings: Any,
+    *,
+    unit_ids: list[str] | None = None,
+    query: str | None = None,
+    filters: dict[str, Any] | None = None,
+    run: str | None = None,
+    limit: int = 20,
+    generated_by: str = "",
+    title: str = "Activation explanations",
+) -> tuple[list[ReportEntry], ReportMeta]:
     """The entries and metadata of a report of ``unit_ids``, of the units a search for ``query``
     (with search ``filters``) returns, of a labeling run or collection ``run``, or of every
     labeled unit. Unknown unit ids raise :class:`UnknownUnitError` (all listed); an unknown run
     :class:`InputError`; a query without hits gives no entries and a note that says so."""
     from explainer.errors import InputError
-    from explainer.runtime import get_store
     from explainer.report.entries import unit_entries
+    from explainer.runtime import get_store
 
     if sum(x is not None for x in (unit_ids, query, run)) > 1:
         raise InputError("choose one of unit ids, a query or a run")
@@ -35,8 +43,11 @@ def select_report(settings: Any, *, unit_ids: list[str] | None = None, query: st
         ids = list(dict.fromkeys(h["unit_id"] for h in search(settings, query, SearchFilters(**f), limit)))
         selection = {"kind": "query", "query": query, "filters": f, "limit": limit}
         if not ids:
-            note = f"No units: the query {query!r} matched no explanation" + (
-                " with these filters: " + ", ".join(f"{k}={v}" for k, v in f.items()) if f else "") + "."
+            note = (
+                f"No units: the query {query!r} matched no explanation"
+                + (" with these filters: " + ", ".join(f"{k}={v}" for k, v in f.items()) if f else "")
+                + "."
+            )
     elif run is not None:
         found = store.report_selection(run)
         if found is None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from explainer.report.model import DOMAIN_DROP, LOW_SCORE, LOW_WINDOW_SCORE, MIN_ACTIVATING_WINDOWS, MIN_TOP_WINDOWS, STRONG, WIDE_INTERVAL, ReportCalibration, ReportEntry, ReportExplanation, ReportScore
+from explainer.report.model import (
+    STRONG,
+    ReportCalibration,
+    ReportEntry,
+    ReportExplanation,
+    ReportScore,
+)
 from store.records import UnitRecord, Window, finite
 
 
@@ -39,8 +45,10 @@ def discrimination_text(s: ReportScore) -> str:
     d = s.discrimination
     if not d:
         return "discrimination not measured"
-    return (f"discrimination: AUROC {d['auroc']:.2f}, {d['pairs_correct']:.0%} of right/wrong pairs ranked "
-            f"correctly on {int(d.get('n_concepts', 0))} planted concepts")
+    return (
+        f"discrimination: AUROC {d['auroc']:.2f}, {d['pairs_correct']:.0%} of right/wrong pairs ranked "
+        f"correctly on {int(d.get('n_concepts', 0))} planted concepts"
+    )
 
 
 def score_line(s: ReportScore) -> str:
@@ -60,16 +68,20 @@ def calibration_line(c: ReportCalibration) -> str:
 
 
 def strong_tokens(w: Window, umax: float) -> list[bool]:
-    return [umax > 0 and finite(a) is not None and a >= STRONG * umax and bool(t.strip())
-            for t, a in zip(w.tokens, w.activations)]
+    return [
+        umax > 0 and finite(a) is not None and a >= STRONG * umax and bool(t.strip())
+        for t, a in zip(w.tokens, w.activations)
+    ]
 
 
 def window_groups(record: UnitRecord) -> list[tuple[str, list[Window]]]:
     """Headings and windows in report order: shown top, held-out top, quantile, random."""
-    groups = [("Top windows (shown to explainer)", record.windows_for("explain", "top")),
-              ("Top windows (held out)", record.windows_for("heldout", "top")),
-              ("Quantile windows", [w for w in record.windows if w.kind == "quantile"]),
-              ("Random windows (held out)", record.windows_for("heldout", "random"))]
+    groups = [
+        ("Top windows (shown to explainer)", record.windows_for("explain", "top")),
+        ("Top windows (held out)", record.windows_for("heldout", "top")),
+        ("Quantile windows", [w for w in record.windows if w.kind == "quantile"]),
+        ("Random windows (held out)", record.windows_for("heldout", "random")),
+    ]
     return [(h, ws) for h, ws in groups if ws]
 
 
@@ -78,8 +90,11 @@ def histogram_data(record: UnitRecord, bins: int = 20) -> dict[str, Any]:
     when recorded, else the activations of every token in the kept windows."""
     st = record.stats
     if st.histogram and len(st.histogram_edges) == len(st.histogram) + 1:
-        return {"of": "max activation of each activating sequence", "counts": [int(c) for c in st.histogram],
-                "edges": [float(e) for e in st.histogram_edges]}
+        return {
+            "of": "max activation of each activating sequence",
+            "counts": [int(c) for c in st.histogram],
+            "edges": [float(e) for e in st.histogram_edges],
+        }
     acts = [a for w in record.windows for a in w.activations if finite(a) is not None]
     if not acts:
         return {"of": "token activations in the kept windows", "counts": [], "edges": []}
@@ -97,5 +112,3 @@ def histogram_axis_label(h: dict[str, Any]) -> str:
     if h["of"].startswith("max activation"):
         return "activation (raw units; each octave split into four bins)"
     return "activation (raw units)"
-
-

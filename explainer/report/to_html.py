@@ -12,11 +12,21 @@ import json
 import re
 from typing import Any
 
-from store.records import UnitRecord, Window
 from explainer.report.model import ReportEntry, ReportExplanation, ReportMeta, ReportScore
-from store.records import finite
-from explainer.report.text import calibration_line, discrimination_text, fmt, has_text, histogram_axis_label, histogram_data, interval, score_ok, unit_max, window_groups
+from explainer.report.text import (
+    calibration_line,
+    discrimination_text,
+    fmt,
+    has_text,
+    histogram_axis_label,
+    histogram_data,
+    interval,
+    score_ok,
+    unit_max,
+    window_groups,
+)
 from explainer.report.warnings import explanation_warnings, warnings_for
+from store.records import UnitRecord, Window, finite
 
 __all__ = ["render_html", "histogram_svg"]
 
@@ -52,22 +62,30 @@ def histogram_svg(record: UnitRecord, width: int = 520, height: int = 150) -> st
     plot_w, plot_h = width - left - 8, height - bottom - top
     peak, n = max(counts), len(counts)
     bar_w = plot_w / n
-    parts = [f'<svg class="hist" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
-             f"<title>{_esc(h['of'])}</title>",
-             f'<text x="{left}" y="12" font-size="11" fill="#444">{_esc(h["of"])} (count per bin)</text>',
-             f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>',
-             f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end" fill="#444">{peak}</text>',
-             f'<text x="{left - 4}" y="{top + plot_h}" font-size="10" text-anchor="end" fill="#444">0</text>']
+    parts = [
+        f'<svg class="hist" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f"<title>{_esc(h['of'])}</title>",
+        f'<text x="{left}" y="12" font-size="11" fill="#444">{_esc(h["of"])} (count per bin)</text>',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>',
+        f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end" fill="#444">{peak}</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" font-size="10" text-anchor="end" fill="#444">0</text>',
+    ]
     for i, c in enumerate(counts):
         bh = plot_h * c / peak
-        parts.append(f'<rect x="{left + i * bar_w + 0.5:.1f}" y="{top + plot_h - bh:.1f}" width="{max(bar_w - 1, 0.5):.1f}" '
-                     f'height="{bh:.1f}" fill="#2a8a3e"><title>{edges[i]:.4g} – {edges[i + 1]:.4g}: {c}</title></rect>')
+        parts.append(
+            f'<rect x="{left + i * bar_w + 0.5:.1f}" y="{top + plot_h - bh:.1f}" width="{max(bar_w - 1, 0.5):.1f}" '
+            f'height="{bh:.1f}" fill="#2a8a3e"><title>{edges[i]:.4g} – {edges[i + 1]:.4g}: {c}</title></rect>'
+        )
     for i in sorted({0, n // 2, n}):
         x = left + i * bar_w
-        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" font-size="10" text-anchor="middle" '
-                     f'fill="#444">{edges[i]:.3g}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 2}" font-size="10" text-anchor="middle" '
-                 f'fill="#444">{_esc(histogram_axis_label(h))}</text></svg>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{top + plot_h + 14}" font-size="10" text-anchor="middle" '
+            f'fill="#444">{edges[i]:.3g}</text>'
+        )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 2}" font-size="10" text-anchor="middle" '
+        f'fill="#444">{_esc(histogram_axis_label(h))}</text></svg>'
+    )
     return "".join(parts)
 
 
@@ -109,13 +127,17 @@ def _explanation_html(x: ReportExplanation) -> str:
 def _score_html(s: ReportScore) -> str:
     sim = f' <span class="domains">simulator {_esc(s.simulator_model)}</span>' if s.simulator_model else ""
     if not score_ok(s):
-        return (f'<div class="score">{_esc(s.scorer)}{sim}: <span class="failed">failed: '
-                f'{_esc(s.error or "unknown error")}</span></div>')
+        return (
+            f'<div class="score">{_esc(s.scorer)}{sim}: <span class="failed">failed: '
+            f"{_esc(s.error or 'unknown error')}</span></div>"
+        )
     dom = ", ".join(f"{_esc(d)} {fmt(v)}" for d, v in sorted(s.per_domain.items()))
     dom_html = f' <span class="domains">(per domain: {dom})</span>' if dom else ""
-    return (f'<div class="score">{_esc(s.scorer)}: <span class="val">{fmt(s.value)}</span> '
-            f'<span class="domains">{interval(s)}</span>{sim}{dom_html}'
-            f' <span class="domains disc">— {_esc(discrimination_text(s))}</span></div>')
+    return (
+        f'<div class="score">{_esc(s.scorer)}: <span class="val">{fmt(s.value)}</span> '
+        f'<span class="domains">{interval(s)}</span>{sim}{dom_html}'
+        f' <span class="domains disc">— {_esc(discrimination_text(s))}</span></div>'
+    )
 
 
 def _provenance_html(prov: dict[str, Any] | None) -> str:
@@ -126,26 +148,33 @@ def _provenance_html(prov: dict[str, Any] | None) -> str:
     prompt = prov.get("prompt") or {}
     corpus = prov.get("corpus") or {}
     units = prov.get("units_source") or {}
-    rows = [("subject model", f"{model.get('name')} · revision {model.get('revision') or '—'} · {files}"),
-            ("hookpoint", prov.get("hookpoint")),
-            ("SAE / directions", f"{units.get('name')} sha256:{units.get('fingerprint')}" if units else "— (raw units)"),
-            ("corpus", f"{corpus.get('id')} · hash {corpus.get('hash')}"),
-            ("prompt", f"{prompt.get('name')} v{prompt.get('version')} · sha256 {prompt.get('sha256')}"),
-            ("explainer", (prov.get("explainer") or {}).get("model")),
-            ("simulators", ", ".join(f"{s.get('scorer')}: {s.get('model')}" for s in prov.get("simulators") or []) or "—")]
+    rows = [
+        ("subject model", f"{model.get('name')} · revision {model.get('revision') or '—'} · {files}"),
+        ("hookpoint", prov.get("hookpoint")),
+        ("SAE / directions", f"{units.get('name')} sha256:{units.get('fingerprint')}" if units else "— (raw units)"),
+        ("corpus", f"{corpus.get('id')} · hash {corpus.get('hash')}"),
+        ("prompt", f"{prompt.get('name')} v{prompt.get('version')} · sha256 {prompt.get('sha256')}"),
+        ("explainer", (prov.get("explainer") or {}).get("model")),
+        ("simulators", ", ".join(f"{s.get('scorer')}: {s.get('model')}" for s in prov.get("simulators") or []) or "—"),
+    ]
     table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
     full = _esc(json.dumps(prov, indent=1, ensure_ascii=False, default=str))
-    return (f'<details class="prov"><summary>Provenance</summary><table class="toc">{table}</table>'
-            f"<pre>{full}</pre></details>")
+    return (
+        f'<details class="prov"><summary>Provenance</summary><table class="toc">{table}</table>'
+        f"<pre>{full}</pre></details>"
+    )
 
 
 def _explanation_block(x: ReportExplanation, primary: bool) -> str:
-    parts = [] if primary else [f'<div class="other"><h3>Other explanation '
-                                f'({_esc(x.explainer_model or "—")})</h3>']
+    parts = [] if primary else [f'<div class="other"><h3>Other explanation ({_esc(x.explainer_model or "—")})</h3>']
     parts.append(_explanation_html(x))
     if x.explainer_model or x.prompt:
-        parts.append(f'<div class="meta">explainer {_esc(x.explainer_model or "—")} · prompt {_esc(x.prompt or "—")}</div>')
-    parts += [_score_html(s) for s in x.scores] or (['<div class="score pending">not scored</div>'] if has_text(x) else [])
+        parts.append(
+            f'<div class="meta">explainer {_esc(x.explainer_model or "—")} · prompt {_esc(x.prompt or "—")}</div>'
+        )
+    parts += [_score_html(s) for s in x.scores] or (
+        ['<div class="score pending">not scored</div>'] if has_text(x) else []
+    )
     parts += [f'<div class="workflow">{_esc(calibration_line(c))}</div>' for c in x.calibrations]
     if not primary:
         parts += [f'<ul class="warn"><li>{_esc(m)}</li></ul>' for _, m in explanation_warnings(x)]
@@ -184,15 +213,22 @@ def _toc_html(entries: list[ReportEntry]) -> str:
         if has_text(e):
             expl = _esc(e.explanation)
         else:
-            expl = f'<span class="{"failed" if e.explanation_status == "failed" else "pending"}">' \
-                   f"{_esc(e.explanation_status)}</span>"
-        scores = "<br>".join(f"{_esc(s.scorer)} {fmt(s.value) if s.status == 'ok' else 'failed'}"
-                             for s in e.scores) or "—"
+            expl = (
+                f'<span class="{"failed" if e.explanation_status == "failed" else "pending"}">'
+                f"{_esc(e.explanation_status)}</span>"
+            )
+        scores = (
+            "<br>".join(f"{_esc(s.scorer)} {fmt(s.value) if s.status == 'ok' else 'failed'}" for s in e.scores) or "—"
+        )
         warn = ' <span class="badge">⚠</span>' if warnings_for(e) else ""
-        rows.append(f'<tr><td><a class="uid" href="#{_anchor(i, e.record.unit_id)}">'
-                    f"{_esc(e.record.unit_id)}</a>{warn}</td><td>{expl}</td><td>{scores}</td></tr>")
-    return ('<table class="toc"><thead><tr><th>Unit</th><th>Explanation</th><th>Score</th></tr></thead>'
-            "<tbody>" + "\n".join(rows) + "</tbody></table>")
+        rows.append(
+            f'<tr><td><a class="uid" href="#{_anchor(i, e.record.unit_id)}">'
+            f"{_esc(e.record.unit_id)}</a>{warn}</td><td>{expl}</td><td>{scores}</td></tr>"
+        )
+    return (
+        '<table class="toc"><thead><tr><th>Unit</th><th>Explanation</th><th>Score</th></tr></thead>'
+        "<tbody>" + "\n".join(rows) + "</tbody></table>"
+    )
 
 
 def _selection_text(meta: ReportMeta) -> str:
@@ -214,14 +250,17 @@ def render_html(entries: list[ReportEntry], meta: ReportMeta | None = None) -> s
 
     entries, meta = list(entries), meta or ReportMeta()
     by = f" by {_esc(meta.generated_by)}" if meta.generated_by else ""
-    gen = (f'<div class="gen">generated{by} · activation-explainer {_esc(software_version())} · '
-           f"{_esc(meta.generated_at)} · {_esc(_selection_text(meta))}</div>")
+    gen = (
+        f'<div class="gen">generated{by} · activation-explainer {_esc(software_version())} · '
+        f"{_esc(meta.generated_at)} · {_esc(_selection_text(meta))}</div>"
+    )
     note = meta.note or ("" if entries else "No units.")
     note_html = f'<p class="note">{_esc(note)}</p>' if note else ""
     body = "\n".join(_unit_html(i, e) for i, e in enumerate(entries))
     toc = f"<h2>Contents</h2>\n{_toc_html(entries)}\n" if entries else ""
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_esc(meta.title)}</title><style>{CSS}</style></head><body>\n"
-            f"<h1>{_esc(meta.title)}</h1>{gen}<div class=\"gen\">{len(entries)} unit(s)</div>\n"
-            f"{note_html}{toc}{body}\n</body></html>\n")
-
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(meta.title)}</title><style>{CSS}</style></head><body>\n"
+        f'<h1>{_esc(meta.title)}</h1>{gen}<div class="gen">{len(entries)} unit(s)</div>\n'
+        f"{note_html}{toc}{body}\n</body></html>\n"
+    )

@@ -7,11 +7,23 @@ from __future__ import annotations
 import json
 import math
 
-from store.records import UnitRecord, Window
 from explainer.report.model import ReportEntry, ReportExplanation, ReportMeta
-from explainer.report.text import calibration_line, discrimination_text, fmt, has_text, histogram_data, interval, score_line, score_ok, strong_tokens, unit_max, window_groups
-from explainer.report.warnings import warnings_for
+from explainer.report.text import (
+    calibration_line,
+    discrimination_text,
+    fmt,
+    has_text,
+    histogram_data,
+    interval,
+    score_line,
+    score_ok,
+    strong_tokens,
+    unit_max,
+    window_groups,
+)
 from explainer.report.to_json import _jsonable
+from explainer.report.warnings import warnings_for
+from store.records import UnitRecord, Window
 
 __all__ = ["render_markdown"]
 
@@ -50,13 +62,21 @@ def _md_explanation(x: ReportExplanation, primary: bool) -> list[str]:
     if x.explainer_model or x.prompt:
         lines += [f"explainer `{_md(x.explainer_model or '—')}`, prompt `{_md(x.prompt or '—')}`", ""]
     lines += [f"- {_md(score_line(s))} — {_md(discrimination_text(s))}" for s in x.scores] or (
-        ["- not scored"] if has_text(x) else [])
+        ["- not scored"] if has_text(x) else []
+    )
     lines += [f"- {_md(calibration_line(c))}" for c in x.calibrations]
     prov = x.provenance or {}
     if prov:
-        lines += ["", "<details><summary>Provenance</summary>", "", "```json",
-                  json.dumps(_jsonable(prov), indent=1, ensure_ascii=False).replace("```", "'''"), "```", "",
-                  "</details>"]
+        lines += [
+            "",
+            "<details><summary>Provenance</summary>",
+            "",
+            "```json",
+            json.dumps(_jsonable(prov), indent=1, ensure_ascii=False).replace("```", "'''"),
+            "```",
+            "",
+            "</details>",
+        ]
     return lines + [""]
 
 
@@ -64,8 +84,14 @@ def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: 
     """Markdown: a summary table, then per unit its explanation(s), scores, warnings, histogram,
     windows (firing tokens in «guillemets») and provenance."""
     meta = meta or ReportMeta(**({"title": title} if title else {}))
-    lines = [f"# {title or meta.title}", "", f"Generated {meta.generated_at}"
-             + (f" by {_md(meta.generated_by)}" if meta.generated_by else "") + f"; {len(entries)} unit(s).", ""]
+    lines = [
+        f"# {title or meta.title}",
+        "",
+        f"Generated {meta.generated_at}"
+        + (f" by {_md(meta.generated_by)}" if meta.generated_by else "")
+        + f"; {len(entries)} unit(s).",
+        "",
+    ]
     if meta.note or not entries:
         lines += [f"**{_md(meta.note or 'No units.')}**", ""]
     lines += ["| Unit | Explanation | Scores | Warnings |", "|---|---|---|---|"]
@@ -73,18 +99,30 @@ def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: 
         if has_text(e):
             expl = _md(e.explanation or "")
         elif e.explanation_status == "failed":
-            expl = "*failed: " + _md(e.explanation_error or 'unknown error') + "*"
+            expl = "*failed: " + _md(e.explanation_error or "unknown error") + "*"
         else:
             expl = f"*{_md(e.explanation_status)}*"
-        scores = "; ".join(f"{s.scorer} {fmt(s.value)} ({interval(s)}; {discrimination_text(s)})" if score_ok(s)
-                           else f"{s.scorer} failed" for s in e.scores) or "—"
+        scores = (
+            "; ".join(
+                f"{s.scorer} {fmt(s.value)} ({interval(s)}; {discrimination_text(s)})"
+                if score_ok(s)
+                else f"{s.scorer} failed"
+                for s in e.scores
+            )
+            or "—"
+        )
         lines.append(f"| `{_md(e.record.unit_id)}` | {expl} | {_md(scores)} | {_md('; '.join(warnings_for(e)))} |")
     for e in entries:
         r, umax = e.record, unit_max(e.record)
         st = r.stats
-        lines += ["", f"## `{r.unit_id}`", "",
-                  f"hookpoint `{_md(r.hookpoint)}` · max {st.max:.4g} · mean {st.mean:.4g} · "
-                  f"density {100 * st.density:.2f}% · {st.n_tokens} tokens", ""]
+        lines += [
+            "",
+            f"## `{r.unit_id}`",
+            "",
+            f"hookpoint `{_md(r.hookpoint)}` · max {st.max:.4g} · mean {st.mean:.4g} · "
+            f"density {100 * st.density:.2f}% · {st.n_tokens} tokens",
+            "",
+        ]
         lines += [f"- ⚠ {_md(m)}" for m in warnings_for(e)] + ([""] if warnings_for(e) else [])
         for i, x in enumerate(e.explanations()):
             lines += _md_explanation(x, i == 0)

@@ -15,16 +15,26 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from store.records import UnitRecord, Window
 from explainer.report.model import ReportEntry, ReportExplanation, ReportMeta
-from store.records import finite
-from explainer.report.text import calibration_line, discrimination_text, fmt, has_text, histogram_axis_label, histogram_data, score_line, unit_max, window_groups
+from explainer.report.text import (
+    calibration_line,
+    discrimination_text,
+    fmt,
+    has_text,
+    histogram_axis_label,
+    histogram_data,
+    score_line,
+    unit_max,
+    window_groups,
+)
 from explainer.report.warnings import explanation_warnings, warnings_for
+from store.records import UnitRecord, Window, finite
 
 __all__ = ["render_pdf"]
 
-_FONT_CANDIDATES = [("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")]
+_FONT_CANDIDATES = [
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+]
 _font_lock = threading.Lock()
 _fonts: dict[str, Any] = {}
 
@@ -43,8 +53,13 @@ def _register_fonts() -> tuple[str, str, set[int]]:
             font = TTFont("ReportSans", str(regular))
             pdfmetrics.registerFont(font)
             pdfmetrics.registerFont(TTFont("ReportSans-Bold", str(bold)))
-            pdfmetrics.registerFontFamily("ReportSans", normal="ReportSans", bold="ReportSans-Bold",
-                                          italic="ReportSans", boldItalic="ReportSans-Bold")
+            pdfmetrics.registerFontFamily(
+                "ReportSans",
+                normal="ReportSans",
+                bold="ReportSans-Bold",
+                italic="ReportSans",
+                boldItalic="ReportSans-Bold",
+            )
             _fonts["chars"] = set(font.face.charToGlyph)
         return "ReportSans", "ReportSans-Bold", _fonts["chars"]
 
@@ -61,8 +76,16 @@ def _styles() -> dict[str, Any]:
         "h3": ParagraphStyle("h3", parent=base, fontName=bold, fontSize=10, leading=13, spaceBefore=6, spaceAfter=2),
         "body": base,
         "small": ParagraphStyle("small", parent=base, fontSize=7.5, leading=9.5, textColor=HexColor("#555555")),
-        "expl": ParagraphStyle("expl", parent=base, fontSize=11, leading=14, backColor=HexColor("#eef6ee"),
-                               borderPadding=4, spaceBefore=4, spaceAfter=6),
+        "expl": ParagraphStyle(
+            "expl",
+            parent=base,
+            fontSize=11,
+            leading=14,
+            backColor=HexColor("#eef6ee"),
+            borderPadding=4,
+            spaceBefore=4,
+            spaceAfter=6,
+        ),
         "failed": ParagraphStyle("failed", parent=base, textColor=HexColor("#aa0000"), spaceAfter=4),
         "warn": ParagraphStyle("warn", parent=base, textColor=HexColor("#7a5a00"), leftIndent=8),
         "win": ParagraphStyle("win", parent=base, fontSize=7.5, leading=10, spaceBefore=2),
@@ -113,8 +136,16 @@ def histogram_drawing(record: UnitRecord, width: float = 400, height: float = 12
     d.add(String(left - 3, bottom + ph - 6, str(peak), fontName=regular, fontSize=7, textAnchor="end"))
     d.add(String(left - 3, bottom, "0", fontName=regular, fontSize=7, textAnchor="end"))
     for i, c in enumerate(counts):
-        d.add(Rect(left + i * bw + 0.4, bottom, max(bw - 0.8, 0.4), ph * c / peak, fillColor=HexColor("#2a8a3e"),
-                   strokeColor=None))
+        d.add(
+            Rect(
+                left + i * bw + 0.4,
+                bottom,
+                max(bw - 0.8, 0.4),
+                ph * c / peak,
+                fillColor=HexColor("#2a8a3e"),
+                strokeColor=None,
+            )
+        )
     for i in sorted({0, n // 2, n}):
         d.add(String(left + i * bw, bottom - 10, f"{edges[i]:.3g}", fontName=regular, fontSize=7, textAnchor="middle"))
     d.add(String(left + pw / 2, 1, histogram_axis_label(h), fontName=regular, fontSize=7, textAnchor="middle"))
@@ -137,11 +168,18 @@ def _provenance_table(prov: dict[str, Any], st: dict[str, Any]) -> Any:
     explainer = prov.get("explainer") or {}
     windows, tokens, times = prov.get("windows") or {}, prov.get("tokens") or {}, prov.get("timestamps") or {}
     rows = [
-        ("subject model", f"{model.get('name')} (given as {model.get('given') or '—'}), revision "
-                          f"{model.get('revision') or '—'}; {files}"),
+        (
+            "subject model",
+            f"{model.get('name')} (given as {model.get('given') or '—'}), revision "
+            f"{model.get('revision') or '—'}; {files}",
+        ),
         ("hookpoint", prov.get("hookpoint")),
-        ("SAE / directions", f"{units.get('name')} ({units.get('architecture') or 'directions'}), "
-                             f"file hash {units.get('fingerprint')}" if units else "— (raw units)"),
+        (
+            "SAE / directions",
+            f"{units.get('name')} ({units.get('architecture') or 'directions'}), file hash {units.get('fingerprint')}"
+            if units
+            else "— (raw units)",
+        ),
         ("corpus", f"{corpus.get('id')} · hash {corpus.get('hash')} · {corpus.get('n_tokens')} tokens"),
         ("collection", prov.get("collection_id")),
         ("explainer", f"{explainer.get('model')} · settings {explainer.get('settings')}"),
@@ -149,14 +187,18 @@ def _provenance_table(prov: dict[str, Any], st: dict[str, Any]) -> Any:
         ("prompt", f"{prompt.get('name')} v{prompt.get('version')} · sha256 {prompt.get('sha256')}"),
         ("windows shown", ", ".join(windows.get("shown") or []) or "—"),
         ("windows held out", ", ".join(windows.get("held_out") or []) or "—"),
-        ("tokens", f"prompt {tokens.get('prompt')}, completion {tokens.get('completion')}, scored {tokens.get('scored')}"),
+        (
+            "tokens",
+            f"prompt {tokens.get('prompt')}, completion {tokens.get('completion')}, scored {tokens.get('scored')}",
+        ),
         ("timestamps", "; ".join(f"{k} {v}" for k, v in times.items() if v)),
         ("software", f"{(prov.get('software') or {}).get('name')} {(prov.get('software') or {}).get('version')}"),
     ]
     data = [[Paragraph(_t(k), st["cell"]), Paragraph(_t(v), st["cell"])] for k, v in rows]
     table = Table(data, colWidths=[80, 400])
-    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LINEBELOW", (0, 0), (-1, -1), 0.25,
-                                                                      HexColor("#dddddd"))]))
+    table.setStyle(
+        TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LINEBELOW", (0, 0), (-1, -1), 0.25, HexColor("#dddddd"))])
+    )
     return table
 
 
@@ -176,8 +218,11 @@ def _explanation_flow(x: ReportExplanation, primary: bool, st: dict[str, Any]) -
     if x.explainer_model or x.prompt:
         out.append(Paragraph(_t(f"explainer {x.explainer_model or '—'} · prompt {x.prompt or '—'}"), st["small"]))
     for s in x.scores:
-        out.append(Paragraph(_t(score_line(s)) + f' <font size="7" color="#666666">— {_t(discrimination_text(s))}</font>',
-                             st["body"]))
+        out.append(
+            Paragraph(
+                _t(score_line(s)) + f' <font size="7" color="#666666">— {_t(discrimination_text(s))}</font>', st["body"]
+            )
+        )
     out += [Paragraph(_t(calibration_line(c)), st["body"]) for c in x.calibrations]
     if not primary:
         out += [Paragraph("! " + _t(m), st["warn"]) for _, m in explanation_warnings(x)]
@@ -190,9 +235,16 @@ def _unit_flow(e: ReportEntry, st: dict[str, Any]) -> list[Any]:
     from reportlab.platypus import Paragraph
 
     r, umax = e.record, unit_max(e.record)
-    out: list[Any] = [Paragraph(_t(r.unit_id), st["h2"]),
-                      Paragraph(_t(f"hookpoint {r.hookpoint} · max {r.stats.max:.4g} · mean {r.stats.mean:.4g} · "
-                                   f"density {100 * r.stats.density:.2f}% · {r.stats.n_tokens} tokens"), st["small"])]
+    out: list[Any] = [
+        Paragraph(_t(r.unit_id), st["h2"]),
+        Paragraph(
+            _t(
+                f"hookpoint {r.hookpoint} · max {r.stats.max:.4g} · mean {r.stats.mean:.4g} · "
+                f"density {100 * r.stats.density:.2f}% · {r.stats.n_tokens} tokens"
+            ),
+            st["small"],
+        ),
+    ]
     out += [Paragraph("Warning: " + _t(m), st["warn"]) for m in warnings_for(e)]
     for i, x in enumerate(e.explanations()):
         out += _explanation_flow(x, i == 0, st)
@@ -211,11 +263,17 @@ def _contents(entries: list[ReportEntry], st: dict[str, Any]) -> Any:
     for e in entries:
         expl = e.explanation if has_text(e) else e.explanation_status
         scores = "; ".join(f"{s.scorer} {fmt(s.value)}" if s.status == "ok" else f"{s.scorer} failed" for s in e.scores)
-        rows.append([Paragraph(_t(e.record.unit_id), st["cell"]), Paragraph(_t(expl), st["cell"]),
-                     Paragraph(_t(scores or "—"), st["cell"])])
+        rows.append(
+            [
+                Paragraph(_t(e.record.unit_id), st["cell"]),
+                Paragraph(_t(expl), st["cell"]),
+                Paragraph(_t(scores or "—"), st["cell"]),
+            ]
+        )
     table = Table(rows, colWidths=[150, 230, 100], repeatRows=1)
-    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
-                               ("LINEBELOW", (0, 0), (-1, -1), 0.25, HexColor("#cccccc"))]))
+    table.setStyle(
+        TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LINEBELOW", (0, 0), (-1, -1), 0.25, HexColor("#cccccc"))])
+    )
     return table
 
 
@@ -228,13 +286,28 @@ def render_pdf(entries: list[ReportEntry], meta: ReportMeta) -> bytes:
 
     st = _styles()
     buf = io.BytesIO()
-    doc = SimpleDocTemplate(buf, pagesize=A4, title=_plain(meta.title), author="activation-explainer",
-                            leftMargin=50, rightMargin=50, topMargin=50, bottomMargin=50,
-                            invariant=1)
+    doc = SimpleDocTemplate(
+        buf,
+        pagesize=A4,
+        title=_plain(meta.title),
+        author="activation-explainer",
+        leftMargin=50,
+        rightMargin=50,
+        topMargin=50,
+        bottomMargin=50,
+        invariant=1,
+    )
     by = f" by {meta.generated_by}" if meta.generated_by else ""
-    story: list[Any] = [Paragraph(_t(meta.title), st["title"]),
-                        Paragraph(_t(f"generated{by} · activation-explainer {software_version()} · "
-                                     f"{meta.generated_at} · {len(entries)} unit(s)"), st["small"])]
+    story: list[Any] = [
+        Paragraph(_t(meta.title), st["title"]),
+        Paragraph(
+            _t(
+                f"generated{by} · activation-explainer {software_version()} · "
+                f"{meta.generated_at} · {len(entries)} unit(s)"
+            ),
+            st["small"],
+        ),
+    ]
     note = meta.note or ("" if entries else "No units.")
     if note:
         story.append(Paragraph(f"<b>{_t(note)}</b>", st["h3"]))

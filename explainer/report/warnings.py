@@ -3,11 +3,20 @@ unit's evidence, each as a (code, message) pair."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from explainer.report.model import DOMAIN_DROP, LOW_SCORE, LOW_WINDOW_SCORE, MIN_ACTIVATING_WINDOWS, MIN_TOP_WINDOWS, STRONG, WIDE_INTERVAL, ReportCalibration, ReportEntry, ReportExplanation, ReportScore
-from store.records import UnitRecord, Window, finite
+from explainer.report.model import (
+    DOMAIN_DROP,
+    LOW_SCORE,
+    LOW_WINDOW_SCORE,
+    MIN_ACTIVATING_WINDOWS,
+    MIN_TOP_WINDOWS,
+    WIDE_INTERVAL,
+    ReportCalibration,
+    ReportEntry,
+    ReportExplanation,
+    ReportScore,
+)
 from explainer.report.text import has_text, score_ok
+from store.records import UnitRecord, finite
 
 
 def _score_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
@@ -27,8 +36,13 @@ def _score_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
             continue
         best = max(others, key=lambda o: others[o])
         if others[best] - v > DOMAIN_DROP:
-            out.append(("domain_drop", f"{prefix}{s.scorer}: in domain '{d}' the score ({v:.2f}) drops well below "
-                                       f"'{best}' ({others[best]:.2f}); the explanation may not transfer to '{d}'"))
+            out.append(
+                (
+                    "domain_drop",
+                    f"{prefix}{s.scorer}: in domain '{d}' the score ({v:.2f}) drops well below "
+                    f"'{best}' ({others[best]:.2f}); the explanation may not transfer to '{d}'",
+                )
+            )
     return out
 
 
@@ -41,8 +55,13 @@ def _calibration_warnings(c: ReportCalibration, scores: tuple[ReportScore, ...])
         return []
     best = max([ref.value, *[v for v in ref.per_domain.values() if finite(v) is not None]])
     if best - s.value > DOMAIN_DROP:
-        return [("domain_drop", f"workflow domain {c.domain}: score {s.value:.2f} ({s.scorer}) drops well below "
-                                f"{best:.2f} on the collection corpus; the explanation may not transfer to {c.domain}")]
+        return [
+            (
+                "domain_drop",
+                f"workflow domain {c.domain}: score {s.value:.2f} ({s.scorer}) drops well below "
+                f"{best:.2f} on the collection corpus; the explanation may not transfer to {c.domain}",
+            )
+        ]
     return []
 
 
@@ -60,8 +79,12 @@ def explanation_warnings(e: ReportExplanation) -> list[tuple[str, str]]:
         if d is None:
             out.append(("discrimination_unmeasured", f"{s.scorer}: discrimination never measured"))
         elif d.get("auroc", 0) < 0.7:
-            out.append(("weak_discrimination",
-                        f"{s.scorer}: barely tells right from wrong explanations (AUROC {d['auroc']:.2f})"))
+            out.append(
+                (
+                    "weak_discrimination",
+                    f"{s.scorer}: barely tells right from wrong explanations (AUROC {d['auroc']:.2f})",
+                )
+            )
     return out
 
 
@@ -73,8 +96,13 @@ def unit_warnings(record: UnitRecord) -> list[tuple[str, str]]:
         out.append(("few_top_windows", f"only {n_top} top window(s) shown to explainer"))
     n_act = sum(1 for w in record.windows if w.kind != "random" and w.max_activation > 0)
     if n_act < MIN_ACTIVATING_WINDOWS:
-        out.append(("few_activating_windows", f"only {n_act} activating window(s) collected (fewer than "
-                                              f"{MIN_ACTIVATING_WINDOWS}): too little evidence"))
+        out.append(
+            (
+                "few_activating_windows",
+                f"only {n_act} activating window(s) collected (fewer than "
+                f"{MIN_ACTIVATING_WINDOWS}): too little evidence",
+            )
+        )
     if record.skip_reason:
         out.append(("skipped_unit", f"unit skipped by labeling: {record.skip_reason}"))
     return out
@@ -91,5 +119,3 @@ def report_warnings(entry: ReportEntry) -> list[tuple[str, str]]:
 def warnings_for(entry: ReportEntry) -> list[str]:
     """Messages of :func:`report_warnings`."""
     return [m for _, m in report_warnings(entry)]
-
-

@@ -61,17 +61,30 @@ class Simulator(Scorer, Protocol):
         """Predicted activation (0–10 scale) of every token of every window."""
 
 
-def simulation_result(sim: Simulator, predictions: list[list[float]], windows: list[Window],
-                      details: dict[str, Any] | None = None, model: str | None = None,
-                      n_boot: int = 1000) -> ScoreResult:
+def simulation_result(
+    sim: Simulator,
+    predictions: list[list[float]],
+    windows: list[Window],
+    details: dict[str, Any] | None = None,
+    model: str | None = None,
+    n_boot: int = 1000,
+) -> ScoreResult:
     """A simulator's ``predictions`` scored against the windows' real activations: the pooled
     correlation with its bootstrap interval and per-domain figures; ``details`` (default: the
     method) are stored with it."""
     from explainer.score.correlation import score_simulation
 
-    s = score_simulation([list(w.activations) for w in windows], predictions, [w.domain for w in windows],
-                         n_boot=n_boot)
+    s = score_simulation(
+        [list(w.activations) for w in windows], predictions, [w.domain for w in windows], n_boot=n_boot
+    )
     if details is None:
         details = {"method": sim.method}
-    return ScoreResult(s.value, s.ci_low, s.ci_high, s.per_domain, s.n_tokens,
-                       sim.model_name if model is None else model, {"kind": "simulation", **details})
+    return ScoreResult(
+        s.value,
+        s.ci_low,
+        s.ci_high,
+        s.per_domain,
+        s.n_tokens,
+        sim.model_name if model is None else model,
+        {"kind": "simulation", **details},
+    )

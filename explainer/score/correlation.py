@@ -67,8 +67,9 @@ def _bootstrap(true: list[list[float]], pred: list[list[float]], n_boot: int, se
     return np.where(constant, 0.0, r)
 
 
-def score_simulation(true: list[list[float]], pred: list[list[float]], domains: list[str],
-                     n_boot: int = 1000, seed: int = 0) -> SimulationScore:
+def score_simulation(
+    true: list[list[float]], pred: list[list[float]], domains: list[str], n_boot: int = 1000, seed: int = 0
+) -> SimulationScore:
     """Pooled correlation of per-window true vs predicted activations, with interval and domains."""
     if not true or len(true) != len(pred) or len(true) != len(domains):
         raise ValueError("need one prediction and one domain per held-out window")

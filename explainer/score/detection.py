@@ -19,7 +19,8 @@ import random
 import re
 import threading
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from explainer.errors import ExplainerError, ParseError, PermanentLLMError
 from explainer.llm.prompts import PromptTemplate, load_template
@@ -33,8 +34,7 @@ POSITIVE_SHARE = 0.5
 def window_labels(windows: list[Window]) -> list[int]:
     """1 for activating held-out windows, 0 for the others (see the module docstring)."""
     top = max((w.max_activation for w in windows), default=0.0)
-    return [1 if w.kind != "random" or (top > 0 and w.max_activation >= POSITIVE_SHARE * top) else 0
-            for w in windows]
+    return [1 if w.kind != "random" or (top > 0 and w.max_activation >= POSITIVE_SHARE * top) else 0 for w in windows]
 
 
 def auroc(labels: list[int], scores: list[float]) -> float:
@@ -54,9 +54,16 @@ def balanced_accuracy(labels: list[int], predicted: list[int]) -> float:
     return 0.5 * (sum(pos) / len(pos) + sum(1 - p for p in neg) / len(neg))
 
 
-def window_score(windows: list[Window], labels: list[int], figure: Callable[[list[int], list[Any]], float],
-                 values: list[Any], model: str, details: dict[str, Any], n_boot: int = 1000,
-                 seed: int = 0) -> ScoreResult:
+def window_score(
+    windows: list[Window],
+    labels: list[int],
+    figure: Callable[[list[int], list[Any]], float],
+    values: list[Any],
+    model: str,
+    details: dict[str, Any],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> ScoreResult:
     """A ScoreResult of ``figure(labels, values)`` with a bootstrap interval over windows and
     per-domain figures (domains holding both classes only)."""
     if not windows:
@@ -84,8 +91,13 @@ def window_score(windows: list[Window], labels: list[int], figure: Callable[[lis
         v = figure([labels[i] for i in ids], [values[i] for i in ids])
         if not math.isnan(v):
             per_domain[d] = v
-    details = {**details, "kind": "window", "n_windows": len(windows), "n_activating": sum(labels),
-               "n_boot_used": len(boots)}
+    details = {
+        **details,
+        "kind": "window",
+        "n_windows": len(windows),
+        "n_activating": sum(labels),
+        "n_boot_used": len(boots),
+    }
     return ScoreResult(value, lo, hi, per_domain, sum(len(w.tokens) for w in windows), model, details)
 
 
@@ -103,8 +115,10 @@ class _Detector:
         self.template = template or load_template("detect")
 
     def messages(self, explanation: str, window: Window) -> list[tuple[str, str]]:
-        return [("system", self.template["system"]),
-                ("user", self.template.render("user", explanation=explanation, text=window_text(window)))]
+        return [
+            ("system", self.template["system"]),
+            ("user", self.template.render("user", explanation=explanation, text=window_text(window))),
+        ]
 
     @property
     def model_name(self) -> str:
@@ -117,13 +131,24 @@ class _Detector:
         labels = window_labels(windows)
         probs, fidelity = self.p_yes(explanation, windows)
         said_yes = [int(p >= 0.5) for p in probs]
-        details = {"method": "detection", "fidelity": fidelity, "prompt": self.template.key,
-                   "auroc": auroc(labels, probs) if fidelity == "logprobs" else None,
-                   "said_yes": sum(said_yes), "p_yes": [round(p, 4) for p in probs]}
+        details = {
+            "method": "detection",
+            "fidelity": fidelity,
+            "prompt": self.template.key,
+            "auroc": auroc(labels, probs) if fidelity == "logprobs" else None,
+            "said_yes": sum(said_yes),
+            "p_yes": [round(p, 4) for p in probs],
+        }
         if details["auroc"] is not None and math.isnan(details["auroc"]):
             details["auroc"] = None
-        return window_score(windows, labels, lambda y, v: balanced_accuracy(y, [int(p >= 0.5) for p in v]),
-                            probs, self.model_name, details)
+        return window_score(
+            windows,
+            labels,
+            lambda y, v: balanced_accuracy(y, [int(p >= 0.5) for p in v]),
+            probs,
+            self.model_name,
+            details,
+        )
 
 
 _YES, _NO = ("yes", "Yes", " yes", " Yes", "YES"), ("no", "No", " no", " No", "NO")
@@ -193,9 +218,14 @@ class RemoteDetector(_Detector):
         want_lp = self.base_url not in self._no_logprobs
         extra = {"logprobs": True, "top_logprobs": self.top_logprobs} if want_lp else {}
         try:
-            resp = call_endpoint("detection endpoint", self.base_url, sum(len(m["content"]) for m in msgs) // 4 + 2,
-                                 lambda: self.client.chat.completions.create(model=self.model, messages=msgs,
-                                                                             temperature=0, max_tokens=2, **extra))
+            resp = call_endpoint(
+                "detection endpoint",
+                self.base_url,
+                sum(len(m["content"]) for m in msgs) // 4 + 2,
+                lambda: self.client.chat.completions.create(
+                    model=self.model, messages=msgs, temperature=0, max_tokens=2, **extra
+                ),
+            )
         except PermanentLLMError as err:
             if want_lp and err.status in (400, 422):
                 with self._lock:
@@ -203,9 +233,11 @@ class RemoteDetector(_Detector):
                 return self._ask(explanation, window)
             raise
         choice = (resp.get("choices") or [{}])[0]
-        content = ((choice.get("logprobs") or {}).get("content") or [])
+        content = (choice.get("logprobs") or {}).get("content") or []
         if content and content[0].get("top_logprobs"):
-            alts = {a["token"]: math.exp(a["logprob"]) for a in content[0]["top_logprobs"] if a.get("logprob") is not None}
+            alts = {
+                a["token"]: math.exp(a["logprob"]) for a in content[0]["top_logprobs"] if a.get("logprob") is not None
+            }
             py = sum(p for t, p in alts.items() if t.strip().lower() == "yes")
             pn = sum(p for t, p in alts.items() if t.strip().lower() == "no")
             if py + pn > 0:
@@ -214,8 +246,9 @@ class RemoteDetector(_Detector):
         word = re.fullmatch(r"\W*(yes|no)\b\W*", text)  # "no idea" is not an answer
         if word:
             return float(word.group(1) == "yes"), False
-        raise ParseError(f"detection endpoint {self.shown_url} (model {self.model}) answered neither yes nor no: "
-                         f"{text[:80]!r}")
+        raise ParseError(
+            f"detection endpoint {self.shown_url} (model {self.model}) answered neither yes nor no: {text[:80]!r}"
+        )
 
     def p_yes(self, explanation: str, windows: list[Window]) -> tuple[list[float], str]:
         answers = [self._ask(explanation, w) for w in windows]

@@ -26,8 +26,9 @@ class EmbeddingSimulator:
     method = "simulation-embedding"
     kind: ScorerKind = "simulation"
 
-    def __init__(self, embedder: Any = None, context_tokens: int = 0, context_weight: float = 0.0,
-                 cache_size: int = 500_000):
+    def __init__(
+        self, embedder: Any = None, context_tokens: int = 0, context_weight: float = 0.0, cache_size: int = 500_000
+    ):
         if not 0.0 <= context_weight <= 1.0:
             raise ValueError("context_weight must be in [0, 1]")
         if embedder is None:
@@ -97,8 +98,9 @@ class EmbeddingSimulator:
         return out
 
     def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
-        return simulation_result(self, self.simulate(explanation, windows), windows,
-                                 {"method": self.method, **self.settings})
+        return simulation_result(
+            self, self.simulate(explanation, windows), windows, {"method": self.method, **self.settings}
+        )
 
 
 class EmbeddingScorer:
@@ -135,7 +137,10 @@ class EmbeddingScorer:
         sims = [float(v @ vecs[0]) for v in vecs[1:]]
         pos = [s for y, s in zip(labels, sims) if y]
         neg = [s for y, s in zip(labels, sims) if not y]
-        details = {"method": "embedding", "fidelity": "embedding",
-                   "mean_cos_activating": round(sum(pos) / len(pos), 4) if pos else None,
-                   "mean_cos_other": round(sum(neg) / len(neg), 4) if neg else None}
+        details = {
+            "method": "embedding",
+            "fidelity": "embedding",
+            "mean_cos_activating": round(sum(pos) / len(pos), 4) if pos else None,
+            "mean_cos_other": round(sum(neg) / len(neg), 4) if neg else None,
+        }
         return window_score(windows, labels, auroc, sims, self.model_name, details)

@@ -34,24 +34,36 @@ from typing import Any
 from explainer.errors import ConfigError, ParseError, PermanentLLMError
 from explainer.llm.prompts import PromptTemplate, load_template
 from explainer.score.base import ScoreResult, ScorerKind, simulation_result
-from store.records import Window
 from explainer.score.logits import display_token, simulation_text
+from store.records import Window
 
-__all__ = ["RemoteSimulator", "endpoint_simulator", "client_for", "expected_value", "read_echo",
-           "read_chat_logprobs", "read_json_answer", "METHODS"]
+__all__ = [
+    "RemoteSimulator",
+    "endpoint_simulator",
+    "client_for",
+    "expected_value",
+    "read_echo",
+    "read_chat_logprobs",
+    "read_json_answer",
+    "METHODS",
+]
 
 METHODS = {"completions-echo": "logprobs", "chat-logprobs": "logprobs", "json-answer": "low"}
 """Method → fidelity, in the order ``auto`` tries them."""
-_ORDER = {"auto": ("completions-echo", "chat-logprobs", "json-answer"),
-          "logprobs": ("completions-echo", "chat-logprobs"),
-          "completions": ("completions-echo",), "chat": ("chat-logprobs",), "json": ("json-answer",)}
+_ORDER = {
+    "auto": ("completions-echo", "chat-logprobs", "json-answer"),
+    "logprobs": ("completions-echo", "chat-logprobs"),
+    "completions": ("completions-echo",),
+    "chat": ("chat-logprobs",),
+    "json": ("json-answer",),
+}
 _VALUES = {str(v): v for v in range(11)}
 MAX_MISSING_SHARE = 0.5
 """A window where more than this share of tokens has no digit among the top logprobs is unusable."""
 
 _clients: dict[tuple[str, str | None, float, int], Any] = {}
 _detected: dict[tuple[str, str, str], str] = {}
-_simulators: dict[tuple[Any, ...], "RemoteSimulator"] = {}
+_simulators: dict[tuple[Any, ...], RemoteSimulator] = {}
 _lock = threading.Lock()
 
 
@@ -59,31 +71,44 @@ class _Unsupported(Exception):
     """This endpoint does not offer the method tried; the next one is tried (internal)."""
 
 
-def client_for(base_url: str, api_key: str | None, timeout_s: float, max_retries: int = 2,
-               http_client: Any = None) -> Any:
+def client_for(
+    base_url: str, api_key: str | None, timeout_s: float, max_retries: int = 2, http_client: Any = None
+) -> Any:
     """One ``openai.OpenAI`` client (one HTTP connection pool) per endpoint and process.
     ``http_client`` (an ``httpx.Client``, e.g. over an ``httpx.MockTransport`` in tests) replaces
     the default pool; such a client is not cached."""
     import openai
 
     if http_client is not None:
-        return openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
-                             max_retries=max_retries, http_client=http_client)
+        return openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            timeout=timeout_s,
+            max_retries=max_retries,
+            http_client=http_client,
+        )
     key = (base_url, api_key, float(timeout_s), max_retries)
     with _lock:
         if key not in _clients:
-            _clients[key] = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
-                                          max_retries=max_retries)
+            _clients[key] = openai.OpenAI(
+                base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
+            )
         return _clients[key]
 
 
-def endpoint_simulator(settings: Any) -> "RemoteSimulator":
+def endpoint_simulator(settings: Any) -> RemoteSimulator:
     """The process's simulator for the endpoint ``settings`` names (``EXPLAINER_SIMULATOR_*``)."""
     if not settings.simulator_base_url:
-        raise ConfigError("the simulation-endpoint scorer needs EXPLAINER_SIMULATOR_BASE_URL "
-                          "(or EXPLAINER_LLM_BASE_URL)")
-    key = (settings.simulator_base_url, settings.simulator_model, settings.simulator_method,
-           settings.simulator_api_key, settings.llm_timeout_s)
+        raise ConfigError(
+            "the simulation-endpoint scorer needs EXPLAINER_SIMULATOR_BASE_URL (or EXPLAINER_LLM_BASE_URL)"
+        )
+    key = (
+        settings.simulator_base_url,
+        settings.simulator_model,
+        settings.simulator_method,
+        settings.simulator_api_key,
+        settings.llm_timeout_s,
+    )
     with _lock:
         if key in _simulators:
             return _simulators[key]
@@ -95,6 +120,7 @@ def endpoint_simulator(settings: Any) -> "RemoteSimulator":
 
 # -- reading probabilities ------------------------------------------------------------------
 
+
 def _digit_probs(alternatives: dict[str, float], prefix: str = "") -> dict[int, float]:
     """Probability of each value 0–10 among ``alternatives`` (token → logprob) that start with
     ``prefix`` and continue with a number."""
@@ -102,7 +128,7 @@ def _digit_probs(alternatives: dict[str, float], prefix: str = "") -> dict[int, 
     for tok, lp in alternatives.items():
         if not tok.startswith(prefix) or lp is None:
             continue
-        rest = tok[len(prefix):].strip()
+        rest = tok[len(prefix) :].strip()
         m = re.match(r"\d+", rest)
         if m and m.group() in _VALUES and (len(rest) == m.end() or not rest[m.end()].isdigit()):
             probs[_VALUES[m.group()]] = probs.get(_VALUES[m.group()], 0.0) + math.exp(lp)
@@ -135,7 +161,8 @@ def read_echo(response: dict[str, Any], offsets: list[int]) -> tuple[list[float 
     for i, o in enumerate(starts):
         at.setdefault(o, i)
     ten_one_token = any("10" == t.strip() for t in tokens) or any(
-        "10" in {k.strip() for k in (top or {})} for top in tops)
+        "10" in {k.strip() for k in (top or {})} for top in tops
+    )
     out: list[float | None] = []
     for o in offsets:
         i = at.get(o)
@@ -154,7 +181,7 @@ def read_chat_logprobs(response: dict[str, Any], n: int) -> tuple[list[float | N
         starts.append(len(text))
         text += c.get("token") or ""
     first = text.find("[")
-    numbers = list(re.finditer(r"\d+", text[first + 1:] if first >= 0 else text))
+    numbers = list(re.finditer(r"\d+", text[first + 1 :] if first >= 0 else text))
     shift = first + 1 if first >= 0 else 0
     if len(numbers) < n:
         raise ParseError(f"the answer lists {len(numbers)} numbers for {n} tokens: {text[:120]!r}")
@@ -163,12 +190,12 @@ def read_chat_logprobs(response: dict[str, Any], n: int) -> tuple[list[float | N
     for m in numbers[:n]:
         pos = m.start() + shift
         i = max(k for k, s in enumerate(starts) if s <= pos)
-        prefix = text[starts[i]:pos]
+        prefix = text[starts[i] : pos]
         alts = {a["token"]: a.get("logprob") for a in content[i].get("top_logprobs") or []}
         alts.setdefault(content[i]["token"], content[i].get("logprob"))
         probs = _digit_probs(alts, prefix)
         p0 = None
-        chosen = content[i]["token"][len(prefix):]
+        chosen = content[i]["token"][len(prefix) :]
         if 1 in probs and 10 not in probs and chosen.strip() == "1" and i + 1 < len(content):
             nxt = {a["token"]: a.get("logprob") for a in content[i + 1].get("top_logprobs") or []}
             nxt.setdefault(content[i + 1]["token"], content[i + 1].get("logprob"))
@@ -196,14 +223,23 @@ def read_json_answer(text: str, n: int) -> list[float]:
 
 # -- the simulator ----------------------------------------------------------------------------
 
+
 class RemoteSimulator:
     """Simulator over an OpenAI-compatible endpoint; windows of one call run concurrently."""
 
     method = "simulation-endpoint"
     kind: ScorerKind = "simulation"
 
-    def __init__(self, client: Any, base_url: str, model: str, mode: str = "auto", top_logprobs: int = 10,
-                 template: PromptTemplate | None = None, parallel: int = 8):
+    def __init__(
+        self,
+        client: Any,
+        base_url: str,
+        model: str,
+        mode: str = "auto",
+        top_logprobs: int = 10,
+        template: PromptTemplate | None = None,
+        parallel: int = 8,
+    ):
         if mode not in _ORDER:
             raise ConfigError(f"unknown simulator method {mode!r}; known: {', '.join(_ORDER)}")
         from explainer.provenance import clean_url
@@ -231,8 +267,12 @@ class RemoteSimulator:
         from explainer.llm.chat import call_endpoint
 
         api = self.client.completions if kind == "completions" else self.client.chat.completions
-        return call_endpoint("simulator endpoint", self.base_url, chars // 4 + max_tokens,
-                             lambda: api.create(model=self.model, temperature=0, max_tokens=max_tokens, **kw))
+        return call_endpoint(
+            "simulator endpoint",
+            self.base_url,
+            chars // 4 + max_tokens,
+            lambda: api.create(model=self.model, temperature=0, max_tokens=max_tokens, **kw),
+        )
 
     def _chat_messages(self, explanation: str, tokens: tuple[str, ...]) -> list[dict[str, str]]:
         ex = self.template["example"]
@@ -240,10 +280,13 @@ class RemoteSimulator:
 
         def user(expl: str, toks: list[str]) -> str:
             return self.template.render("chat_user", explanation=expl, tokens=toks, n=len(toks))
-        return [{"role": "system", "content": self.template["chat_system"]},
-                {"role": "user", "content": user(ex["explanation"], shown)},
-                {"role": "assistant", "content": json.dumps([int(a) for a in ex["activations"]])},
-                {"role": "user", "content": user(explanation, [display_token(t) for t in tokens])}]
+
+        return [
+            {"role": "system", "content": self.template["chat_system"]},
+            {"role": "user", "content": user(ex["explanation"], shown)},
+            {"role": "assistant", "content": json.dumps([int(a) for a in ex["activations"]])},
+            {"role": "user", "content": user(explanation, [display_token(t) for t in tokens])},
+        ]
 
     def _window(self, method: str, explanation: str, window: Window) -> tuple[list[float], dict[str, Any]]:
         n = len(window.tokens)
@@ -255,8 +298,9 @@ class RemoteSimulator:
             messages = self._chat_messages(explanation, window.tokens)
             chars, budget = sum(len(m["content"]) for m in messages), 4 * n + 16
             if method == "chat-logprobs":
-                resp = self._post("chat", chars, budget, messages=messages, logprobs=True,
-                                  top_logprobs=self.top_logprobs)
+                resp = self._post(
+                    "chat", chars, budget, messages=messages, logprobs=True, top_logprobs=self.top_logprobs
+                )
                 preds, info = read_chat_logprobs(resp, n)
             else:
                 resp = self._post("chat", chars, budget, messages=messages)
@@ -305,11 +349,17 @@ class RemoteSimulator:
         results += list(self._pool.map(lambda w: self._one(method, explanation, w), todo))
         tens = sorted({r[1].get("ten") for r in results})
         tens = ["split-resolved"] if "split-resolved" in tens else tens
-        details = {"method": method, "fidelity": METHODS[method], "endpoint": self.shown_url, "model": self.model,
-                   "top_logprobs": self.top_logprobs if METHODS[method] == "logprobs" else None,
-                   "ten": tens[0] if len(tens) == 1 else tens, "requests": len(windows),
-                   "missing_positions": sum(r[1].get("missing", 0) for r in results),
-                   "prompt": self.template.key}
+        details = {
+            "method": method,
+            "fidelity": METHODS[method],
+            "endpoint": self.shown_url,
+            "model": self.model,
+            "top_logprobs": self.top_logprobs if METHODS[method] == "logprobs" else None,
+            "ten": tens[0] if len(tens) == 1 else tens,
+            "requests": len(windows),
+            "missing_positions": sum(r[1].get("missing", 0) for r in results),
+            "prompt": self.template.key,
+        }
         return [r[0] for r in results], details
 
     def simulate(self, explanation: str, windows: list[Window]) -> list[list[float]]:

@@ -28,12 +28,18 @@ def simulation_prefix(template: PromptTemplate, explanation: str) -> str:
     """The "all at once" prompt up to the target window: header, the worked example, the explanation."""
     ex = template["example"]
     lines = "".join(f"{display_token(t)}\t{a}\n" for t, a in zip(ex["tokens"], ex["activations"]))
-    return (f"{template['header']}\n\nNeuron 1\nExplanation: {ex['explanation']}\nActivations:\n<start>\n"
-            f"{lines}<end>\n\nNeuron 2\nExplanation: {explanation}\nActivations:\n<start>\n")
+    return (
+        f"{template['header']}\n\nNeuron 1\nExplanation: {ex['explanation']}\nActivations:\n<start>\n"
+        f"{lines}<end>\n\nNeuron 2\nExplanation: {explanation}\nActivations:\n<start>\n"
+    )
 
 
-def simulation_text(template: PromptTemplate, explanation: str, tokens: tuple[str, ...] | list[str],
-                    placeholder_field: str = "placeholder") -> tuple[str, list[int]]:
+def simulation_text(
+    template: PromptTemplate,
+    explanation: str,
+    tokens: tuple[str, ...] | list[str],
+    placeholder_field: str = "placeholder",
+) -> tuple[str, list[int]]:
     """The whole prompt as text (``token<TAB>placeholder`` per line) and, per token, the character
     offset right after its TAB: where the predicted activation would start. ``placeholder_field``
     names the template field that fills the unknown activations."""
@@ -105,8 +111,9 @@ class LogitSimulator:
             input_ids[b, : len(ids)] = torch.tensor(ids)
             mask[b, : len(ids)] = 1
         with torch.no_grad():
-            hidden = lm.model.model(input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device),
-                                    use_cache=False).last_hidden_state
+            hidden = lm.model.model(
+                input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False
+            ).last_hidden_state
             out = []
             for b, (_, reads) in enumerate(built):
                 logits = hidden[b, reads] @ head.T  # [tokens, D]

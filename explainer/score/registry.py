@@ -12,8 +12,9 @@ A leaf: the concrete scorers are imported inside their factories, never at modul
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, cast
+from typing import TYPE_CHECKING, cast
 
 from explainer.errors import ConfigError
 from explainer.score.base import Scorer, ScoreResult, Simulator
@@ -42,6 +43,7 @@ def register(name: str) -> Callable[[ScorerFactory], ScorerFactory]:
             raise ConfigError(f"scorer {name!r} is registered twice")
         _REGISTRY[name] = factory
         return factory
+
     return deco
 
 
@@ -49,8 +51,9 @@ def scorer_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_scorer(name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu",
-                settings: Settings | None = None) -> Scorer:
+def make_scorer(
+    name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu", settings: Settings | None = None
+) -> Scorer:
     """The scorer registered as ``name``. ``settings`` configure the endpoint scorers (the
     simulator endpoint); unknown names, and endpoint scorers without settings or an endpoint,
     are ConfigErrors."""
@@ -59,8 +62,9 @@ def make_scorer(name: str, *, simulator_model: str = "smollm2-135m", device: str
     return _REGISTRY[name](simulator_model, device, settings)
 
 
-def make_simulator(name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu",
-                   settings: Settings | None = None) -> Simulator:
+def make_simulator(
+    name: str, *, simulator_model: str = "smollm2-135m", device: str = "cpu", settings: Settings | None = None
+) -> Simulator:
     """The scorer registered as ``name``, which must be a simulator (``kind == "simulation"``)."""
     scorer = make_scorer(name, simulator_model=simulator_model, device=device, settings=settings)
     if scorer.kind != "simulation":
@@ -99,8 +103,9 @@ def _embedding(simulator_model: str, device: str, settings: Settings | None) -> 
 
     # One per process, so its token-embedding cache is shared by every unit.
     if "default" not in _embedding_sims:
-        _embedding_sims["default"] = EmbeddingSimulator(context_tokens=EMBEDDING_CONTEXT_TOKENS,
-                                                         context_weight=EMBEDDING_CONTEXT_WEIGHT)
+        _embedding_sims["default"] = EmbeddingSimulator(
+            context_tokens=EMBEDDING_CONTEXT_TOKENS, context_weight=EMBEDDING_CONTEXT_WEIGHT
+        )
     return _embedding_sims["default"]
 
 
@@ -119,8 +124,10 @@ def _detection(simulator_model: str, device: str, settings: Settings | None) -> 
     if settings is not None and settings.simulator_base_url:
         from explainer.score.endpoint import client_for
 
-        return RemoteDetector(client_for(settings.simulator_base_url, settings.simulator_api_key,
-                                         settings.llm_timeout_s), settings.simulator_model)
+        return RemoteDetector(
+            client_for(settings.simulator_base_url, settings.simulator_api_key, settings.llm_timeout_s),
+            settings.simulator_model,
+        )
     return LocalDetector(simulator_model, device)
 
 

@@ -23,15 +23,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from store.keyword import SOURCES
-
-from explainer.settings import Settings
 from explainer.errors import InputError
 from explainer.runtime import get_index, get_store
-from store.records import finite as _finite, highlight
+from explainer.settings import Settings
+from store.keyword import SOURCES
+from store.records import finite as _finite
+from store.records import highlight
 
-__all__ = ["SearchFilters", "Ranked", "search", "search_page", "rank", "rrf_fuse", "load_scan", "refresh_scan",
-           "MAX_QUERY_CHARS", "MAX_LIMIT", "DEPTH", "RRF_K"]
+__all__ = [
+    "SearchFilters",
+    "Ranked",
+    "search",
+    "search_page",
+    "rank",
+    "rrf_fuse",
+    "load_scan",
+    "refresh_scan",
+    "MAX_QUERY_CHARS",
+    "MAX_LIMIT",
+    "DEPTH",
+    "RRF_K",
+]
 
 MAX_QUERY_CHARS = 500
 """Longest accepted query."""
@@ -61,7 +73,7 @@ class SearchFilters:
     domain: str | None = None
     """Corpus domain that must appear among the unit's top-activating windows, e.g. ``legal``."""
 
-    def validate(self) -> "SearchFilters":
+    def validate(self) -> SearchFilters:
         """Raise :class:`InputError` for values no unit can have; returns ``self``."""
         if self.model is not None and not NAME_RE.match(self.model):
             raise InputError(f"invalid model filter {self.model!r}")
@@ -122,8 +134,7 @@ def check_query(query: str) -> str:
     return q
 
 
-def rank(settings: Settings, query: str, filters: SearchFilters = SearchFilters(),
-         depth: int = DEPTH) -> list[Ranked]:
+def rank(settings: Settings, query: str, filters: SearchFilters = SearchFilters(), depth: int = DEPTH) -> list[Ranked]:
     """The fused ranking of up to ``2 * depth`` explanations that pass ``filters``."""
     q = check_query(query)
     filters.validate()
@@ -167,8 +178,9 @@ def load_scan(settings: Settings) -> int:
     return len(scan)
 
 
-def search_page(settings: Settings, query: str, filters: SearchFilters = SearchFilters(), limit: int = 10,
-                offset: int = 0) -> dict[str, Any]:
+def search_page(
+    settings: Settings, query: str, filters: SearchFilters = SearchFilters(), limit: int = 10, offset: int = 0
+) -> dict[str, Any]:
     """One page of hits, best first: ``{"hits": [...], "offset", "limit", "next_offset"}``;
     ``next_offset`` is ``None`` on the last page."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -176,14 +188,15 @@ def search_page(settings: Settings, query: str, filters: SearchFilters = SearchF
     if offset < 0 or offset + limit > DEPTH:
         raise InputError(f"offset + limit must be between 1 and {DEPTH}, got {offset} + {limit}")
     ranked = rank(settings, query, filters)
-    page = ranked[offset:offset + limit]
+    page = ranked[offset : offset + limit]
     hits = _hits(settings, page, first_rank=offset + 1)
     more = len(ranked) > offset + limit and offset + limit < DEPTH
     return {"hits": hits, "offset": offset, "limit": limit, "next_offset": offset + limit if more else None}
 
 
-def search(settings: Settings, query: str, filters: SearchFilters = SearchFilters(), limit: int = 10,
-           offset: int = 0) -> list[dict[str, Any]]:
+def search(
+    settings: Settings, query: str, filters: SearchFilters = SearchFilters(), limit: int = 10, offset: int = 0
+) -> list[dict[str, Any]]:
     """Hits ranked by the fused semantic and keyword rankings, best first."""
     return search_page(settings, query, filters, limit, offset)["hits"]
 
@@ -191,7 +204,6 @@ def search(settings: Settings, query: str, filters: SearchFilters = SearchFilter
 def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[dict[str, Any]]:
     """Hit views of ranked explanations, joined from the SQL store."""
     from store.keyword import SEARCH_SCORER, hookpoint_fields
-
     from store.records import parse_unit_id
 
     details = get_store(settings).explanation_details([r.explanation_id for r in page])
@@ -207,20 +219,41 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
         rec = d.record
         top = rec.windows_for("explain", "top") if rec is not None else []
         unit_max = rec.stats.max if rec is not None else 0.0
-        out.append({
-            "rank": first_rank + i, "unit_id": e.unit_id, "explanation_id": r.explanation_id,
-            "explanation": e.text, "explainer_model": e.explainer_model, "collection_id": e.collection_id,
-            "model": model, "hookpoint": hookpoint, "layer": layer, "source": source,
-            "score": None if s is None or s.status != "ok" or _finite(s.value) is None else {
-                "scorer": s.scorer, "value": _finite(s.value), "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
-                "per_domain": {k: _finite(v) for k, v in s.per_domain.items()}},
-            "similarity": r.similarity, "semantic_rank": r.semantic_rank, "keyword_rank": r.keyword_rank,
-            "rrf": r.rrf,
-            "stats": None if rec is None else {"max": _finite(rec.stats.max), "mean": _finite(rec.stats.mean),
-                                               "density": _finite(rec.stats.density)},
-            "top_example": highlight(top[0], unit_max) if top else None,
-            "top_example_tokens": token_levels(top[0], unit_max) if top else None,
-        })
+        out.append(
+            {
+                "rank": first_rank + i,
+                "unit_id": e.unit_id,
+                "explanation_id": r.explanation_id,
+                "explanation": e.text,
+                "explainer_model": e.explainer_model,
+                "collection_id": e.collection_id,
+                "model": model,
+                "hookpoint": hookpoint,
+                "layer": layer,
+                "source": source,
+                "score": None
+                if s is None or s.status != "ok" or _finite(s.value) is None
+                else {
+                    "scorer": s.scorer,
+                    "value": _finite(s.value),
+                    "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
+                    "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
+                },
+                "similarity": r.similarity,
+                "semantic_rank": r.semantic_rank,
+                "keyword_rank": r.keyword_rank,
+                "rrf": r.rrf,
+                "stats": None
+                if rec is None
+                else {
+                    "max": _finite(rec.stats.max),
+                    "mean": _finite(rec.stats.mean),
+                    "density": _finite(rec.stats.density),
+                },
+                "top_example": highlight(top[0], unit_max) if top else None,
+                "top_example_tokens": token_levels(top[0], unit_max) if top else None,
+            }
+        )
     return out
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from explainer.settings import Settings
-from explainer.search.index import index_metadata
 from explainer.runtime import get_index, get_store
+from explainer.search.index import index_metadata
+from explainer.settings import Settings
 
 __all__ = ["reindex", "check", "expected_metadata"]
 
@@ -25,8 +26,13 @@ SAMPLE = 20
 def expected_metadata(doc: Any) -> dict[str, Any]:
     """The vector-index metadata an index document should have (``store.keyword.IndexDoc``)."""
     s = doc.score
-    return index_metadata(doc.unit_id, doc.collection_id, doc.explainer_model,
-                          s["value"] if s and s["status"] == "ok" else None, doc.domains)
+    return index_metadata(
+        doc.unit_id,
+        doc.collection_id,
+        doc.explainer_model,
+        s["value"] if s and s["status"] == "ok" else None,
+        doc.domains,
+    )
 
 
 def reindex(settings: Settings, batch: int = 256) -> dict[str, Any]:
@@ -58,8 +64,13 @@ def reindex(settings: Settings, batch: int = 256) -> dict[str, Any]:
     index.delete(extra)
     if index.scan is not None:  # our writes patched the loaded scan: nothing to re-read from Chroma
         index.scan.token = store.index_token()
-    return {"indexed": len(seen), "deleted": len(extra), "keyword_docs": n_keyword,
-            "keyword_seconds": round(t_keyword, 2), "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "indexed": len(seen),
+        "deleted": len(extra),
+        "keyword_docs": n_keyword,
+        "keyword_seconds": round(t_keyword, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -89,17 +100,22 @@ def check(settings: Settings) -> dict[str, Any]:
     stale_text = {e for e in both if vectors[e][0] != expected[e].text}
     stale_meta = {e for e in both - stale_text if not _same(vectors[e][1], expected_metadata(expected[e]))}
     kw_both = expected.keys() & keyword.keys()
-    kw_stale = {e for e in kw_both
-                if not _same({k: keyword[e][k] for k in expected[e].row()}, expected[e].row())}
+    kw_stale = {e for e in kw_both if not _same({k: keyword[e][k] for k in expected[e].row()}, expected[e].row())}
     out = {
-        "sql_explanations": len(expected), "vector_entries": len(vectors), "keyword_docs": len(keyword),
-        "vector": {"missing": _diff(expected.keys() - vectors.keys()),
-                   "extra": _diff(vectors.keys() - expected.keys()),
-                   "stale_text": _diff(stale_text),
-                   "stale_metadata": _diff(stale_meta)},
-        "keyword": {"missing": _diff(expected.keys() - keyword.keys()),
-                    "extra": _diff(keyword.keys() - expected.keys()),
-                    "stale": _diff(kw_stale)},
+        "sql_explanations": len(expected),
+        "vector_entries": len(vectors),
+        "keyword_docs": len(keyword),
+        "vector": {
+            "missing": _diff(expected.keys() - vectors.keys()),
+            "extra": _diff(vectors.keys() - expected.keys()),
+            "stale_text": _diff(stale_text),
+            "stale_metadata": _diff(stale_meta),
+        },
+        "keyword": {
+            "missing": _diff(expected.keys() - keyword.keys()),
+            "extra": _diff(keyword.keys() - expected.keys()),
+            "stale": _diff(kw_stale),
+        },
     }
     out["in_sync"] = all(d["count"] == 0 for part in ("vector", "keyword") for d in out[part].values())
     return out
