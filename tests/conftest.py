@@ -106,3 +106,21 @@ def postgres_url():
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model, tmp_path_factory):
+    """The tiny model saved as a Hugging Face directory, loadable by path (``--model DIR``)."""
+    d = tmp_path_factory.mktemp("models") / "tiny-llama"
+    tiny_model.model.save_pretrained(d)
+    tiny_model.tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def searchable(settings):
+    """Settings of an isolated deployment holding ``builders.search.UNITS``, indexed."""
+    from builders.search import write_units
+
+    write_units(settings)
+    return settings

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from builders.search import unit
 from conftest import free_port
-from test_search_fixtures import searchable, unit  # noqa: F401
 
 from explainer.api.app import ApiConfig, create_app
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SHOTS = Path(__file__).resolve().parent.parent / "out" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
 KEY = "web-test-read-key"
 
 

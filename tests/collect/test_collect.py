@@ -8,39 +8,13 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from builders.collect import DOCS
 
 from explainer.collect.collector import CollectConfig, Collector, collect, make_sequences
 from explainer.collect.hooks import capture, resolve_hookpoint
 from explainer.errors import CorpusError, SAEError
 from store.records import Document, UnitRecord
 
-DOCS = [
-    Document(
-        "code:a.py",
-        "code",
-        "import os\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n\n"
-        "def write(path, text):\n    if not text:\n        raise ValueError('empty')\n"
-        "    with open(path, 'w') as f:\n        f.write(text)\n\nfor i in range(10):\n    print(i * i)\n",
-    ),
-    Document(
-        "docs:intro.md",
-        "docs",
-        "The library reads a corpus, runs the model over it and keeps, for every "
-        "neuron, the windows of text where it fires the most. Each explanation is then scored by how well "
-        "a simulator predicts the activations from the explanation alone. Results are stored in a database "
-        "and can be searched by meaning.",
-    ),
-    Document(
-        "legal:license.txt",
-        "legal",
-        "Permission is hereby granted, free of charge, to any person obtaining "
-        "a copy of this software, to deal in the Software without restriction, including without limitation "
-        "the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the "
-        "Software. THE SOFTWARE IS PROVIDED AS IS, WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED.",
-    ),
-    Document("docs:tiny.md", "docs", "Hi."),  # too short to give a sequence
-    Document("code:b.py", "code", "x = [n for n in range(100) if n % 3 == 0]\nprint(sum(x), len(x), max(x))\n" * 8),
-]
 CFG = CollectConfig(
     window=8,
     context=16,
@@ -53,15 +27,6 @@ CFG = CollectConfig(
     min_density=0.0,
 )
 UNITS = [0, 1, 7, 42, 63, 64, 99, 127]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tiny_model, tmp_path_factory):
-    """The tiny model saved as a Hugging Face directory, loadable by path (``--model DIR``)."""
-    d = tmp_path_factory.mktemp("models") / "tiny-llama"
-    tiny_model.model.save_pretrained(d)
-    tiny_model.tokenizer.save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_search_fixtures import searchable, unit  # noqa: F401
+from builders.search import unit
 
 from explainer.runtime import get_index, get_store
 from explainer.search.hybrid import SearchFilters, load_scan, search

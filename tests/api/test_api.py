@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from builders.search import unit
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
-from test_search_fixtures import searchable, unit  # noqa: F401
 
 from explainer.api.app import ApiConfig, create_app, load_api_config
 

@@ -1,118 +1,20 @@
 import html
 import json
 import re
-from datetime import UTC, datetime
 
-import jsonschema
+from builders.report import make_entry, make_record, make_window, sample_entries, validate_report
 
-from explainer.report.model import ReportCalibration, ReportEntry, ReportExplanation, ReportMeta, ReportScore
-from explainer.report.render import schema_path, write_report
+from explainer.report.model import ReportCalibration, ReportMeta, ReportScore
+from explainer.report.render import write_report
 from explainer.report.to_html import render_html
 from explainer.report.to_json import report_json
 from explainer.report.to_markdown import render_markdown
 from explainer.report.warnings import report_warnings
-from store.records import Explanation, UnitRecord, UnitStats, Window
-
-
-def validate_report(data: dict) -> None:
-    """Validate a JSON report against the published schema (every JSON report the tests make)."""
-    schema = json.loads(schema_path().read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(data)
-
-
-def _win(wid, kind, split, tokens, acts, domain="code"):
-    return Window(
-        window_id=wid,
-        kind=kind,
-        split=split,
-        doc_id=f"{domain}:doc-{wid}",
-        domain=domain,
-        tokens=tuple(tokens),
-        activations=tuple(acts),
-    )
-
-
-def _record(index, windows):
-    return UnitRecord(
-        unit_id=f"gpt2/blocks.3.hook_resid_post/{index}",
-        model="gpt2",
-        hookpoint="blocks.3.hook_resid_post",
-        index=index,
-        stats=UnitStats(max=4.0, mean=0.25, std=0.5, density=0.125, n_tokens=1000),
-        windows=tuple(windows),
-    )
-
-
-def _entry(
-    record, text, status="ok", error=None, model="gpt-4o-mini", scores=(), source=None, eid="e1", calibrations=()
-):
-    """A report entry whose primary explanation (prompt ``explain@1#abcd1234``) has ``scores``."""
-    expl = Explanation(
-        eid,
-        record.unit_id,
-        "c1",
-        model,
-        "explain",
-        "1",
-        "abcd1234" * 8,
-        status,
-        text if status == "ok" else None,
-        error,
-        datetime(2026, 1, 2, tzinfo=UTC),
-        settings={"selected": source} if source else {},
-    )
-    return ReportEntry(record=record, main=ReportExplanation(expl, scores, tuple(calibrations)), collection_id="c1")
-
-
-def _entries():
-    good = _record(
-        7,
-        [
-            _win(
-                "top-0",
-                "top",
-                "explain",
-                ["def", " foo", "(", "):", "\n", "    ", "return"],
-                [0, 4.0, 1.0, 0, 0, 0, -1.0],
-            ),
-            _win("top-1", "top", "explain", ["x", " <script>", "&", ' "q"'], [0, 3.0, 2.0, 0]),
-            _win("top-2", "top", "explain", ["a", " b"], [2.0, 0]),
-            _win("top-3", "top", "heldout", ["def", " bar"], [0, 3.5], domain="docs"),
-            _win("quantile-1", "quantile", "heldout", ["class", " Foo"], [0, 1.5]),
-            _win("random-0", "random", "heldout", ["the", " cat"], [0, 0], domain="legal"),
-        ],
-    )
-    failed = _record(9, [_win("top-0", "top", "explain", ["z"], [1.0])])
-    pending = _record(11, [])
-    score = ReportScore(
-        scorer="simulation-logits",
-        value=0.6123,
-        ci_low=0.5,
-        ci_high=0.7,
-        per_domain={"code": 0.71, "docs": 0.52},
-        status="ok",
-        discrimination={"auroc": 0.96, "pairs_correct": 0.97, "n_concepts": 24},
-    )
-    bad_score = ReportScore(
-        scorer="simulation-logits",
-        value=None,
-        ci_low=None,
-        ci_high=None,
-        per_domain={},
-        status="failed",
-        error="simulator timed out",
-    )
-    return [
-        _entry(good, "Function names after `def`", scores=(score,)),
-        _entry(failed, None, "failed", error="LLM returned <garbage>", scores=(bad_score,)),
-        ReportEntry(record=pending),
-    ]
 
 
 def test_html_contains_units_explanations_scores_and_highlights():
-    out = render_html(_entries(), ReportMeta(generated_by="explainer 0.1"))
-    for e in _entries():
+    out = render_html(sample_entries(), ReportMeta(generated_by="explainer 0.1"))
+    for e in sample_entries():
         assert e.record.unit_id in out
     assert "Function names after `def`" in out
     assert "simulation-logits" in out and "0.612" in out
@@ -139,7 +41,7 @@ def test_html_contains_units_explanations_scores_and_highlights():
 
 
 def test_tokens_are_escaped():
-    out = render_html(_entries())
+    out = render_html(sample_entries())
     assert "<script>" not in out
     assert " &lt;script&gt;" in out
     assert ">&amp;<" in out
@@ -147,7 +49,7 @@ def test_tokens_are_escaped():
 
 
 def test_failed_explanation_shown_as_failed():
-    out = render_html(_entries())
+    out = render_html(sample_entries())
     section = out[out.index('id="u1-') : out.index('id="u2-')]
     assert 'class="failed">failed: LLM returned &lt;garbage&gt;' in section
     assert 'class="expl"' not in section
@@ -157,22 +59,24 @@ def test_failed_explanation_shown_as_failed():
 
 
 def test_warning_badges():
-    out = render_html(_entries())
+    out = render_html(sample_entries())
     good = out[out.index('id="u0-') : out.index('id="u1-')]
     assert 'class="badge"' not in good  # 3 explain top windows, score 0.61, narrow CI
     failed = out[out.index('id="u1-') : out.index('id="u2-')]
     assert "only 1 top window(s)" in failed
-    low = _entry(_entries()[0].record, "x", scores=(ReportScore("simulation-logits", 0.1, -0.3, 0.4, {}, "ok"),))
+    low = make_entry(
+        sample_entries()[0].record, "x", scores=(ReportScore("simulation-logits", 0.1, -0.3, 0.4, {}, "ok"),)
+    )
     out = render_html([low])
     assert "score &lt; 0.2" in out and "interval wider than 0.5" in out
     assert "discrimination never measured" in out and "discrimination not measured" in out
 
 
 def test_scores_show_their_scorer_discrimination():
-    out = render_html(_entries())
+    out = render_html(sample_entries())
     assert "discrimination: AUROC 0.96, 97% of right/wrong pairs ranked correctly on 24 planted concepts" in out
-    weak = _entry(
-        _entries()[0].record,
+    weak = make_entry(
+        sample_entries()[0].record,
         "x",
         source="baseline",
         scores=(
@@ -194,14 +98,14 @@ def test_scores_show_their_scorer_discrimination():
 
 
 def test_no_external_urls():
-    out = render_html(_entries(), ReportMeta(generated_by="test"))
+    out = render_html(sample_entries(), ReportMeta(generated_by="test"))
     assert not re.search(r"https?:", out)
     assert "<script" not in out.lower().replace("&lt;script", "")
     assert "<link" not in out and "@import" not in out and "src=" not in out
 
 
 def test_markdown_and_json_contain_same_units():
-    entries = _entries()
+    entries = sample_entries()
     md = render_markdown(entries, title="Report")
     data = report_json(entries)
     json.dumps(data, allow_nan=False)  # plain JSON
@@ -220,16 +124,16 @@ def test_markdown_and_json_contain_same_units():
 
 
 def test_write_html_creates_file(tmp_path):
-    path = write_report(_entries(), tmp_path / "nested" / "dir" / "report.html", "html", ReportMeta(title="T"))
+    path = write_report(sample_entries(), tmp_path / "nested" / "dir" / "report.html", "html", ReportMeta(title="T"))
     assert path.exists()
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "<title>T</title>" in text
-    assert _entries()[0].record.unit_id in text
+    assert sample_entries()[0].record.unit_id in text
 
 
 def _scored(per_domain, calibrations=(), windows=None):
-    rec = _entries()[0].record if windows is None else _record(7, windows)
-    return _entry(
+    rec = sample_entries()[0].record if windows is None else make_record(7, windows)
+    return make_entry(
         rec,
         "Function names",
         model="m",
@@ -284,8 +188,8 @@ def test_workflow_domain_is_shown_and_checked_for_a_drop():
 
 
 def test_too_few_activating_windows_and_baseline_are_flagged():
-    few = [_win(f"top-{i}", "top", "explain", ["a"], [1.0]) for i in range(3)] + [
-        _win("random-0", "random", "heldout", ["b"], [2.0])
+    few = [make_window(f"top-{i}", "top", "explain", ["a"], [1.0]) for i in range(3)] + [
+        make_window("random-0", "random", "heldout", ["b"], [2.0])
     ]  # random windows do not count
     codes = dict(report_warnings(_scored({}, windows=few)))
     assert "only 3 activating window(s)" in codes["few_activating_windows"]
@@ -295,7 +199,7 @@ def test_too_few_activating_windows_and_baseline_are_flagged():
 def test_histogram_is_an_inline_svg():
     from dataclasses import replace
 
-    entry = _entries()[0]
+    entry = sample_entries()[0]
     stats = replace(entry.record.stats, histogram=(5, 0, 3, 1), histogram_edges=(1.0, 1.19, 1.41, 1.68, 2.0))
     entry = replace(entry, record=replace(entry.record, stats=stats))
     page = render_html([entry])

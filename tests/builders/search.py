@@ -1,14 +1,12 @@
 """Searchable test data without any LLM: units, explanations and scores written through the SQL
 store and indexed with ``pipeline.index_stage`` (real MiniLM embeddings, real Chroma directory).
 
-Imported by the search, API and web tests; it holds no tests of its own.
+Imported by the search, API, web and report tests; the ``searchable`` fixture (conftest) writes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pytest
 
 from explainer.pipeline.stages import index_stage
 from explainer.runtime import get_store
@@ -208,13 +206,6 @@ def write_units(settings, units=UNITS, index: bool = True) -> dict[str, str]:
             index_stage(settings, eid)
         out[u.unit_id] = eid
     return out
-
-
-@pytest.fixture
-def searchable(settings):
-    """Settings of an isolated deployment holding :data:`UNITS`, indexed."""
-    write_units(settings)
-    return settings
 
 
 def unit(index: int) -> Unit:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_search_fixtures import UNITS, searchable, unit, write_units  # noqa: F401
+from builders.search import UNITS, unit, write_units
 
 from explainer.errors import InputError
 from explainer.runtime import get_index, get_store

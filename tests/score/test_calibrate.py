@@ -9,7 +9,7 @@ import hashlib
 import json
 
 import pytest
-from test_report import validate_report
+from builders.report import validate_report
 
 from explainer.collect.collector import CollectConfig
 from explainer.errors import InputError, UnknownUnitError

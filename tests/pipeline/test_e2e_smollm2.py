@@ -71,8 +71,7 @@ def _check_report_formats(capsys, tmp_path, unit_ids, ok):
     GGUF's sha256 in its provenance, the PDF's pages drawn and holding the units."""
     import hashlib
 
-    from test_report import validate_report
-    from test_report_pdf import ink, pdf_pages
+    from builders.report import ink, pdf_pages, validate_report
 
     from explainer.collect.models import resolve_model
 

@@ -28,7 +28,7 @@ from bench.synthetic import store_synthetic_collection
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 N_UNITS = 40
 

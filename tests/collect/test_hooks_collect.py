@@ -1,5 +1,5 @@
 """Hookpoints on the tiny random LLaMA: names, widths, the captured tensors, the stop, and
-the translation of SAE libraries' hook names. Collection itself: tests/test_collect.py."""
+the translation of SAE libraries' hook names. Collection itself: tests/collect/test_collect.py."""
 
 import pytest
 import torch

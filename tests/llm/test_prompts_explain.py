@@ -1,7 +1,7 @@
 """Prompt templates, explainer prompts (golden files), answer parsing and explain_unit.
 
-Golden files live in ``tests/golden/``. After an intended prompt change, rewrite them with
-``UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_prompts_explain.py`` and review the diff.
+Golden files live in ``tests/llm/golden/``. After an intended prompt change, rewrite them with
+``UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/llm/test_prompts_explain.py`` and review the diff.
 """
 
 import difflib

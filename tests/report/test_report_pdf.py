@@ -5,40 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from test_report import _entries
+from builders.report import MIN_INK, ink, pdf_pages, sample_entries
 
 from explainer.report.model import ReportMeta
 from explainer.report.render import render_report
-
-MIN_INK = 0.002
-"""Share of non-white pixels below which a page counts as blank."""
-
-
-def pdf_pages(data: bytes, scale: float = 1.0) -> tuple[list, list[str]]:
-    """(page images as PIL images, page texts) of a PDF file's bytes."""
-    import pypdfium2 as pdfium
-
-    assert data.startswith(b"%PDF-")
-    doc = pdfium.PdfDocument(data)
-    images, texts = [], []
-    for i in range(len(doc)):
-        page = doc[i]
-        images.append(page.render(scale=scale).to_pil().convert("L"))
-        texts.append(page.get_textpage().get_text_range())
-    doc.close()
-    return images, texts
-
-
-def ink(image) -> float:
-    """Share of pixels darker than near-white."""
-    hist = image.histogram()
-    return sum(hist[:235]) / (image.width * image.height)
 
 
 def test_pdf_pages_are_drawn_and_hold_the_report(tmp_path):
     from dataclasses import replace as dc_replace
 
-    entries = _entries()
+    entries = sample_entries()
     good = entries[0]
     stats = dc_replace(good.record.stats, histogram=(4, 9, 3, 1), histogram_edges=(1.0, 1.19, 1.41, 1.68, 2.0))
     entries[0] = replace(good, record=replace(good.record, stats=stats))
@@ -64,7 +40,7 @@ def test_empty_pdf_says_so():
 
 
 def test_unsupported_characters_do_not_break_the_pdf():
-    entry = _entries()[0]
+    entry = sample_entries()[0]
     assert entry.main.explanation is not None
     text = "数字 and emoji 🎉 then plain words"
     entry = replace(entry, main=replace(entry.main, explanation=replace(entry.main.explanation, text=text)))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from builders.collect import DOCS
 from safetensors.torch import load_file, save_file
-from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
 
 from explainer.collect.collector import CollectConfig, collect, make_sequences
 from explainer.collect.hooks import capture, resolve_hookpoint

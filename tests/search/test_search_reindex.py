@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_search_fixtures import unit, write_units
+from builders.search import unit, write_units
 
 from explainer.runtime import get_index, get_store
 from explainer.search.hybrid import search

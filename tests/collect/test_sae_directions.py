@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from builders.collect import DOCS
 from safetensors.torch import save_file
-from test_collect import DOCS
 
 from explainer.collect.collector import CollectConfig, collect
 from explainer.collect.directions import load_directions

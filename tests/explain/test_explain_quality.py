@@ -5,7 +5,7 @@ import dataclasses
 import json
 
 import pytest
-from test_llm_http import RECORD, UNIT, FakeOpenAI
+from builders.llm import RECORD, UNIT, FakeOpenAI
 
 from explainer.llm.chat import LLMConfig
 from explainer.llm.prompts import load_template

@@ -3,7 +3,7 @@ records of an uninterrupted run; a checkpoint of another collection is never loa
 
 import pytest
 import torch
-from test_collect import DOCS, tiny_model_dir  # noqa: F401 (a fixture)
+from builders.collect import DOCS
 
 from explainer.collect.checkpoint import load_checkpoint
 from explainer.collect.collector import CollectConfig, Collector, collect, make_sequences

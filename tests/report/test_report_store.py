@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from builders.report import pdf_pages, validate_report
+from builders.search import collection_id, unit, write_units
 from fastapi.testclient import TestClient
-from test_report import validate_report
-from test_report_pdf import pdf_pages
-from test_search_fixtures import collection_id, unit, write_units
 
 from explainer.api.app import ApiConfig, create_app
 from explainer.runtime import get_store

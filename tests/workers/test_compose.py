@@ -4,7 +4,7 @@ Checks that it matches the code (Celery queues, configuration keys), that it is 
 the official Compose specification JSON schema, and, where a Docker Compose CLI is installed,
 that ``docker compose config`` accepts it (this parses locally; no Docker engine is needed).
 
-``tests/data/compose-spec.json`` is the ``schema/compose-spec.json`` of the compose-spec project
+``tests/workers/data/compose-spec.json`` is the ``schema/compose-spec.json`` of the compose-spec project
 (https://github.com/compose-spec/compose-spec, Apache-2.0, see ``compose-spec.LICENSE`` beside
 it) as vendored in the PyPI package ``check-jsonschema`` 0.39.0
 (``check_jsonschema/builtin_schemas/vendor/compose-spec.json``, sha256 d549057e…e64).
@@ -26,7 +26,7 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 CONFIG_SRC = ROOT / "explainer" / "settings.py"
