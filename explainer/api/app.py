@@ -11,24 +11,20 @@ OpenAPI spec (``/openapi.json``) need no key and hold no data. Every error is JS
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request, Security
+from fastapi import APIRouter, FastAPI, Query, Security
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.security import APIKeyHeader
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
 from explainer.api import models as m
-from explainer.errors import ExplainerError, InputError, UnknownUnitError
+from explainer.api.auth import API_KEY_HEADER, ApiConfig, key_dependencies, load_api_config
+from explainer.api.errors import ERRORS, install_error_handlers
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SOURCES, SearchFilters
 from explainer.settings import Settings, load_settings
@@ -37,170 +33,8 @@ __all__ = ["ApiConfig", "load_api_config", "create_app"]
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent / "web"
-MAX_QUERY_STRING = 8192
-"""Longest accepted URL query string (bytes); longer requests get 414."""
-MAX_BODY = 16384
-"""Largest accepted request body (bytes); larger requests get 413."""
 MAX_REPORT_UNITS = 50
 MAX_RUNS_PAGE = 100
-API_KEY_HEADER = "X-API-Key"
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    """API keys; never logged or serialised."""
-
-    read_keys: tuple[str, ...] = ()
-    write_keys: tuple[str, ...] = ()
-    """Write keys may also read."""
-
-    def __repr__(self) -> str:
-        return f"ApiConfig(read_keys=<{len(self.read_keys)}>, write_keys=<{len(self.write_keys)}>)"
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.read_keys or self.write_keys)
-
-
-def load_api_config(env: dict[str, str] | None = None) -> ApiConfig:
-    """Keys from ``EXPLAINER_API_READ_KEYS`` and ``EXPLAINER_API_WRITE_KEYS`` (comma-separated)."""
-    env = dict(os.environ if env is None else env)
-
-    def keys(name: str) -> tuple[str, ...]:
-        return tuple(k.strip() for k in env.get(name, "").split(",") if k.strip())
-
-    return ApiConfig(read_keys=keys("EXPLAINER_API_READ_KEYS"), write_keys=keys("EXPLAINER_API_WRITE_KEYS"))
-
-
-def _error(
-    status: int,
-    code: str,
-    message: str,
-    details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"status": status, "code": code, "message": message, "details": details}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    414: "uri_too_long",
-    422: "validation_error",
-}
-_ERRORS = {
-    code: {"model": m.ErrorBody, "description": desc}
-    for code, desc in (
-        (401, "no API key, or an unknown one"),
-        (403, "the key may not use this route"),
-        (404, "no such unit, run or route"),
-        (413, "request body too large"),
-        (414, "query string too long"),
-        (422, "invalid or oversized parameters"),
-        (500, "internal error"),
-    )
-}
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error as JSON (``ErrorBody``), and the size limits (414, 413) checked first."""
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ]
-        where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
-        return _error(422, "validation_error", f"invalid request: {where}", details)
-
-    @app.exception_handler(UnknownUnitError)
-    async def unknown_unit(_: Request, exc: UnknownUnitError) -> JSONResponse:
-        return _error(404, "not_found", str(exc))
-
-    @app.exception_handler(InputError)
-    async def bad_input(_: Request, exc: InputError) -> JSONResponse:
-        return _error(422, "validation_error", str(exc))
-
-    @app.exception_handler(ExplainerError)
-    async def explainer_error(_: Request, exc: ExplainerError) -> JSONResponse:
-        log.error("request failed: %s", exc)
-        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return _error(500, "internal_error", "internal server error")
-
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next: Any) -> Any:
-        if len(request.scope.get("query_string", b"")) > MAX_QUERY_STRING:
-            return _error(414, "uri_too_long", f"the query string is longer than {MAX_QUERY_STRING} bytes")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return _error(413, "payload_too_large", f"the request body is larger than {MAX_BODY} bytes")
-        return await call_next(request)
-
-
-def _reject_unknown_params(request: Request) -> None:
-    """422 for query parameters the route does not declare (a typo must not silently widen a search)."""
-    route = request.scope.get("route")
-    if route is None or not hasattr(route, "dependant"):
-        return
-    known: set[str] = set()
-    todo = [route.dependant]
-    while todo:
-        dep = todo.pop()
-        known.update(p.alias for p in dep.query_params)
-        todo.extend(dep.dependencies)
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        details = [{"loc": ["query", name], "msg": "unknown parameter", "type": "extra_forbidden"} for name in unknown]
-        raise RequestValidationError(details)
-
-
-def _auth(config: ApiConfig) -> tuple[Any, Any]:
-    """FastAPI dependencies that admit read keys (and write keys), and write keys only."""
-    header = APIKeyHeader(
-        name=API_KEY_HEADER,
-        auto_error=False,
-        description="a read key (EXPLAINER_API_READ_KEYS) or write key (EXPLAINER_API_WRITE_KEYS)",
-    )
-
-    def known(key: str | None, keys: tuple[str, ...]) -> bool:
-        return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
-
-    def unauthorized(message: str) -> HTTPException:
-        return HTTPException(401, message, headers={"WWW-Authenticate": API_KEY_HEADER})
-
-    def check_key(key: str | None, write: bool) -> None:
-        if not config.configured:
-            raise unauthorized("this server has no API keys configured, so it serves no data")
-        if not key:
-            raise unauthorized(f"missing API key (header {API_KEY_HEADER})")
-        if not (known(key, config.read_keys) or known(key, config.write_keys)):
-            raise unauthorized("unknown API key")
-        if write and not known(key, config.write_keys):
-            raise HTTPException(403, "this route needs a write key")
-
-    def read(request: Request, key: str | None = Security(header)) -> None:
-        check_key(key, write=False)
-        _reject_unknown_params(request)
-
-    def write(request: Request, key: str | None = Security(header)) -> None:
-        check_key(key, write=True)
-        _reject_unknown_params(request)
-
-    return read, write
 
 
 QUERY_RE = r"[^\s\x1c-\x1f\x85]"
@@ -226,8 +60,8 @@ ReportFormat = Annotated[Literal["html", "md", "json", "pdf"], Query(description
 
 
 def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
-    read, write = _auth(config)
-    router = APIRouter(prefix="/api/v1", responses=_ERRORS)
+    read, write = key_dependencies(config)
+    router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
     @router.get(
         "/search",
@@ -494,7 +328,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
         description="Search, inspect and report explanations of units inside language models. "
         f"Send an API key in the `{API_KEY_HEADER}` header.",
     )
-    _install_error_handlers(app)
+    install_error_handlers(app)
     app.include_router(_api_router(settings, config))
 
     @app.get("/healthz", response_model=m.Health, tags=["meta"], summary="Liveness (no key needed)")

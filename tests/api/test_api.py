@@ -104,6 +104,9 @@ def test_public_paths_hold_no_data(client):
         ("/api/v1/search?q=x&min_score=2", "min_score"),
         ("/api/v1/search?q=x&domain=" + "d" * 65, "domain"),
         ("/api/v1/search?q=x&domain=a%20b", "domain"),
+        ("/api/v1/search?q=x&domain=docs&domain=code", "domain"),  # a single value given twice
+        ("/api/v1/search?q=x&q=y", "q"),
+        ("/api/v1/search?q=x&domian=docs", "domian"),  # an undeclared parameter (typo)
         ("/api/v1/search?q=x&model=%3Cscript%3E", "model"),
         ("/api/v1/units/" + "u/" * 160 + "1", "unit_id"),
         ("/api/v1/units/" + U0 + "?collection_id=nothex", "collection_id"),
