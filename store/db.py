@@ -33,6 +33,13 @@ def decode_json(row: dict[str, Any], *fields: str) -> dict[str, Any]:
     return row
 
 
+def dialect_insert(engine: Any, table: Any) -> Any:
+    """An INSERT of the engine's dialect (PostgreSQL or SQLite), which knows ``ON CONFLICT``."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
+
+
 class StoreBase:
     """One database: its engine (tables created, missing nullable columns added) and the upsert
     every write goes through. Safe to share between threads."""
@@ -63,11 +70,7 @@ class StoreBase:
         """Insert or update on the key; with ``where``, only existing rows that match it are updated."""
         if not rows:
             return
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(table)
+        stmt = dialect_insert(self.engine, table)
         cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
         stmt = (
             stmt.on_conflict_do_update(index_elements=keys, set_=cols, where=where)

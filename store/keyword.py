@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import Engine, select, text
 
@@ -62,7 +62,8 @@ def ensure_schema(engine: Engine) -> None:
             conn.exec_driver_sql(stmt)
 
 
-SOURCES = ("mlp", "resid", "mlp_in", "mlp_out", "attn_out", "sae", "directions")
+UnitSource = Literal["mlp", "resid", "mlp_in", "mlp_out", "attn_out", "sae", "directions"]
+SOURCES: tuple[UnitSource, ...] = get_args(UnitSource)
 """What kind of unit a hookpoint's units are (the ``--source`` filter): MLP neurons, residual-stream
 dimensions, raw dimensions of the MLP input/output or attention output, SAE or transcoder
 features, and projections on directions."""
@@ -107,7 +108,8 @@ class IndexDoc:
     def row(self) -> dict[str, Any]:
         """The ``keyword_docs`` row."""
         layer, source = hookpoint_fields(self.hookpoint)
-        ok = self.score is not None and self.score["status"] == "ok" and self.score["value"] is not None
+        score = self.score or {}
+        ok = score.get("status") == "ok" and score.get("value") is not None
         return dict(
             explanation_id=self.explanation_id,
             unit_id=self.unit_id,
@@ -118,7 +120,7 @@ class IndexDoc:
             source=source,
             explainer_model=self.explainer_model,
             domains="," + ",".join(self.domains) + ",",
-            score=float(self.score["value"]) if ok else UNSCORED,
+            score=float(score["value"]) if ok else UNSCORED,
             text=self.text,
         )
 
@@ -246,7 +248,8 @@ def search(
     terms = query_terms(query)
     if not terms or limit <= 0:
         return []
-    conds, params = [], {"limit": limit}
+    conds: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
     for name, value, sql in (
         ("model", model, "d.model = :model"),
         ("layer", layer, "d.layer = :layer"),

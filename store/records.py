@@ -141,7 +141,7 @@ class UnitRecord:
             Window(**{**w, "tokens": tuple(w["tokens"]), "activations": tuple(w["activations"])})
             for w in d.pop("windows")
         )
-        stats = {k: tuple(v) if isinstance(v, list) else v for k, v in d["stats"].items()}
+        stats: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["stats"].items()}
         return cls(**{**d, "stats": UnitStats(**stats), "windows": windows})
 
 

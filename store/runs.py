@@ -21,7 +21,7 @@ from sqlalchemy import and_, case, func, literal, or_, select, update
 
 from store.db import as_utc as _as_utc
 from store.db import decode_json as _decode_json
-from store.db import now
+from store.db import dialect_insert, now
 from store.schema import explanations, run_units, runs, scores
 from store.sql import SQLStore
 
@@ -47,7 +47,7 @@ def open_run(
     with store.engine.begin() as conn:
         conn.execute(_insert(store, runs).on_conflict_do_nothing(index_elements=["id"]), [row])
         conn.execute(update(runs).where(runs.c.id == run_id).values(status="running", error=None, finished_at=None))
-    return get_run(store, run_id)
+    return _written(store, run_id)
 
 
 def add_units(store: SQLStore, run_id: str, units: Iterable[tuple[str, str]]) -> int:
@@ -86,7 +86,15 @@ def finish_run(store: SQLStore, run_id: str, error: str | None = None) -> dict[s
                 finished_at=now(),
             )
         )
-    return get_run(store, run_id)
+    return _written(store, run_id)
+
+
+def _written(store: SQLStore, run_id: str) -> dict[str, Any]:
+    """The run row just written (a run deleted meanwhile by another process is an error, not ``None``)."""
+    run = get_run(store, run_id)
+    if run is None:
+        raise LookupError(f"run {run_id} was deleted while it was being written")
+    return run
 
 
 def get_run(store: SQLStore, run_id: str) -> dict[str, Any] | None:
@@ -233,11 +241,7 @@ def failures(store: SQLStore, run_id: str, limit: int = 50) -> list[dict[str, An
 
 
 def _insert(store: SQLStore, table: Any) -> Any:
-    if store.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+    return dialect_insert(store.engine, table)
 
 
 def _decode_run(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from store.keyword import SOURCES as _SOURCES
 
-SOURCES = {name: i for i, name in enumerate(_SOURCES)}
+SOURCES: dict[str, int] = {name: i for i, name in enumerate(_SOURCES)}
 
 
 class VectorScan:

@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from store.scan import VectorScan
@@ -123,7 +123,7 @@ class VectorIndex:
                 ids=ids[s : s + step],
                 documents=texts[s : s + step],
                 embeddings=matrix[s : s + step],
-                metadatas=metadatas[s : s + step],
+                metadatas=cast(Any, metadatas[s : s + step]),  # Chroma's Metadata: our values are str/int/float
             )
         if self.scan is not None:
             with self._scan_lock:
@@ -151,13 +151,13 @@ class VectorIndex:
         ``auto`` (the scan when it is loaded, else Chroma)."""
         if n <= 0:
             return []
-        filters = dict(model=model, layer=layer, source=source, min_score=min_score, domain=domain)
+        filters: dict[str, Any] = dict(model=model, layer=layer, source=source, min_score=min_score, domain=domain)
         if engine == "scan" or (engine == "auto" and self.scan is not None):
             scan = self.load_scan()
             with self._scan_lock:  # writers may grow the arrays meanwhile
                 return scan.top(vector, n, **filters)
-        res = self.collection.query(
-            query_embeddings=[[float(x) for x in vector]],
+        res: Any = self.collection.query(  # Chroma types every result column as optional
+            query_embeddings=cast(Any, [[float(x) for x in vector]]),
             n_results=n,
             where=chroma_where(**filters),
             include=["distances", "metadatas"],
@@ -171,7 +171,7 @@ class VectorIndex:
                 scan = VectorScan()
                 offset = 0
                 while True:
-                    page = self.collection.get(include=["embeddings", "metadatas"], limit=batch, offset=offset)
+                    page: Any = self.collection.get(include=["embeddings", "metadatas"], limit=batch, offset=offset)
                     if not len(page["ids"]):
                         break
                     scan.put(list(page["ids"]), page["embeddings"], list(page["metadatas"]))
@@ -186,7 +186,7 @@ class VectorIndex:
             return
         for s in range(0, len(ids), 5000):
             chunk = ids[s : s + 5000]
-            page = self.collection.get(ids=chunk, include=["embeddings", "metadatas"])
+            page: Any = self.collection.get(ids=chunk, include=["embeddings", "metadatas"])
             with self._scan_lock:
                 self.scan.put(list(page["ids"]), page["embeddings"], list(page["metadatas"]))
                 self.scan.remove(sorted(set(chunk) - set(page["ids"])))
@@ -201,7 +201,7 @@ class VectorIndex:
         """Every (id, document, metadata) in the index, in pages of ``batch``."""
         offset = 0
         while True:
-            page = self.collection.get(include=["documents", "metadatas"], limit=batch, offset=offset)
+            page: Any = self.collection.get(include=["documents", "metadatas"], limit=batch, offset=offset)
             if not page["ids"]:
                 return
             yield from zip(page["ids"], page["documents"], page["metadatas"])

@@ -26,8 +26,9 @@ from explainer.api import models as m
 from explainer.api.auth import API_KEY_HEADER, ApiConfig, key_dependencies, load_api_config
 from explainer.api.errors import ERRORS, install_error_handlers
 from explainer.llm.ratelimit import configure as configure_limits
-from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SOURCES, SearchFilters
+from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SearchFilters
 from explainer.settings import Settings, load_settings
+from store.keyword import UnitSource
 
 __all__ = ["ApiConfig", "load_api_config", "create_app"]
 
@@ -46,7 +47,7 @@ Model = Annotated[
 ]
 Layer = Annotated[int | None, Query(ge=0, le=10_000, description="block index of the hookpoint")]
 Source = Annotated[
-    Literal[SOURCES] | None,
+    UnitSource | None,
     Query(description="kind of unit: MLP neurons, residual stream, SAE features, directions, ..."),
 ]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest simulation score")]
@@ -172,7 +173,10 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         found = runs.find_runs(store, run_id)
         if len(found) != 1:
             raise HTTPException(404, f"no run {run_id!r}" if not found else f"run id {run_id!r} is ambiguous")
-        return runs.run_detail(store, found[0], failures_limit=failures)
+        detail = runs.run_detail(store, found[0], failures_limit=failures)
+        if detail is None:
+            raise HTTPException(404, f"no run {run_id!r}")
+        return detail
 
     report_types = {
         "html": "text/html; charset=utf-8",
@@ -180,7 +184,7 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         "json": "application/json",
         "pdf": "application/pdf",
     }
-    report_responses = {
+    report_responses: dict[int | str, dict[str, Any]] = {
         200: {
             "content": {
                 "text/html": {"schema": {"type": "string"}},

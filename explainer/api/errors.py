@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,7 +30,7 @@ def error_response(
     code: str,
     message: str,
     details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = {"error": {"status": status, "code": code, "message": message, "details": details}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -45,7 +46,7 @@ _CODES = {
     414: "uri_too_long",
     422: "validation_error",
 }
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": m.ErrorBody, "description": desc}
     for code, desc in (
         (401, "no API key, or an unknown one"),
@@ -65,7 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return error_response(
-            exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), headers=exc.headers
+            exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), headers=dict(exc.headers or {})
         )
 
     @app.exception_handler(RequestValidationError)

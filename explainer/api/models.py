@@ -157,8 +157,8 @@ ExplanationView = derived(
     ("id", "status", "text", "error", "explainer_model", "created_at", "indexed_at"),
     "One stored explanation of a unit with its scores.",
     prompt=(str, Field(description="the prompt template as name@version#hash8")),
-    scores=(list[ScoreView], ...),
-)  # type: ignore[valid-type]
+    scores=(list[ScoreView], ...),  # type: ignore[valid-type]  # a model made at import time
+)
 
 
 class WindowView(BaseModel):

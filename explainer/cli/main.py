@@ -6,6 +6,7 @@ Every command has ``--help`` and ``--json``; expected errors print one line and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -164,7 +165,7 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             raise UnknownUnitError(sorted(set(unit_ids) - known)[:20])
     else:
         n = args.units if args.units is not None else ("all" if args.sae else 12)
-        unit_ids = select_units(settings, cid, None if n == "all" else n)
+        unit_ids = select_units(settings, cid, None if n == "all" else int(n))
     if not unit_ids:
         raise InputError("no live units to label in this collection")
     base_url = args.explainer_base_url or settings.llm_base_url
@@ -191,8 +192,9 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         best_of=args.best_of,
         baseline_candidate=not args.no_baseline,
         cascade_scorer=args.cascade_scorer,
-        **({"scorers": tuple(dict.fromkeys(args.scorer))} if args.scorer else {}),
     )
+    if args.scorer:
+        opts = dataclasses.replace(opts, scorers=tuple(dict.fromkeys(args.scorer)))
     result = _backend(args).label_units(settings, cid, unit_ids, opts, progress=not args.json)
     from explainer.report.entries import entry_summary, unit_entries
 

@@ -27,7 +27,7 @@ import random
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from explainer.collect.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from explainer.collect.evidence import DenseColumns, RunningStats, SparseColumns, TopWindows
@@ -94,6 +94,16 @@ class Encoder(Protocol):
     def to(self, device: Any) -> Encoder: ...
 
     def check_hookpoint(self, hp: Hookpoint) -> None: ...
+
+
+@runtime_checkable
+class SparseEncoder(Encoder, Protocol):
+    """An encoder (a top-k or group-max SAE) that can give each token's k active units without a dense result."""
+
+    @property
+    def sparse_k(self) -> int | None: ...
+
+    def encode_sparse(self, x: Any) -> tuple[Any, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -222,7 +232,7 @@ class Collector:
         acts = capture(self.loaded.model, self.hookpoint, ids.to(self.device), mask.to(self.device))[:, 1:, :]
         if self.encoder is None:
             return acts.contiguous()
-        if getattr(self.encoder, "sparse_k", None):
+        if isinstance(self.encoder, SparseEncoder) and self.encoder.sparse_k:
             values, index = self.encoder.encode_sparse(acts)
             return SparseColumns(values, index, self.units)
         return self.encoder.encode(acts)

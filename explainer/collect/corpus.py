@@ -130,6 +130,11 @@ def _read_text_quietly(path: Path) -> str | None:
         return None
 
 
+def _docstring(node: ast.AST) -> str | None:
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return ast.get_docstring(node, clean=True) if isinstance(node, documented) else None
+
+
 def _defs(node: ast.AST) -> Iterable[ast.AST]:
     """Class and function definitions in source order (statements only: fast)."""
     for child in ast.iter_child_nodes(node):
@@ -152,7 +157,7 @@ def _code_and_docs(stdlib: Path) -> tuple[list[Document], list[Document]]:
         except SyntaxError:
             continue
         nodes = [tree, *_defs(tree)]
-        strings = [s for s in (ast.get_docstring(n, clean=True) for n in nodes) if s and s.strip()]
+        strings = [s for s in (_docstring(n) for n in nodes) if s and s.strip()]
         docs.append([Document(f"docs:{rel}#{i}", "docs", t) for i, t in enumerate(_pack(strings, DOCS_CHUNK_CHARS))])
     return _round_robin(code), _round_robin(docs)
 
@@ -170,7 +175,7 @@ def _license_files(dist: importlib.metadata.Distribution) -> list[Path]:
         found = [p for p in root.rglob("*") if p.is_file() and _is_license(p.relative_to(root).parts)]
     else:
         found = [
-            Path(dist.locate_file(f))
+            Path(str(dist.locate_file(f)))
             for f in dist.files or ()
             if f.parts and f.parts[0].endswith(".dist-info") and _is_license(f.parts[1:])
         ]

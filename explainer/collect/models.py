@@ -106,7 +106,7 @@ def _load(source: ModelSource, device: str) -> LoadedModel:
         raise ModelLoadError(f"cannot load model {source.name!r} from {directory}: {exc}") from exc
     if cache is not None and directory != cache:
         _write_cache(model, tokenizer, cache)
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to() for its own wrapper
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(source.name, model, tokenizer, device)

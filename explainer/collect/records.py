@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from explainer.collect.evidence import hist_edges, quantile_boundaries
-from store.records import UnitRecord, UnitStats, Window, make_unit_id
+from store.records import UnitRecord, UnitStats, Window, WindowKind, WindowSplit, make_unit_id
 
 
-def _split(i: int) -> str:
+def _split(i: int) -> WindowSplit:
     return "explain" if i % 2 == 0 else "heldout"
 
 
@@ -57,7 +57,9 @@ def build_records(col: Any, unit_hp: str, names: list[str] | None = None) -> lis
             seq_tokens[s] = tuple(decoded[i] for i in seqs[s].token_ids)
         return seq_tokens[s]
 
-    def window(wid: str, kind: str, split: str, s: int, start: int, acts: np.ndarray, q: int | None = None) -> Window:
+    def window(
+        wid: str, kind: WindowKind, split: WindowSplit, s: int, start: int, acts: np.ndarray, q: int | None = None
+    ) -> Window:
         n = min(cfg.window, len(seqs[s].token_ids) - start)
         return Window(
             wid,

@@ -133,7 +133,8 @@ class SparseAutoencoder:
         these scattered into zeros."""
         import torch
 
-        if self.sparse_k is None:
+        k = self.sparse_k
+        if k is None:
             raise SAEError(f"{self.name}: a {self.activation} SAE has no fixed number of active features")
         w = self.weights
         with torch.no_grad():
@@ -141,9 +142,9 @@ class SparseAutoencoder:
             if self.rescale_by_decoder_norm:
                 pre = pre * w["dec_norm"]
             if self.activation == "groupmax":
-                values, idx = torch.relu(pre).unflatten(-1, (self.k, -1)).max(dim=-1)
-                return values, idx + torch.arange(0, self.d_sae, self.d_sae // self.k, device=pre.device)
-            values, idx = pre.topk(self.k, dim=-1, sorted=False)
+                values, idx = torch.relu(pre).unflatten(-1, (k, -1)).max(dim=-1)
+                return values, idx + torch.arange(0, self.d_sae, self.d_sae // k, device=pre.device)
+            values, idx = pre.topk(k, dim=-1, sorted=False)
             return values.relu_(), idx
 
     def encode(self, x: Any) -> Any:
@@ -225,7 +226,7 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
     import torch
 
     cfg = _read_json(path / CFG)
-    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    meta: dict[str, Any] = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
     pre6 = "metadata" not in cfg
     arch = cfg.get("architecture")
     if arch is None and pre6:  # pre-6.0 flat configs: activation_fn_str names topk SAEs

@@ -145,10 +145,14 @@ def calibrate(
         for e in entries
         if e.explanation_status != "ok" or e.explanation_id is None
     ]
-    todo = [e for e in entries if e.explanation_status == "ok" and e.explanation_id is not None]
+    todo = [
+        e
+        for e in entries
+        if e.explanation_status == "ok" and e.explanation_id is not None and e.collection_id is not None
+    ]
     by_collection: dict[str, list[Any]] = {}
     for e in todo:
-        by_collection.setdefault(e.collection_id, []).append(e)
+        by_collection.setdefault(str(e.collection_id), []).append(e)
     results: list[dict[str, Any]] = []
     collections: dict[str, str] = {}
     for cid, group in by_collection.items():

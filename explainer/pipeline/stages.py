@@ -118,8 +118,8 @@ def collect_stage(
     return cid
 
 
-def select_units(settings: Settings, collection_id: str, n: int) -> list[str]:
-    """The ``n`` live units whose activations are most peaked (max / std), a proxy for selectivity."""
+def select_units(settings: Settings, collection_id: str, n: int | None) -> list[str]:
+    """The ``n`` (``None``: all) live units whose activations are most peaked (max / std), a proxy for selectivity."""
     rows = get_store(settings).unit_rows(collection_id, live_only=True)
     rows.sort(key=lambda r: (-(r["max_act"] / (r["std_act"] + 1e-6)), r["idx"]))
     return [r["unit_id"] for r in rows[:n]]

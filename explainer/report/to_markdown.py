@@ -83,7 +83,7 @@ def _md_explanation(x: ReportExplanation, primary: bool) -> list[str]:
 def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: ReportMeta | None = None) -> str:
     """Markdown: a summary table, then per unit its explanation(s), scores, warnings, histogram,
     windows (firing tokens in «guillemets») and provenance."""
-    meta = meta or ReportMeta(**({"title": title} if title else {}))
+    meta = meta or (ReportMeta(title=title) if title else ReportMeta())
     lines = [
         f"# {title or meta.title}",
         "",

@@ -21,15 +21,16 @@ from store.records import UnitRecord, finite
 
 def _score_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    if not score_ok(s):
+    value = finite(s.value)
+    if not score_ok(s) or value is None:
         return [("scoring_failed", f"{prefix}{s.scorer}: scoring failed")]
     low = LOW_WINDOW_SCORE if (s.details or {}).get("kind") == "window" else LOW_SCORE
-    if s.value < low:
+    if value < low:
         out.append(("low_score", f"{prefix}{s.scorer}: score < {low}"))
     lo, hi = finite(s.ci_low), finite(s.ci_high)
     if lo is not None and hi is not None and hi - lo > WIDE_INTERVAL:
         out.append(("wide_interval", f"{prefix}{s.scorer}: interval wider than {WIDE_INTERVAL}"))
-    doms = {d: v for d, v in s.per_domain.items() if finite(v) is not None}
+    doms = {d: f for d, f in ((d, finite(v)) for d, v in s.per_domain.items()) if f is not None}
     for d, v in sorted(doms.items()):
         others = {o: x for o, x in doms.items() if o != d}
         if not others:
@@ -48,17 +49,19 @@ def _score_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
 
 def _calibration_warnings(c: ReportCalibration, scores: tuple[ReportScore, ...]) -> list[tuple[str, str]]:
     s = c.score
-    if not score_ok(s):
+    value = finite(s.value)
+    if not score_ok(s) or value is None:
         return [("calibration_failed", f"workflow domain {c.domain} ({s.scorer}): not scored: {s.error or 'failed'}")]
     ref = next((o for o in scores if o.scorer == s.scorer and score_ok(o)), None)
-    if ref is None:
+    ref_value = finite(ref.value) if ref is not None else None
+    if ref is None or ref_value is None:
         return []
-    best = max([ref.value, *[v for v in ref.per_domain.values() if finite(v) is not None]])
-    if best - s.value > DOMAIN_DROP:
+    best = max([ref_value, *[f for f in map(finite, ref.per_domain.values()) if f is not None]])
+    if best - value > DOMAIN_DROP:
         return [
             (
                 "domain_drop",
-                f"workflow domain {c.domain}: score {s.value:.2f} ({s.scorer}) drops well below "
+                f"workflow domain {c.domain}: score {value:.2f} ({s.scorer}) drops well below "
                 f"{best:.2f} on the collection corpus; the explanation may not transfer to {c.domain}",
             )
         ]

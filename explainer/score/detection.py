@@ -131,7 +131,7 @@ class _Detector:
         labels = window_labels(windows)
         probs, fidelity = self.p_yes(explanation, windows)
         said_yes = [int(p >= 0.5) for p in probs]
-        details = {
+        details: dict[str, Any] = {
             "method": "detection",
             "fidelity": fidelity,
             "prompt": self.template.key,

@@ -157,7 +157,7 @@ def read_echo(response: dict[str, Any], offsets: list[int]) -> tuple[list[float 
     tokens, starts, tops = lp.get("tokens"), lp.get("text_offset"), lp.get("top_logprobs")
     if not tokens or not starts or not tops or len(starts) != len(tops):
         raise _Unsupported("the completions response has no prompt logprobs (echo)")
-    at = {}
+    at: dict[int, int] = {}
     for i, o in enumerate(starts):
         at.setdefault(o, i)
     ten_one_token = any("10" == t.strip() for t in tokens) or any(
@@ -165,8 +165,8 @@ def read_echo(response: dict[str, Any], offsets: list[int]) -> tuple[list[float 
     )
     out: list[float | None] = []
     for o in offsets:
-        i = at.get(o)
-        out.append(None if i is None or not tops[i] else expected_value(_digit_probs(tops[i])))
+        pos = at.get(o)
+        out.append(None if pos is None or not tops[pos] else expected_value(_digit_probs(tops[pos])))
     return out, {"ten": "one-token" if ten_one_token else "split-0-9"}
 
 
@@ -347,7 +347,7 @@ class RemoteSimulator:
             method, preds, info = self._detect(explanation, windows[0])
             results, todo = [(preds, info)], todo[1:]
         results += list(self._pool.map(lambda w: self._one(method, explanation, w), todo))
-        tens = sorted({r[1].get("ten") for r in results})
+        tens = sorted({str(r[1]["ten"]) for r in results if r[1].get("ten")})
         tens = ["split-resolved"] if "split-resolved" in tens else tens
         details = {
             "method": method,

@@ -101,7 +101,7 @@ def check(settings: Settings) -> dict[str, Any]:
     stale_meta = {e for e in both - stale_text if not _same(vectors[e][1], expected_metadata(expected[e]))}
     kw_both = expected.keys() & keyword.keys()
     kw_stale = {e for e in kw_both if not _same({k: keyword[e][k] for k in expected[e].row()}, expected[e].row())}
-    out = {
+    out: dict[str, Any] = {
         "sql_explanations": len(expected),
         "vector_entries": len(vectors),
         "keyword_docs": len(keyword),
