@@ -205,10 +205,9 @@ def test_no_more_chains_in_flight_than_the_window(settings, units, server, monke
 
 
 def test_label_prints_the_run_summary(capsys):
-    from explainer.cli.main import _print_human
+    from explainer.cli.labeling import print_label
 
-    _print_human(
-        "label",
+    print_label(
         {
             "run_id": "abcdef1234567890",
             "run": {"done": 5, "failed": 1, "pending": 0, "units": 6, "tokens": 900},

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 CONFIG_SRC = ROOT / "explainer" / "settings.py"
-API_SRC = ROOT / "explainer" / "api" / "app.py"  # the API's keys are read there (load_api_config)
+API_SRC = ROOT / "explainer" / "api" / "auth.py"  # the API's keys are read there (load_api_config)
 
 SERVICES = {"redis", "postgres", "chroma", "vllm", "api", "collect-worker", "llm-worker", "index-worker", "flower"}
 GPU_SERVICES = {"vllm", "collect-worker"}
@@ -132,7 +132,7 @@ def test_explainer_variables_are_config_keys(compose):
     names = set(re.findall(r"\bEXPLAINER_[A-Z0-9_]+\b", COMPOSE.read_text()))
     assert names, "compose.yaml sets no EXPLAINER_* variable"
     unknown = sorted(n for n in names if f'"{n}"' not in source)
-    assert not unknown, f"not read by explainer/config.py or explainer/api.py: {unknown}"
+    assert not unknown, f"not read by explainer/settings.py or explainer/api/auth.py: {unknown}"
 
 
 def test_shared_environment(compose):

@@ -1,0 +1,200 @@
+"""`explainer search`, `show`, `runs`, `serve` and the index maintenance commands (`reindex`, `check`): read what
+labeling stored."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from explainer.cli.common import ci
+from explainer.errors import InputError
+from explainer.settings import Settings
+from store.keyword import SOURCES
+
+
+def cmd_runs(settings: Settings, args: argparse.Namespace) -> Any:
+    from explainer.runtime import get_store
+    from store import runs
+
+    store = get_store(settings)
+    if args.action == "list":
+        return runs.list_runs(store, limit=args.limit)
+    if not args.run_id:
+        raise InputError("give the run id: explainer runs show RUN")
+    found = runs.find_runs(store, args.run_id)
+    if len(found) != 1:
+        raise InputError(
+            f"no run {args.run_id!r}" if not found else f"run id {args.run_id!r} is ambiguous: give more of it"
+        )
+    return runs.run_detail(store, found[0], failures_limit=args.limit)
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from explainer.search.hybrid import SearchFilters, search
+
+    filters = SearchFilters(
+        model=args.model, layer=args.layer, source=args.source, min_score=args.min_score, domain=args.domain
+    )
+    return search(settings, args.query, filters, args.limit, args.offset)
+
+
+def cmd_reindex(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.search.reindex import reindex
+
+    return reindex(settings)
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.search.reindex import check
+
+    return check(settings)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    import uvicorn
+
+    from explainer.api.app import create_app, load_api_config
+    from explainer.errors import ConfigError
+
+    config = load_api_config()
+    if not config.configured:
+        raise ConfigError("no API keys configured: set EXPLAINER_API_READ_KEYS and/or EXPLAINER_API_WRITE_KEYS")
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)  # per request; requests run side by side
+    uvicorn.run(create_app(settings, config, warm_up=True), host=args.host, port=args.port, log_level="info")
+    return {"stopped": True}
+
+
+def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.report.entries import entry_summary, unit_entries
+
+    entry = unit_entries(settings, [args.unit_id])[0]
+    out = entry_summary(entry)
+    out["windows"] = [
+        {
+            "id": w.window_id,
+            "kind": w.kind,
+            "split": w.split,
+            "domain": w.domain,
+            "doc_id": w.doc_id,
+            "max": w.max_activation,
+            "text": "".join(w.tokens),
+        }
+        for w in entry.record.windows
+    ]
+    out["explainer_model"], out["prompt"] = entry.explainer_model, entry.prompt
+    return out
+
+
+def print_runs(result: Any) -> None:
+    if isinstance(result, list):
+        if not result:
+            print("no runs")
+        for r in result:
+            print(
+                f"{r['id'][:12]}  {r['status']:10s} {r['done']:>7d} done {r['failed']:>6d} failed {r['pending']:>7d} pending"
+                f"  {r['tokens']:>10d} tokens  {r['explainer_model']}  {','.join(r['simulator'])}  {r['created_at']:%Y-%m-%d %H:%M}"
+            )
+    else:
+        print(f"run {result['id']}  [{result['status']}]  collection {result['collection_id']}")
+        print(f"  explainer {result['explainer_model']}  scorers {', '.join(result['simulator'])}")
+        print(
+            f"  {result['done']} done, {result['failed']} failed, {result['pending']} pending of {result['units']} units;"
+            f" {result['tokens']} tokens spent"
+        )
+        print(
+            f"  started {result['started_at']}  stopped {result['finished_at'] or '-'}"
+            + (f"  note: {result['error']}" if result["error"] else "")
+        )
+        for f in result["failures"]:
+            print(f"  failed {f['unit_id']} ({f['stage']}): {f['reason']}")
+
+
+def print_search(result: Any) -> None:
+    if not result:
+        print("no hits")
+    for h in result:
+        s = h["score"]
+        score = f"{s['value']:+.3f} {ci(s['ci95'])}" if s else "unscored"
+        sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
+        ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
+        print(f"{h['rank']:2d}. {h['unit_id']}  score={score}  sim={sim}  ({ranks})\n    {h['explanation']}")
+        if h.get("top_example"):
+            print(f"    e.g. {h['top_example'][:160]}")
+
+
+def print_check(result: Any) -> None:
+    print("in sync" if result["in_sync"] else "OUT OF SYNC")
+    print(
+        f"  sql explanations {result['sql_explanations']}, vector entries {result['vector_entries']}, "
+        f"keyword docs {result['keyword_docs']}"
+    )
+    for part in ("vector", "keyword"):
+        for kind, d in result[part].items():
+            if d["count"]:
+                print(f"  {part} {kind}: {d['count']}  e.g. {', '.join(d['ids'][:5])}")
+
+
+def print_show(result: Any) -> None:
+    s = result["score"]
+    print(f"{result['unit_id']}  [{result['status']}]  {result['explanation'] or result['error'] or ''}")
+    print(f"  score: {json.dumps(s)}\n  stats: {json.dumps(result['stats'])}  prompt: {result['prompt']}")
+    for w in result["windows"]:
+        print(
+            f"  {w['id']:10s} {w['split']:8s} max={w['max']:.2f} {w['domain']:6s} {' '.join(w['text'].split())[:100]}"
+        )
+
+
+def register(sub: Any) -> None:
+    """Add these commands to the ``explainer`` subcommand parser."""
+    p = sub.add_parser("runs", help="labeling runs: 'runs' lists them, 'runs show RUN' shows one with its failures")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("run_id", nargs="?", default=None, help="run id (or a unique prefix of it) for 'show'")
+    p.add_argument("--limit", type=int, default=50, help="runs listed, or failures shown (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_runs, show=print_runs)
+
+    p = sub.add_parser("search", help="search explanations by description")
+    p.add_argument("query", help="what the unit does, in words (semantic and keyword ranking, fused)")
+    p.add_argument("--model", default=None, help="only units of this subject model")
+    p.add_argument("--layer", type=int, default=None, help="only units of this block")
+    p.add_argument(
+        "--source",
+        default=None,
+        choices=list(SOURCES),
+        help="kind of unit: MLP neurons, residual stream, SAE features, directions, ...",
+    )
+    p.add_argument("--min-score", type=float, default=None, help="only explanations scored at least this (-1..1)")
+    p.add_argument("--domain", default=None, help="only units whose top windows include this corpus domain")
+    p.add_argument("--limit", type=int, default=10, help="hits per page, at most 50 (default: %(default)s)")
+    p.add_argument("--offset", type=int, default=0, help="hits to skip (offset + limit <= 100)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_search, show=print_search)
+
+    p = sub.add_parser("reindex", help="rebuild the search indexes (Chroma and keyword) from the SQL store")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("check", help="report differences between SQL and the search indexes (exit 1 if any)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_check, show=print_check)
+
+    p = sub.add_parser("serve", help="serve the HTTP API and the search page (needs EXPLAINER_API_*_KEYS)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads for query embeddings (default: %(default)s; 0 = torch's default)",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on exit")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("show", help="show one unit: statistics, explanation, scores, windows")
+    p.add_argument("unit_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show, show=print_show)

@@ -1,0 +1,30 @@
+"""What every command shares: the labeling backend it was given, and how results print for people."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from explainer.errors import ConfigError
+from explainer.pipeline.backend import LabelBackend
+
+
+def ci(ci: Any) -> str:
+    """``[low, high]`` of a 95% interval, or ``[no interval]`` where none could be computed."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return "[no interval]"
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def backend_of(args: argparse.Namespace) -> LabelBackend:
+    if args.backend is None:
+        raise ConfigError(
+            "labeling needs a backend: run the `explainer` command (workers.cli), or pass main(backend=...)"
+        )
+    return args.backend
+
+
+def print_fields(result: Any) -> None:
+    """The default human output: one ``key: value`` line per field."""
+    for k, v in result.items():
+        print(f"{k}: {v}")
