@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality
+.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,15 @@ demo: $(STAMP)
 	$(VENV)/bin/explainer report -o data/report.pdf
 
 ## make test: the whole test suite (needs the local Redis and PostgreSQL of this machine kind)
-test: $(STAMP) browser
-	$(VENV)/bin/lint-imports
+test: $(STAMP) browser lint
 	$(PY) -m pytest -q
+
+## make lint: import-linter contracts (no cycles, one-way layers), ruff lint and format, mypy on the package
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## make browser: Debian's chromium and chromium-driver for the web-page test (no-op when present)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -1,0 +1,1 @@
+"""Entry point: the ``explainer`` command line, one module per group of commands."""
