@@ -124,3 +124,31 @@ def searchable(settings):
 
     write_units(settings)
     return settings
+
+
+@pytest.fixture
+def fake_openai():
+    """The fake OpenAI-compatible server (``bench/fake_openai.py``) over real HTTP, scripted: set
+    ``.script`` to the answers; a request with nothing scripted gets HTTP 418. ``.requests`` and
+    ``.paths`` hold what it was sent; ``.base_url`` is its ``/v1`` URL."""
+    from bench.fake_openai import FakeOpenAI, ServerThread
+
+    with ServerThread(FakeOpenAI(latency=0.0, strict=True)) as srv:
+        yield srv.app
+
+
+@pytest.fixture
+def fake_endpoint():
+    """``make(**switches)``: a fake OpenAI-compatible server answering with its canned model
+    (completions with echo and logprobs, chat with top_logprobs; see ``bench/fake_openai.py``)."""
+    from bench.fake_openai import FakeOpenAI, ServerThread
+
+    servers: list[ServerThread] = []
+
+    def make(**switches):
+        servers.append(ServerThread(FakeOpenAI(latency=0.0, **switches)).__enter__())
+        return servers[-1].app
+
+    yield make
+    for srv in servers:
+        srv.__exit__(None, None, None)

@@ -8,10 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
-
 from explainer.errors import ParseError, PromptTooLongError
-from explainer.llm.chat import invoke_chat
+from explainer.llm.chat import ChatClient, invoke_chat
 from explainer.llm.prompts import PromptTemplate
 from store.records import UnitRecord, Window, scale_0_10
 
@@ -142,13 +140,12 @@ def parse_explanation(raw: str) -> str:
 
 
 def prompt_meter(
-    chat: BaseChatModel, context_tokens: int | None = None
+    chat: ChatClient, context_tokens: int | None = None
 ) -> tuple[Callable[[list[tuple[str, str]]], int], int]:
     """How to count a prompt's tokens for ``chat`` and how many it may have: a local model's own
     tokenizer and context window, else :data:`CHARS_PER_TOKEN` and ``context_tokens`` (default
     8192); the answer's budget is kept free in both cases."""
     from explainer.llm.chat import LocalChatModel
-    from explainer.llm.ratelimit import completion_budget
 
     if isinstance(chat, LocalChatModel):
         from explainer.collect.models import load_model
@@ -168,7 +165,7 @@ def prompt_meter(
     def estimate(messages: list[tuple[str, str]]) -> int:
         return math.ceil(sum(len(c) / CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS for _, c in messages))
 
-    return estimate, (context_tokens or 8192) - completion_budget(chat)
+    return estimate, (context_tokens or 8192) - chat.max_tokens
 
 
 def fit_messages(
@@ -211,7 +208,7 @@ def stricter(messages: list[tuple[str, str]], template: PromptTemplate) -> list[
 
 
 def explain_unit(
-    record: UnitRecord, chat: BaseChatModel, template: PromptTemplate, context_tokens: int | None = None
+    record: UnitRecord, chat: ChatClient, template: PromptTemplate, context_tokens: int | None = None
 ) -> ExplainResult:
     """Ask the explainer LLM for a description of ``record``'s unit. The prompt is shrunk to fit
     the model's context; an unusable answer (empty, refusing, rambling, an echo or a copied
@@ -248,6 +245,5 @@ def explain_unit(
     )
 
 
-def describe_settings(chat: BaseChatModel) -> dict[str, Any]:
-    params = dict(getattr(chat, "_identifying_params", {}) or {})
-    return {k: v for k, v in params.items() if "key" not in k.lower()}
+def describe_settings(chat: ChatClient) -> dict[str, Any]:
+    return {k: v for k, v in chat.describe().items() if "key" not in k.lower()}

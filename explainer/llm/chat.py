@@ -1,28 +1,80 @@
-"""The one seam to explainer LLMs: LangChain chat models.
+"""The one seam to explainer LLMs: the :class:`ChatClient` protocol and its two implementations.
 
 - :class:`LocalChatModel` runs a local Hugging Face causal LM in-process (by default the
-  packaged SmolLM2-135M-Instruct) behind LangChain's ``BaseChatModel`` interface.
-- Any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server) is
-  ``langchain_openai.ChatOpenAI`` with a ``base_url``: one setting away.
+  packaged SmolLM2-135M-Instruct); it is also a LangChain ``BaseChatModel``.
+- :class:`EndpointChat` calls any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp
+  server) through the client :func:`explainer.llm.transport.openai_client` builds; a caller may
+  inject the ``httpx.Client`` it runs over (tests: an ``httpx.MockTransport`` or a fake server).
 
-:func:`invoke_chat` is the only place that calls a chat model; it maps provider errors to
-the project's own :mod:`explainer.errors` types.
+:func:`make_chat_model` is the default :class:`ChatClientFactory` (config → client); the explain
+stage takes another from its caller. :func:`invoke_chat` is the only place that calls a chat
+client: within the endpoint's rate limit, with provider errors mapped to :mod:`explainer.errors`.
 """
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from explainer.collect.models import load_model
-from explainer.errors import ExplainerError, LLMError, PermanentLLMError, PromptTooLongError, TransientLLMError
+from explainer.errors import ConfigError, ExplainerError, LLMError, PermanentLLMError, PromptTooLongError
+from explainer.llm.transport import openai_client, translate
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "ChatAnswer",
+    "ChatClient",
+    "ChatClientFactory",
+    "EndpointChat",
+    "LLMConfig",
+    "LocalChatModel",
+    "call_endpoint",
+    "chat_factory",
+    "invoke_chat",
+    "make_chat_model",
+]
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    """One chat completion: its text and the token counts the model reported (``None``: not reported)."""
+
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+@runtime_checkable
+class ChatClient(Protocol):
+    """What the explainer needs of a chat LLM, local or remote."""
+
+    @property
+    def endpoint(self) -> str:
+        """Where calls go (a base URL, or ``local:MODEL``): the key of the rate limit."""
+        ...
+
+    @property
+    def max_tokens(self) -> int:
+        """The completion budget of one answer, in tokens."""
+        ...
+
+    def complete(self, messages: list[tuple[str, str]]) -> ChatAnswer:
+        """One answer to ``(role, content)`` messages; may raise the provider's own errors."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Settings worth recording with an explanation (never a key)."""
+        ...
 
 
 class LocalChatModel(BaseChatModel):
@@ -37,6 +89,22 @@ class LocalChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "local-hf"
+
+    @property
+    def endpoint(self) -> str:
+        return f"local:{self.model_path}"
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_new_tokens
+
+    def complete(self, messages: list[tuple[str, str]]) -> ChatAnswer:
+        msg = self.invoke(to_messages(messages))
+        usage = getattr(msg, "usage_metadata", None) or {}
+        return ChatAnswer(str(msg.content), usage.get("input_tokens"), usage.get("output_tokens"))
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._identifying_params)
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -108,20 +176,62 @@ class LLMConfig:
         }
 
 
-_endpoint_models: dict[tuple[LLMConfig, str | None], BaseChatModel] = {}
-_endpoint_lock = threading.Lock()
+class ChatClientFactory(Protocol):
+    """Makes the chat client for a config (the explain stage's seam; default :func:`make_chat_model`)."""
+
+    def __call__(self, cfg: LLMConfig, api_key: str | None = None) -> ChatClient: ...
 
 
-def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel:
-    """The chat model for ``cfg``. Endpoint clients are made once per (config, key) and process and
-    shared by threads (building one costs more than a fast endpoint's answer)."""
+class EndpointChat:
+    """An OpenAI-compatible chat endpoint as a :class:`ChatClient`. The HTTP client comes from
+    :func:`~explainer.llm.transport.openai_client` (pooled per endpoint and process), or runs over
+    the ``http_client`` the caller injects."""
+
+    def __init__(self, cfg: LLMConfig, api_key: str | None = None, http_client: httpx.Client | None = None):
+        if not cfg.base_url:
+            raise ConfigError(f"the chat model {cfg.model!r} has no endpoint base_url")
+        self.cfg, self.base_url = cfg, cfg.base_url
+        self.client = openai_client(cfg.base_url, api_key, cfg.timeout_s, cfg.max_retries, http_client)
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url
+
+    @property
+    def max_tokens(self) -> int:
+        return self.cfg.max_tokens
+
+    def complete(self, messages: list[tuple[str, str]]) -> ChatAnswer:
+        cfg = self.cfg
+        sent: Any = [{"role": role, "content": content} for role, content in messages]
+        sampled: dict[str, Any] = {"seed": cfg.seed} if cfg.temperature > 0 else {}
+        resp = self.client.chat.completions.create(
+            model=cfg.model,
+            messages=sent,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            max_completion_tokens=cfg.max_tokens,
+            **sampled,
+        )
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise PermanentLLMError(f"the endpoint answered no chat completion: {str(resp)[:120]!r}")
+        usage = getattr(resp, "usage", None)
+        return ChatAnswer(
+            choices[0].message.content or "",
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return self.cfg.public()
+
+
+def make_chat_model(cfg: LLMConfig, api_key: str | None = None, http_client: httpx.Client | None = None) -> ChatClient:
+    """The chat client for ``cfg``: an endpoint when it has a ``base_url`` (over ``http_client`` if
+    given), else the local model in-process."""
     if cfg.base_url:
-        with _endpoint_lock:
-            if (cfg, api_key) not in _endpoint_models:
-                if len(_endpoint_models) >= 64:
-                    _endpoint_models.clear()
-                _endpoint_models[(cfg, api_key)] = _chat_openai(cfg, api_key)
-            return _endpoint_models[(cfg, api_key)]
+        return EndpointChat(cfg, api_key, http_client)
     return LocalChatModel(
         model_path=cfg.model,
         device=cfg.device,
@@ -131,27 +241,9 @@ def make_chat_model(cfg: LLMConfig, api_key: str | None = None) -> BaseChatModel
     )
 
 
-def _chat_openai(cfg: LLMConfig, api_key: str | None) -> BaseChatModel:
-    from langchain_openai import ChatOpenAI
-
-    return ChatOpenAI(
-        model=cfg.model,
-        base_url=cfg.base_url,
-        api_key=api_key or "not-needed",
-        temperature=cfg.temperature,
-        timeout=cfg.timeout_s,
-        max_retries=cfg.max_retries,
-        max_completion_tokens=cfg.max_tokens,
-        extra_body={"max_tokens": cfg.max_tokens},
-        **({"seed": cfg.seed} if cfg.temperature > 0 else {}),
-    )
-
-
-@dataclass(frozen=True)
-class ChatAnswer:
-    text: str
-    prompt_tokens: int | None
-    completion_tokens: int | None
+def chat_factory(http_client: httpx.Client | None = None) -> ChatClientFactory:
+    """A :class:`ChatClientFactory` whose endpoint clients all run over ``http_client``."""
+    return partial(make_chat_model, http_client=http_client)
 
 
 def to_messages(messages: list[tuple[str, str]]) -> list[BaseMessage]:
@@ -159,24 +251,23 @@ def to_messages(messages: list[tuple[str, str]]) -> list[BaseMessage]:
     return [kinds[role](content=content) for role, content in messages]
 
 
-def invoke_chat(chat: BaseChatModel, messages: list[tuple[str, str]]) -> ChatAnswer:
-    """Call a chat model once, within its endpoint's global rate and concurrency limits
+def invoke_chat(chat: ChatClient, messages: list[tuple[str, str]]) -> ChatAnswer:
+    """Call a chat client once, within its endpoint's global rate and concurrency limits
     (:mod:`explainer.llm.ratelimit`); provider errors become Transient/PermanentLLMError."""
-    from explainer.llm.ratelimit import completion_budget, endpoint_of, estimate_tokens, limiter_for
+    from explainer.llm.ratelimit import estimate_tokens, limiter_for
 
-    with limiter_for(endpoint_of(chat)).call(estimate_tokens(messages, completion_budget(chat))) as call:
+    with limiter_for(chat.endpoint).call(estimate_tokens(messages, chat.max_tokens)) as call:
         try:
-            msg = chat.invoke(to_messages(messages))
+            answer = chat.complete(messages)
         except ExplainerError:
             raise
         except Exception as exc:
-            raise _translate(exc) from exc
-        usage = getattr(msg, "usage_metadata", None) or {}
-        call.used(usage.get("input_tokens"), usage.get("output_tokens"))
-    return ChatAnswer(str(msg.content), usage.get("input_tokens"), usage.get("output_tokens"))
+            raise translate(exc) from exc
+        call.used(answer.prompt_tokens, answer.completion_tokens)
+    return answer
 
 
-def call_endpoint(what: str, base_url: str, estimate: int, create: Any) -> dict[str, Any]:
+def call_endpoint(what: str, base_url: str, estimate: int, create: Callable[[], Any]) -> dict[str, Any]:
     """One raw request to an OpenAI-compatible endpoint (``create()`` returns the client's
     response) within the endpoint's shared rate and concurrency limits, the reported usage
     settling the token estimate. Provider errors become Transient/PermanentLLMError naming
@@ -186,58 +277,17 @@ def call_endpoint(what: str, base_url: str, estimate: int, create: Any) -> dict[
 
     with limiter_for(base_url).call(estimate) as call:
         try:
-            resp = create().model_dump()
-        except ExplainerError:
-            raise
+            resp = create()
+            if not hasattr(resp, "model_dump"):
+                raise PermanentLLMError(f"the answer is not an API response: {str(resp)[:120]!r}")
+            out: dict[str, Any] = resp.model_dump()
         except Exception as exc:
-            err = _translate(exc)
+            if isinstance(exc, ExplainerError) and not isinstance(exc, LLMError):
+                raise
+            err = translate(exc)
             raise type(err)(
                 f"{what} {clean_url(base_url)}: {err}", status=err.status, retry_after=err.retry_after
             ) from exc
-        usage = resp.get("usage") or {}
+        usage = out.get("usage") or {}
         call.used(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-    return resp
-
-
-def _translate(exc: Exception) -> LLMError:
-    """A provider error as the project's own: Transient (worth retrying) or Permanent, with the
-    HTTP ``status`` and ``Retry-After`` the endpoint answered, if any."""
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - openai is a hard dependency
-        openai = None  # type: ignore[assignment]
-    if openai is not None:
-        status = getattr(exc, "status_code", None) if isinstance(exc, openai.APIStatusError) else None
-        wait = retry_after(getattr(exc, "response", None)) if status is not None else None
-        if isinstance(
-            exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
-        ):
-            return TransientLLMError(f"{type(exc).__name__}: {exc}", status=status, retry_after=wait)
-        if isinstance(exc, openai.APIStatusError):
-            kind = TransientLLMError if (status or 0) == 429 or (status or 0) >= 500 else PermanentLLMError
-            return kind(f"HTTP {status or 0}: {exc}", status=status or None, retry_after=wait)
-    if isinstance(exc, TimeoutError):
-        return TransientLLMError(f"timeout: {exc}")
-    return PermanentLLMError(f"{type(exc).__name__}: {exc}")
-
-
-def retry_after(response: Any) -> float | None:
-    """Seconds from a response's ``Retry-After`` header (delta-seconds or an HTTP date); ``None``
-    when there is none or it cannot be read."""
-    headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    import time
-
-    return max(0.0, when.timestamp() - time.time())
+    return out

@@ -314,17 +314,3 @@ def limiter_for(endpoint: str, settings: Settings | None = None) -> Limiter:
                 bucket = LocalBucket(limits)
             _limiters[key] = Limiter(bucket)
         return _limiters[key]
-
-
-def endpoint_of(chat: Any) -> str:
-    """The endpoint a chat model calls: its base URL, or ``local:MODEL`` for an in-process model."""
-    base = getattr(chat, "openai_api_base", None) or getattr(chat, "base_url", None)
-    return str(base) if base else f"local:{getattr(chat, 'model_path', type(chat).__name__)}"
-
-
-def completion_budget(chat: Any) -> int:
-    for name in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
-        value = getattr(chat, name, None)
-        if isinstance(value, int):
-            return value
-    return 256

@@ -18,7 +18,7 @@ from explainer.collect.hooks import resolve_hookpoint
 from explainer.collect.models import load_model, resolve_model
 from explainer.errors import ExplainerError, TransientLLMError
 from explainer.explain.explainer import explain_unit
-from explainer.llm.chat import make_chat_model
+from explainer.llm.chat import ChatClientFactory, make_chat_model
 from explainer.llm.prompts import load_template
 from explainer.pipeline.options import LabelOptions
 from explainer.provenance import collection_provenance
@@ -136,7 +136,12 @@ def explanation_key(collection_id: str, unit_id: str, opts: LabelOptions) -> tup
 
 
 def _candidates(
-    record: Any, opts: LabelOptions, template: Any, settings: Settings, final_attempt: bool
+    record: Any,
+    opts: LabelOptions,
+    template: Any,
+    settings: Settings,
+    final_attempt: bool,
+    chat_factory: ChatClientFactory = make_chat_model,
 ) -> list[dict[str, Any]]:
     """``best_of`` LLM answers (the first greedy, the rest sampled) plus, optionally, the baseline."""
     from dataclasses import replace
@@ -154,7 +159,7 @@ def _candidates(
             else replace(opts.explainer, temperature=max(opts.explainer.temperature, 0.8), seed=i)
         )
         try:
-            r = explain_unit(record, make_chat_model(cfg, settings.llm_api_key), template, context_tokens)
+            r = explain_unit(record, chat_factory(cfg, settings.llm_api_key), template, context_tokens)
             out.append(
                 {
                     "source": f"llm-{i}",
@@ -222,10 +227,16 @@ def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, s
 
 
 def explain_stage(
-    settings: Settings, collection_id: str, unit_id: str, opts: LabelOptions, final_attempt: bool = True
+    settings: Settings,
+    collection_id: str,
+    unit_id: str,
+    opts: LabelOptions,
+    final_attempt: bool = True,
+    chat_factory: ChatClientFactory = make_chat_model,
 ) -> str:
     """Explain one unit from its record in ``collection_id``; returns the explanation id
-    (the row may hold a failure: no candidate was usable)."""
+    (the row may hold a failure: no candidate was usable). ``chat_factory`` makes the explainer's
+    chat client (e.g. :func:`explainer.llm.chat.chat_factory` over an injected ``httpx.Client``)."""
     store = get_store(settings)
     eid, template = explanation_key(collection_id, unit_id, opts)
     existing = store.get_explanation(eid)
@@ -236,7 +247,7 @@ def explain_stage(
         from explainer.errors import UnknownUnitError
 
         raise UnknownUnitError([unit_id])
-    candidates = _candidates(record, opts, template, settings, final_attempt)
+    candidates = _candidates(record, opts, template, settings, final_attempt, chat_factory)
     common: dict[str, Any] = dict(
         unit_id=unit_id,
         collection_id=collection_id,

@@ -29,18 +29,24 @@ import math
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explainer.errors import ConfigError, ParseError, PermanentLLMError
 from explainer.llm.prompts import PromptTemplate, load_template
+from explainer.llm.transport import openai_client
 from explainer.score.base import ScoreResult, ScorerKind, simulation_result
 from explainer.score.logits import display_token, simulation_text
 from store.records import Window
 
+if TYPE_CHECKING:
+    import httpx
+    import openai
+
+    from explainer.settings import Settings
+
 __all__ = [
     "RemoteSimulator",
     "endpoint_simulator",
-    "client_for",
     "expected_value",
     "read_echo",
     "read_chat_logprobs",
@@ -61,7 +67,6 @@ _VALUES = {str(v): v for v in range(11)}
 MAX_MISSING_SHARE = 0.5
 """A window where more than this share of tokens has no digit among the top logprobs is unusable."""
 
-_clients: dict[tuple[str, str | None, float, int], Any] = {}
 _detected: dict[tuple[str, str, str], str] = {}
 _simulators: dict[tuple[Any, ...], RemoteSimulator] = {}
 _lock = threading.Lock()
@@ -71,33 +76,10 @@ class _Unsupported(Exception):
     """This endpoint does not offer the method tried; the next one is tried (internal)."""
 
 
-def client_for(
-    base_url: str, api_key: str | None, timeout_s: float, max_retries: int = 2, http_client: Any = None
-) -> Any:
-    """One ``openai.OpenAI`` client (one HTTP connection pool) per endpoint and process.
-    ``http_client`` (an ``httpx.Client``, e.g. over an ``httpx.MockTransport`` in tests) replaces
-    the default pool; such a client is not cached."""
-    import openai
-
-    if http_client is not None:
-        return openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or "not-needed",
-            timeout=timeout_s,
-            max_retries=max_retries,
-            http_client=http_client,
-        )
-    key = (base_url, api_key, float(timeout_s), max_retries)
-    with _lock:
-        if key not in _clients:
-            _clients[key] = openai.OpenAI(
-                base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
-            )
-        return _clients[key]
-
-
-def endpoint_simulator(settings: Any) -> RemoteSimulator:
-    """The process's simulator for the endpoint ``settings`` names (``EXPLAINER_SIMULATOR_*``)."""
+def endpoint_simulator(settings: Settings, http_client: httpx.Client | None = None) -> RemoteSimulator:
+    """The process's simulator for the endpoint ``settings`` names (``EXPLAINER_SIMULATOR_*``).
+    With ``http_client`` (e.g. over an ``httpx.MockTransport``) a new simulator over that
+    transport, not shared."""
     if not settings.simulator_base_url:
         raise ConfigError(
             "the simulation-endpoint scorer needs EXPLAINER_SIMULATOR_BASE_URL (or EXPLAINER_LLM_BASE_URL)"
@@ -110,10 +92,14 @@ def endpoint_simulator(settings: Any) -> RemoteSimulator:
         settings.llm_timeout_s,
     )
     with _lock:
-        if key in _simulators:
+        if http_client is None and key in _simulators:
             return _simulators[key]
-    client = client_for(settings.simulator_base_url, settings.simulator_api_key, settings.llm_timeout_s)
+    client = openai_client(
+        settings.simulator_base_url, settings.simulator_api_key, settings.llm_timeout_s, http_client=http_client
+    )
     sim = RemoteSimulator(client, settings.simulator_base_url, settings.simulator_model, settings.simulator_method)
+    if http_client is not None:
+        return sim
     with _lock:
         return _simulators.setdefault(key, sim)
 
@@ -232,7 +218,7 @@ class RemoteSimulator:
 
     def __init__(
         self,
-        client: Any,
+        client: openai.OpenAI,
         base_url: str,
         model: str,
         mode: str = "auto",

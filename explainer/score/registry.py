@@ -122,10 +122,10 @@ def _detection(simulator_model: str, device: str, settings: Settings | None) -> 
     from explainer.score.detection import LocalDetector, RemoteDetector
 
     if settings is not None and settings.simulator_base_url:
-        from explainer.score.endpoint import client_for
+        from explainer.llm.transport import openai_client
 
         return RemoteDetector(
-            client_for(settings.simulator_base_url, settings.simulator_api_key, settings.llm_timeout_s),
+            openai_client(settings.simulator_base_url, settings.simulator_api_key, settings.llm_timeout_s),
             settings.simulator_model,
         )
     return LocalDetector(simulator_model, device)

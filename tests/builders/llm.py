@@ -1,88 +1,32 @@
-"""A scripted OpenAI-compatible chat server over real HTTP, and the one unit record the LLM tests explain."""
+"""The one unit record the LLM tests explain, and a scripted chat client (no HTTP) for explain_unit.
 
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+Tests that need real HTTP use the one fake OpenAI-compatible server, ``bench/fake_openai.py``,
+through the ``fake_openai`` and ``fake_endpoint`` fixtures of ``tests/conftest.py``.
+"""
 
+from typing import Any
+
+from explainer.llm.chat import ChatAnswer
 from store.records import UnitRecord, UnitStats, Window
 
 
-class FakeOpenAI:
-    """POST /v1/chat/completions answers with the next scripted response.
+class ScriptedChat:
+    """A :class:`~explainer.llm.chat.ChatClient` that answers with the next scripted text and
+    keeps the contents of the messages it was sent (``seen``). Reports no token counts."""
 
-    Responses: ``("answer", text)``, ``("status", code)``, ``("raw", bytes)``, ``("sleep", seconds, text)``.
-    An unscripted request gets HTTP 418, which the tests would notice.
-    """
+    endpoint = "local:scripted"
+    max_tokens = 256
 
-    def __init__(self):
-        self.script: list[tuple] = []
-        self.requests: list[dict] = []
-        self.paths: list[str] = []
-        self._lock = threading.Lock()
-        fake = self
+    def __init__(self, *answers: str):
+        self.answers = list(answers)
+        self.seen: list[list[str]] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    def complete(self, messages: list[tuple[str, str]]) -> ChatAnswer:
+        self.seen.append([content for _, content in messages])
+        return ChatAnswer(self.answers.pop(0), None, None)
 
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with fake._lock:
-                    fake.paths.append(self.path)
-                    fake.requests.append(json.loads(body))
-                    step = fake.script.pop(0) if fake.script else ("status", 418)
-                try:
-                    fake._respond(self, step)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    @staticmethod
-    def completion(text: str, prompt_tokens: int = 321, completion_tokens: int = 7) -> bytes:
-        return json.dumps(
-            {
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": 1700000000,
-                "model": "fake",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
-        ).encode()
-
-    def _respond(self, h: BaseHTTPRequestHandler, step: tuple) -> None:
-        kind = step[0]
-        if kind == "sleep":
-            time.sleep(step[1])
-            kind, step = "answer", ("answer", step[2])
-        if kind == "answer":
-            code, body = 200, self.completion(step[1])
-        elif kind == "raw":
-            code, body = 200, step[1]
-        else:
-            code = step[1]
-            body = json.dumps({"error": {"message": f"scripted HTTP {code}", "type": "test", "code": None}}).encode()
-        h.send_response(code)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def describe(self) -> dict[str, Any]:
+        return {"model": "scripted"}
 
 
 UNIT = "tiny/layers.1.mlp/3"

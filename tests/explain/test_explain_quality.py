@@ -5,7 +5,7 @@ import dataclasses
 import json
 
 import pytest
-from builders.llm import RECORD, UNIT, FakeOpenAI
+from builders.llm import RECORD, UNIT
 
 from explainer.llm.chat import LLMConfig
 from explainer.llm.prompts import load_template
@@ -16,10 +16,8 @@ from store.records import UnitRecord, Window
 
 
 @pytest.fixture
-def server():
-    s = FakeOpenAI()
-    yield s
-    s.close()
+def server(fake_openai):
+    return fake_openai
 
 
 def _store(settings, record=RECORD):

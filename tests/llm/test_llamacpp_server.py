@@ -84,12 +84,13 @@ def digits_unit():
 def test_echoed_prompt_logprobs_from_a_real_server(llama_server, digits_unit):
     """Auto-detection picks completions with echo; every position after a TAB has digits among
     the top logprobs, and the expected values vary with the token."""
-    from explainer.score.endpoint import RemoteSimulator, client_for, reset_detection
+    from explainer.llm.transport import openai_client
+    from explainer.score.endpoint import RemoteSimulator, reset_detection
 
     concept, record = digits_unit
     held = record.windows_for("heldout")[:4]
     reset_detection()
-    sim = RemoteSimulator(client_for(llama_server, None, 120), llama_server, "smollm2-135m", "auto")
+    sim = RemoteSimulator(openai_client(llama_server, None, 120), llama_server, "smollm2-135m", "auto")
     pred, details = sim.simulate_detailed(concept.description, held)
     assert details["method"] == "completions-echo" and details["fidelity"] == "logprobs"
     assert [len(p) for p in pred] == [len(w.tokens) for w in held]

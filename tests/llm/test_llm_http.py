@@ -3,7 +3,7 @@
 import time
 
 import pytest
-from builders.llm import RECORD, UNIT, FakeOpenAI
+from builders.llm import RECORD, UNIT
 
 from explainer.errors import PermanentLLMError, TransientLLMError
 from explainer.llm.chat import ChatAnswer, LLMConfig, invoke_chat, make_chat_model
@@ -13,10 +13,8 @@ from explainer.runtime import get_store
 
 
 @pytest.fixture
-def server():
-    s = FakeOpenAI()
-    yield s
-    s.close()
+def server(fake_openai):
+    return fake_openai
 
 
 MESSAGES = [("system", "You explain neurons."), ("user", "What does it fire on?")]

@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from builders.llm import ScriptedChat
 
 from explainer.errors import ConfigError, ParseError
 from explainer.explain.explainer import ExplainResult, build_messages, explain_unit, format_window, parse_explanation
@@ -285,7 +284,7 @@ def test_parse_explanation_length_limit_is_200_chars():
 
 
 def _fake(*answers):
-    return GenericFakeChatModel(messages=iter([AIMessage(content=a) for a in answers]))
+    return ScriptedChat(*answers)
 
 
 def test_explain_unit_good_answer():
@@ -344,7 +343,7 @@ def test_explain_unit_without_explain_windows():
     with pytest.raises(ParseError, match="no activating windows"):
         explain_unit(dead, chat, load_template("explain"))
     # the chat model was never called: its first answer is still there
-    assert chat.invoke("hi").content == "should not be asked"
+    assert chat.seen == [] and chat.complete([("user", "hi")]).text == "should not be asked"
 
 
 def test_build_messages_limits_the_number_of_windows():
@@ -361,18 +360,8 @@ def test_build_messages_limits_the_number_of_windows():
 # -- retry with a stricter instruction, shrinking the prompt to fit ------------------------
 
 
-class ScriptedChat(GenericFakeChatModel):
-    """A fake chat model that also keeps the messages it was sent."""
-
-    seen: list = []
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-        self.seen.append([m.content for m in messages])
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-
 def _scripted(*answers):
-    return ScriptedChat(messages=iter([AIMessage(content=a) for a in answers]), seen=[])
+    return ScriptedChat(*answers)  # keeps the messages it was sent in .seen
 
 
 @pytest.mark.parametrize(

@@ -1,25 +1,22 @@
-"""Simulation and detection over real HTTP against a fake OpenAI-compatible server with canned logprobs.
+"""Simulation and detection over real HTTP against the fake OpenAI-compatible server with canned logprobs.
 
-The fake server tokenises with a small regex (optionally one token per digit, like SmolLM2's
-tokenizer that splits "10"). Its canned "model" knows one thing: a token containing ``foo``
-fires (activation 10), any other token does not.
+The fake server (``bench/fake_openai.py``) tokenises with a small regex (optionally one token per
+digit, like SmolLM2's tokenizer that splits "10"). Its canned "model" knows one thing: a token
+containing ``foo`` fires (activation 10), any other token does not.
 """
 
 import json
-import math
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from explainer.errors import ParseError, PermanentLLMError
+from explainer.llm.transport import openai_client
 from explainer.pipeline import stages as pipeline
 from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
 from explainer.score.endpoint import (
     RemoteSimulator,
-    client_for,
     endpoint_simulator,
     read_chat_logprobs,
     read_json_answer,
@@ -28,186 +25,18 @@ from explainer.score.endpoint import (
 from explainer.score.registry import evaluate, make_scorer
 from store.records import UnitRecord, UnitStats, Window
 
-LN = math.log
-
-
-class FakeLogprobServer:
-    """``/v1/completions`` (echo + logprobs) and ``/v1/chat/completions`` (optional top_logprobs).
-
-    Switches: ``completions`` (False → 404), ``echo_logprobs`` (False → a completion without
-    logprobs), ``chat_logprobs`` (False → answers without logprobs), ``split_digits`` (one token
-    per digit), ``answer`` (a fixed chat text instead of the canned JSON list), ``no_digits``
-    (logprobs whose alternatives hold no digit).
-    """
-
-    def __init__(self, **switches):
-        self.completions, self.echo_logprobs, self.chat_logprobs = True, True, True
-        self.split_digits, self.answer, self.no_digits = False, None, False
-        self.__dict__.update(switches)
-        self.requests: list[tuple[str, dict]] = []
-        self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                with fake._lock:
-                    fake.requests.append((self.path, body))
-                code, out = fake.route(self.path, body)
-                data = json.dumps(out).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def paths(self) -> list[str]:
-        return [p for p, _ in self.requests]
-
-    def tokenize(self, text: str) -> list[str]:
-        digits = r"\d" if self.split_digits else r"\d+"
-        return re.findall(digits + r"|[A-Za-z]+|\s|[^\sA-Za-z\d]", text)
-
-    def digit_dist(self, fires: bool) -> dict[str, float]:
-        if self.no_digits:
-            return {"unknown": LN(0.9), "x": LN(0.1)}
-        if fires:
-            return {"1": LN(0.9), "0": LN(0.1)} if self.split_digits else {"10": LN(0.9), "0": LN(0.1)}
-        return {"0": LN(0.8), "1": LN(0.2)}
-
-    def route(self, path: str, body: dict) -> tuple[int, dict]:
-        if path.endswith("/completions") and "chat" not in path:
-            if not self.completions:
-                return 404, {"error": {"message": "no such route", "type": "not_found"}}
-            return 200, self.echo(body)
-        return 200, self.chat(body)
-
-    def echo(self, body: dict) -> dict:
-        prompt = body["prompt"]
-        assert body["echo"] is True and body["max_tokens"] == 1 and body["logprobs"] == 10
-        tokens = self.tokenize(prompt)
-        offsets, tops, pos = [], [], 0
-        for t in tokens:
-            offsets.append(pos)
-            if pos and prompt[pos - 1] == "\t":
-                line = prompt[prompt.rfind("\n", 0, pos - 1) + 1 : pos - 1]
-                tops.append(self.digit_dist("foo" in line))
-            else:
-                tops.append({t: LN(0.5)} if pos else None)
-            pos += len(t)
-        lp = {
-            "tokens": tokens + ["\n"],
-            "text_offset": offsets + [pos],
-            "token_logprobs": [None] * (len(tokens) + 1),
-            "top_logprobs": tops + [{"\n": LN(0.9)}],
-        }
-        return {
-            "id": "cmpl",
-            "object": "text_completion",
-            "created": 1,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "text": prompt + "\n",
-                    "finish_reason": "length",
-                    "logprobs": lp if self.echo_logprobs else None,
-                }
-            ],
-            "usage": {"prompt_tokens": len(tokens), "completion_tokens": 1, "total_tokens": len(tokens) + 1},
-        }
-
-    def chat(self, body: dict) -> dict:
-        user = body["messages"][-1]["content"]
-        if "Does the neuron fire" in user:  # detection
-            fires = "foo" in user.split("Excerpt:", 1)[1]
-            word = "yes" if fires else "no"
-            content = [
-                {
-                    "token": word,
-                    "logprob": LN(0.8),
-                    "top_logprobs": [
-                        {"token": word, "logprob": LN(0.8)},
-                        {"token": "no" if fires else "yes", "logprob": LN(0.2)},
-                    ],
-                }
-            ]
-            return self._chat_answer(body, self.answer if self.answer is not None else word, content)
-        listed = user.split("<start>\n", 1)[1].split("<end>", 1)[0].split("\n")[:-1]
-        values = [10 if "foo" in t else 0 for t in listed]
-        text = self.answer if self.answer is not None else json.dumps(values)
-        content = []
-        for t in self.tokenize(text):
-            if t.isdigit() and not content or (t.isdigit() and not content[-1]["token"].isdigit()):
-                chosen = t[0] if self.split_digits else t
-                fires = t.startswith("1")
-                dist = self.digit_dist(fires)
-                if self.split_digits and fires:
-                    dist = {"1": LN(0.9), "0": LN(0.1)}
-                content.append(
-                    {
-                        "token": chosen,
-                        "logprob": dist.get(chosen, LN(0.5)),
-                        "top_logprobs": [{"token": k, "logprob": v} for k, v in dist.items()],
-                    }
-                )
-            elif t.isdigit():  # the "0" after a "1" when digits are split
-                content.append(
-                    {
-                        "token": t,
-                        "logprob": LN(0.8),
-                        "top_logprobs": [{"token": "0", "logprob": LN(0.8)}, {"token": ",", "logprob": LN(0.2)}],
-                    }
-                )
-            else:
-                content.append({"token": t, "logprob": LN(0.99), "top_logprobs": [{"token": t, "logprob": LN(0.99)}]})
-        return self._chat_answer(body, text, content)
-
-    def _chat_answer(self, body: dict, text: str, content: list[dict]) -> dict:
-        lp = {"content": content} if body.get("logprobs") and self.chat_logprobs else None
-        return {
-            "id": "chatcmpl",
-            "object": "chat.completion",
-            "created": 1,
-            "model": body["model"],
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": lp}
-            ],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
-        }
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
-def fake():
-    servers = []
-
-    def make(**switches):
-        servers.append(FakeLogprobServer(**switches))
-        return servers[-1]
-
+def fake(fake_endpoint):
+    """``fake(**switches)``: the fake OpenAI-compatible server with its canned logprob model
+    (``bench/fake_openai.py``); endpoint detection is forgotten before and after."""
     reset_detection()
-    yield make
-    for s in servers:
-        s.close()
+    yield fake_endpoint
     reset_detection()
 
 
 def _sim(server, mode="auto"):
-    return RemoteSimulator(client_for(server.base_url, None, 5.0, max_retries=0), server.base_url, "fake", mode)
+    return RemoteSimulator(openai_client(server.base_url, None, 5.0, max_retries=0), server.base_url, "fake", mode)
 
 
 def _win(wid, kind, tokens, acts, domain="code"):
@@ -238,8 +67,8 @@ def test_completions_echo_reads_the_digits_after_each_tab(fake):
     _check(preds, 9.0, 0.2)  # 0.9·10 + 0.1·0 and 0.8·0 + 0.2·1
     assert details["method"] == "completions-echo" and details["fidelity"] == "logprobs"
     assert details["ten"] == "one-token" and details["requests"] == 4 and details["missing_positions"] == 0
-    assert server.paths() == ["/v1/completions"] * 4  # one request per window
-    prompt = server.requests[0][1]["prompt"]
+    assert server.paths == ["/v1/completions"] * 4  # one request per window
+    prompt = server.requests[0]["prompt"]
     # the echo prompt fills unknown activations with a digit (simulate.yaml's echo_placeholder)
     assert prompt.endswith("def\t0\n foo\t0\n(\t0\nx\t0\n)\t0\n")
     assert sim.model_name == "fake [completions-echo]"
@@ -259,10 +88,10 @@ def test_no_completions_route_falls_back_to_chat_logprobs(fake):
     _check(preds, 9.0, 0.2)
     assert details["method"] == "chat-logprobs" and details["fidelity"] == "logprobs"
     # detection happened once; the method is cached for the endpoint
-    assert server.paths() == ["/v1/completions"] + ["/v1/chat/completions"] * 4
+    assert server.paths == ["/v1/completions"] + ["/v1/chat/completions"] * 4
     sim.simulate("the word foo", WINDOWS[:1])
-    assert server.paths()[-1] == "/v1/chat/completions" and server.paths().count("/v1/completions") == 1
-    req = server.requests[1][1]
+    assert server.paths[-1] == "/v1/chat/completions" and server.paths.count("/v1/completions") == 1
+    req = server.requests[1]
     assert req["logprobs"] is True and req["top_logprobs"] == 10
     assert [m["role"] for m in req["messages"]] == ["system", "user", "assistant", "user"]
     assert "def\n foo\n(\nx\n)\n<end>" in req["messages"][-1]["content"]
@@ -281,8 +110,8 @@ def test_echo_without_logprobs_and_chat_without_logprobs_fall_back_to_the_json_a
     preds, details = _sim(server).simulate_detailed("the word foo", WINDOWS)
     _check(preds, 10.0, 0.0)
     assert details["method"] == "json-answer" and details["fidelity"] == "low" and details["top_logprobs"] is None
-    assert server.paths()[:3] == ["/v1/completions", "/v1/chat/completions", "/v1/chat/completions"]
-    assert "logprobs" not in server.requests[-1][1]
+    assert server.paths[:3] == ["/v1/completions", "/v1/chat/completions", "/v1/chat/completions"]
+    assert "logprobs" not in server.requests[-1]
 
 
 # -- failures name the endpoint ---------------------------------------------------------------
@@ -451,7 +280,7 @@ def test_detection_from_a_plain_answer_is_low_fidelity(fake):
     from explainer.score.detection import RemoteDetector
 
     server = fake(chat_logprobs=False)
-    det = RemoteDetector(client_for(server.base_url, None, 5.0, max_retries=0), "fake")
+    det = RemoteDetector(openai_client(server.base_url, None, 5.0, max_retries=0), "fake")
     result = evaluate(det, "the word foo", WINDOWS)
     assert result.value == 1.0 and result.details["fidelity"] == "low" and result.details["auroc"] is None
 
@@ -493,7 +322,7 @@ def test_endpoint_credentials_never_reach_errors_or_details(fake):
     server = fake(no_digits=True)
     reset_detection()
     secret_url = server.base_url.replace("http://", "http://user:s3cret@") + "?api-key=s3cret"
-    sim = RemoteSimulator(client_for(server.base_url, None, 5), secret_url, "m", "completions")
+    sim = RemoteSimulator(openai_client(server.base_url, None, 5), secret_url, "m", "completions")
     with pytest.raises(ParseError) as err:
         sim.simulate_detailed("the word foo", list(WINDOWS))
     assert "s3cret" not in str(err.value) and server.base_url.split("//")[1] in str(err.value)

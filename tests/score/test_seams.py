@@ -39,11 +39,11 @@ def test_every_registered_scorer_satisfies_the_protocol(name, settings):
 
 
 def _detector(handler):
+    from explainer.llm.transport import openai_client
     from explainer.score.detection import RemoteDetector
-    from explainer.score.endpoint import client_for
 
     http = httpx.Client(transport=httpx.MockTransport(handler), timeout=5.0)
-    return RemoteDetector(client_for("http://mock.test/v1", None, 5.0, max_retries=0, http_client=http), "m")
+    return RemoteDetector(openai_client("http://mock.test/v1", None, 5.0, max_retries=0, http_client=http), "m")
 
 
 def test_a_429_carries_its_status_and_retry_after():
