@@ -19,6 +19,7 @@ Chroma) are translated at the boundary where they happen, with ``raise ... from 
     │   ├── TransientLLMError  worth retrying: timeouts, 429, 5xx, dropped connections
     │   └── PermanentLLMError  not worth retrying: auth, bad request, model missing
     ├── ParseError             the LLM answered, but not with something usable
+    ├── ScoreError             a score cannot be computed (non-finite activations); stored as a failed score
     └── PromptTooLongError     the prompt cannot be shrunk to fit the context window
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "TransientLLMError",
     "PermanentLLMError",
     "ParseError",
+    "ScoreError",
     "PromptTooLongError",
 ]
 
@@ -113,6 +115,11 @@ def _rebuild_llm_error(
 
 class ParseError(ExplainerError):
     """The LLM answered, but the answer is not a usable explanation or prediction."""
+
+
+class ScoreError(ExplainerError):
+    """A score cannot be computed from these activations (a NaN or infinity among the true or
+    simulated values); the scorer stores a failed score with this reason, never a number."""
 
 
 class PromptTooLongError(ExplainerError):

@@ -36,7 +36,8 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
         "--sae",
         default=None,
         help="SAE/transcoder folder written by SAELens (cfg.json + sae_weights.safetensors) or "
-        "sparsify (cfg.json + sae.safetensors, or a folder of hookpoint folders): its features are the units",
+        "sparsify (cfg.json + sae.safetensors, or a folder of hookpoint folders), or a Gemma Scope params.npz, "
+        "Qwen-Scope layer{n}.sae.pt or Goodfire .pth: its features are the units",
     )
     p.add_argument(
         "--directions", default=None, help="a .safetensors or .npy matrix of directions: the projections are the units"

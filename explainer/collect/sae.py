@@ -1,4 +1,5 @@
-"""Sparse autoencoders and transcoders read from the files SAELens and sparsify write.
+"""Sparse autoencoders and transcoders read from the files SAELens and sparsify write (and,
+through :mod:`explainer.collect.sae_formats`, Gemma Scope, Qwen-Scope and Goodfire files).
 
 Only the encoder is needed to turn a hookpoint's activations into feature activations, and
 neither library is imported at run time: the files are read with ``safetensors``.
@@ -347,23 +348,39 @@ def _load_sparsify(path: Path, name: str, hook_name: str) -> SparseAutoencoder:
     )
 
 
-def load_sae(path: str | Path, hookpoint: str | None = None, name: str | None = None) -> SparseAutoencoder:
+def load_sae(
+    path: str | Path, hookpoint: str | None = None, name: str | None = None, k: int | None = None
+) -> SparseAutoencoder:
     """Load an SAE from a SAELens folder, a sparsify hookpoint folder, or a folder of either
-    with one subfolder per hookpoint (pick one with ``hookpoint``: its folder name or our name)."""
+    with one subfolder per hookpoint (pick one with ``hookpoint``: its folder name or our name;
+    a folder of one needs none); or from a Gemma Scope ``params.npz``, a Qwen-Scope
+    ``layer{n}.sae.pt`` (``k`` from its release's name unless given) or a Goodfire ``.pth``
+    (:mod:`explainer.collect.sae_formats`)."""
+    from explainer.collect import sae_formats
+
     path = Path(path).expanduser()
+    if path.exists() and sae_formats.detect(path):
+        sae = SparseAutoencoder(name=name or path.name, **sae_formats.read_sae_file(path, hookpoint, k))
+        if hookpoint and hookpoint not in (sae.hookpoint, sae.hook_name):
+            raise SAEError(f"SAE {sae.name!r} reads {sae.hook_name} (our {sae.hookpoint}), not {hookpoint!r}")
+        return sae
     if not path.is_dir():
         raise SAEError(
-            f"SAE path {path} is not a folder (expected cfg.json + sae_weights.safetensors or sae.safetensors)"
+            f"SAE path {path} is not a folder (expected cfg.json + sae_weights.safetensors or sae.safetensors) "
+            "nor a Gemma Scope .npz, Qwen-Scope .sae.pt or Goodfire .pth file"
         )
     if not (path / CFG).is_file():
         subs = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / CFG).is_file())
         if not subs:
             raise SAEError(f"{path}: no {CFG} here or in any subfolder")
-        pick = [s for s in subs if hookpoint in (s, _our_name(path / s))] if hookpoint else []
+        if hookpoint:
+            pick = [s for s in subs if hookpoint in (s, _our_name(path / s))]
+        else:
+            pick = subs if len(subs) == 1 else []
         if len(pick) != 1:
             raise SAEError(
-                f"{path} holds several SAEs: {', '.join(subs)}; choose one with the hookpoint "
-                f"(given: {hookpoint!r}) or give its folder"
+                f"{path} holds {'several SAEs' if len(subs) > 1 else 'one SAE'}: {', '.join(subs)}; "
+                f"choose one with the hookpoint (given: {hookpoint!r}) or give its folder"
             )
         path = path / pick[0]
     label = name or path.name

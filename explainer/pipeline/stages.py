@@ -10,13 +10,14 @@ raised so that the caller can retry, and recorded only on the final attempt.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from explainer.collect.collector import CollectConfig, Collector, make_sequences, unit_hookpoint
 from explainer.collect.corpus import corpus_fingerprint, resolve_corpus
 from explainer.collect.hooks import resolve_hookpoint
 from explainer.collect.models import load_model, resolve_model
-from explainer.errors import ExplainerError, TransientLLMError
+from explainer.errors import ExplainerError, ScoreError, TransientLLMError
 from explainer.explain.explainer import explain_unit
 from explainer.llm.chat import ChatClientFactory, make_chat_model
 from explainer.llm.prompts import load_template
@@ -217,8 +218,11 @@ def _select(record: Any, candidates: list[dict[str, Any]], opts: LabelOptions, s
             scorer_name, simulator_model=opts.simulator_model, device=settings.device, settings=settings
         )
         for c in cands:
-            c[key] = score_simulation(true, sim.simulate(c["text"], windows), domains, n_boot=0).value
-        return sorted(cands, key=lambda c: -c[key])
+            try:
+                c[key] = score_simulation(true, sim.simulate(c["text"], windows), domains, n_boot=0).value
+            except ScoreError as exc:  # unrankable (non-finite predictions): ranked last, reason kept
+                c[key], c[f"{key}_error"] = None, str(exc)
+        return sorted(cands, key=lambda c: -c[key] if c[key] is not None else math.inf)
 
     ranked = rank(opts.selection_scorer, ok, "selection_score")
     if opts.cascade_scorer:

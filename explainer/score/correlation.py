@@ -3,6 +3,12 @@
 The headline score is the Pearson correlation pooled over every held-out token (top and
 random windows together), as in Bills et al. (2023). A bootstrap over windows gives a 95%
 interval; per-domain correlations show where an explanation holds and where it does not.
+
+A NaN or infinity among the true or simulated activations makes the score undefined: it raises
+:class:`~explainer.errors.ScoreError` (the scorer stores a failed score with that reason), never a
+number. On finite input the pooled figure equals neuron-explainer's ``correlation_score``
+(``np.corrcoef``) except where a side is constant: there neuron-explainer gives NaN and this
+module 0.0 (nothing is predicted); ``tests/score/test_scoring_parity.py`` checks both.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
+from explainer.errors import ScoreError
 
 
 @dataclass(frozen=True)
@@ -24,11 +32,23 @@ class SimulationScore:
     n_tokens: int
 
 
+def _check_finite(values: list[float], side: str) -> None:
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise ScoreError(
+            f"{len(bad)} of {len(values)} {side} activations are not finite (first at token {bad[0]}: "
+            f"{values[bad[0]]}); the correlation is undefined"
+        )
+
+
 def pearson(x: list[float], y: list[float]) -> float:
-    """Pearson correlation; 0.0 when either series is constant (nothing is predicted)."""
+    """Pearson correlation; 0.0 when either series is constant (nothing is predicted).
+    Raises :class:`ScoreError` on a NaN or infinity on either side."""
     n = len(x)
     if n != len(y):
         raise ValueError(f"length mismatch: {n} vs {len(y)}")
+    _check_finite(x, "true")
+    _check_finite(y, "simulated")
     if n < 2:
         return 0.0
     mx, my = sum(x) / n, sum(y) / n
@@ -70,12 +90,18 @@ def _bootstrap(true: list[list[float]], pred: list[list[float]], n_boot: int, se
 def score_simulation(
     true: list[list[float]], pred: list[list[float]], domains: list[str], n_boot: int = 1000, seed: int = 0
 ) -> SimulationScore:
-    """Pooled correlation of per-window true vs predicted activations, with interval and domains."""
+    """Pooled correlation of per-window true vs predicted activations, with interval and domains.
+    Raises :class:`ScoreError` (naming the window) when any value is NaN or infinite."""
     if not true or len(true) != len(pred) or len(true) != len(domains):
         raise ValueError("need one prediction and one domain per held-out window")
-    for t, p in zip(true, pred):
+    for i, (t, p) in enumerate(zip(true, pred)):
         if len(t) != len(p):
             raise ValueError(f"window length mismatch: {len(t)} true vs {len(p)} predicted")
+        try:
+            _check_finite(list(t), "true")
+            _check_finite(list(p), "simulated")
+        except ScoreError as exc:
+            raise ScoreError(f"held-out window {i}: {exc}") from None
     value = _pooled(true, pred)
     if n_boot <= 0:  # no interval asked for (e.g. ranking candidates)
         return SimulationScore(value, value, value, {}, sum(len(t) for t in true))

@@ -15,10 +15,12 @@ Three ways to read a prediction, tried in this order and remembered per endpoint
 ``json-answer`` (fidelity ``low``)
     the same chat request without logprobs: the integers themselves are the predictions.
 
-Tokenizers that split "10" into "1" "0": in the chat answer, the distribution after a "1" says
-how likely a "0" follows, which splits P("1") into 1 and 10; with echo there is no such position,
-so there the expectation runs over 0–9 (recorded as ``ten: "split-0-9"``), which changes the scale,
-not the correlation. An endpoint that gives no usable prediction fails with a
+The echo reading is neuron-explainer's (``parse_top_logprobs``): only the exact tokens "0"…"10"
+count, their probabilities renormalised over them. Tokenizers that split "10" into "1" "0": in the
+chat answer, the distribution after a "1" says how likely a "0" follows, which splits P("1") into 1
+and 10; with echo there is no such position, so there the expectation runs over 0–9 (recorded as
+``ten: "split-0-9"``). That is not only a change of scale: a token the model would rate 10 is read
+as 1, which lowers the correlation (``tests/score/test_scoring_parity.py`` shows a 4-token case). An endpoint that gives no usable prediction fails with a
 :class:`~explainer.errors.ParseError` (or an LLM error) that names it.
 """
 
@@ -121,6 +123,12 @@ def _digit_probs(alternatives: dict[str, float], prefix: str = "") -> dict[int, 
     return probs
 
 
+def _exact_digit_probs(alternatives: dict[str, float]) -> dict[int, float]:
+    """Probability of each value among the tokens that are exactly "0"…"10" (neuron-explainer's
+    rule: " 3" or "3\n" do not count)."""
+    return {_VALUES[t]: math.exp(lp) for t, lp in alternatives.items() if t in _VALUES and lp is not None}
+
+
 def expected_value(probs: dict[int, float], p_zero_after_one: float | None = None) -> float | None:
     """Expected value over 0–10; ``p_zero_after_one`` (P("0" | "1") for tokenizers that split
     "10") moves that share of P("1") to 10. ``None`` when no value has any probability."""
@@ -152,7 +160,7 @@ def read_echo(response: dict[str, Any], offsets: list[int]) -> tuple[list[float 
     out: list[float | None] = []
     for o in offsets:
         pos = at.get(o)
-        out.append(None if pos is None or not tops[pos] else expected_value(_digit_probs(tops[pos])))
+        out.append(None if pos is None or not tops[pos] else expected_value(_exact_digit_probs(tops[pos])))
     return out, {"ten": "one-token" if ten_one_token else "split-0-9"}
 
 

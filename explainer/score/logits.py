@@ -6,8 +6,12 @@ probabilities over the digit tokens give the expected activation (0–10), all p
 window in one forward pass. The LM head is applied only to the digit rows at the read
 positions, never to the full vocabulary.
 
-Tokenizers that split "10" into "1" "0" (SmolLM2 does) cannot give a one-token probability
-for 10; there the expectation runs over 0–9, which changes the scale, not the correlation.
+The digits are read as neuron-explainer reads them: only the exact tokens "0"…"10", their
+probabilities renormalised over those tokens. Tokenizers that split "10" into "1" "0" (SmolLM2
+does) cannot give a one-token probability for 10; there the expectation runs over 0–9, as
+neuron-explainer's own reading would with such a tokenizer. That is not only a change of scale:
+a token the model would rate 10 is read as 1, which lowers the correlation (a 4-token case in
+``tests/score/test_scoring_parity.py`` goes from 1.0 to about 0.37).
 """
 
 from __future__ import annotations
