@@ -9,20 +9,25 @@ this index can be rebuilt from it at any time.
 Queries go to Chroma (filters as its ``where`` clause) until :meth:`VectorIndex.load_scan`
 copies the vectors into an exact in-memory scan (``store/scan.py``), which answers filtered
 queries in milliseconds where Chroma's filtered query takes hundreds at 100k entries.
+
+A Chroma directory written by another process (``explainer label`` beside ``explainer serve``)
+leaves this process's Chroma view stale: its reads fail with ``InternalError`` ("Error finding
+id"). Every call here reopens the client once on that error and retries (:meth:`VectorIndex._call`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from store.scan import VectorScan
 
 COLLECTION = "explanations"
+T = TypeVar("T")
 
 
 _models: dict[str, Any] = {}
@@ -96,6 +101,8 @@ class VectorIndex:
             self.client = chromadb.PersistentClient(path=str(path), settings=settings)
         else:
             raise ValueError("VectorIndex needs a directory path or a server url")
+        self.path = Path(path) if path and not url else None
+        self._settings = settings
         self.embedder = embedder or LocalEmbedder()
         self.scan: VectorScan | None = None
         """The in-memory exact scan, once :meth:`load_scan` filled it; kept in step with our writes."""
@@ -103,6 +110,35 @@ class VectorIndex:
         self.collection = self.client.get_or_create_collection(
             COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
+
+    def _reopen(self) -> None:
+        """A fresh client and collection on the same Chroma directory: Chroma keeps one in-memory
+        view per directory and process, which goes stale when another process writes the directory."""
+        import chromadb
+
+        if self.path is None:
+            return
+        try:
+            self.client.close()  # type: ignore[attr-defined]  # the last client of this directory in the process: its view is dropped
+        except Exception:  # noqa: BLE001 - closing a stale client may fail; the new one is what matters
+            pass
+        self.client = chromadb.PersistentClient(path=str(self.path), settings=self._settings)
+        self.collection = self.client.get_or_create_collection(
+            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
+
+    def _call(self, call: Callable[[Any], T]) -> T:
+        """``call(collection)`` (a read or an idempotent write); when another process changed the directory under this process's
+        Chroma view (``InternalError``), reopen the client and try once more."""
+        from chromadb.errors import InternalError
+
+        try:
+            return call(self.collection)
+        except InternalError:
+            if self.path is None:
+                raise
+            self._reopen()
+            return call(self.collection)
 
     def upsert(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
         """Embed ``texts`` and upsert them with their metadata."""
@@ -119,11 +155,13 @@ class VectorIndex:
         matrix = np.asarray(vectors, dtype=np.float32)
         step = self.client.get_max_batch_size()
         for s in range(0, len(ids), step):
-            self.collection.upsert(
-                ids=ids[s : s + step],
-                documents=texts[s : s + step],
-                embeddings=matrix[s : s + step],
-                metadatas=cast(Any, metadatas[s : s + step]),  # Chroma's Metadata: our values are str/int/float
+            self._call(
+                lambda c: c.upsert(
+                    ids=ids[s : s + step],  # noqa: B023
+                    documents=texts[s : s + step],  # noqa: B023
+                    embeddings=matrix[s : s + step],  # noqa: B023
+                    metadatas=metadatas[s : s + step],  # noqa: B023
+                )
             )
         if self.scan is not None:
             with self._scan_lock:
@@ -156,11 +194,13 @@ class VectorIndex:
             scan = self.load_scan()
             with self._scan_lock:  # writers may grow the arrays meanwhile
                 return scan.top(vector, n, **filters)
-        res: Any = self.collection.query(  # Chroma types every result column as optional
-            query_embeddings=cast(Any, [[float(x) for x in vector]]),
-            n_results=n,
-            where=chroma_where(**filters),
-            include=["distances", "metadatas"],
+        res = self._call(
+            lambda c: c.query(
+                query_embeddings=[[float(x) for x in vector]],
+                n_results=n,
+                where=chroma_where(**filters),
+                include=["distances", "metadatas"],
+            )
         )
         return list(zip(res["ids"][0], res["distances"][0], res["metadatas"][0]))
 
@@ -171,7 +211,9 @@ class VectorIndex:
                 scan = VectorScan()
                 offset = 0
                 while True:
-                    page: Any = self.collection.get(include=["embeddings", "metadatas"], limit=batch, offset=offset)
+                    page = self._call(
+                        lambda c: c.get(include=["embeddings", "metadatas"], limit=batch, offset=offset)  # noqa: B023
+                    )
                     if not len(page["ids"]):
                         break
                     scan.put(list(page["ids"]), page["embeddings"], list(page["metadatas"]))
@@ -186,22 +228,24 @@ class VectorIndex:
             return
         for s in range(0, len(ids), 5000):
             chunk = ids[s : s + 5000]
-            page: Any = self.collection.get(ids=chunk, include=["embeddings", "metadatas"])
+            page = self._call(lambda c: c.get(ids=chunk, include=["embeddings", "metadatas"]))  # noqa: B023
             with self._scan_lock:
                 self.scan.put(list(page["ids"]), page["embeddings"], list(page["metadatas"]))
                 self.scan.remove(sorted(set(chunk) - set(page["ids"])))
 
     def count(self) -> int:
-        return self.collection.count()
+        return self._call(lambda c: c.count())
 
     def ids(self) -> set[str]:
-        return set(self.collection.get(include=[])["ids"])
+        return set(self._call(lambda c: c.get(include=[]))["ids"])
 
     def entries(self, batch: int = 5000) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """Every (id, document, metadata) in the index, in pages of ``batch``."""
         offset = 0
         while True:
-            page: Any = self.collection.get(include=["documents", "metadatas"], limit=batch, offset=offset)
+            page = self._call(
+                lambda c: c.get(include=["documents", "metadatas"], limit=batch, offset=offset)  # noqa: B023
+            )
             if not page["ids"]:
                 return
             yield from zip(page["ids"], page["documents"], page["metadatas"])
@@ -210,7 +254,7 @@ class VectorIndex:
     def delete(self, ids: list[str]) -> None:
         step = self.client.get_max_batch_size()
         for s in range(0, len(ids), step):
-            self.collection.delete(ids=ids[s : s + step])
+            self._call(lambda c: c.delete(ids=ids[s : s + step]))  # noqa: B023
         if self.scan is not None:
             with self._scan_lock:
                 self.scan.remove(ids)

@@ -17,7 +17,7 @@ from explainer.collect.collector import CollectConfig, Collector, make_sequences
 from explainer.collect.corpus import corpus_fingerprint, resolve_corpus
 from explainer.collect.hooks import resolve_hookpoint
 from explainer.collect.models import load_model, resolve_model
-from explainer.errors import ExplainerError, ScoreError, TransientLLMError
+from explainer.errors import ExplainerError, LLMError, ScoreError, TransientLLMError
 from explainer.explain.explainer import explain_unit
 from explainer.llm.chat import ChatClientFactory, make_chat_model
 from explainer.llm.prompts import load_template
@@ -178,7 +178,11 @@ def _candidates(
         except TransientLLMError as exc:
             if not final_attempt:
                 raise
-            out.append({"source": f"llm-{i}", "text": None, "error": f"gave up after retries: {exc}"})
+            out.append(
+                {"source": f"llm-{i}", "text": None, "error": f"gave up after retries: {exc}", "no_answer": True}
+            )
+        except LLMError as exc:  # auth, unknown model, bad request: the endpoint gave no answer to use
+            out.append({"source": f"llm-{i}", "text": None, "error": f"{type(exc).__name__}: {exc}", "no_answer": True})
         except ExplainerError as exc:  # RejectedAnswer keeps the raw texts: stored, never as explanation text
             out.append(
                 {
@@ -271,6 +275,19 @@ def explain_stage(
         prompt_tokens=sum(c.get("prompt_tokens") or 0 for c in candidates),
         completion_tokens=sum(c.get("completion_tokens") or 0 for c in candidates),
     )
+    llm = [c for c in candidates if c["source"] != "baseline"]
+    if llm and all(c.get("no_answer") for c in llm) and any(c["text"] for c in candidates):
+        # the explainer never answered: a baseline may win a comparison, never stand in for the explainer
+        where = f" at {opts.explainer.base_url}" if opts.explainer.base_url else ""
+        reasons = "; ".join(f"{c['source']}: {c['error']}" for c in llm)
+        return store.save_explanation(
+            status="failed",
+            error=f"explainer {opts.explainer.model}{where} never answered: {reasons}",
+            settings={**run_settings, "candidates": candidates},
+            keep_ok=True,
+            **tokens,
+            **common,
+        )
     if not any(c["text"] for c in candidates):
         errors = (
             candidates[0]["error"]
