@@ -28,6 +28,7 @@ from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
 from explainer.api import models as m
+from explainer.api.intervene import steer_router
 from explainer.errors import ExplainerError, InputError, UnknownUnitError
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SOURCES, SearchFilters
@@ -496,6 +497,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     )
     _install_error_handlers(app)
     app.include_router(_api_router(settings, config))
+    app.include_router(steer_router(settings, _auth(config)[0]))
 
     @app.get("/healthz", response_model=m.Health, tags=["meta"], summary="Liveness (no key needed)")
     def health() -> dict[str, str]:

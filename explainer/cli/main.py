@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from explainer.cli.steer import add_parser as add_steer_parser
 from explainer.collect.collector import CollectConfig
 from explainer.errors import ConfigError, ExplainerError, InputError
 from explainer.llm.ratelimit import configure as configure_limits
@@ -494,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_calibrate)
+    add_steer_parser(sub)
     return parser
 
 
@@ -610,6 +612,8 @@ def main(argv: list[str] | None = None, backend: LabelBackend | None = None) -> 
         return 130
     if args.json:
         print(json.dumps(result, indent=2, default=str))
+    elif getattr(args, "printer", None):
+        args.printer(result)
     else:
         _print_human(args.command, result)
     if args.command == "check" and not result["in_sync"]:

@@ -138,13 +138,14 @@ def bisect_strength(
     prompts: list[str],
     target_kl: float,
     *,
-    tolerance: float = 0.1,
+    tolerance: float | None = None,
     max_steps: int = 15,
     start: float = 1.0,
     base: float = 0.0,
     max_strength: float = MAX_STRENGTH,
 ) -> Calibrated:
-    """The strength whose mean KL over ``prompts`` is within ``tolerance`` of ``target_kl``: double
+    """The strength whose mean KL over ``prompts`` is within ``tolerance`` (default: 10% of the
+    target) of ``target_kl``: double
     from ``start`` until the KL passes the target, then bisect (``max_steps`` steps). ``base`` is the
     strength that changes nothing (0 for ``add``, 1 for ``scale``). A target no strength up to
     ``max_strength`` reaches is an :class:`InterventionError` naming the largest KL reached."""
@@ -154,6 +155,8 @@ def bisect_strength(
         raise InterventionError(f"target KL must be a positive number, not {target_kl}")
     if not prompts:
         raise InterventionError("no prompts to measure the KL on")
+    if tolerance is None:
+        tolerance = 0.1 * target_kl
     clean = next_token_logprobs(lm, prompts)
     steps = 0
     lo, hi = base, base + start
