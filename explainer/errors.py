@@ -14,7 +14,8 @@ Chroma) are translated at the boundary where they happen, with ``raise ... from 
     │   ├── ModelLoadError     unknown model path or unloadable weights
     │   ├── HookpointError     unknown layer or hookpoint (lists the valid ones)
     │   ├── SAEError           unusable SAE or directions file (format, architecture, weights, width)
-    │   └── UnknownUnitError   unit ids that are not in the store
+    │   ├── UnknownUnitError   unit ids that are not in the store
+    │   └── InterventionError  an intervention that cannot be made (strength, prompt, unit kind, target KL)
     ├── LLMError               a call to an explainer/simulator LLM failed
     │   ├── TransientLLMError  worth retrying: timeouts, 429, 5xx, dropped connections
     │   └── PermanentLLMError  not worth retrying: auth, bad request, model missing
@@ -34,6 +35,7 @@ __all__ = [
     "HookpointError",
     "SAEError",
     "UnknownUnitError",
+    "InterventionError",
     "LLMError",
     "TransientLLMError",
     "PermanentLLMError",
@@ -78,6 +80,11 @@ class UnknownUnitError(InputError):
     def __init__(self, missing: list[str]):
         self.missing = list(missing)
         super().__init__("unknown unit id(s): " + ", ".join(self.missing))
+
+
+class InterventionError(InputError):
+    """An intervention cannot be made as asked: a NaN, infinite or out-of-range strength, an empty
+    prompt, a mode the unit's kind does not support, or a target KL no strength in range reaches."""
 
 
 class LLMError(ExplainerError):

@@ -178,9 +178,22 @@ class _Stop(Exception):
     """Raised inside a hook to end the forward pass once the tensor is captured."""
 
 
-def _register(model: Any, hookpoint: Hookpoint, captured: list[Any]) -> Any:
+def hook_module(model: Any, hookpoint: Hookpoint) -> tuple[Any, Literal["pre", "post"]]:
+    """The module whose input (``pre``) or output (``post``) is the hooked tensor; collection
+    reads it there and interventions write it there."""
     block = decoder_layers(model)[hookpoint.layer]
+    if hookpoint.kind == "mlp":
+        return _out_proj(block), "pre"
+    if hookpoint.kind == "mlp_in":
+        return block.mlp, "pre"
+    if hookpoint.kind == "mlp_out":
+        return block.mlp, "post"
+    if hookpoint.kind == "attn_out":
+        return _attn(block), "post"
+    return block, "post"
 
+
+def _register(model: Any, hookpoint: Hookpoint, captured: list[Any]) -> Any:
     def pre_hook(_module: Any, args: tuple) -> None:
         captured.append(args[0].detach())
         raise _Stop
@@ -189,15 +202,10 @@ def _register(model: Any, hookpoint: Hookpoint, captured: list[Any]) -> Any:
         captured.append((output[0] if isinstance(output, tuple) else output).detach())
         raise _Stop
 
-    if hookpoint.kind == "mlp":
-        return _out_proj(block).register_forward_pre_hook(pre_hook)
-    if hookpoint.kind == "mlp_in":
-        return block.mlp.register_forward_pre_hook(pre_hook)
-    if hookpoint.kind == "mlp_out":
-        return block.mlp.register_forward_hook(post_hook)
-    if hookpoint.kind == "attn_out":
-        return _attn(block).register_forward_hook(post_hook)
-    return block.register_forward_hook(post_hook)
+    module, where = hook_module(model, hookpoint)
+    if where == "pre":
+        return module.register_forward_pre_hook(pre_hook)
+    return module.register_forward_hook(post_hook)
 
 
 def capture(model: Any, hookpoint: Hookpoint, input_ids: Any, attention_mask: Any) -> Any:

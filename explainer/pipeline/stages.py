@@ -346,7 +346,7 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, fin
             sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device, settings=settings)
             if not windows:
                 raise ExplainerError("no held-out windows to score on")
-            s = evaluate(sim, expl.text, windows)
+            s = evaluate(sim, expl.text, windows, unit_id=expl.unit_id)
         except TransientLLMError as exc:
             if not final_attempt:
                 raise

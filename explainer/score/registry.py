@@ -72,8 +72,11 @@ def make_simulator(
     return cast(Simulator, scorer)
 
 
-def evaluate(scorer: Scorer, explanation: str, windows: list[Window]) -> ScoreResult:
-    """Score ``explanation`` on ``windows`` with any scorer (simulator or window-level)."""
+def evaluate(scorer: Scorer, explanation: str, windows: list[Window], unit_id: str | None = None) -> ScoreResult:
+    """Score ``explanation`` on ``windows`` with any scorer (simulator or window-level); the
+    intervention scorers steer the unit ``unit_id`` instead."""
+    if hasattr(scorer, "score_unit") and unit_id is not None:
+        return cast(ScoreResult, scorer.score_unit(explanation, unit_id))
     return scorer.score(explanation, windows)
 
 
@@ -138,6 +141,39 @@ def _window_embedding(simulator_model: str, device: str, settings: Settings | No
     if "window" not in _embedding_sims:
         _embedding_sims["window"] = EmbeddingScorer()
     return _embedding_sims["window"]
+
+
+def _intervention(variant: str, name: str, simulator_model: str, device: str, settings: Settings | None) -> Scorer:
+    from explainer.intervene.service import load_unit
+    from explainer.score.intervention import InterventionScorer
+
+    settings = _need(settings, name)
+    embedder = None
+    if variant == "embedding":
+        from explainer.score.embedding import EmbeddingScorer
+
+        if "window" not in _embedding_sims:
+            _embedding_sims["window"] = EmbeddingScorer()
+        embedder = getattr(_embedding_sims["window"], "embedder", None)
+    return InterventionScorer(
+        lambda unit_id: load_unit(settings, unit_id),
+        variant,  # type: ignore[arg-type]
+        judge_model=simulator_model,
+        device=device,
+        embedder=embedder,
+    )
+
+
+@register("intervention")
+def _intervention_logprob(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
+    """Steer the unit to a target KL on neutral prompts; log P(explanation | steered vs clean text)."""
+    return _intervention("logprob", "intervention", simulator_model, device, settings)
+
+
+@register("intervention-embedding")
+def _intervention_embedding(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
+    """As ``intervention``, with sentence-embedding similarity instead of the judge's log-probability."""
+    return _intervention("embedding", "intervention-embedding", simulator_model, device, settings)
 
 
 def measured_discrimination() -> dict[str, dict[str, float]]:

@@ -17,7 +17,16 @@ WINDOW = Window("w0", "top", "heldout", "d:w0", "d", ("a",), (1.0,))
 
 
 @pytest.mark.parametrize(
-    "name", ["simulation-logits", "simulation-embedding", "detection", "embedding", "simulation-endpoint"]
+    "name",
+    [
+        "simulation-logits",
+        "simulation-embedding",
+        "detection",
+        "embedding",
+        "simulation-endpoint",
+        "intervention",
+        "intervention-embedding",
+    ],
 )
 def test_every_registered_scorer_satisfies_the_protocol(name, settings):
     from dataclasses import replace

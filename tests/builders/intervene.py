@@ -1,0 +1,37 @@
+"""A stored collection of the tiny LLaMA (saved as a directory), for the steering CLI, API and
+intervention-scorer tests: real collection, real store."""
+
+from __future__ import annotations
+
+import json
+
+from explainer.collect.collector import CollectConfig
+
+CFG = CollectConfig(
+    window=8,
+    context=16,
+    top_k=4,
+    n_random=2,
+    max_tokens=400,
+    batch_size=4,
+    n_quantiles=2,
+    pool_per_quantile=2,
+    min_density=0.0,
+)
+TEXTS = [
+    ("code", "def total(xs):\n    return sum(x * 2 for x in xs if x > 0)\n" * 5),
+    ("legal", "THE SOFTWARE IS PROVIDED AS IS, WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED. " * 5),
+]
+
+
+def collect_tiny(settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp") -> tuple[str, list[str]]:
+    """Collect ``hookpoint`` of the tiny model over a small corpus; (collection id, live unit ids)."""
+    from explainer.pipeline.stages import collect_stage, select_units
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "\n".join(json.dumps({"id": i, "domain": d, "text": t}) for i, (d, t) in enumerate(TEXTS * 2)),
+        encoding="utf-8",
+    )
+    cid = collect_stage(settings, str(model_dir), hookpoint, str(corpus), CFG, progress=False)
+    return cid, select_units(settings, cid, 4)

@@ -1,0 +1,83 @@
+"""The intervention scorers on the tiny LLaMA: bisection to the target KL, clean and steered texts
+recorded per prompt, the score recomputable from its details, a bootstrap interval, and a target KL
+no strength reaches stored as a failed score with its reason (through the real score stage)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from builders.intervene import collect_tiny
+
+from explainer.errors import InterventionError
+from explainer.intervene import resolve_unit
+from explainer.pipeline.options import LabelOptions
+from explainer.pipeline.stages import score_stage
+from explainer.runtime import get_store
+from explainer.score.intervention import EPS, InterventionConfig, InterventionScorer
+from explainer.score.registry import make_scorer, scorer_names
+
+CFG = InterventionConfig(target_kl=0.01, tolerance=0.002, n_prompts=3, new_tokens=4, n_boot=200)
+
+
+def _scorer(tiny_model, tiny_model_dir, variant="logprob", config=CFG):
+    return InterventionScorer(
+        lambda uid: (tiny_model, resolve_unit(tiny_model, uid)),
+        variant,
+        judge_model=str(tiny_model_dir),
+        config=config,
+    )
+
+
+def test_intervention_score_is_recorded_and_recomputable(tiny_model, tiny_model_dir):
+    scorer = _scorer(tiny_model, tiny_model_dir)
+    s = scorer.score_unit("loops over numbers in Python code", "tiny-llama/layers.3/4")
+    d = s.details
+    assert d["method"] == "intervention" and abs(d["kl"] - 0.01) <= 0.002 and d["strength"] > 0
+    assert len(d["per_prompt"]) == 3 and all({"prompt", "clean", "steered", "delta"} <= set(p) for p in d["per_prompt"])
+    assert s.value == pytest.approx(np.mean([p["delta"] for p in d["per_prompt"]]) / (d["kl"] + EPS))
+    assert s.ci_low is not None and s.ci_low <= s.value <= s.ci_high
+    assert d["generated_tokens"] == 2 * 3 * 4 and s.n_tokens == 24 and d["forward_passes"] > 24
+    with pytest.raises(InterventionError, match="needs the unit"):
+        scorer.score("x", [])
+
+
+def test_embedding_variant_uses_the_same_texts(tiny_model, tiny_model_dir):
+    scorer = _scorer(tiny_model, tiny_model_dir, "embedding")
+    texts = scorer.continuations("tiny-llama/layers.3/4")
+    a = scorer.judge("loops over numbers in Python code", texts)
+    b = scorer.judge("warranty disclaimers in software licenses", texts)
+    assert a.details["method"] == "intervention-embedding" and math.isfinite(a.value) and math.isfinite(b.value)
+    assert a.details["per_prompt"][0]["steered"] == b.details["per_prompt"][0]["steered"]
+    assert a.value != b.value
+
+
+def test_unreachable_target_kl_is_an_error_not_a_zero(tiny_model, tiny_model_dir):
+    scorer = _scorer(tiny_model, tiny_model_dir, config=InterventionConfig(target_kl=50.0, n_prompts=2, new_tokens=2))
+    with pytest.raises(InterventionError, match="no strength up to"):
+        scorer.score_unit("anything", "tiny-llama/layers.3/4")
+    with pytest.raises(InterventionError, match="empty"):
+        scorer.score_unit("  ", "tiny-llama/layers.3/4")
+
+
+def test_score_stage_stores_an_unreached_target_as_a_failed_score(settings, tiny_model_dir, tmp_path):
+    assert {"intervention", "intervention-embedding"} <= set(scorer_names())
+    cid, units = collect_tiny(settings, tiny_model_dir, tmp_path)
+    store = get_store(settings)
+    eid = store.save_explanation(
+        unit_id=units[0],
+        collection_id=cid,
+        explainer_model="fake-llm",
+        prompt_name="explain",
+        prompt_version="1",
+        prompt_hash="a" * 64,
+        status="ok",
+        text="sums of numbers in Python code",
+        window_ids=["top-0"],
+    )
+    # the tiny random model's next-token distribution never moves by the default KL of 1.0
+    score_stage(settings, eid, LabelOptions(scorers=("intervention",), simulator_model=str(tiny_model_dir)))
+    s = store.get_score(eid, "intervention")
+    assert s.status == "failed" and s.value is None and "reaches the target KL 1" in s.error
+    assert make_scorer("intervention", settings=settings).method == "intervention"
