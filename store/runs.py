@@ -17,7 +17,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import Select, Table, and_, case, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from store.db import as_utc as _as_utc
 from store.db import decode_json as _decode_json
@@ -134,8 +135,8 @@ def _with_counts(store: SQLStore, run: dict[str, Any]) -> dict[str, Any]:
     return {**run, **counts, "status": status}
 
 
-def _state_query(run_id: str, scorers: list[str]) -> Any:
-    """Per unit of the run: unit id, state, explanation id and tokens."""
+def _state_query(run_id: str, scorers: list[str]) -> Select[str, str | None, str, int]:
+    """Per unit of the run: unit id, explanation id, state and tokens."""
     sc = scores.c
     mine = select(run_units.c.explanation_id).where(run_units.c.run_id == run_id)
     per_expl = (
@@ -232,12 +233,11 @@ def failures(store: SQLStore, run_id: str, limit: int = 50) -> list[dict[str, An
     ]
 
 
-def _insert(store: SQLStore, table: Any) -> Any:
+def _insert(store: SQLStore, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT in the store's dialect (both offer ``on_conflict_do_nothing``)."""
     if store.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
