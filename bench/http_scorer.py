@@ -13,6 +13,7 @@ from typing import Any
 
 from explainer.errors import ParseError
 from explainer.llm.chat import LLMConfig, invoke_chat, make_chat_model
+from explainer.score.base import ScoreResult, ScorerKind, simulation_result
 from explainer.score.registry import register
 
 NAME = "bench-http-simulation"
@@ -22,6 +23,7 @@ _lock = threading.Lock()
 
 class HTTPSimulator:
     method = NAME
+    kind: ScorerKind = "simulation"
 
     def __init__(self, base_url: str, model: str = "fake"):
         self.model_name, self.base_url = model, base_url
@@ -48,6 +50,9 @@ class HTTPSimulator:
             out.append(flat[i : i + len(w.tokens)])
             i += len(w.tokens)
         return out
+
+    def score(self, explanation: str, windows: list[Any]) -> ScoreResult:
+        return simulation_result(self, self.simulate(explanation, windows), windows)
 
 
 @register(NAME)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, create_engine
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from store.schema import metadata
@@ -33,11 +34,11 @@ def decode_json(row: dict[str, Any], *fields: str) -> dict[str, Any]:
     return row
 
 
-def dialect_insert(engine: Any, table: Any) -> Any:
-    """An INSERT of the engine's dialect (PostgreSQL or SQLite), which knows ``ON CONFLICT``."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
+def dialect_insert(engine: Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of the engine's dialect (PostgreSQL or SQLite); both know ``ON CONFLICT``."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 class StoreBase:

@@ -17,7 +17,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import Select, Table, and_, case, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from store.db import as_utc as _as_utc
 from store.db import decode_json as _decode_json
@@ -142,8 +143,8 @@ def _with_counts(store: SQLStore, run: dict[str, Any]) -> dict[str, Any]:
     return {**run, **counts, "status": status}
 
 
-def _state_query(run_id: str, scorers: list[str]) -> Any:
-    """Per unit of the run: unit id, state, explanation id and tokens."""
+def _state_query(run_id: str, scorers: list[str]) -> Select[str, str | None, str, int]:
+    """Per unit of the run: unit id, explanation id, state and tokens."""
     sc = scores.c
     mine = select(run_units.c.explanation_id).where(run_units.c.run_id == run_id)
     per_expl = (
@@ -240,7 +241,7 @@ def failures(store: SQLStore, run_id: str, limit: int = 50) -> list[dict[str, An
     ]
 
 
-def _insert(store: SQLStore, table: Any) -> Any:
+def _insert(store: SQLStore, table: Table) -> postgresql.Insert | sqlite.Insert:
     return dialect_insert(store.engine, table)
 
 

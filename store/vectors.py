@@ -21,16 +21,19 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from store.scan import VectorScan
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 COLLECTION = "explanations"
 T = TypeVar("T")
 
 
-_models: dict[str, Any] = {}
+_models: dict[str, SentenceTransformer] = {}
 _models_lock = threading.Lock()
 
 
@@ -43,13 +46,13 @@ class LocalEmbedder:
 
     def __init__(self, model_dir: str | Path | None = None):
         self.model_dir = Path(model_dir) if model_dir else None
-        self._model: Any = None
+        self._model: SentenceTransformer | None = None
 
     @property
     def name(self) -> str:
         return "all-MiniLM-L6-v2"
 
-    def _load(self) -> Any:
+    def _load(self) -> SentenceTransformer:
         if self._model is not None:
             return self._model
         with _models_lock:

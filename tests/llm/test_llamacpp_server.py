@@ -100,7 +100,7 @@ def test_echoed_prompt_logprobs_from_a_real_server(llama_server, digits_unit):
 
 
 def test_explain_and_score_a_unit_through_a_real_server(llama_server, digits_unit, settings, monkeypatch):
-    """The pipeline's explain stage over ChatOpenAI and the simulation-endpoint scorer, both on the
+    """The pipeline's explain stage over the endpoint chat client and the simulation-endpoint scorer, both on the
     server: the row is an explanation with a score whose details say how it was read, or a failure
     with its reason and the raw answers — never garbage stored as an explanation."""
     from explainer.llm.chat import LLMConfig
