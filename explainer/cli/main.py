@@ -495,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_calibrate)
+    from explainer.cli.formats import add_parsers as add_format_parsers
+
+    add_format_parsers(sub)  # export, import
     return parser
 
 
