@@ -19,7 +19,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from explainer.errors import InputError, UnknownUnitError
+from explainer.errors import InputError
 from explainer.formats.read import read
 from explainer.formats.record import PortableExplanation, PortableScore, Sequence, layer_of, same_model
 from explainer.formats.write import write
@@ -44,7 +44,9 @@ def _chosen_explanations(store: Any, run: str | None, units: list[str] | None) -
     rows = [e for e in store.explanations_for(ids) if e.status == "ok"]
     missing = sorted(set(ids) - {e.unit_id for e in rows})
     if units and missing:
-        raise UnknownUnitError(missing)  # named units without an ok explanation
+        raise InputError(
+            f"no ok explanation for unit(s): {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
+        )
     return rows
 
 

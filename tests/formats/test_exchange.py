@@ -238,6 +238,12 @@ def test_delphi_per_example_scores_give_its_balanced_accuracy(settings, tmp_path
     e = get_store(settings).get_explanation(eid)
     assert e.imported.score == pytest.approx((2 / 3 + 1 / 2) / 2) and e.imported.score_type == "detection"
     assert e.explainer_model == "llama-70b"
+    back = tmp_path / "back"  # and back out: the same file names, the explanation and its score
+    export_explanations(settings, "delphi", back, units=["tiny/layers.1.mlp/0"])
+    assert json.loads((back / "explanations" / "layers.1.mlp_latent0.txt").read_text()) == "citations of papers"
+    (row,) = json.loads((back / "scores" / "delphi:detection" / "layers.1.mlp_latent0.txt").read_text())
+    assert row["final_score"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert json.loads((back / "run_config.json").read_text())["explainer_model"] == "llama-70b"
 
 
 # -- imported explanations: searchable, re-scored on our corpus, in reports ------------------------
@@ -335,7 +341,7 @@ def test_existing_target_is_refused_unless_forced_and_failures_leave_nothing(lab
     assert (out / "keep.txt").read_text() == "mine"
     export_explanations(settings, "delphi", out, force=True)
     assert not (out / "keep.txt").exists() and (out / "run_config.json").is_file()
-    with pytest.raises(InputError, match=r"unknown unit id\(s\): tiny/layers.1.mlp/77"):
+    with pytest.raises(InputError, match=r"no ok explanation for unit\(s\): tiny/layers.1.mlp/77"):
         export_explanations(settings, "delphi", tmp_path / "none", units=["tiny/layers.1.mlp/77"])
     calls = []
 
