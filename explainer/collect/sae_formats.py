@@ -55,7 +55,8 @@ def detect(path: Path) -> str | None:
 
 def read_sae_file(path: Path, hookpoint: str | None = None, k: int | None = None) -> dict[str, Any]:
     """The encoder of the Gemma Scope, Qwen-Scope or Goodfire SAE at ``path`` as the keyword
-    arguments of ``SparseAutoencoder`` (without ``name``). Raises :class:`SAEError` with the reason."""
+    arguments of ``SparseAutoencoder`` (``name``: a default label from the release's path). Raises
+    :class:`SAEError` with the reason."""
     fmt = detect(path)
     if fmt == "gemma-scope":
         return _gemma(path / GEMMA_FILE if path.is_dir() else path, hookpoint)
@@ -189,7 +190,10 @@ def _gemma(path: Path, hookpoint: str | None) -> dict[str, Any]:
         _shape(w[key], (d_sae,), key, path)
     _shape(w["b_dec"], (d_in,), "b_dec", path)
     hook_name, ours = _hookpoint(path, hookpoint, _gemma_hook(path), "layer_L under a …-res or …-mlp release")
+    parts = [p.name for p in path.resolve().parents][:2][::-1]  # e.g. width_16k/average_l0_82
+    name = "-".join(p for p in parts if re.fullmatch(r"width_\w+|average_l0_\d+", p)) or path.stem
     return dict(
+        name=f"gemma-scope-{name}",
         source="gemma-scope",
         architecture="jumprelu",
         activation="jumprelu",
@@ -240,7 +244,9 @@ def _qwen(path: Path, hookpoint: str | None, k: int | None, tensors: dict[str, A
         )
     import torch
 
+    release = next((p.name for p in path.resolve().parents if "L0_" in p.name), None)
     return dict(
+        name=release or path.name.removesuffix(QWEN_SUFFIX),
         source="qwen-scope",
         architecture="topk",
         activation="topk",
@@ -267,6 +273,7 @@ def _goodfire(path: Path, w: dict[str, Any], hookpoint: str | None) -> dict[str,
     found = f"blocks.{m.group(1)}.hook_resid_post" if m else None
     hook_name, ours = _hookpoint(path, hookpoint, found, "…-lN.pth")
     return dict(
+        name=path.stem,
         source="goodfire",
         architecture="standard",
         activation="relu",
