@@ -67,6 +67,37 @@ def _sequences(score: Score | None, record: UnitRecord | None) -> tuple[Sequence
     return tuple(out)
 
 
+def _examples(score: Score, record: UnitRecord | None) -> tuple[dict[str, Any], ...]:
+    """delphi's per-example rows for ``score``'s held-out windows: the label our window-level
+    scorers use, P(yes) and the call when the score recorded them, the simulator's predictions."""
+    from explainer.score.detection import window_labels
+
+    if record is None or not score.heldout_ids:
+        return ()
+    by_id = {w.window_id: w for w in record.windows}
+    windows = [by_id[i] for i in score.heldout_ids if i in by_id]
+    if len(windows) != len(score.heldout_ids):
+        return ()
+    details = score.details or {}
+    p_yes, preds = details.get("p_yes"), details.get("predictions")
+    rows = []
+    for i, (w, label) in enumerate(zip(windows, window_labels(windows))):
+        p = float(p_yes[i]) if isinstance(p_yes, list) and len(p_yes) == len(windows) else None
+        row: dict[str, Any] = {
+            "str_tokens": list(w.tokens),
+            "activations": list(w.activations),
+            "distance": w.quantile if w.quantile is not None else (-1 if w.kind == "random" else 0),
+            "activating": bool(label),
+            "prediction": None if p is None else p >= 0.5,
+            "probability": p,
+            "correct": None if p is None else (p >= 0.5) == bool(label),
+        }
+        if isinstance(preds, list) and len(preds) == len(windows):
+            row["simulated"] = preds[i]
+        rows.append(row)
+    return tuple(rows)
+
+
 def to_records(
     settings: Settings, fmt: str, run: str | None = None, units: list[str] | None = None
 ) -> list[PortableExplanation]:
@@ -95,8 +126,11 @@ def to_records(
             record = store.get_record(e.unit_id, e.collection_id) if sim else None
             seqs = _sequences(sim, record)
         else:
+            record = store.get_record(e.unit_id, e.collection_id) if fmt == "delphi" and mine else None
             kept = tuple(
-                PortableScore(s.scorer, float(s.value), s.simulator_model) for s in mine if s.value is not None
+                PortableScore(s.scorer, float(s.value), s.simulator_model, _examples(s, record))
+                for s in mine
+                if s.value is not None
             )
             seqs = ()
         origin = e.imported

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 FORMATS = ("neuron-explainer", "neuronpedia", "delphi")
 """The formats ``explainer export`` writes and ``explainer import`` reads."""
@@ -19,6 +20,9 @@ class PortableScore:
     value: float
     model: str | None = None
     """The model behind the score, when known."""
+    examples: tuple[dict[str, Any], ...] = ()
+    """Per held-out window results in delphi's score-file form (``str_tokens``, ``activations``,
+    ``distance``, ``activating``, ``prediction``, ``probability``, ``correct``), when known."""
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ refused unless ``force``.
   (``{L}-{site}``), ``index`` (a string), ``description``, ``typeName``, ``explanationModelName`` and
   ``scores`` as ``{value, explanationScoreTypeName, explanationScoreModelName}``.
 - **delphi**: ``{out}/explanations/{module}_latent{index}.txt`` (the explanation as a JSON string),
-  ``{out}/scores/{scorer}/{module}_latent{index}.txt`` and ``{out}/run_config.json``. delphi's own
-  classification scores are lists of per-example results; ours are one figure per explanation, written
-  as a one-element list ``[{"final_score": value, ...}]`` (the per-latent field its result analysis reads).
+  ``{out}/scores/{scorer}/{module}_latent{index}.txt`` and ``{out}/run_config.json``. A score file is
+  delphi's list of per-example results, one per held-out window (``str_tokens``, ``activations``,
+  ``distance``: the quantile, -1 for a random window; ``activating``; ``prediction``, ``probability``
+  and ``correct`` from our detection scorer's P(yes), ``None`` for scorers that make no yes/no call),
+  each row also carrying our figure as ``final_score`` (and a simulator's prediction as ``simulated``).
 """
 
 from __future__ import annotations
@@ -183,8 +185,11 @@ def _write_delphi(records: list[PortableExplanation], out: Path) -> int:
                 continue
             folder = out / "scores" / s.name.replace("/", "--")
             folder.mkdir(parents=True, exist_ok=True)
-            row = {"final_score": s.value, "score_type": s.name, "scorer_model": s.model}
-            (folder / f"{latent}.txt").write_text(json.dumps([row]), encoding="utf-8")
+            empty = dict.fromkeys(("str_tokens", "activations", "distance", "activating", "prediction"), None)
+            rows = [dict(e) for e in s.examples] or [{**empty, "probability": None, "correct": None}]
+            for row in rows:
+                row.update(final_score=s.value, score_type=s.name, scorer_model=s.model)
+            (folder / f"{latent}.txt").write_text(json.dumps(rows, allow_nan=False), encoding="utf-8")
     first = records[0] if records else None
     config = {
         "model": first.model if first else None,

@@ -216,6 +216,54 @@ def test_delphi_files_follow_its_layout(labeled, tmp_path):
         and config["hookpoints"] == ["layers.1.mlp"]
         and config["explainer_model"] == "fake-llm"
     )
+    # delphi's own result analysis (eai-delphi 0.1.3) reads the score files: one row per held-out window
+    result_analysis = pytest.importorskip("delphi.log.result_analysis")
+    df, _ = result_analysis.load_data(out / "scores", ["layers.1.mlp"])
+    assert sorted(set(df.latent_idx)) == [u.index for u in MINE] and set(df.score_type) == {SEARCH_SCORER}
+    record = get_store(settings).get_record(MINE[0].unit_id, CID)
+    assert len(df[df.latent_idx == 0]) == len(record.windows_for("heldout"))
+    assert df.prediction.isna().all()  # a simulator makes no yes/no call; delphi counts these as failed
+
+
+def test_delphi_computes_our_detection_score_from_the_exported_examples(labeled, tmp_path):
+    """A detection score (our window_score over P(yes) per held-out window) exported as delphi's
+    per-example rows: delphi's own confusion and balanced accuracy give our figure."""
+    result_analysis = pytest.importorskip("delphi.log.result_analysis")
+    from explainer.score.detection import balanced_accuracy, window_labels, window_score
+
+    settings, ids = labeled
+    store = get_store(settings)
+    u = MINE[0]
+    windows = store.get_record(u.unit_id, CID).windows_for("heldout")
+    labels = window_labels(windows)
+    probs = [0.9, 0.3, 0.6, 0.2][: len(windows)]
+    res = window_score(
+        windows,
+        labels,
+        lambda y, v: balanced_accuracy(y, [int(p >= 0.5) for p in v]),
+        probs,
+        "judge",
+        {"method": "detection", "p_yes": probs},
+    )
+    store.save_score(
+        explanation_id=ids[u.unit_id],
+        scorer="detection",
+        simulator_model="judge",
+        status="ok",
+        value=res.value,
+        heldout_ids=[w.window_id for w in windows],
+        details=res.details,
+    )
+    out = tmp_path / "run"
+    export_explanations(settings, "delphi", out, units=[u.unit_id])
+    df, _ = result_analysis.load_data(out / "scores", ["layers.1.mlp"])
+    det = df[df.score_type == "detection"]
+    assert list(det.probability) == probs and list(det.activating) == [bool(x) for x in labels]
+    theirs = result_analysis.compute_classification_metrics(result_analysis.compute_confusion(det))
+    assert theirs["accuracy"] == pytest.approx(res.value, abs=1e-12)
+    # and back in: the import reads delphi's per-example rows to the same figure
+    (eid,) = import_explanations(settings, "delphi", out, CID)["explanation_ids"]
+    assert store.get_score(eid, "delphi:detection").value == pytest.approx(res.value, abs=1e-12)
 
 
 def test_delphi_per_example_scores_give_its_balanced_accuracy(settings, tmp_path):
