@@ -421,3 +421,20 @@ def test_cli_export_and_import(labeled, tmp_path, capsys):
     assert "explanations: 1" in capsys.readouterr().out
     assert main(["import", "--format", "delphi", str(out), "--collection", CID]) == 2
     assert "not a delphi run folder" in capsys.readouterr().err
+
+
+def test_export_of_a_run_takes_its_units_only(labeled, tmp_path):
+    from store import runs
+
+    settings, ids = labeled
+    store = get_store(settings)
+    runs.open_run(store, "run-abc123", CID, {}, "fake-llm", [SEARCH_SCORER])
+    runs.add_units(store, "run-abc123", [(u.unit_id, ids[u.unit_id]) for u in MINE[:2]])
+    result = export_explanations(settings, "neuronpedia", tmp_path / "np", run="run-abc")  # a prefix is enough
+    assert result["explanations"] == 2
+    got = {r.index for r in read("neuronpedia", tmp_path / "np")}
+    assert got == {MINE[0].index, MINE[1].index}
+    with pytest.raises(InputError, match="no run 'nope'"):
+        export_explanations(settings, "neuronpedia", tmp_path / "x", run="nope")
+    with pytest.raises(InputError, match="either a run or units"):
+        export_explanations(settings, "neuronpedia", tmp_path / "x", run="run-abc", units=[MINE[0].unit_id])
