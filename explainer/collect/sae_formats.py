@@ -10,7 +10,8 @@ file holding anything but tensors is refused.
 - **Gemma Scope** ``params.npz``: ``W_enc`` [d_in, d_sae], ``W_dec`` [d_sae, d_in], ``b_enc``,
   ``b_dec``, ``threshold``; JumpReLU ``f = pre · [pre > threshold]`` with ``pre = x @ W_enc + b_enc``
   (``b_dec`` is not subtracted). The hookpoint is given, or read from the path: ``layer_L`` and the
-  release's site (``…-res`` → residual after block L, ``…-mlp`` → MLP output of block L).
+  site in the release's folder name (``gemma-scope-…-res`` → residual after block L, ``…-mlp`` →
+  MLP output of block L).
 - **Qwen-Scope** ``layer{n}.sae.pt``: ``W_enc`` [d_sae, d_in], ``W_dec`` [d_in, d_sae], ``b_enc``,
   ``b_dec``; top-k of ``x @ W_enc.T + b_enc`` (no ``b_dec`` subtracted), residual stream after
   block n. ``k`` is given, or read from the release's name (``…-L0_50``). The model card's demo
@@ -164,9 +165,12 @@ def _hookpoint(path: Path, given: str | None, found: str | None, how: str) -> tu
 
 
 def _gemma_hook(path: Path) -> str | None:
-    parts = [p.name for p in path.resolve().parents] + [path.name]
+    parts = [p.name for p in path.resolve().parents]  # nearest first
     layer = next((int(m.group(1)) for p in parts if (m := re.fullmatch(r"layer_(\d+)", p))), None)
-    site = next((m.group(1) for p in parts if (m := re.search(r"(?:^|[-_])(res|mlp|att)(?:$|[-_])", p))), None)
+    releases = [
+        p for p in parts if "gemma-scope" in p.lower() or "gemmascope" in p.lower()
+    ]  # e.g. gemma-scope-2b-pt-res
+    site = next((m.group(1) for p in releases if (m := re.search(r"-(res|mlp|att)(?:$|[-_])", p))), None)
     if layer is None or site is None:
         return None
     if site == "att":

@@ -116,7 +116,7 @@ def test_gemma_scope_npz_equals_saelens_and_reads_the_hookpoint_from_the_path(tm
 def test_gemma_scope_mlp_release_lowercase_keys_and_given_hookpoint(tmp_path):
     npz = write_gemma(tmp_path / "gemma-scope-9b-pt-mlp" / "layer_2" / "width_16k" / "average_l0_7", lowercase=True)
     assert load_sae(npz).hookpoint == "layers.2.mlp_out"
-    bare = write_gemma(tmp_path / "downloads" / "sae")
+    bare = write_gemma(tmp_path / "my-mlp-runs" / "layer_3" / "sae")  # no Gemma Scope release folder
     with pytest.raises(SAEError, match="no hookpoint given and none in the path"):
         load_sae(bare)
     assert load_sae(bare, hookpoint="layers.3").hookpoint == "layers.3"

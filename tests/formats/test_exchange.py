@@ -97,6 +97,9 @@ def test_a_neuron_explainer_file_written_by_their_code_imports_and_exports_back(
     (src / "1" / "2.jsonl").write_bytes(dumps(results) + b"\n")
     r = import_explanations(settings, "neuron-explainer", src, CID)
     (eid,) = r["explanation_ids"]
+    rows = _rows(settings)
+    assert import_explanations(settings, "neuron-explainer", src, CID)["explanation_ids"] == [eid]  # idempotent
+    assert _rows(settings) == rows
     e = get_store(settings).get_explanation(eid)
     assert e.text == "the word WARRANTY in capitals" and e.unit_id == "tiny/layers.1.mlp/2"
     assert (e.imported.tool, e.imported.score, e.imported.score_type) == (
