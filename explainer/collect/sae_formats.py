@@ -10,7 +10,8 @@ file holding anything but tensors is refused.
 - **Gemma Scope** ``params.npz``: ``W_enc`` [d_in, d_sae], ``W_dec`` [d_sae, d_in], ``b_enc``,
   ``b_dec``, ``threshold``; JumpReLU ``f = pre · [pre > threshold]`` with ``pre = x @ W_enc + b_enc``
   (``b_dec`` is not subtracted). The hookpoint is given, or read from the path: ``layer_L`` and the
-  release's site (``…-res`` → residual after block L, ``…-mlp`` → MLP output of block L).
+  site in the release's folder name (``gemma-scope-…-res`` → residual after block L, ``…-mlp`` →
+  MLP output of block L).
 - **Qwen-Scope** ``layer{n}.sae.pt``: ``W_enc`` [d_sae, d_in], ``W_dec`` [d_in, d_sae], ``b_enc``,
   ``b_dec``; top-k of ``x @ W_enc.T + b_enc`` (no ``b_dec`` subtracted), residual stream after
   block n. ``k`` is given, or read from the release's name (``…-L0_50``). The model card's demo
@@ -55,7 +56,8 @@ def detect(path: Path) -> str | None:
 
 def read_sae_file(path: Path, hookpoint: str | None = None, k: int | None = None) -> dict[str, Any]:
     """The encoder of the Gemma Scope, Qwen-Scope or Goodfire SAE at ``path`` as the keyword
-    arguments of ``SparseAutoencoder`` (without ``name``). Raises :class:`SAEError` with the reason."""
+    arguments of ``SparseAutoencoder`` (``name``: a default label from the release's path). Raises
+    :class:`SAEError` with the reason."""
     fmt = detect(path)
     if fmt == "gemma-scope":
         return _gemma(path / GEMMA_FILE if path.is_dir() else path, hookpoint)
@@ -163,9 +165,12 @@ def _hookpoint(path: Path, given: str | None, found: str | None, how: str) -> tu
 
 
 def _gemma_hook(path: Path) -> str | None:
-    parts = [p.name for p in path.resolve().parents] + [path.name]
+    parts = [p.name for p in path.resolve().parents]  # nearest first
     layer = next((int(m.group(1)) for p in parts if (m := re.fullmatch(r"layer_(\d+)", p))), None)
-    site = next((m.group(1) for p in parts if (m := re.search(r"(?:^|[-_])(res|mlp|att)(?:$|[-_])", p))), None)
+    releases = [
+        p for p in parts if "gemma-scope" in p.lower() or "gemmascope" in p.lower()
+    ]  # e.g. gemma-scope-2b-pt-res
+    site = next((m.group(1) for p in releases if (m := re.search(r"-(res|mlp|att)(?:$|[-_])", p))), None)
     if layer is None or site is None:
         return None
     if site == "att":
@@ -189,7 +194,10 @@ def _gemma(path: Path, hookpoint: str | None) -> dict[str, Any]:
         _shape(w[key], (d_sae,), key, path)
     _shape(w["b_dec"], (d_in,), "b_dec", path)
     hook_name, ours = _hookpoint(path, hookpoint, _gemma_hook(path), "layer_L under a …-res or …-mlp release")
+    parts = [p.name for p in path.resolve().parents][:2][::-1]  # e.g. width_16k/average_l0_82
+    name = "-".join(p for p in parts if re.fullmatch(r"width_\w+|average_l0_\d+", p)) or path.stem
     return dict(
+        name=f"gemma-scope-{name}",
         source="gemma-scope",
         architecture="jumprelu",
         activation="jumprelu",
@@ -240,7 +248,9 @@ def _qwen(path: Path, hookpoint: str | None, k: int | None, tensors: dict[str, A
         )
     import torch
 
+    release = next((p.name for p in path.resolve().parents if "L0_" in p.name), None)
     return dict(
+        name=release or path.name.removesuffix(QWEN_SUFFIX),
         source="qwen-scope",
         architecture="topk",
         activation="topk",
@@ -267,6 +277,7 @@ def _goodfire(path: Path, w: dict[str, Any], hookpoint: str | None) -> dict[str,
     found = f"blocks.{m.group(1)}.hook_resid_post" if m else None
     hook_name, ours = _hookpoint(path, hookpoint, found, "…-lN.pth")
     return dict(
+        name=path.stem,
         source="goodfire",
         architecture="standard",
         activation="relu",

@@ -79,6 +79,8 @@ def simulation_result(
     )
     if details is None:
         details = {"method": sim.method}
+    # the per-window predictions, so exports (neuron-explainer's sequences) can show them
+    details = {**details, "predictions": [[round(float(p), 4) for p in w] for w in predictions]}
     return ScoreResult(
         s.value,
         s.ci_low,

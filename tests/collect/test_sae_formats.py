@@ -88,6 +88,7 @@ def test_gemma_scope_npz_equals_saelens_and_reads_the_hookpoint_from_the_path(tm
     npz = write_gemma(tmp_path / "gemma-scope-2b-pt-res" / "layer_1" / "width_16k" / "average_l0_20")
     ours = load_sae(npz.parent)  # the folder, or the file itself
     assert load_sae(npz).fingerprint == ours.fingerprint
+    assert ours.name == "gemma-scope-width_16k-average_l0_20"
     assert (ours.source, ours.architecture, ours.hook_name, ours.hookpoint) == (
         "gemma-scope",
         "jumprelu",
@@ -115,7 +116,7 @@ def test_gemma_scope_npz_equals_saelens_and_reads_the_hookpoint_from_the_path(tm
 def test_gemma_scope_mlp_release_lowercase_keys_and_given_hookpoint(tmp_path):
     npz = write_gemma(tmp_path / "gemma-scope-9b-pt-mlp" / "layer_2" / "width_16k" / "average_l0_7", lowercase=True)
     assert load_sae(npz).hookpoint == "layers.2.mlp_out"
-    bare = write_gemma(tmp_path / "downloads" / "sae")
+    bare = write_gemma(tmp_path / "my-mlp-runs" / "layer_3" / "sae")  # no Gemma Scope release folder
     with pytest.raises(SAEError, match="no hookpoint given and none in the path"):
         load_sae(bare)
     assert load_sae(bare, hookpoint="layers.3").hookpoint == "layers.3"
@@ -172,6 +173,7 @@ def test_qwen_scope_folder_of_layers_and_k(tmp_path):
 def test_goodfire_state_dict_equals_saelens(tmp_path, acts, monkeypatch):
     pth = write_goodfire(tmp_path)
     ours = load_sae(pth)
+    assert ours.name == "Llama-3.1-8B-Instruct-SAE-l19"
     assert (ours.source, ours.architecture, ours.hook_name, ours.hookpoint) == (
         "goodfire",
         "standard",
@@ -198,6 +200,25 @@ def test_a_sparsify_folder_of_one_hookpoint_needs_no_hookpoint(tmp_path):
     assert (sae.source, sae.hookpoint) == ("sparsify", "layers.1")
     with pytest.raises(SAEError, match=r"holds one SAE: layers.1; choose one with the hookpoint \(given: 'layers.2'\)"):
         load_sae(tmp_path / "run", hookpoint="layers.2")
+
+
+def test_cli_collects_qwen_scope_features_from_the_file(tiny_model_dir, tmp_path, settings, capsys):
+    import json
+
+    from workers.cli import main
+
+    pt = write_qwen(tmp_path / "SAE-Res-Qwen3-1.7B-Base-W32K-L0_8")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(d.text for d in DOCS))
+    argv = ["collect", "--model", str(tiny_model_dir), "--sae", str(pt), "--corpus", str(corpus)]
+    argv += ["--max-tokens", "200", "--window", "8", "--context", "16", "--quantiles", "4", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_units"] == D_SAE and out["hookpoint"].startswith("layers.1.sae-SAE-Res-Qwen3-1-7B-Base-W32K-L0_8-")
+    _truncate(pt)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "weights_only=True" in err and "Traceback" not in err
 
 
 def test_collect_over_gemma_scope_features(tiny_model, tmp_path):

@@ -149,3 +149,35 @@ def test_nan_prediction_is_stored_as_failed_score_with_reason(settings):
     assert (
         row.error.startswith("ScoreError: held-out window 0:") and "simulated activations are not finite" in row.error
     )
+
+
+def test_local_simulator_reads_digits_as_neuron_explainer_does(tiny_model_dir):
+    """The local simulator's expected values equal neuron-explainer's reading of the full
+    next-token distribution (every vocabulary entry as a "top logprob"), on the tiny model."""
+    import torch
+
+    from explainer.collect.models import load_model
+    from explainer.llm.prompts import load_template
+    from explainer.score.logits import LogitSimulator
+    from store.records import Window
+
+    sim = LogitSimulator(load_template("simulate"), model_path=str(tiny_model_dir))
+    windows = [
+        Window("w0", "top", "heldout", "d", "docs", ("The", " cat", " sat", " 10"), (0.0, 2.0, 0.5, 1.0)),
+        Window("w1", "random", "heldout", "d", "code", ("def", " f", "(x)"), (1.0, 0.0, 3.0)),
+    ]
+    ours = sim.simulate("cats and animals", windows)
+    lm = load_model(str(tiny_model_dir))
+    tok = lm.tokenizer
+    vocab = [tok.decode([i]) for i in range(lm.model.config.vocab_size)]
+    for w, got in zip(windows, ours):
+        ids, reads = sim.build_inputs("cats and animals", w, tok)
+        with torch.no_grad():
+            logprobs = lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+        for r, value in zip(reads, got):
+            row = logprobs[r].tolist()
+            top = {}
+            for i, s in enumerate(vocab):  # the whole vocabulary, as an API's top logprobs would list it
+                top.setdefault(s, row[i])
+            _, theirs = compute_predicted_activation_stats_for_token(top)
+            assert value == pytest.approx(float(theirs), abs=1e-5)
