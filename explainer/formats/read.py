@@ -151,19 +151,16 @@ def _delphi_score(f: Path) -> float | None:
     rows = _load_json(f, f.read_text(encoding="utf-8"))
     if not isinstance(rows, list):
         raise InputError(f"{f}: a delphi score file holds a JSON list, got {type(rows).__name__}")
-    finals = [_finite(r.get("final_score")) for r in rows if isinstance(r, dict) and "final_score" in r]
-    if finals:
-        ok = [x for x in finals if x is not None]
-        return sum(ok) / len(ok) if ok else None
     judged = [r for r in rows if isinstance(r, dict) and r.get("prediction") is not None and "activating" in r]
-    pos = [r for r in judged if r["activating"]]
-    neg = [r for r in judged if not r["activating"]]
-    if not pos and not neg:
-        return None
-    hit = lambda r: float(r["prediction"]) >= 0.5  # noqa: E731  (bool or probability)
-    tpr = sum(hit(r) for r in pos) / len(pos) if pos else 0.0
-    tnr = sum(not hit(r) for r in neg) / len(neg) if neg else 0.0
-    return (tpr + tnr) / 2
+    if judged:  # delphi's balanced accuracy of its calls (prediction >= 0.5 against activating)
+        pos = [r for r in judged if r["activating"]]
+        neg = [r for r in judged if not r["activating"]]
+        hit = lambda r: float(r["prediction"]) >= 0.5  # noqa: E731  (bool or probability)
+        tpr = sum(hit(r) for r in pos) / len(pos) if pos else 0.0
+        tnr = sum(not hit(r) for r in neg) / len(neg) if neg else 0.0
+        return (tpr + tnr) / 2
+    finals = [x for r in rows if isinstance(r, dict) and (x := _finite(r.get("final_score"))) is not None]
+    return sum(finals) / len(finals) if finals else None
 
 
 def read_delphi(path: Path) -> list[PortableExplanation]:
