@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.collect.collector import CollectConfig
-from explainer.errors import ConfigError, ExplainerError, InputError
+from explainer.errors import ConfigError, InputError
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.pipeline.backend import LabelBackend
 from explainer.settings import DEFAULT_MODEL, Settings, load_settings
@@ -310,12 +310,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from explainer.report.model import FORMATS
-    from explainer.report.render import write_report
+    from explainer.report.render import output_format, write_report
     from explainer.report.select import select_report
 
-    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "")
-    fmt = fmt if fmt in FORMATS else "html"
+    fmt = output_format(args.output, args.format)
     filters = {
         "model": args.model,
         "layer": args.layer,
@@ -592,22 +590,22 @@ def _backend(args: argparse.Namespace) -> LabelBackend:
 
 def main(argv: list[str] | None = None, backend: LabelBackend | None = None) -> int:
     """Run one command. ``backend`` runs labeling chains and remote collections (the ``explainer``
-    command passes Celery's, :class:`workers.backend.CeleryBackend`)."""
+    command passes Celery's, :class:`workers.backend.CeleryBackend`). No exception escapes: see
+    :mod:`explainer.cli.guard`."""
+    from explainer.cli.guard import run_guarded
+
+    return run_guarded(lambda: _main(argv, backend))
+
+
+def _main(argv: list[str] | None, backend: LabelBackend | None) -> int:
     args = build_parser().parse_args(argv)
     args.backend = backend
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    try:
-        settings = load_settings()
-        configure_limits(settings)
-        result = args.func(settings, args)
-    except ExplainerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    settings = load_settings()
+    configure_limits(settings)
+    result = args.func(settings, args)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

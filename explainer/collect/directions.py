@@ -123,6 +123,8 @@ def _names(path: Path, meta: dict[str, str], n: int) -> list[str]:
         names = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SAEError(f"{path}: names are not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise SAEError(f"{path}: names are nested too deeply to be a list of names") from exc
     if not isinstance(names, list) or len(names) != n or not all(isinstance(s, str) for s in names):
         raise SAEError(f"{path}: names must be a JSON list of {n} strings")
     return names

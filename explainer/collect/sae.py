@@ -173,6 +173,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SAEError(f"{path}: cannot read the SAE config: {exc}") from exc
+    except RecursionError as exc:
+        raise SAEError(f"{path}: the SAE config is nested too deeply to be an SAE config") from exc
     if not isinstance(cfg, dict):
         raise SAEError(f"{path}: the SAE config is not a JSON object")
     return cfg

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from explainer.collect.budget import check_budget
 from explainer.collect.collector import (
     CollectConfig,
     Collector,
@@ -101,6 +102,8 @@ def collect_stage(
         return cid
     lm = load_model(model, settings.device)
     hp = resolve_hookpoint(lm.model, hookpoint)
+    units = encoder.width if encoder is not None else hp.width
+    check_budget(cfg, units, getattr(lm.model, "config", None), str(lm.device))  # before anything is allocated
     collector = Collector(lm, hp, seqs, cfg, encoder)
     store.start_collection(
         cid,
