@@ -1,6 +1,7 @@
 """The CLI's last line of defence: whatever a command raises, the user sees one line and an exit code.
 
-- a project error (:class:`explainer.errors.ExplainerError`): ``error: MESSAGE``, exit 2;
+- a project error (:class:`explainer.errors.ExplainerError`): ``error: MESSAGE``, exit 2 (every
+  message on one line, control characters escaped);
 - input nested too deeply to read (``RecursionError``), memory exhausted (``MemoryError``), a file
   the system refuses (``OSError``): one line naming what happened, exit 2;
 - anything else: ``error: unexpected TYPE: MESSAGE`` on one line, exit 2 (``--verbose`` logs the
@@ -24,14 +25,17 @@ log = logging.getLogger("explainer.cli")
 ERROR_EXIT = 2
 
 
-def one_line(text: object, limit: int = 500) -> str:
-    """``text`` on one line (newlines folded), at most ``limit`` characters."""
+def one_line(text: object, limit: int = 2000) -> str:
+    """``text`` on one line: whitespace runs folded to a space, other control characters (which a
+    user's argument may carry into a message: terminal escapes, separators) shown escaped, at most
+    ``limit`` characters."""
     s = " ".join(str(text).split())
+    s = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
     return ERROR_EXIT
 
 
