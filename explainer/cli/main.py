@@ -86,10 +86,20 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _collect_config(args: argparse.Namespace) -> CollectConfig:
-    if args.max_tokens <= 0 or args.window < 4 or args.top_k < 2:
-        raise InputError("--max-tokens must be > 0, --window >= 4 and --top-k >= 2")
-    if args.context < args.window or args.quantiles < 0 or args.random < 0:
-        raise InputError("--context must be >= --window, --quantiles and --random >= 0")
+    wrong = [
+        f"{flag} must be {rule} (got {value})"
+        for flag, value, ok, rule in (
+            ("--max-tokens", args.max_tokens, args.max_tokens > 0, "> 0"),
+            ("--window", args.window, args.window >= 4, ">= 4"),
+            ("--top-k", args.top_k, args.top_k >= 2, ">= 2"),
+            ("--context", args.context, args.context >= args.window, f">= --window ({args.window})"),
+            ("--quantiles", args.quantiles, args.quantiles >= 0, ">= 0"),
+            ("--random", args.random, args.random >= 0, ">= 0"),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise InputError("; ".join(wrong))
     return CollectConfig(
         window=args.window,
         top_k=args.top_k,
@@ -334,7 +344,8 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     )
     out = Path(args.output) if args.output else settings.data_dir / f"report.{fmt}"
     write_report(entries, out, fmt, meta)
-    return {"path": str(out), "units": len(entries), "format": fmt, **({"note": meta.note} if meta.note else {})}
+    note = f"{meta.note} ({settings.describe_store()})" if meta.note and not entries else meta.note
+    return {"path": str(out), "units": len(entries), "format": fmt, **({"note": note} if note else {})}
 
 
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -355,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain what units inside a language model do, score the explanations, search and report them.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -492,7 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_calibrate)
+    for p in sub.choices.values():  # also after the command: explainer search "..." --data-dir DIR
+        p.add_argument("--data-dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP)
     return parser
+
+
+DATA_DIR_HELP = "where the embedded store lives (default: $EXPLAINER_DATA_DIR, else the platform's user data folder)"
 
 
 def _ci(ci: Any) -> str:
@@ -502,10 +519,10 @@ def _ci(ci: Any) -> str:
     return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
 
-def _print_human(command: str, result: Any) -> None:
+def _print_human(command: str, result: Any, settings: Settings | None = None) -> None:
     if command == "search":
         if not result:
-            print("no hits")
+            print("no hits" + (f" in {settings.describe_store()}" if settings else ""))
         for h in result:
             s = h["score"]
             score = f"{s['value']:+.3f} {_ci(s['ci95'])}" if s else "unscored"
@@ -541,7 +558,7 @@ def _print_human(command: str, result: Any) -> None:
             print(f"  task error {uid}: {err}")
     elif command == "runs" and isinstance(result, list):
         if not result:
-            print("no runs")
+            print("no runs" + (f" in {settings.describe_store()}" if settings else ""))
         for r in result:
             print(
                 f"{r['id'][:12]}  {r['status']:10s} {r['done']:>7d} done {r['failed']:>6d} failed {r['pending']:>7d} pending"
@@ -603,13 +620,13 @@ def _main(argv: list[str] | None, backend: LabelBackend | None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    settings = load_settings()
+    settings = load_settings(data_dir=args.data_dir)
     configure_limits(settings)
     result = args.func(settings, args)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        _print_human(args.command, result)
+        _print_human(args.command, result, settings)
     if args.command == "check" and not result["in_sync"]:
         return 1  # differences found (2 stays for errors)
     return 0

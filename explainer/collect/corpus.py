@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from explainer.collect.paths import is_symlink_loop, loops_under
 from explainer.errors import CorpusError
 from store.records import Document
 
@@ -311,10 +312,16 @@ def _iter_jsonl(path: Path, rel: str, default_domain: str | None) -> Iterator[Do
 def _corpus_files(path: Path) -> list[tuple[Path, str]]:
     """The corpus files under ``path`` with their names relative to it; bad paths fail here."""
     if not path.exists():
+        if is_symlink_loop(path):
+            raise CorpusError(f"corpus path {path} is a symlink loop")
         raise CorpusError(f"corpus path does not exist: {path}")
     if path.is_dir():
+        entries = list(path.rglob("*"))
+        loops = loops_under(path, entries)
+        if loops:
+            raise CorpusError(f"corpus directory {path}: symlink loop at {', '.join(loops[:5])}")
         files = sorted(
-            (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in USER_SUFFIXES),
+            (p for p in entries if p.is_file() and p.suffix.lower() in USER_SUFFIXES),
             key=lambda p: p.relative_to(path).as_posix(),
         )
         if not files:

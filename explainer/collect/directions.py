@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.collect.hooks import Hookpoint, from_transformer_lens
+from explainer.collect.paths import missing_reason
 from explainer.errors import HookpointError, SAEError
 
 
@@ -66,7 +67,9 @@ def load_directions(path: str | Path, name: str | None = None) -> Directions:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise SAEError(f"directions file {path} does not exist")
+        if path.is_dir():
+            raise SAEError(f"directions file {path} is a folder: give a .safetensors or .npy file")
+        raise SAEError(f"directions file {path} {missing_reason(path)}")
     meta: dict[str, str] = {}
     try:
         if path.suffix == ".safetensors":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.collect.hooks import Hookpoint, from_sparsify, from_transformer_lens
+from explainer.collect.paths import is_symlink_loop, loops_under
 from explainer.errors import HookpointError, SAEError
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -353,18 +354,28 @@ def load_sae(path: str | Path, hookpoint: str | None = None, name: str | None = 
     with one subfolder per hookpoint (pick one with ``hookpoint``: its folder name or our name)."""
     path = Path(path).expanduser()
     if not path.is_dir():
+        if is_symlink_loop(path):
+            raise SAEError(f"SAE path {path} is a symlink loop")
         raise SAEError(
             f"SAE path {path} is not a folder (expected cfg.json + sae_weights.safetensors or sae.safetensors)"
         )
     if not (path / CFG).is_file():
-        subs = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / CFG).is_file())
+        entries = list(path.iterdir())
+        loops = loops_under(path, entries)
+        if loops:
+            raise SAEError(f"SAE folder {path}: symlink loop at {', '.join(loops[:5])}")
+        subs = sorted(p.name for p in entries if p.is_dir() and (p / CFG).is_file())
         if not subs:
             raise SAEError(f"{path}: no {CFG} here or in any subfolder")
-        pick = [s for s in subs if hookpoint in (s, _our_name(path / s))] if hookpoint else []
-        if len(pick) != 1:
+        if len(subs) == 1:
+            pick = subs  # one SAE: load it (a requested hookpoint is checked below)
+        elif hookpoint:
+            pick = [s for s in subs if hookpoint in (s, _our_name(path / s))]
+            if len(pick) != 1:
+                raise SAEError(f"none of the SAEs in {path} ({', '.join(subs)}) reads the hookpoint {hookpoint!r}")
+        else:
             raise SAEError(
-                f"{path} holds several SAEs: {', '.join(subs)}; choose one with the hookpoint "
-                f"(given: {hookpoint!r}) or give its folder"
+                f"{path} holds several SAEs: {', '.join(subs)}; choose one with --hookpoint or give its folder"
             )
         path = path / pick[0]
     label = name or path.name

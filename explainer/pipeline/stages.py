@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 
 
 def normalize_hookpoint(layer: int | None, hookpoint: str | None) -> str:
+    """The hookpoint ``--layer`` / ``--hookpoint`` name (``--layer L`` is ``layers.L.mlp``; default
+    layer 15). Both at once must name the same hookpoint: one is never silently preferred."""
+    from explainer.errors import HookpointError
+
+    if hookpoint and layer is not None and hookpoint != f"layers.{layer}.mlp":
+        raise HookpointError(
+            f"--layer {layer} (layers.{layer}.mlp) and --hookpoint {hookpoint} name different hookpoints: give one"
+        )
     if hookpoint:
         return hookpoint
     return f"layers.{15 if layer is None else layer}.mlp"

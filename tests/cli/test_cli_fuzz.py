@@ -105,8 +105,8 @@ def _value(name: str, action: argparse.Action, paths: dict) -> st.SearchStrategy
 def _argv(draw, command: str, sub: argparse.ArgumentParser, paths: dict) -> list[str]:
     argv = [command]
     for action in sub._actions:
-        if isinstance(action, argparse._HelpAction) or action.dest in ("json",):
-            continue
+        if isinstance(action, argparse._HelpAction) or action.dest in ("json", "data_dir"):
+            continue  # --data-dir would scatter stores over the disk; the deployment fixture sets it
         name = action.option_strings[-1] if action.option_strings else None
         if name is None:  # positional
             if action.nargs == "?" and draw(st.booleans()):
