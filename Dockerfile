@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 \
-    TOKENIZERS_PARALLELISM=false
+    TOKENIZERS_PARALLELISM=false \
+    EXPLAINER_DATA_DIR=/app/data
 
 # torch first, from the CPU wheel index (an unpinned index pulls a CUDA build); its own layer.
 # The GPU collect worker of compose.yaml builds with a CUDA index instead (TORCH_INDEX_URL).

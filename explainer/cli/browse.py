@@ -89,10 +89,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def print_runs(result: Any) -> None:
+def print_runs(result: Any, settings: Settings | None = None) -> None:
     if isinstance(result, list):
         if not result:
-            print("no runs")
+            print("no runs" + (f" in {settings.describe_store()}" if settings else ""))
         for r in result:
             print(
                 f"{r['id'][:12]}  {r['status']:10s} {r['done']:>7d} done {r['failed']:>6d} failed {r['pending']:>7d} pending"
@@ -113,9 +113,9 @@ def print_runs(result: Any) -> None:
             print(f"  failed {f['unit_id']} ({f['stage']}): {f['reason']}")
 
 
-def print_search(result: Any) -> None:
+def print_search(result: Any, settings: Settings | None = None) -> None:
     if not result:
-        print("no hits")
+        print("no hits" + (f" in {settings.describe_store()}" if settings else ""))
     for h in result:
         s = h["score"]
         score = f"{s['value']:+.3f} {ci(s['ci95'])}" if s else "unscored"
@@ -126,7 +126,7 @@ def print_search(result: Any) -> None:
             print(f"    e.g. {h['top_example'][:160]}")
 
 
-def print_check(result: Any) -> None:
+def print_check(result: Any, settings: Settings | None = None) -> None:
     print("in sync" if result["in_sync"] else "OUT OF SYNC")
     print(
         f"  sql explanations {result['sql_explanations']}, vector entries {result['vector_entries']}, "
@@ -138,7 +138,7 @@ def print_check(result: Any) -> None:
                 print(f"  {part} {kind}: {d['count']}  e.g. {', '.join(d['ids'][:5])}")
 
 
-def print_show(result: Any) -> None:
+def print_show(result: Any, settings: Settings | None = None) -> None:
     s = result["score"]
     print(f"{result['unit_id']}  [{result['status']}]  {result['explanation'] or result['error'] or ''}")
     print(f"  score: {json.dumps(s)}\n  stats: {json.dumps(result['stats'])}  prompt: {result['prompt']}")

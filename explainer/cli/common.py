@@ -7,6 +7,7 @@ from typing import Any
 
 from explainer.errors import ConfigError
 from explainer.pipeline.backend import LabelBackend
+from explainer.settings import Settings
 
 
 def ci(ci: Any) -> str:
@@ -24,7 +25,7 @@ def backend_of(args: argparse.Namespace) -> LabelBackend:
     return args.backend
 
 
-def print_fields(result: Any) -> None:
+def print_fields(result: Any, settings: Settings | None = None) -> None:
     """The default human output: one ``key: value`` line per field."""
     for k, v in result.items():
         print(f"{k}: {v}")

@@ -81,10 +81,20 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _collect_config(args: argparse.Namespace) -> CollectConfig:
-    if args.max_tokens <= 0 or args.window < 4 or args.top_k < 2:
-        raise InputError("--max-tokens must be > 0, --window >= 4 and --top-k >= 2")
-    if args.context < args.window or args.quantiles < 0 or args.random < 0:
-        raise InputError("--context must be >= --window, --quantiles and --random >= 0")
+    wrong = [
+        f"{flag} must be {rule} (got {value})"
+        for flag, value, ok, rule in (
+            ("--max-tokens", args.max_tokens, args.max_tokens > 0, "> 0"),
+            ("--window", args.window, args.window >= 4, ">= 4"),
+            ("--top-k", args.top_k, args.top_k >= 2, ">= 2"),
+            ("--context", args.context, args.context >= args.window, f">= --window ({args.window})"),
+            ("--quantiles", args.quantiles, args.quantiles >= 0, ">= 0"),
+            ("--random", args.random, args.random >= 0, ">= 0"),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise InputError("; ".join(wrong))
     return CollectConfig(
         window=args.window,
         top_k=args.top_k,
@@ -229,7 +239,7 @@ def _units_arg(value: str) -> int | str:
     return n
 
 
-def print_label(result: Any) -> None:
+def print_label(result: Any, settings: Settings | None = None) -> None:
     r = result["run"]
     print(
         f"run {result['run_id'][:12]}: {r['done']} done, {r['failed']} failed, {r['pending']} pending of "

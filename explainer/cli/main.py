@@ -12,7 +12,6 @@ import sys
 
 from explainer.cli import browse, formats, labeling, reports, steer
 from explainer.cli.common import print_fields
-from explainer.errors import ExplainerError
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.pipeline.backend import LabelBackend
 from explainer.settings import load_settings
@@ -24,34 +23,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain what units inside a language model do, score the explanations, search and report them.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (labeling, browse, reports, formats, steer):
         module.register(sub)
+    for p in sub.choices.values():  # also after the command: explainer search "..." --data-dir DIR
+        p.add_argument("--data-dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP)
     return parser
+
+
+DATA_DIR_HELP = "where the embedded store lives (default: $EXPLAINER_DATA_DIR, else the platform's user data folder)"
 
 
 def main(argv: list[str] | None = None, backend: LabelBackend | None = None) -> int:
     """Run one command. ``backend`` runs labeling chains and remote collections (the ``explainer``
-    command passes Celery's, :class:`workers.backend.CeleryBackend`)."""
+    command passes Celery's, :class:`workers.backend.CeleryBackend`). No exception escapes: see
+    :mod:`explainer.cli.guard`."""
+    from explainer.cli.guard import run_guarded
+
+    return run_guarded(lambda: _main(argv, backend))
+
+
+def _main(argv: list[str] | None, backend: LabelBackend | None) -> int:
     args = build_parser().parse_args(argv)
     args.backend = backend
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    try:
-        settings = load_settings()
-        configure_limits(settings)
-        result = args.func(settings, args)
-    except ExplainerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    settings = load_settings(data_dir=args.data_dir)
+    configure_limits(settings)
+    result = args.func(settings, args)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        getattr(args, "show", print_fields)(result)
+        getattr(args, "show", print_fields)(result, settings)
     if args.command == "check" and not result["in_sync"]:
         return 1  # differences found (2 stays for errors)
     return 0

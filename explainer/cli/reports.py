@@ -14,12 +14,10 @@ from store.keyword import SOURCES
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from explainer.report.model import FORMATS
-    from explainer.report.render import write_report
+    from explainer.report.render import output_format, write_report
     from explainer.report.select import select_report
 
-    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "")
-    fmt = fmt if fmt in FORMATS else "html"
+    fmt = output_format(args.output, args.format)
     filters = {
         "model": args.model,
         "layer": args.layer,
@@ -40,7 +38,8 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     )
     out = Path(args.output) if args.output else settings.data_dir / f"report.{fmt}"
     write_report(entries, out, fmt, meta)
-    return {"path": str(out), "units": len(entries), "format": fmt, **({"note": meta.note} if meta.note else {})}
+    note = f"{meta.note} ({settings.describe_store()})" if meta.note and not entries else meta.note
+    return {"path": str(out), "units": len(entries), "format": fmt, **({"note": note} if note else {})}
 
 
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -55,7 +54,7 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any
     return calibrate(settings, args.units, opts, progress=not args.json)
 
 
-def print_calibrate(result: Any) -> None:
+def print_calibrate(result: Any, settings: Settings | None = None) -> None:
     print(f"workflow domain {result['domain']} ({result['corpus']}):")
     for r in result["results"]:
         score = f"{r['value']:+.3f} {ci(r['ci95'])}" if r["status"] == "ok" else f"failed: {r['error']}"

@@ -49,7 +49,7 @@ def cmd_steer(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def print_steer(r: dict[str, Any]) -> None:
+def print_steer(r: dict[str, Any], settings: Settings | None = None) -> None:
     strength = f"{r['mode']} {r['strength']:g}" if r["strength"] is not None else f"ablate to {r.get('ablate_to')}"
     found = (
         f" (found by bisection to KL {r['target_kl']:g}, {r['bisection_steps']} steps)" if r["bisection_steps"] else ""

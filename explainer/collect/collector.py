@@ -25,6 +25,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -115,16 +116,31 @@ class Sequence:
     token_ids: tuple[int, ...]
 
 
-def make_sequences(docs: list[Document], tokenizer: Any, cfg: CollectConfig) -> list[Sequence]:
+TOKENIZE_CHARS = 1 << 16
+"""Characters tokenised per call: a long document is tokenised only as far as ``max_tokens`` needs."""
+
+
+def make_sequences(docs: Iterable[Document], tokenizer: Any, cfg: CollectConfig) -> list[Sequence]:
     """Tokenize documents and cut them into sequences of at most ``cfg.context`` tokens (tails
-    shorter than ``max(4, window // 4)`` are dropped), up to ``cfg.max_tokens`` tokens."""
+    shorter than ``max(4, window // 4)`` are dropped), up to ``cfg.max_tokens`` tokens. ``docs`` is
+    consumed only as far as needed, and a long document is tokenised in pieces of
+    :data:`TOKENIZE_CHARS` cut before a space, so memory and time follow ``max_tokens``, not the corpus."""
+    from explainer.collect.corpus import split_at_space
+
     seqs: list[Sequence] = []
     total = 0
+    shortest = max(4, cfg.window // 4)
     for doc in docs:
-        ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-        for start in range(0, len(ids), cfg.context):
-            chunk = ids[start : start + cfg.context]
-            if len(chunk) < max(4, cfg.window // 4):
+        text = doc.text
+        pending: list[int] = []
+        while text or pending:
+            if text and len(pending) < cfg.context:
+                cut = split_at_space(text, TOKENIZE_CHARS)
+                pending += tokenizer(text[:cut], add_special_tokens=False)["input_ids"]
+                text = text[cut:]
+                continue
+            chunk, pending = pending[: cfg.context], pending[cfg.context :]
+            if len(chunk) < shortest:
                 continue
             seqs.append(Sequence(doc.doc_id, doc.domain, tuple(chunk)))
             total += len(chunk)
@@ -136,6 +152,16 @@ def make_sequences(docs: list[Document], tokenizer: Any, cfg: CollectConfig) -> 
             "(is every document empty or tiny?)"
         )
     return seqs
+
+
+def sequences_fingerprint(seqs: Iterable[Sequence]) -> str:
+    """First 16 hex chars of a sha256 over the sequences collection uses (document id, domain and
+    token ids, in order): the corpus as far as it is used, so text past ``max_tokens`` never
+    changes it. With the model in the same key, this names the tokens read."""
+    h = hashlib.sha256()
+    for s in seqs:
+        h.update(f"{s.doc_id}\x1f{s.domain}\x1f{s.token_ids}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def unit_hookpoint(hp: Hookpoint, encoder: Encoder | None) -> str:
@@ -320,7 +346,7 @@ class Collector:
 def collect(
     loaded: Any,
     hookpoint: Hookpoint,
-    docs: list[Document],
+    docs: Iterable[Document],
     cfg: CollectConfig,
     progress: bool = True,
     encoder: Encoder | None = None,

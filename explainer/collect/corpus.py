@@ -9,6 +9,12 @@
 
 :func:`resolve_corpus` picks one from a CLI/config spec and :func:`corpus_fingerprint`
 gives a short, stable hash for caching. Every deliberate failure is a :class:`CorpusError`.
+
+:func:`stream_corpus` is what collection uses: the same documents, read lazily, so that a corpus
+far larger than ``--max-tokens`` needs costs no more memory or time than the part that is used.
+A ``.txt`` file is read in pieces of at most :data:`PIECE_CHARS` characters, cut before a space
+(each piece keeps the file's document id); a ``.jsonl`` file a line at a time. Errors in the
+part of a corpus that is never reached are not reported.
 """
 
 from __future__ import annotations
@@ -20,15 +26,16 @@ import itertools
 import json
 import re
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from explainer.collect.paths import is_symlink_loop, loops_under
 from explainer.errors import CorpusError
 from store.records import Document
 
-__all__ = ["default_corpus", "load_corpus", "corpus_fingerprint", "resolve_corpus"]
+__all__ = ["default_corpus", "load_corpus", "corpus_fingerprint", "resolve_corpus", "stream_corpus", "split_at_space"]
 
 T = TypeVar("T")
 
@@ -61,6 +68,9 @@ CODE_CHUNK_CHARS = 3000
 DOCS_CHUNK_CHARS = 1500
 LEGAL_CHUNK_CHARS = 3000
 USER_SUFFIXES = (".txt", ".jsonl")
+PIECE_CHARS = 1 << 18
+"""Largest piece of a ``.txt`` file held in memory at once while streaming."""
+READ_BYTES = 1 << 16
 
 # Preferred cut points, best first: before a top-level def/class/decorator, before any
 # unindented line after a blank line, after any blank line, after any newline.
@@ -222,72 +232,143 @@ def default_corpus(max_chars_per_domain: int = 60_000) -> list[Document]:
     return result
 
 
-def _decode(path: Path) -> str:
+def split_at_space(text: str, limit: int) -> int:
+    """Where to cut ``text`` so that the first part has at most ``limit`` chars: before the last
+    whitespace in it (a word keeps its leading space, as byte-level BPE tokenizers split), else
+    at ``limit``; ``len(text)`` when it fits."""
+    if len(text) <= limit:
+        return len(text)
+    cut = max(text.rfind(" ", 1, limit + 1), text.rfind("\n", 1, limit + 1), text.rfind("\t", 1, limit + 1))
+    return cut if cut > 0 else limit
+
+
+def _read_decoded(path: Path) -> Iterator[str]:
+    """The file's text in blocks (UTF-8, a BOM dropped); an undecodable byte names its offset."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0
     try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path}: not valid UTF-8 (undecodable byte at offset {exc.start})") from exc
+        with open(path, "rb") as f:
+            while True:
+                raw = f.read(READ_BYTES)
+                held = len(decoder.getstate()[0])  # bytes of a character cut by the previous block
+                try:
+                    text = decoder.decode(raw, final=not raw)
+                except UnicodeDecodeError as exc:
+                    at = offset - held + exc.start
+                    raise CorpusError(f"{path}: not valid UTF-8 (undecodable byte at offset {at})") from exc
+                offset += len(raw)
+                if text:
+                    yield text
+                if not raw:
+                    return
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read corpus file: {exc}") from exc
 
 
-def _load_file(path: Path, rel: str, default_domain: str | None) -> list[Document]:
-    text = _decode(path)
-    if path.suffix.lower() == ".txt":
-        return [Document(rel, default_domain or path.stem, text)] if text.strip() else []
-    docs = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise CorpusError(f"{where}: expected a JSON object with a string 'text' field")
-        domain = obj.get("domain", default_domain or "default")
-        doc_id = obj.get("id", f"{rel}#{lineno}")
-        if not isinstance(domain, str) or not domain:
-            raise CorpusError(f"{where}: 'domain' must be a non-empty string")
-        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-            raise CorpusError(f"{where}: 'id' must be a string or an integer")
-        if obj["text"].strip():
-            docs.append(Document(str(doc_id), domain, obj["text"]))
-    return docs
+def _iter_txt(path: Path, rel: str, domain: str) -> Iterator[Document]:
+    buf = ""
+    for block in _read_decoded(path):
+        buf += block
+        while len(buf) > PIECE_CHARS:
+            cut = split_at_space(buf, PIECE_CHARS)
+            if buf[:cut].strip():
+                yield Document(rel, domain, buf[:cut])
+            buf = buf[cut:]
+    if buf.strip():
+        yield Document(rel, domain, buf)
 
 
-def load_corpus(path: str | Path, default_domain: str | None = None) -> list[Document]:
-    """Load a user corpus from a ``.txt``/``.jsonl`` file or a directory of them."""
-    path = Path(path)
+def _iter_jsonl(path: Path, rel: str, default_domain: str | None) -> Iterator[Document]:
+    offset = 0
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, also when the reader stops early
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read corpus file: {exc}") from exc
+    with f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{path}: not valid UTF-8 (undecodable byte at offset {offset + exc.start})") from exc
+            offset += len(raw)
+            if not line.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from exc
+            except RecursionError as exc:
+                raise CorpusError(f"{where}: JSON nested too deeply") from exc
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise CorpusError(f"{where}: expected a JSON object with a string 'text' field")
+            domain = obj.get("domain", default_domain or "default")
+            doc_id = obj.get("id", f"{rel}#{lineno}")
+            if not isinstance(domain, str) or not domain:
+                raise CorpusError(f"{where}: 'domain' must be a non-empty string")
+            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+                raise CorpusError(f"{where}: 'id' must be a string or an integer")
+            if obj["text"].strip():
+                yield Document(str(doc_id), domain, obj["text"])
+
+
+def _corpus_files(path: Path) -> list[tuple[Path, str]]:
+    """The corpus files under ``path`` with their names relative to it; bad paths fail here."""
     if not path.exists():
+        if is_symlink_loop(path):
+            raise CorpusError(f"corpus path {path} is a symlink loop")
         raise CorpusError(f"corpus path does not exist: {path}")
     if path.is_dir():
+        entries = list(path.rglob("*"))
+        loops = loops_under(path, entries)
+        if loops:
+            raise CorpusError(f"corpus directory {path}: symlink loop at {', '.join(loops[:5])}")
         files = sorted(
-            (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in USER_SUFFIXES),
+            (p for p in entries if p.is_file() and p.suffix.lower() in USER_SUFFIXES),
             key=lambda p: p.relative_to(path).as_posix(),
         )
         if not files:
             raise CorpusError(f"no .txt or .jsonl files in corpus directory {path}")
-        pairs = [(p, p.relative_to(path).as_posix()) for p in files]
-    elif path.suffix.lower() in USER_SUFFIXES:
-        pairs = [(path, path.name)]
-    else:
-        raise CorpusError(
-            f"unsupported corpus file type {path.suffix or '(none)'!r}: {path}; "
-            "expected a .txt or .jsonl file or a directory"
-        )
-    docs: list[Document] = []
+        return [(p, p.relative_to(path).as_posix()) for p in files]
+    if path.suffix.lower() in USER_SUFFIXES:
+        return [(path, path.name)]
+    raise CorpusError(
+        f"unsupported corpus file type {path.suffix or '(none)'!r}: {path}; expected a .txt or .jsonl file or a directory"
+    )
+
+
+def _iter_corpus(path: Path, pairs: list[tuple[Path, str]], default_domain: str | None) -> Iterator[Document]:
     seen: dict[str, Path] = {}
     for file, rel in pairs:
-        for doc in _load_file(file, rel, default_domain):
-            if doc.doc_id in seen:
-                raise CorpusError(f"{file}: duplicate document id {doc.doc_id!r} (first in {seen[doc.doc_id]})")
-            seen[doc.doc_id] = file
-            docs.append(doc)
-    if not docs:
+        if file.suffix.lower() == ".txt":
+            docs = _iter_txt(file, rel, default_domain or file.stem)
+        else:
+            docs = _iter_jsonl(file, rel, default_domain)
+        first = True
+        for doc in docs:
+            if first or file.suffix.lower() != ".txt":  # later pieces of a .txt keep its id
+                if doc.doc_id in seen:
+                    raise CorpusError(f"{file}: duplicate document id {doc.doc_id!r} (first in {seen[doc.doc_id]})")
+                seen[doc.doc_id] = file
+            first = False
+            yield doc
+    if not seen:
         raise CorpusError(f"corpus is empty: {path} holds no non-blank documents")
-    return docs
+
+
+def iter_corpus(path: str | Path, default_domain: str | None = None) -> Iterator[Document]:
+    """The documents of a user corpus (see :func:`load_corpus`), read lazily; a missing path or an
+    unsupported file type fails at once, errors inside the files when they are reached."""
+    path = Path(path)
+    return _iter_corpus(path, _corpus_files(path), default_domain)
+
+
+def load_corpus(path: str | Path, default_domain: str | None = None) -> list[Document]:
+    """Load a user corpus from a ``.txt``/``.jsonl`` file or a directory of them (a ``.txt`` larger
+    than :data:`PIECE_CHARS` comes as several pieces with the file's id)."""
+    return list(iter_corpus(path, default_domain))
 
 
 def corpus_fingerprint(docs: list[Document]) -> str:
@@ -296,6 +377,14 @@ def corpus_fingerprint(docs: list[Document]) -> str:
     for doc in docs:
         h.update(json.dumps([doc.doc_id, doc.domain, doc.text]).encode() + b"\n")
     return h.hexdigest()[:16]
+
+
+def stream_corpus(spec: str | None, max_chars_per_domain: int = 60_000) -> tuple[str, Iterator[Document]]:
+    """Like :func:`resolve_corpus`, with the documents read lazily (the built-in corpus is small)."""
+    if spec is None or not spec.strip() or spec.strip() == "default":
+        return "default", iter(default_corpus(max_chars_per_domain))
+    path = Path(spec).expanduser()
+    return str(path), iter_corpus(path)
 
 
 def resolve_corpus(spec: str | None, max_chars_per_domain: int = 60_000) -> tuple[str, list[Document]]:

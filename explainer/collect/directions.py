@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.collect.hooks import Hookpoint, from_transformer_lens
+from explainer.collect.paths import missing_reason
 from explainer.errors import HookpointError, SAEError
 
 
@@ -66,7 +67,9 @@ def load_directions(path: str | Path, name: str | None = None) -> Directions:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise SAEError(f"directions file {path} does not exist")
+        if path.is_dir():
+            raise SAEError(f"directions file {path} is a folder: give a .safetensors or .npy file")
+        raise SAEError(f"directions file {path} {missing_reason(path)}")
     meta: dict[str, str] = {}
     try:
         if path.suffix == ".safetensors":
@@ -123,6 +126,8 @@ def _names(path: Path, meta: dict[str, str], n: int) -> list[str]:
         names = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SAEError(f"{path}: names are not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise SAEError(f"{path}: names are nested too deeply to be a list of names") from exc
     if not isinstance(names, list) or len(names) != n or not all(isinstance(s, str) for s in names):
         raise SAEError(f"{path}: names must be a JSON list of {n} strings")
     return names

@@ -78,6 +78,30 @@ def load_model(name_or_path: str, device: str = "cpu") -> LoadedModel:
         return _cache[key]
 
 
+def load_tokenizer(name_or_path: str, device: str = "cpu") -> Any:
+    """The model's tokenizer without its weights (the loaded model's own when it is loaded): what
+    collection needs to read the corpus and name its collection before deciding to run the model."""
+    source = resolve_model(name_or_path)
+    key = (str(source.directory / (source.gguf_file or "")), device)
+    with _lock:
+        if key in _cache:
+            return _cache[key].tokenizer
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    directory, kwargs = source.directory, ({"gguf_file": source.gguf_file} if source.gguf_file else {})
+    cache = _gguf_cache_dir(source) if source.gguf_file else None
+    if cache is not None and (cache / "config.json").is_file():
+        directory, kwargs = cache, {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    except Exception as exc:  # transformers raises many types; translate at the boundary
+        raise ModelLoadError(f"cannot load the tokenizer of {source.name!r} from {directory}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _gguf_cache_dir(source: ModelSource) -> Path:
     """Where the dequantised float32 copy of a GGUF model is kept (keyed by file size and mtime)."""
     gguf = source.directory / (source.gguf_file or "")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.collect.hooks import Hookpoint, from_sparsify, from_transformer_lens
+from explainer.collect.paths import is_symlink_loop, loops_under
 from explainer.errors import HookpointError, SAEError
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -175,6 +176,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SAEError(f"{path}: cannot read the SAE config: {exc}") from exc
+    except RecursionError as exc:
+        raise SAEError(f"{path}: the SAE config is nested too deeply to be an SAE config") from exc
     if not isinstance(cfg, dict):
         raise SAEError(f"{path}: the SAE config is not a JSON object")
     return cfg
@@ -366,22 +369,29 @@ def load_sae(
             raise SAEError(f"SAE {sae.name!r} reads {sae.hook_name} (our {sae.hookpoint}), not {hookpoint!r}")
         return sae
     if not path.is_dir():
+        if is_symlink_loop(path):
+            raise SAEError(f"SAE path {path} is a symlink loop")
         raise SAEError(
             f"SAE path {path} is not a folder (expected cfg.json + sae_weights.safetensors or sae.safetensors) "
             "nor a Gemma Scope .npz, Qwen-Scope .sae.pt or Goodfire .pth file"
         )
     if not (path / CFG).is_file():
-        subs = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / CFG).is_file())
+        entries = list(path.iterdir())
+        loops = loops_under(path, entries)
+        if loops:
+            raise SAEError(f"SAE folder {path}: symlink loop at {', '.join(loops[:5])}")
+        subs = sorted(p.name for p in entries if p.is_dir() and (p / CFG).is_file())
         if not subs:
             raise SAEError(f"{path}: no {CFG} here or in any subfolder")
-        if hookpoint:
+        if len(subs) == 1:
+            pick = subs  # one SAE: load it (a requested hookpoint is checked below)
+        elif hookpoint:
             pick = [s for s in subs if hookpoint in (s, _our_name(path / s))]
+            if len(pick) != 1:
+                raise SAEError(f"none of the SAEs in {path} ({', '.join(subs)}) reads the hookpoint {hookpoint!r}")
         else:
-            pick = subs if len(subs) == 1 else []
-        if len(pick) != 1:
             raise SAEError(
-                f"{path} holds {'several SAEs' if len(subs) > 1 else 'one SAE'}: {', '.join(subs)}; "
-                f"choose one with the hookpoint (given: {hookpoint!r}) or give its folder"
+                f"{path} holds several SAEs: {', '.join(subs)}; choose one with --hookpoint or give its folder"
             )
         path = path / pick[0]
     label = name or path.name

@@ -13,10 +13,17 @@ import logging
 import math
 from typing import Any
 
-from explainer.collect.collector import CollectConfig, Collector, make_sequences, unit_hookpoint
-from explainer.collect.corpus import corpus_fingerprint, resolve_corpus
+from explainer.collect.budget import check_budget
+from explainer.collect.collector import (
+    CollectConfig,
+    Collector,
+    make_sequences,
+    sequences_fingerprint,
+    unit_hookpoint,
+)
+from explainer.collect.corpus import stream_corpus
 from explainer.collect.hooks import resolve_hookpoint
-from explainer.collect.models import load_model, resolve_model
+from explainer.collect.models import load_model, load_tokenizer, resolve_model
 from explainer.errors import ExplainerError, LLMError, ScoreError, TransientLLMError
 from explainer.explain.explainer import explain_unit
 from explainer.llm.chat import ChatClientFactory, make_chat_model
@@ -36,6 +43,14 @@ log = logging.getLogger(__name__)
 
 
 def normalize_hookpoint(layer: int | None, hookpoint: str | None) -> str:
+    """The hookpoint ``--layer`` / ``--hookpoint`` name (``--layer L`` is ``layers.L.mlp``; default
+    layer 15). Both at once must name the same hookpoint: one is never silently preferred."""
+    from explainer.errors import HookpointError
+
+    if hookpoint and layer is not None and hookpoint != f"layers.{layer}.mlp":
+        raise HookpointError(
+            f"--layer {layer} (layers.{layer}.mlp) and --hookpoint {hookpoint} name different hookpoints: give one"
+        )
     if hookpoint:
         return hookpoint
     return f"layers.{15 if layer is None else layer}.mlp"
@@ -77,7 +92,7 @@ def collect_stage(
     from store.records import key_id
 
     source = resolve_model(model)
-    corpus_name, docs = resolve_corpus(corpus)
+    corpus_name, docs = stream_corpus(corpus)
     encoder = load_encoder(sae, directions, hookpoint)
     own = getattr(encoder, "hookpoint", None)
     if own and hookpoint and hookpoint not in (own, getattr(encoder, "hook_name", None)):
@@ -85,22 +100,26 @@ def collect_stage(
     hookpoint = own or hookpoint
     if not hookpoint:
         raise HookpointError("the directions file names no hookpoint: give --hookpoint or --layer")
+    seqs = make_sequences(docs, load_tokenizer(model, settings.device), cfg)  # reads only what is used
+    corpus_fp = sequences_fingerprint(seqs)
     store = get_store(settings)
     extra = [encoder.fingerprint] if encoder is not None else []
-    cid = key_id(source.name, hookpoint, corpus_fingerprint(docs), sorted(cfg.to_dict().items()), *extra)
+    cid = key_id(source.name, hookpoint, corpus_fp, sorted(cfg.to_dict().items()), *extra)
     existing = store.get_collection(cid)
     if existing and existing["status"] == "done":
         log.info("reusing collection %s (%s units)", cid, existing["n_units"])
         return cid
     lm = load_model(model, settings.device)
     hp = resolve_hookpoint(lm.model, hookpoint)
-    collector = Collector(lm, hp, make_sequences(docs, lm.tokenizer, cfg), cfg, encoder)
+    units = encoder.width if encoder is not None else hp.width
+    check_budget(cfg, units, getattr(lm.model, "config", None), str(lm.device))  # before anything is allocated
+    collector = Collector(lm, hp, seqs, cfg, encoder)
     store.start_collection(
         cid,
         lm.name,
         unit_hookpoint(hp, encoder),
         corpus_name,
-        corpus_fingerprint(docs),
+        corpus_fp,
         {
             **cfg.to_dict(),
             **({"units": encoder.describe()} if encoder is not None else {}),

@@ -78,8 +78,32 @@ def write_report(
     entries: list[ReportEntry], path: str | pathlib.Path, fmt_: str, meta: ReportMeta | None = None
 ) -> pathlib.Path:
     """Render and write a report, creating parent directories."""
-    data = render_report(entries, fmt_, meta)
     p = pathlib.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(data)
+    if p.is_dir():
+        raise InputError(f"{p} is a directory: give -o a file name, e.g. {p / ('report.' + fmt_)}")
+    data = render_report(entries, fmt_, meta)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {p}: {exc.strerror or exc}") from exc
     return p
+
+
+def output_format(output: str | None, fmt_: str | None) -> str:
+    """The format of a report written to ``output``: ``fmt_`` when given, else the file's suffix,
+    else ``html``. A suffix that names no format, or another format than ``fmt_``, is refused rather
+    than written under a misleading name (``-o x.docx`` would be HTML)."""
+    suffix = pathlib.Path(output).suffix.lstrip(".").lower() if output else ""
+    aliases = {"htm": "html", "markdown": "md"}
+    suffix = aliases.get(suffix, suffix)
+    if fmt_ is not None and fmt_ not in FORMATS:
+        raise InputError(f"unknown report format {fmt_!r}; choose one of {', '.join(FORMATS)}")
+    if suffix and suffix not in FORMATS:
+        raise InputError(
+            f"-o {output}: reports are written as {', '.join(FORMATS)}; '.{suffix}' is none of them "
+            "(name the file .html, .md, .json or .pdf)"
+        )
+    if fmt_ and suffix and suffix != fmt_:
+        raise InputError(f"-o {output} says .{suffix} but --format says {fmt_}: make them agree")
+    return fmt_ or suffix or "html"

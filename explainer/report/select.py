@@ -7,7 +7,18 @@ from typing import Any
 
 from explainer.report.model import ReportEntry, ReportMeta
 
-__all__ = ["select_report"]
+__all__ = ["select_report", "resolve_run"]
+
+
+def resolve_run(store: Any, run: str) -> str:
+    """The whole labeling run or collection id that ``run`` (an id or a unique prefix of one) names;
+    :class:`LookupError` when none or several do (the message says which)."""
+    found = store.find_run_or_collection(run)
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        raise LookupError(f"unknown run or collection id {run!r}")
+    raise LookupError(f"run or collection id {run!r} is ambiguous ({len(found)} match): give more of it")
 
 
 def select_report(
@@ -49,6 +60,10 @@ def select_report(
                 + "."
             )
     elif run is not None:
+        try:
+            run = resolve_run(store, run)
+        except LookupError as exc:
+            raise InputError(str(exc)) from exc
         found = store.report_selection(run)
         if found is None:
             raise InputError(f"unknown run or collection id {run!r}")

@@ -1,0 +1,30 @@
+"""A NUL byte anywhere in a path or a query parameter is bad input (422), never a database error
+(PostgreSQL refuses NUL in text and answered 500)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from explainer.api.app import ApiConfig, create_app
+
+KEYS = ApiConfig(read_keys=("read-key-1",), write_keys=("write-key-1",))
+R = {"X-API-Key": "read-key-1"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/units/tiny%00/layers.1.mlp/0",
+        "/api/v1/units/tiny/layers.1.mlp/0?collection_id=%00",
+        "/api/v1/search?q=a%00b",
+        "/api/v1/reports?unit_id=tiny/layers.1.mlp/0%00",
+        "/api/v1/runs/ab%00",
+    ],
+)
+def test_nul_bytes_are_422(settings, path):
+    with TestClient(create_app(settings, KEYS)) as client:
+        resp = client.get(path, headers=R)
+    assert resp.status_code == 422, resp.text
+    body = resp.json()["error"]
+    assert body["code"] == "validation_error" and "NUL" in body["message"]
