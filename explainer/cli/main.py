@@ -307,6 +307,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         for w in entry.record.windows
     ]
     out["explainer_model"], out["prompt"] = entry.explainer_model, entry.prompt
+    if args.output_side:
+        from explainer.intervene.service import output_side
+
+        out["output_side"] = output_side(settings, args.unit_id)
     return out
 
 
@@ -452,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="show one unit: statistics, explanation, scores, windows")
     p.add_argument("unit_id")
+    p.add_argument(
+        "--output-side", action="store_true", help="also the tokens it promotes and suppresses (loads the model)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
@@ -579,6 +586,8 @@ def _print_human(command: str, result: Any) -> None:
             print(
                 f"  {w['id']:10s} {w['split']:8s} max={w['max']:.2f} {w['domain']:6s} {' '.join(w['text'].split())[:100]}"
             )
+        for side in ("promoted", "suppressed") if result.get("output_side") else ():
+            print(f"  {side}: " + ", ".join(repr(t["token"]) for t in result["output_side"][side]))
     else:
         for k, v in result.items():
             print(f"{k}: {v}")
