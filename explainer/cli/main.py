@@ -255,7 +255,12 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> list[dict[str, A
     from explainer.search.hybrid import SearchFilters, search
 
     filters = SearchFilters(
-        model=args.model, layer=args.layer, source=args.source, min_score=args.min_score, domain=args.domain
+        model=args.model,
+        layer=args.layer,
+        source=args.source,
+        min_score=args.min_score,
+        domain=args.domain,
+        min_intervention=args.min_intervention,
     )
     return search(settings, args.query, filters, args.limit, args.offset)
 
@@ -428,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="kind of unit: MLP neurons, residual stream, SAE features, directions, ...",
     )
     p.add_argument("--min-score", type=float, default=None, help="only explanations scored at least this (-1..1)")
+    p.add_argument(
+        "--min-intervention",
+        type=float,
+        default=None,
+        help="only explanations whose intervention score is at least this",
+    )
     p.add_argument("--domain", default=None, help="only units whose top windows include this corpus domain")
     p.add_argument("--limit", type=int, default=10, help="hits per page, at most 50 (default: %(default)s)")
     p.add_argument("--offset", type=int, default=0, help="hits to skip (offset + limit <= 100)")
@@ -522,7 +533,10 @@ def _print_human(command: str, result: Any) -> None:
             score = f"{s['value']:+.3f} {_ci(s['ci95'])}" if s else "unscored"
             sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
             ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
-            print(f"{h['rank']:2d}. {h['unit_id']}  score={score}  sim={sim}  ({ranks})\n    {h['explanation']}")
+            causal = "" if h.get("intervention_score") is None else f"  intervention={h['intervention_score']:+.3f}"
+            print(
+                f"{h['rank']:2d}. {h['unit_id']}  score={score}{causal}  sim={sim}  ({ranks})\n    {h['explanation']}"
+            )
             if h.get("top_example"):
                 print(f"    e.g. {h['top_example'][:160]}")
     elif command == "check":
