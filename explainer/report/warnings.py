@@ -22,7 +22,8 @@ from store.records import UnitRecord, finite
 def _causal_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
     """An intervention score (output side) is a KL-normalised log-probability gain, not a
     correlation: it is low at or below 0 (the explanation fits steered text no better than clean)."""
-    if s.value <= 0:
+    value = finite(s.value)
+    if value is not None and value <= 0:
         return [("low_score", f"{prefix}{s.scorer}: the explanation does not describe the steered text better")]
     return []
 
@@ -32,23 +33,25 @@ def input_output_warnings(scores: tuple[ReportScore, ...]) -> list[tuple[str, st
     steering it does) disagree."""
     sim = next((s for s in scores if score_ok(s) and (s.details or {}).get("kind") == "simulation"), None)
     causal = next((s for s in scores if score_ok(s) and (s.details or {}).get("kind") == "intervention"), None)
-    if sim is None or causal is None:
+    sim_value = finite(sim.value) if sim is not None else None
+    causal_value = finite(causal.value) if causal is not None else None
+    if sim is None or causal is None or sim_value is None or causal_value is None:
         return []
-    fires, acts = sim.value >= LOW_SCORE, causal.value > 0 and (finite(causal.ci_low) or 0.0) > 0
-    if fires and causal.value <= 0:
+    fires, acts = sim_value >= LOW_SCORE, causal_value > 0 and (finite(causal.ci_low) or 0.0) > 0
+    if fires and causal_value <= 0:
         return [
             (
                 "input_output_disagree",
-                f"the explanation predicts when the unit fires ({sim.scorer} {sim.value:.2f}) but not what it does "
-                f"to the output ({causal.scorer} {causal.value:.2f})",
+                f"the explanation predicts when the unit fires ({sim.scorer} {sim_value:.2f}) but not what it does "
+                f"to the output ({causal.scorer} {causal_value:.2f})",
             )
         ]
     if acts and not fires:
         return [
             (
                 "input_output_disagree",
-                f"the explanation predicts what the unit does to the output ({causal.scorer} {causal.value:.2f}) "
-                f"but not when it fires ({sim.scorer} {sim.value:.2f})",
+                f"the explanation predicts what the unit does to the output ({causal.scorer} {causal_value:.2f}) "
+                f"but not when it fires ({sim.scorer} {sim_value:.2f})",
             )
         ]
     return []
