@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality
+.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-intervention
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ bench-quality: $(STAMP)
 ## against a fake OpenAI-compatible server (100 ms per call, 64 in flight); ratio to the latency-bound ideal; JSON last
 bench-workers: $(STAMP)
 	$(PY) -m bench.bench_workers
+
+## make bench-intervention [CONCEPTS=FILE]: planted steering directions on SmolLM2-135M (from its own residuals);
+## AUROC of the intervention scorers ranking each unit's description above the others'; cost per unit; JSON last
+bench-intervention: $(STAMP)
+	$(PY) -m bench.bench_intervention --out data/bench_intervention.json $(if $(CONCEPTS),--concepts $(CONCEPTS))
 
 clean-data:
 	rm -rf data

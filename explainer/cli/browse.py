@@ -34,7 +34,12 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> list[dict[str, A
     from explainer.search.hybrid import SearchFilters, search
 
     filters = SearchFilters(
-        model=args.model, layer=args.layer, source=args.source, min_score=args.min_score, domain=args.domain
+        model=args.model,
+        layer=args.layer,
+        source=args.source,
+        min_score=args.min_score,
+        domain=args.domain,
+        min_intervention=args.min_intervention,
     )
     return search(settings, args.query, filters, args.limit, args.offset)
 
@@ -86,6 +91,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         for w in entry.record.windows
     ]
     out["explainer_model"], out["prompt"] = entry.explainer_model, entry.prompt
+    if args.output_side:
+        from explainer.intervene.service import output_side
+
+        out["output_side"] = output_side(settings, args.unit_id)
     return out
 
 
@@ -121,7 +130,8 @@ def print_search(result: Any, settings: Settings | None = None) -> None:
         score = f"{s['value']:+.3f} {ci(s['ci95'])}" if s else "unscored"
         sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
         ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
-        print(f"{h['rank']:2d}. {h['unit_id']}  score={score}  sim={sim}  ({ranks})\n    {h['explanation']}")
+        causal = "" if h.get("intervention_score") is None else f"  intervention={h['intervention_score']:+.3f}"
+        print(f"{h['rank']:2d}. {h['unit_id']}  score={score}{causal}  sim={sim}  ({ranks})\n    {h['explanation']}")
         if h.get("top_example"):
             print(f"    e.g. {h['top_example'][:160]}")
 
@@ -146,6 +156,8 @@ def print_show(result: Any, settings: Settings | None = None) -> None:
         print(
             f"  {w['id']:10s} {w['split']:8s} max={w['max']:.2f} {w['domain']:6s} {' '.join(w['text'].split())[:100]}"
         )
+    for side in ("promoted", "suppressed") if result.get("output_side") else ():
+        print(f"  {side}: " + ", ".join(repr(t["token"]) for t in result["output_side"][side]))
 
 
 def register(sub: Any) -> None:
@@ -168,6 +180,12 @@ def register(sub: Any) -> None:
         help="kind of unit: MLP neurons, residual stream, SAE features, directions, ...",
     )
     p.add_argument("--min-score", type=float, default=None, help="only explanations scored at least this (-1..1)")
+    p.add_argument(
+        "--min-intervention",
+        type=float,
+        default=None,
+        help="only explanations whose intervention score is at least this",
+    )
     p.add_argument("--domain", default=None, help="only units whose top windows include this corpus domain")
     p.add_argument("--limit", type=int, default=10, help="hits per page, at most 50 (default: %(default)s)")
     p.add_argument("--offset", type=int, default=0, help="hits to skip (offset + limit <= 100)")
@@ -196,5 +214,8 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("show", help="show one unit: statistics, explanation, scores, windows")
     p.add_argument("unit_id")
+    p.add_argument(
+        "--output-side", action="store_true", help="also the tokens it promotes and suppresses (loads the model)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show, show=print_show)

@@ -92,3 +92,13 @@ def steer_unit(
         "new_tokens": result.new_tokens,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def output_side(
+    settings: Any, unit_id: str, k: int = 10, loaded: tuple[Any, UnitTarget] | None = None
+) -> dict[str, Any]:
+    """The tokens a stored unit promotes and suppresses through the unembedding (VocabProj)."""
+    from explainer.intervene.output import vocab_projection
+
+    lm, target = loaded or load_unit(settings, unit_id)
+    return vocab_projection(lm, target, k)

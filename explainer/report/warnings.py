@@ -19,11 +19,51 @@ from explainer.report.text import has_text, score_ok
 from store.records import UnitRecord, finite
 
 
+def _causal_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
+    """An intervention score (output side) is a KL-normalised log-probability gain, not a
+    correlation: it is low at or below 0 (the explanation fits steered text no better than clean)."""
+    value = finite(s.value)
+    if value is not None and value <= 0:
+        return [("low_score", f"{prefix}{s.scorer}: the explanation does not describe the steered text better")]
+    return []
+
+
+def input_output_warnings(scores: tuple[ReportScore, ...]) -> list[tuple[str, str]]:
+    """Where the input side (simulation: when the unit fires) and the output side (intervention: what
+    steering it does) disagree."""
+    sim = next((s for s in scores if score_ok(s) and (s.details or {}).get("kind") == "simulation"), None)
+    causal = next((s for s in scores if score_ok(s) and (s.details or {}).get("kind") == "intervention"), None)
+    sim_value = finite(sim.value) if sim is not None else None
+    causal_value = finite(causal.value) if causal is not None else None
+    if sim is None or causal is None or sim_value is None or causal_value is None:
+        return []
+    fires, acts = sim_value >= LOW_SCORE, causal_value > 0 and (finite(causal.ci_low) or 0.0) > 0
+    if fires and causal_value <= 0:
+        return [
+            (
+                "input_output_disagree",
+                f"the explanation predicts when the unit fires ({sim.scorer} {sim_value:.2f}) but not what it does "
+                f"to the output ({causal.scorer} {causal_value:.2f})",
+            )
+        ]
+    if acts and not fires:
+        return [
+            (
+                "input_output_disagree",
+                f"the explanation predicts what the unit does to the output ({causal.scorer} {causal_value:.2f}) "
+                f"but not when it fires ({sim.scorer} {sim_value:.2f})",
+            )
+        ]
+    return []
+
+
 def _score_warnings(s: ReportScore, prefix: str = "") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     value = finite(s.value)
     if not score_ok(s) or value is None:
         return [("scoring_failed", f"{prefix}{s.scorer}: scoring failed")]
+    if (s.details or {}).get("kind") == "intervention":
+        return _causal_warnings(s, prefix)
     low = LOW_WINDOW_SCORE if (s.details or {}).get("kind") == "window" else LOW_SCORE
     if value < low:
         out.append(("low_score", f"{prefix}{s.scorer}: score < {low}"))
@@ -72,7 +112,7 @@ def explanation_warnings(e: ReportExplanation) -> list[tuple[str, str]]:
     """(code, message) reasons to distrust one explanation's scores."""
     if not has_text(e):
         return []
-    out = [w for s in e.scores for w in _score_warnings(s)]
+    out = [w for s in e.scores for w in _score_warnings(s)] + input_output_warnings(e.scores)
     for c in e.calibrations:
         out += _calibration_warnings(c, e.scores)
     if e.source == "baseline":

@@ -18,6 +18,7 @@ truth) for the page only.
 
 from __future__ import annotations
 
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -72,6 +73,10 @@ class SearchFilters:
     """Lowest simulation score (correlation, −1…1); unscored explanations never pass."""
     domain: str | None = None
     """Corpus domain that must appear among the unit's top-activating windows, e.g. ``legal``."""
+    min_intervention: float | None = None
+    """Lowest ``intervention`` score (output side: KL-normalised log-probability gain of the
+    explanation on steered text); explanations without one never pass. Applied to the fused
+    ranking from the SQL scores, not inside the indexes."""
 
     def validate(self) -> SearchFilters:
         """Raise :class:`InputError` for values no unit can have; returns ``self``."""
@@ -85,6 +90,8 @@ class SearchFilters:
             raise InputError(f"min-score must be between -1 and 1, got {self.min_score}")
         if self.domain is not None and not DOMAIN_RE.match(self.domain):
             raise InputError(f"invalid domain filter {self.domain!r}")
+        if self.min_intervention is not None and not math.isfinite(self.min_intervention):
+            raise InputError(f"min-intervention must be a finite number, got {self.min_intervention}")
         return self
 
     def where(self) -> dict[str, Any] | None:
@@ -95,7 +102,9 @@ class SearchFilters:
 
     def sql(self) -> dict[str, Any]:
         """The filters as keyword arguments of ``SQLStore.keyword_search`` and ``VectorIndex.query_vector``."""
-        return asdict(self)
+        out = asdict(self)
+        out.pop("min_intervention")
+        return out
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,9 @@ def rank(settings: Settings, query: str, filters: SearchFilters = SearchFilters(
     kw_rank = {eid: r for r, (eid, _) in enumerate(keyword, 1)}
     sim = {eid: round(1.0 - dist, 4) for eid, dist, _ in semantic}
     fused = rrf_fuse([[e for e, _, _ in semantic], [e for e, _ in keyword]])
+    if filters.min_intervention is not None:
+        causal = intervention_scores(settings, [eid for eid, _ in fused])
+        fused = [(e, f) for e, f in fused if _at_least(causal.get(e), filters.min_intervention)]
     return [Ranked(eid, round(score, 6), sem_rank.get(eid), kw_rank.get(eid), sim.get(eid)) for eid, score in fused]
 
 
@@ -201,6 +213,22 @@ def search(
     return search_page(settings, query, filters, limit, offset)["hits"]
 
 
+INTERVENTION_SCORER = "intervention"
+
+
+def _at_least(value: float | None, floor: float) -> bool:
+    return value is not None and value >= floor
+
+
+def intervention_scores(settings: Settings, explanation_ids: list[str]) -> dict[str, float | None]:
+    """explanation id → its ok ``intervention`` score (output side), where it has one."""
+    return {
+        s.explanation_id or "": _finite(s.value)
+        for s in get_store(settings).scores_for(explanation_ids)
+        if s.scorer == INTERVENTION_SCORER and s.status == "ok"
+    }
+
+
 def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[dict[str, Any]]:
     """Hit views of ranked explanations, joined from the SQL store."""
     from store.keyword import SEARCH_SCORER, hookpoint_fields
@@ -239,6 +267,10 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
                     "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
                     "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
                 },
+                "intervention_score": next(
+                    (_finite(x.value) for x in d.scores if x.scorer == INTERVENTION_SCORER and x.status == "ok"),
+                    None,
+                ),
                 "similarity": r.similarity,
                 "semantic_rank": r.semantic_rank,
                 "keyword_rank": r.keyword_rank,

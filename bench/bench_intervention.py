@@ -1,0 +1,216 @@
+"""Intervention benchmark: does the intervention scorer rank a planted causal unit's true
+description above the other concepts' descriptions?
+
+Planted causal units on SmolLM2-135M: for each concept (bench/concepts.yaml or --concepts FILE), a
+steering direction at the residual stream after block --layer, built from the model's own
+activations over the default corpus — the mean residual at the positions where the concept's
+tokens are (``--align same``) or where they come next (``--align next``, default: the residual
+that predicts them), minus the mean elsewhere. The directions are written to a directions file and
+steered through the same path as any unit (``resolve_unit`` + the ``intervention`` scorers). Per
+unit, the strength is bisected to the target KL on the neutral prompts, clean and steered texts are
+generated once, and every concept's description is judged against them. Prints per scorer the
+AUROC (right description = positive), the share of (right, wrong) pairs ranked correctly and the
+mean gap; the cost per unit (forward passes, generated tokens, seconds) beside the simulation
+scorers' (forward passes = held-out windows for ``simulation-logits``); and one JSON line at the end.
+
+    python -m bench.bench_intervention [--concepts FILE] [--units 10] [--layer 15] [--align next|same]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_discrimination import auroc  # noqa: E402
+from explainer.collect.corpus import default_corpus  # noqa: E402
+from explainer.collect.hooks import capture, resolve_hookpoint  # noqa: E402
+from explainer.collect.models import load_model  # noqa: E402
+from explainer.collect.planted import concept_activations, load_concepts, planted_record, tokenize_windows  # noqa: E402
+from explainer.intervene import resolve_unit  # noqa: E402
+from explainer.score.correlation import score_simulation  # noqa: E402
+from explainer.score.intervention import InterventionConfig, InterventionScorer  # noqa: E402
+from explainer.score.registry import make_scorer  # noqa: E402
+
+
+def plant_directions(lm, hookpoint, concepts, windows, align: str, min_tokens: int, progress):
+    """name → unit vector (torch) of mean(resid | concept) − mean(resid | not), for concepts with
+    at least ``min_tokens`` positive positions."""
+    import torch
+
+    hp = resolve_hookpoint(lm.model, hookpoint)
+    ids = [lm.tokenizer(w.text, add_special_tokens=False)["input_ids"] for w in windows]
+    keep = [i for i, x in enumerate(ids) if len(x) == len(windows[i].tokens)]
+    resid = []
+    for b in range(0, len(keep), 16):
+        batch = torch.tensor([ids[i] for i in keep[b : b + 16]])
+        resid.append(capture(lm.model, hp, batch, torch.ones_like(batch)))
+    acts = torch.cat(resid)  # [n, T, d]
+    progress(f"residuals {tuple(acts.shape)} at {hookpoint}")
+    out, counts = {}, {}
+    for c in concepts:
+        mask = torch.tensor([concept_activations(c, windows[i]) for i in keep]) > 0  # [n, T]
+        if align == "next":  # the position before a concept token predicts it
+            mask = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        n_pos = int(mask.sum())
+        if n_pos < min_tokens or n_pos > mask.numel() - min_tokens:
+            continue
+        v = acts[mask].mean(0) - acts[~mask].mean(0)
+        out[c.name], counts[c.name] = v / v.norm(), n_pos
+    return out, counts
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--concepts", default=None, help="planted concepts YAML (default: bench/concepts.yaml)")
+    ap.add_argument("--units", type=int, default=8, help="planted units (concepts) at most")
+    ap.add_argument("--layer", type=int, default=15)
+    ap.add_argument("--align", choices=["next", "same"], default="next")
+    ap.add_argument("--windows", type=int, default=200, help="corpus windows of 32 tokens read for the directions")
+    ap.add_argument("--target-kl", type=float, default=1.0)
+    ap.add_argument("--prompts", type=int, default=3, help="neutral prompts per unit")
+    ap.add_argument("--new-tokens", type=int, default=12)
+    ap.add_argument("--out", default=None, help="also write the full results (texts included) to this JSON file")
+    ap.add_argument("-q", "--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    t_start = time.perf_counter()
+    torch.manual_seed(0)
+    concepts = load_concepts(args.concepts)
+    lm = load_model("smollm2-135m")
+    windows = tokenize_windows(default_corpus(), lm.tokenizer, window=32, max_windows=args.windows)
+    hookpoint = f"layers.{args.layer}"
+    dirs, counts = plant_directions(lm, hookpoint, concepts, windows, args.align, 20, progress)
+    names = list(dirs)[: args.units]
+    if len(names) < 2:
+        raise SystemExit("fewer than two concepts have enough matching tokens to plant a direction")
+    descriptions = {c.name: c.description for c in concepts}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-intervention-"))
+    dfile = tmp / "planted.safetensors"
+    save_file(
+        {"directions": torch.stack([dirs[n] for n in names]).contiguous()},
+        str(dfile),
+        metadata={"names": json.dumps(names), "hookpoint": hookpoint},
+    )
+    unit_ids = {n: f"{lm.name}/{hookpoint}.dir-planted-000000/{i}" for i, n in enumerate(names)}
+
+    def loader(uid):
+        return lm, resolve_unit(lm, uid, directions=str(dfile))
+
+    cfg = InterventionConfig(target_kl=args.target_kl, n_prompts=args.prompts, new_tokens=args.new_tokens)
+    scorers = {v: InterventionScorer(loader, v, config=cfg) for v in ("logprob", "embedding")}
+    method = {v: s.method for v, s in scorers.items()}
+    rows: dict[str, dict] = {}
+    cost = {"forward_passes": [], "generated_tokens": [], "seconds_texts": [], "seconds_judge": {}}
+    failed: dict[str, str] = {}
+    for n in names:
+        try:
+            texts = scorers["logprob"].continuations(unit_ids[n])
+        except Exception as exc:  # an unreachable KL is reported, not scored
+            failed[n] = f"{type(exc).__name__}: {exc}"
+            progress(f"{n:12s} failed: {failed[n]}")
+            continue
+        cost["forward_passes"].append(texts["forward_passes"])
+        cost["generated_tokens"].append(texts["generated_tokens"])
+        cost["seconds_texts"].append(texts["seconds"])
+        rows[n] = {"strength": texts["strength"], "kl": texts["kl"], "texts": texts, "scores": {}}
+        for v, scorer in scorers.items():
+            t0 = time.perf_counter()
+            rows[n]["scores"][method[v]] = {o: scorer.judge(descriptions[o], texts).value for o in names}
+            cost["seconds_judge"].setdefault(method[v], []).append((time.perf_counter() - t0) / len(names))
+        s = rows[n]["scores"][method["logprob"]]
+        wrong = [s[o] for o in names if o != n]
+        progress(
+            f"{n:12s} strength={texts['strength']:8.2f} kl={texts['kl']:.2f} right={s[n]:+.3f} "
+            f"wrong(mean)={statistics.mean(wrong):+.3f}  steered: {' '.join(texts['steered'][0].split())[:60]!r}"
+        )
+    results = {}
+    for v in scorers:
+        pos = [rows[n]["scores"][method[v]][n] for n in rows]
+        neg = [rows[n]["scores"][method[v]][o] for n in rows for o in names if o != n]
+        pairs = [
+            (rows[n]["scores"][method[v]][n] > rows[n]["scores"][method[v]][o])
+            + 0.5 * (rows[n]["scores"][method[v]][n] == rows[n]["scores"][method[v]][o])
+            for n in rows
+            for o in names
+            if o != n
+        ]
+        results[method[v]] = {
+            "auroc": round(auroc(pos, neg), 4),
+            "pairs_correct": round(sum(pairs) / len(pairs), 4) if pairs else None,
+            "mean_gap": round(statistics.mean(pos) - statistics.mean(neg), 4) if pos else None,
+            "n_units": len(rows),
+            "n_pairs": len(pairs),
+        }
+    # the simulation scorers' cost per unit on the same concepts (planted records over the same windows)
+    records = [planted_record(c, windows) for c in concepts if c.name in rows]
+    sim_cost = {}
+    for name in ("simulation-embedding", "simulation-logits"):
+        sim = make_scorer(name)
+        t0 = time.perf_counter()
+        n_windows = []
+        for rec in records[:1]:
+            held = rec.windows_for("heldout")
+            n_windows.append(len(held))
+            pred = sim.simulate(descriptions[rec.unit_id.rsplit("/", 1)[1]], held)
+            score_simulation([list(w.activations) for w in held], pred, [w.domain for w in held], n_boot=10)
+        sim_cost[name] = {
+            "forward_passes": statistics.mean(n_windows) if name == "simulation-logits" else 0,
+            "generated_tokens": 0,
+            "seconds_per_explanation": round((time.perf_counter() - t0) / max(1, len(n_windows)), 2),
+        }
+    per_unit = {
+        "forward_passes": statistics.mean(cost["forward_passes"]) if rows else None,
+        "generated_tokens": statistics.mean(cost["generated_tokens"]) if rows else None,
+        "seconds_texts": round(statistics.mean(cost["seconds_texts"]), 2) if rows else None,
+        **{
+            f"seconds_judge_{k}_per_explanation": round(statistics.mean(v), 2) for k, v in cost["seconds_judge"].items()
+        },
+    }
+    print(f"planted steering directions at {hookpoint} (align={args.align}), target KL {args.target_kl}")
+    for m, r in results.items():
+        print(
+            f"  {m:24s} AUROC {r['auroc']:.3f}  pairs correct {r['pairs_correct']}  gap {r['mean_gap']}  "
+            f"({r['n_units']} units)"
+        )
+    print(f"  cost per unit (intervention): {per_unit}")
+    for m, c in sim_cost.items():
+        print(f"  cost per explanation ({m}): {c}")
+    for n, err in failed.items():
+        print(f"  {n}: {err}")
+    summary = {
+        "model": lm.name,
+        "hookpoint": hookpoint,
+        "align": args.align,
+        "target_kl": args.target_kl,
+        "prompts": args.prompts,
+        "new_tokens": args.new_tokens,
+        "units": names,
+        "active_positions": {n: counts[n] for n in names},
+        **results,
+        "failed": failed,
+        "cost_per_unit": {"intervention": per_unit, **sim_cost},
+        "strengths": {n: round(rows[n]["strength"], 3) for n in rows},
+        "kl": {n: round(rows[n]["kl"], 3) for n in rows},
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({**summary, "rows": rows}, indent=2, default=str))
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
