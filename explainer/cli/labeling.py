@@ -73,6 +73,13 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
         help="random windows per unit, held out (default: %(default)s)",
     )
     p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="split the corpus into this many shards, each a task on the 'collect' queue, merged into "
+        "the same records as one process (default: %(default)s)",
+    )
+    p.add_argument(
         "--collect-here",
         action="store_true",
         help="with a broker configured, collect in this process instead of on a worker of the 'collect' queue",
@@ -101,6 +108,20 @@ def _collect(settings: Settings, args: argparse.Namespace) -> str:
 
     own = (args.sae or args.directions) and args.layer is None and not args.hookpoint
     hp = None if own else normalize_hookpoint(args.layer, args.hookpoint)
+    if args.shards != 1:
+        if args.shards < 1 or args.collect_here:
+            raise InputError("--shards must be at least 1, and shards run on the 'collect' queue (no --collect-here)")
+        return backend_of(args).collect_sharded(
+            settings,
+            args.model,
+            hp,
+            args.corpus,
+            _collect_config(args).to_dict(),
+            args.sae,
+            args.directions,
+            args.shards,
+            notice=None if args.json else lambda m: print(m, file=sys.stderr),
+        )
     if settings.broker_url and not args.collect_here:
         # A GPU host's worker on the `collect` queue runs the subject model; paths must exist there.
         return backend_of(args).collect_on_worker(

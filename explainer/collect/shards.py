@@ -153,9 +153,7 @@ def state_from_bytes(blob: bytes) -> dict[str, Any]:
     return state
 
 
-def collect_sharded(
-    loaded: Any, hookpoint: Any, seqs: list[Any], cfg: Any, n_shards: int, encoder: Any = None
-) -> Any:
+def collect_sharded(loaded: Any, hookpoint: Any, seqs: list[Any], cfg: Any, n_shards: int, encoder: Any = None) -> Any:
     """Run every shard in this process, one after another, and return the merged
     :class:`~explainer.collect.collector.Collector` (its records are the collection's): the
     reference the distributed path (one Celery task per shard) is tested against."""

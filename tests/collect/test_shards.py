@@ -174,3 +174,100 @@ def test_shard_state_round_trips_through_bytes(tiny_model, setup):
     assert all(torch.equal(back[k], state[k]) for k in state)
     with pytest.raises(ValueError, match="nothing to merge"):
         merge_states([])
+
+
+# -- through the pipeline: shard stages, the merge, the Celery tasks ------------------------------
+
+
+def write_corpus(path):
+    import json
+
+    path.write_text(
+        "\n".join(json.dumps({"id": d.doc_id, "domain": d.domain, "text": d.text}) for d in TIED_DOCS),
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def count_forwards(model, kill_after=None):
+    calls = {"n": 0}
+
+    def hook(*_):
+        if kill_after is not None and calls["n"] >= kill_after:
+            raise RuntimeError("killed")
+        calls["n"] += 1
+
+    return calls, model.model.layers[0].register_forward_hook(hook)
+
+
+def test_a_failed_shard_is_rerun_alone_and_merged_once(tiny_model_dir, settings, tmp_path):
+    from explainer.collect.collector import collect
+    from explainer.collect.models import load_model
+    from explainer.pipeline.sharded import ShardsMissingError, collect_shard_stage, merge_shards_stage
+    from explainer.runtime import get_store
+    from store import shards as rows
+
+    corpus, model, store = write_corpus(tmp_path / "c.jsonl"), str(tiny_model_dir), get_store(settings)
+    lm = load_model(model)
+    hp = resolve_hookpoint(lm.model, "layers.1.mlp")
+    plan = plan_shards(Collector(lm, hp, make_sequences(TIED_DOCS, lm.tokenizer, CFG), CFG).n_batches, 3)
+
+    def shard(i):
+        return collect_shard_stage(settings, model, "layers.1.mlp", corpus, CFG, i, 3)
+
+    assert shard(0)["ran"]
+    calls, handle = count_forwards(lm.model, kill_after=2)  # shard 1 dies after two batches
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            shard(1)
+    finally:
+        handle.remove()
+    assert shard(2)["ran"]
+    with pytest.raises(ShardsMissingError, match=r"shard\(s\) \[1\] of 3"):
+        merge_shards_stage(settings, model, "layers.1.mlp", corpus, CFG, 3)
+    cid = shard(0)["collection_id"]
+    assert store.get_collection(cid) is None  # nothing written before the merge
+    assert sorted(rows.done_shards(store, cid, 3)) == [0, 2]
+
+    calls, handle = count_forwards(lm.model)
+    try:
+        again = [shard(i) for i in range(3)]
+    finally:
+        handle.remove()
+    assert [s["ran"] for s in again] == [False, True, False]
+    # only the failed shard ran, from its last checkpoint (saved after each of its first two batches)
+    assert calls["n"] == len(plan[1].batches) - 2
+    assert merge_shards_stage(settings, model, "layers.1.mlp", corpus, CFG, 3) == cid
+    assert store.get_collection(cid)["status"] == "done" and rows.done_shards(store, cid, 3) == {}
+    single = collect(lm, hp, TIED_DOCS, CFG, progress=False)
+    got = store.get_records([r.unit_id for r in single], cid)
+    assert_same_records([got[r.unit_id][1] for r in single], single)
+    # a late duplicate shard or merge changes nothing
+    assert not shard(1)["ran"] and merge_shards_stage(settings, model, "layers.1.mlp", corpus, CFG, 3) == cid
+
+
+def test_cli_collects_in_shards_through_the_embedded_worker(tiny_model_dir, settings, tmp_path, capsys, monkeypatch):
+    """`explainer collect --shards 3` runs three tasks on the in-process worker's collect queue and a
+    merge; its records equal a single-process collection's, under the same collection id."""
+    import json
+
+    from explainer.runtime import get_store
+    from explainer.settings import load_settings
+    from workers.cli import main
+
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    argv = ["collect", "--model", str(tiny_model_dir), "--layer", "1", "--corpus", corpus]
+    argv += ["--max-tokens", "700", "--window", "8", "--context", "16", "--top-k", "4", "--quantiles", "4", "--json"]
+    assert main([*argv, "--shards", "3"]) == 0
+    sharded = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("EXPLAINER_DATA_DIR", str(tmp_path / "single"))
+    assert main(argv) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert sharded == single and single["n_units"] == 128 and single["n_tokens"] >= 600
+    cid = single["collection_id"]
+    a, b = get_store(settings), get_store(load_settings())
+    ids = [r["unit_id"] for r in b.unit_rows(cid, live_only=False)]
+    got_a, got_b = a.get_records(ids, cid), b.get_records(ids, cid)
+    assert_same_records([got_a[u][1] for u in ids], [got_b[u][1] for u in ids])
+    assert main([*argv, "--shards", "0"]) == 2
+    assert "--shards must be at least 1" in capsys.readouterr().err
