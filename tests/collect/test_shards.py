@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from builders.collect import DOCS
@@ -271,3 +273,71 @@ def test_cli_collects_in_shards_through_the_embedded_worker(tiny_model_dir, sett
     assert_same_records([got_a[u][1] for u in ids], [got_b[u][1] for u in ids])
     assert main([*argv, "--shards", "0"]) == 2
     assert "--shards must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_shards_run_on_two_collect_workers_through_redis(tiny_model_dir, settings, redis_url, tmp_path):
+    """Two `celery -A workers worker -Q collect` processes on Redis take the shard tasks of one
+    `explainer collect --shards 3`; the merged records equal a single-process collection's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import redis
+
+    from explainer.collect.collector import collect
+    from explainer.collect.models import load_model
+    from explainer.runtime import get_store
+
+    root = Path(__file__).resolve().parents[2]
+    broker, backend = "redis://127.0.0.1:6379/13", "redis://127.0.0.1:6379/14"
+    for url in (broker, backend):
+        redis.Redis.from_url(url).flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
+    env.update(
+        EXPLAINER_DATA_DIR=str(settings.data_dir),
+        EXPLAINER_BROKER_URL=broker,
+        EXPLAINER_RESULT_BACKEND=backend,
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    get_store(settings)  # the schema exists before two workers open the SQLite file at once
+    celery = str(Path(sys.executable).parent / "celery")
+    logs = [tmp_path / f"collect{i}.log" for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [celery, "-A", "workers", "worker", "-Q", "collect", "-n", f"collect{i}@%h", "--concurrency", "1"]
+            + ["--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+            cwd=root,
+            env=env,
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for i, log in enumerate(logs)
+    ]
+    try:
+        argv = ["collect", "--model", str(tiny_model_dir), "--layer", "1", "--corpus", corpus, "--max-tokens", "700"]
+        argv += ["--window", "8", "--context", "16", "--top-k", "4", "--quantiles", "4", "--shards", "3", "--json"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "workers.cli", *argv], cwd=root, env=env, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(30)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    cid = json.loads(proc.stdout)["collection_id"]
+    text = "".join(log.read_text(errors="replace") for log in logs)
+    assert len(re.findall(r"explainer\.collect_shard\[[^\]]+\] succeeded", text)) == 3
+    assert len(re.findall(r"explainer\.collect_merge\[[^\]]+\] succeeded", text)) == 1
+    lm = load_model(str(tiny_model_dir))
+    cfg = CollectConfig(window=8, context=16, top_k=4, n_quantiles=4, max_tokens=700)
+    single = collect(lm, resolve_hookpoint(lm.model, "layers.1.mlp"), TIED_DOCS, cfg, progress=False)
+    got = get_store(settings).get_records([r.unit_id for r in single], cid)
+    assert_same_records([got[r.unit_id][1] for r in single], single)
