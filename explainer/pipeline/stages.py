@@ -106,13 +106,16 @@ def start_collector(
     sae: str | None = None,
     directions: str | None = None,
     mark_running: bool = True,
+    seqs: list[Any] | None = None,
 ) -> Collector:
-    """Load the model, build the collection's collector and (with ``mark_running``) mark the
-    collection running, discarding units a crashed earlier attempt left behind."""
+    """Load the model, build the collection's collector (over ``seqs`` when given: the corpus
+    already cut) and (with ``mark_running``) mark the collection running, discarding units a
+    crashed earlier attempt left behind."""
     lm = load_model(model, settings.device)
     hp = resolve_hookpoint(lm.model, plan.hookpoint)
     encoder = plan.encoder
-    collector = Collector(lm, hp, make_sequences(plan.docs, lm.tokenizer, cfg), cfg, encoder)
+    seqs = seqs if seqs is not None else make_sequences(plan.docs, lm.tokenizer, cfg)
+    collector = Collector(lm, hp, seqs, cfg, encoder)
     if not mark_running:
         return collector
     get_store(settings).start_collection(
