@@ -11,11 +11,15 @@ that machine noise hits all of them alike:
   statistics), on the same device.
 
 Sections: the 1,536 MLP neurons of layer 15; a 16,384-feature top-k SAE (k = 32, random weights)
-on the residual stream after block 15; and layers 3 vs 29 (cost must follow hook depth). The time
+on the residual stream after block 15; layers 3 vs 29 (cost must follow hook depth); and
+``shards``: layer 3's MLP neurons collected by ``--shards`` spawned processes (one shard each, one
+torch thread each) vs one process on the same corpus: whether the merged records are identical, and
+the merge's cost against the single run's. The time
 to turn the streaming state into records (once per collection) is reported apart. The last line
 is one JSON object with every figure.
 
     python bench/bench_collect.py [--batches 5] [--sae-batches 4] [--depth-batches 3] [--warmup 2] [--device cpu]
+                                [--shards 4] [--shard-tokens 16384] [--only-shards]
 """
 
 from __future__ import annotations
@@ -110,6 +114,95 @@ def timed_records(col: Collector) -> float:
     return time.perf_counter() - t0
 
 
+def _shard_worker(args: tuple) -> tuple[int, float, float, bytes]:
+    """One shard in its own process (spawned, one torch thread): load the model, run the shard's
+    batches; returns (shard, load seconds, run seconds, state bytes)."""
+    import torch
+
+    from explainer.collect.shards import run_shard, state_to_bytes
+
+    index, n_shards, layer, max_tokens, device = args
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    lm = load_model("smollm2-135m", device)
+    hp = resolve_hookpoint(lm.model, f"layers.{layer}.mlp")
+    seqs = make_sequences(default_corpus(), lm.tokenizer, CollectConfig(max_tokens=max_tokens))
+    col = Collector(lm, hp, seqs, CollectConfig(max_tokens=max_tokens))
+    from explainer.collect.shards import plan_shards
+
+    shard = plan_shards(col.n_batches, n_shards)[index]
+    t1 = time.perf_counter()
+    state = run_shard(col, shard)
+    return index, t1 - t0, time.perf_counter() - t1, state_to_bytes(state)
+
+
+def shards_section(n_shards: int, layer: int, max_tokens: int, device: str) -> dict:
+    """``n_shards`` shard processes vs one process over the same corpus: identical records, and
+    the merge's cost (merge the states + build the records) against the single run's collection."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from explainer.collect.shards import merge_states, state_from_bytes
+
+    cfg = CollectConfig(max_tokens=max_tokens)
+    lm = load_model("smollm2-135m", device)
+    hp = resolve_hookpoint(lm.model, f"layers.{layer}.mlp")
+    seqs = make_sequences(default_corpus(), lm.tokenizer, cfg)
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(n_shards, mp_context=get_context("spawn")) as pool:
+        parts = sorted(pool.map(_shard_worker, [(i, n_shards, layer, max_tokens, device) for i in range(n_shards)]))
+    sharded_wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    merged = Collector(lm, hp, seqs, cfg)
+    state = state_from_bytes(parts[0][3])
+    for part in parts[1:]:
+        state = merge_states([state, state_from_bytes(part[3])])
+    merged.load(state)
+    merge_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    merged_records = merged.records()
+    records_s = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    single = Collector(lm, hp, seqs, cfg)
+    single.run()
+    single_s = time.perf_counter() - t3
+    single_records = single.records()
+    identical_windows = all(a.windows == b.windows for a, b in zip(single_records, merged_records))
+    worst = max(
+        abs(getattr(a.stats, f) - getattr(b.stats, f))
+        for a, b in zip(single_records, merged_records)
+        for f in ("max", "mean", "std", "density")
+    )
+    same_top = all(
+        bool(
+            (
+                getattr(single, p).seq.gather(1, getattr(single, p).order())
+                == getattr(merged, p).seq.gather(1, getattr(merged, p).order())
+            ).all()
+        )
+        for p in ("top", "pool")
+    )
+    tokens = int(single.stats.n_tokens)
+    return {
+        "n_shards": n_shards,
+        "hookpoint": hp.name,
+        "units": hp.width,
+        "tokens": tokens,
+        "identical": bool(identical_windows and same_top and worst <= 1e-6),
+        "identical_windows": identical_windows,
+        "max_stat_abs_diff": worst,
+        "single_s": round(single_s, 2),
+        "single_tok_s": round(tokens / single_s, 1),
+        "sharded_wall_s": round(sharded_wall, 2),
+        "shard_load_s": [round(p[1], 2) for p in parts],
+        "shard_run_s": [round(p[2], 2) for p in parts],
+        "merge_s": round(merge_s, 3),
+        "merge_overhead": round(merge_s / single_s, 4),
+        "records_s": round(records_s, 2),
+        "state_mb_per_shard": round(len(parts[0][3]) / 1e6, 1),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batches", type=int, default=5, help="measured batches for the layer-15 MLP section")
@@ -117,8 +210,17 @@ def main() -> None:
     p.add_argument("--depth-batches", type=int, default=3, help="measured batches for layers 3 and 29")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches first (1 for the depth section)")
     p.add_argument("--device", default=os.environ.get("EXPLAINER_DEVICE", "cpu"))
+    p.add_argument("--shards", type=int, default=4, help="shard processes for the shards section (0 skips it)")
+    p.add_argument("--shard-tokens", type=int, default=16 * 1024, help="corpus tokens for the shards section")
+    p.add_argument("--only-shards", action="store_true", help="run only the shards section")
     args = p.parse_args()
     import torch
+
+    if args.only_shards:
+        out = {"device": args.device, "load_avg_1m": round(os.getloadavg()[0], 2)}
+        out["shards"] = shards_section(args.shards, 3, args.shard_tokens, args.device)
+        print(json.dumps(out))
+        return
 
     t_start = time.perf_counter()
     lm = load_model("smollm2-135m", args.device)
@@ -203,6 +305,9 @@ def main() -> None:
     print(
         f"layer 3 collects {out['depth']['speedup_3_vs_29']}x faster than layer 29 (30 vs 4 blocks run: 7.5x at most)"
     )
+    if args.shards:
+        out["shards"] = shards_section(args.shards, 3, args.shard_tokens, args.device)
+        print(f"shards: {out['shards']}")
     out["seconds"] = round(time.perf_counter() - t_start, 1)
     out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))

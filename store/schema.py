@@ -8,7 +8,8 @@
 - ``scores``: one per (explanation, scorer);
 - ``keyword_docs``: the keyword index (:mod:`store.keyword`);
 - ``runs`` and ``run_units``: labeling runs (:mod:`store.runs`);
-- ``calibrations``: explanations re-scored on a user's corpus.
+- ``calibrations``: explanations re-scored on a user's corpus;
+- ``collection_shards``: the finished state of each shard of a sharded collection (:mod:`store.shards`).
 """
 
 from __future__ import annotations
@@ -179,4 +180,22 @@ calibrations = Table(
     Column("error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("explanation_id", "scorer", "collection_id", name="uq_calibration_key"),
+)
+
+
+# Sharded collection (store/shards.py): the accumulator state of one finished shard of a collection
+# split into n_shards, kept until the merge has written the collection's units. One row per shard
+# index, so a shard run twice overwrites its row and is never merged twice.
+collection_shards = Table(
+    "collection_shards",
+    metadata,
+    Column("collection_id", String(64), primary_key=True),
+    Column("n_shards", Integer, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("first_batch", Integer, nullable=False),
+    Column("end_batch", Integer, nullable=False),
+    Column("n_tokens", Integer, nullable=False),
+    Column("state", LargeBinary, nullable=False),  # torch.save of the collector state (CPU tensors)
+    Column("seconds", Float),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
 )

@@ -32,3 +32,19 @@ class CeleryBackend:
         notice: Callable[[str], None] | None = None,
     ) -> str:
         return batch.collect_on_worker(settings, model, hookpoint, corpus, config, sae, directions, notice=notice)
+
+    def collect_sharded(
+        self,
+        settings: Settings,
+        model: str,
+        hookpoint: str | None,
+        corpus: str | None,
+        config: dict[str, Any],
+        sae: str | None,
+        directions: str | None,
+        n_shards: int,
+        notice: Callable[[str], None] | None = None,
+    ) -> str:
+        from workers.collect_shards import collect_sharded
+
+        return collect_sharded(settings, model, hookpoint, corpus, config, sae, directions, n_shards, notice=notice)

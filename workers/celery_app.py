@@ -31,6 +31,8 @@ def celery_config(settings: Settings) -> dict:
         worker_prefetch_multiplier=1,
         task_routes={
             "explainer.collect": {"queue": "collect"},
+            "explainer.collect_shard": {"queue": "collect"},
+            "explainer.collect_merge": {"queue": "collect"},
             "explainer.explain": {"queue": "llm"},
             "explainer.score": {"queue": "llm"},
             "explainer.index": {"queue": "index"},

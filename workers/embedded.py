@@ -1,7 +1,7 @@
 """An in-process Celery worker over the memory transport, for the embedded default.
 
 The CLI starts it when no broker is configured, so one command runs the whole pipeline
-with nothing else to start. It consumes both queues with one thread: the local models
+with nothing else to start. It consumes every queue (``collect`` serves sharded collections) with one thread: the local models
 use all CPU cores already, and one thread is the single Chroma writer.
 """
 
@@ -16,7 +16,7 @@ _started: dict[int, Any] = {}
 _lock = threading.Lock()
 
 
-def start_embedded_worker(app: Any, concurrency: int = 1, queues: tuple[str, ...] = ("llm", "index")) -> Any:
+def start_embedded_worker(app: Any, concurrency: int = 1, queues: tuple[str, ...] = ("collect", "llm", "index")) -> Any:
     """Start (once per app) a thread-pool worker in a daemon thread and wait until it consumes."""
     with _lock:
         if id(app) in _started:

@@ -52,6 +52,45 @@ def collect_task(
     )
 
 
+@app.task(name="explainer.collect_shard", bind=True)
+def collect_shard_task(
+    self: Any,
+    model: str,
+    hookpoint: str | None,
+    corpus: str | None,
+    config: dict[str, Any],
+    shard: int,
+    n_shards: int,
+    sae: str | None = None,
+    directions: str | None = None,
+) -> dict[str, Any]:
+    """Run one shard of a sharded collection on a ``collect`` worker and store its state."""
+    from explainer.collect.collector import CollectConfig
+    from explainer.pipeline.sharded import collect_shard_stage
+
+    cfg = CollectConfig(**config)
+    return collect_shard_stage(worker_settings(), model, hookpoint, corpus, cfg, shard, n_shards, sae, directions)
+
+
+@app.task(name="explainer.collect_merge", bind=True)
+def collect_merge_task(
+    self: Any,
+    model: str,
+    hookpoint: str | None,
+    corpus: str | None,
+    config: dict[str, Any],
+    n_shards: int,
+    sae: str | None = None,
+    directions: str | None = None,
+) -> str:
+    """Merge the stored shard states of a sharded collection into its records; returns its id."""
+    from explainer.collect.collector import CollectConfig
+    from explainer.pipeline.sharded import merge_shards_stage
+
+    cfg = CollectConfig(**config)
+    return merge_shards_stage(worker_settings(), model, hookpoint, corpus, cfg, n_shards, sae, directions)
+
+
 @app.task(name="explainer.explain", **RETRY)
 def explain_task(self: Any, collection_id: str, unit_id: str, options: dict[str, Any]) -> str:
     final = self.request.retries >= self.max_retries

@@ -28,9 +28,17 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--hookpoint",
+        action="append",
         default=None,
         help="layers.L.mlp (MLP neurons), layers.L (residual stream), layers.L.mlp_in, "
-        "layers.L.mlp_out or layers.L.attn_out; with --sae, defaults to the SAE's own",
+        "layers.L.mlp_out or layers.L.attn_out; with --sae, defaults to the SAE's own; `collect` takes it "
+        "repeated: every hookpoint in one forward pass, each its own collection",
+    )
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="`collect` only: the MLP neurons of these layers (e.g. 0-29, or 0-3,8) in one forward pass, "
+        "each layer its own collection",
     )
     p.add_argument(
         "--sae",
@@ -73,6 +81,13 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
         help="random windows per unit, held out (default: %(default)s)",
     )
     p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="split the corpus into this many shards, each a task on the 'collect' queue, merged into "
+        "the same records as one process (default: %(default)s)",
+    )
+    p.add_argument(
         "--collect-here",
         action="store_true",
         help="with a broker configured, collect in this process instead of on a worker of the 'collect' queue",
@@ -105,12 +120,52 @@ def _collect_config(args: argparse.Namespace) -> CollectConfig:
     )
 
 
+def _hookpoints(args: argparse.Namespace) -> list[str]:
+    """The hookpoints of ``--hookpoint`` (repeatable) and ``--layers``, in order, without repeats."""
+    from explainer.collect.multi import parse_layers
+
+    names = list(args.hookpoint or [])
+    if args.layers:
+        names += [f"layers.{layer}.mlp" for layer in parse_layers(args.layers)]
+    return list(dict.fromkeys(names))
+
+
+def _collect_many(settings: Settings, args: argparse.Namespace, hookpoints: list[str]) -> list[str]:
+    """Collect several hookpoints in shared forward passes, in this process; their collection ids."""
+    from explainer.pipeline.multi import collect_many_stage
+
+    if args.sae or args.directions or args.layer is not None or args.shards != 1:
+        raise InputError("many hookpoints per pass take raw units only: no --sae, --directions, --layer or --shards")
+    if settings.broker_url and not args.collect_here:
+        raise InputError("many hookpoints per pass run in this process: add --collect-here")
+    return collect_many_stage(
+        settings, args.model, hookpoints, args.corpus, _collect_config(args), progress=not args.json
+    )
+
+
 def _collect(settings: Settings, args: argparse.Namespace) -> str:
     """Run (or reuse) the collection the collect/label arguments describe; returns its id."""
     from explainer.pipeline.stages import collect_stage, normalize_hookpoint
 
-    own = (args.sae or args.directions) and args.layer is None and not args.hookpoint
-    hp = None if own else normalize_hookpoint(args.layer, args.hookpoint)
+    hookpoints = _hookpoints(args)
+    if len(hookpoints) > 1 or args.layers:
+        raise InputError("`label` takes one hookpoint: collect many with `explainer collect --layers`, then label each")
+    own = (args.sae or args.directions) and args.layer is None and not hookpoints
+    hp = None if own else normalize_hookpoint(args.layer, hookpoints[0] if hookpoints else None)
+    if args.shards != 1:
+        if args.shards < 1 or args.collect_here:
+            raise InputError("--shards must be at least 1, and shards run on the 'collect' queue (no --collect-here)")
+        return backend_of(args).collect_sharded(
+            settings,
+            args.model,
+            hp,
+            args.corpus,
+            _collect_config(args).to_dict(),
+            args.sae,
+            args.directions,
+            args.shards,
+            notice=None if args.json else lambda m: print(m, file=sys.stderr),
+        )
     if settings.broker_url and not args.collect_here:
         # A GPU host's worker on the `collect` queue runs the subject model; paths must exist there.
         return backend_of(args).collect_on_worker(
@@ -136,9 +191,16 @@ def _collect(settings: Settings, args: argparse.Namespace) -> str:
 
 
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    hookpoints = _hookpoints(args)
+    if len(hookpoints) > 1 or args.layers:
+        cids = _collect_many(settings, args, hookpoints)
+        return {"collections": [_collection_summary(settings, cid) for cid in cids]}
+    return _collection_summary(settings, _collect(settings, args))
+
+
+def _collection_summary(settings: Settings, cid: str) -> dict[str, Any]:
     from explainer.runtime import get_store
 
-    cid = _collect(settings, args)
     col = get_store(settings).get_collection(cid)
     assert col is not None, cid  # collect stored it
     live = len(get_store(settings).unit_rows(cid, live_only=True))

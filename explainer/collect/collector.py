@@ -251,11 +251,14 @@ class Collector:
             mask[i, 1 : 1 + len(s.token_ids)] = 1
         return ids, mask
 
-    def unit_acts(self, ids: Any, mask: Any) -> Any:
+    def unit_acts(self, ids: Any, mask: Any, hooked: Any = None) -> Any:
         """Unit activations of one batch (BOS dropped), the floor of collection: dense
         ``[B, context, units]``, or for a top-k SAE its k active features per token
-        (:class:`SparseColumns`, padding not yet zeroed)."""
-        acts = capture(self.loaded.model, self.hookpoint, ids.to(self.device), mask.to(self.device))[:, 1:, :]
+        (:class:`SparseColumns`, padding not yet zeroed). ``hooked``: the hookpoint's tensor
+        ``[B, context + 1, width]`` when a shared forward pass already captured it."""
+        if hooked is None:
+            hooked = capture(self.loaded.model, self.hookpoint, ids.to(self.device), mask.to(self.device))
+        acts = hooked[:, 1:, :]
         if self.encoder is None:
             return acts.contiguous()
         if isinstance(self.encoder, SparseEncoder) and self.encoder.sparse_k:
@@ -263,12 +266,12 @@ class Collector:
             return SparseColumns(values, index, self.units)
         return self.encoder.encode(acts)
 
-    def step(self, b: int, inputs: tuple[Any, Any] | None = None) -> int:
-        """Process batch ``b``; returns its number of tokens."""
+    def step(self, b: int, inputs: tuple[Any, Any] | None = None, hooked: Any = None) -> int:
+        """Process batch ``b`` (``hooked``: its hookpoint tensor, if already captured); returns its number of tokens."""
         import torch
 
         ids, mask = inputs if inputs is not None else self.batch_inputs(b)
-        acts = self.unit_acts(ids, mask)
+        acts = self.unit_acts(ids, mask, hooked)
         lens_cpu = mask[:, 1:].sum(dim=1)
         lens = lens_cpu.to(self.device)
         sparse = isinstance(acts, SparseColumns)

@@ -4,6 +4,8 @@
   unit's activations on each window. With score = the window's max activation it is the top-k;
   with score = a uniform random key (``-inf`` where the unit is inactive) it is a uniform
   reservoir sample of the unit's activating windows, from which quantile strata are drawn.
+  Candidates with equal scores are ranked by sequence id, lowest first (:func:`rank_key`), so the
+  kept set is the same whatever the batching or sharding.
 - :class:`RunningStats`: sum, sum of squares, firing count and max per unit, and a histogram of
   the max activation of each activating sequence (which also counts those sequences).
 
@@ -58,12 +60,14 @@ class TopWindows:
         import torch
 
         k, window = self.score.shape[1], self.acts.shape[2]
-        better = score > self.score.amin(dim=1)
+        cand_key = rank_key(score, seq_ids.unsqueeze(1).expand_as(score))  # [B, U]
+        slot_key = rank_key(self.score, self.seq)  # [U, k]
+        better = cand_key > slot_key.amin(dim=1)
         cols = better.any(dim=0).nonzero().flatten()
         if cols.numel() == 0:
             return
-        cand = score[:, cols].masked_fill(~better[:, cols], float("-inf")).T  # [n, B]
-        top = torch.cat([self.score[cols], cand], dim=1).topk(k, dim=1, sorted=False)
+        cand = cand_key[:, cols].masked_fill(~better[:, cols], torch.iinfo(torch.int64).min).T  # [n, B]
+        top = torch.cat([slot_key[cols], cand], dim=1).topk(k, dim=1, sorted=False)
         keep = torch.zeros((cols.numel(), k + cand.shape[1]), dtype=torch.bool, device=score.device)
         keep.scatter_(1, top.indices, True)
         ej, slot = (~keep[:, :k]).nonzero(as_tuple=True)  # evicted old slots, row by row
@@ -82,11 +86,24 @@ class TopWindows:
         self.acts[unit, slot] = acts.gather(1, offsets)
 
     def order(self, by: str = "score") -> Any:
-        """Slot indices ``[units, k]`` sorted by ``score`` or ``value``, best first (stable)."""
+        """Slot indices ``[units, k]`` sorted by ``score`` or ``value``, best first; equal ones by
+        sequence id, lowest first."""
         import torch
 
         key = self.score if by == "score" else self.value.masked_fill(torch.isinf(self.score), float("-inf"))
-        return torch.sort(key, dim=1, descending=True, stable=True).indices
+        return torch.sort(rank_key(key, self.seq), dim=1, descending=True, stable=True).indices
+
+
+def rank_key(score: Any, seq: Any) -> Any:
+    """An int64 key that orders candidates by ``score`` (float32) descending, then by sequence id
+    ``seq`` ascending: the total order that makes the top-k of a collection independent of how
+    its sequences were batched or sharded (see :mod:`explainer.collect.shards`). Sequence ids are
+    -1 (an empty slot) … 2**31 - 2."""
+    import torch
+
+    bits = score.float().contiguous().view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()  # float order as integers
+    return ordered * 2**32 + (2**31 - 1 - seq.long())
 
 
 class Columns:

@@ -226,3 +226,43 @@ def capture(model: Any, hookpoint: Hookpoint, input_ids: Any, attention_mask: An
     if not captured:
         raise HookpointError(f"hookpoint {hookpoint.name} was never reached in the forward pass")
     return captured[0].float()
+
+
+def capture_each(model: Any, hookpoints: list[Hookpoint], input_ids: Any, attention_mask: Any, consume: Any) -> None:
+    """Run the model once, handing each hookpoint's activations ``[batch, tokens, width]`` (float32)
+    to ``consume(hookpoint, acts)`` as soon as the forward pass reaches it, and stop the pass once
+    the last of them is reached: one pass up to the deepest hookpoint, only one hooked tensor
+    held at a time. Hookpoints must have distinct names."""
+    import torch
+
+    seen: list[str] = []
+
+    def reached(hp: Hookpoint, t: Any) -> None:
+        consume(hp, t.detach().float().clone())  # a copy: the pass goes on reading the original
+        seen.append(hp.name)
+        if len(seen) == len(hookpoints):
+            raise _Stop
+
+    handles = []
+    for hp in hookpoints:
+        module, where = hook_module(model, hp)
+        if where == "pre":
+            handles.append(module.register_forward_pre_hook(lambda _m, args, hp=hp: reached(hp, args[0])))
+        else:
+            handles.append(
+                module.register_forward_hook(
+                    lambda _m, _a, out, hp=hp: reached(hp, out[0] if isinstance(out, tuple) else out)
+                )
+            )
+    try:
+        with torch.no_grad():
+            base = getattr(model, "model", None) or getattr(model, "transformer", model)
+            base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [hp.name for hp in hookpoints if hp.name not in seen]
+    if missing:
+        raise HookpointError(f"hookpoint(s) {missing} were never reached in the forward pass")

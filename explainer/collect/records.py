@@ -104,7 +104,7 @@ def build_records(col: Any, unit_hp: str, names: list[str] | None = None) -> lis
                 rank += 1
             cand = [
                 i
-                for i in np.argsort(pool["value"][u], kind="stable")
+                for i in np.lexsort((pool["seq"][u], pool["value"][u]))  # by value, equal ones by sequence
                 if np.isfinite(pool["score"][u][i]) and int(pool["seq"][u][i]) not in used
             ]
             for q, i in _quantile_picks([float(pool["value"][u][i]) for i in cand], cfg.n_quantiles):

@@ -56,3 +56,18 @@ class LabelBackend(Protocol):
     ) -> str:
         """Run a collection on a worker of the ``collect`` queue; returns its collection id."""
         ...
+
+    def collect_sharded(
+        self,
+        settings: Settings,
+        model: str,
+        hookpoint: str | None,
+        corpus: str | None,
+        config: dict[str, Any],
+        sae: str | None,
+        directions: str | None,
+        n_shards: int,
+        notice: Callable[[str], None] | None = None,
+    ) -> str:
+        """Run a collection as ``n_shards`` tasks on the ``collect`` queue plus a merge; returns its id."""
+        ...
