@@ -17,7 +17,15 @@ WINDOW = Window("w0", "top", "heldout", "d:w0", "d", ("a",), (1.0,))
 
 
 @pytest.mark.parametrize(
-    "name", ["simulation-logits", "simulation-embedding", "detection", "embedding", "simulation-endpoint"]
+    "name",
+    [
+        "simulation-logits",
+        "simulation-embedding",
+        "simulation-context",
+        "detection",
+        "embedding",
+        "simulation-endpoint",
+    ],
 )
 def test_every_registered_scorer_satisfies_the_protocol(name, settings):
     from dataclasses import replace
