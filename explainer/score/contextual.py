@@ -69,11 +69,10 @@ class ContextualSimulator(EmbeddingSimulator):
         ]
 
     def simulate(self, explanation: str, windows: list[Window]) -> list[list[float]]:
-        import numpy as np
 
         per_window = [self._span_texts(w) for w in windows]
-        vecs = self._vectors([t for texts in per_window for row in texts if row for t in row])
-        e = np.asarray(self.embedder.embed([explanation])[0], dtype=np.float32)
+        vecs = self._vectors([explanation] + [t for texts in per_window for row in texts if row for t in row])
+        e = vecs[explanation]  # cached too: the same explanation is often scored on several units
         sims = {t: float(v @ e) for t, v in vecs.items()}
         weights = [w for _, _, w in self.spans]
         return [
