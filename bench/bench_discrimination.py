@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from explainer.collect.corpus import default_corpus  # noqa: E402
-from explainer.collect.models import load_model  # noqa: E402
-from explainer.collect.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
+from explainer.collect.models import resolve_model  # noqa: E402
+from explainer.collect.planted import (  # noqa: E402
+    CONTEXT_CONCEPTS,
+    DEFAULT_CONCEPTS,
+    load_concepts,
+    planted_record,
+    tokenize_windows,
+)
 from explainer.score.correlation import score_simulation  # noqa: E402
 from explainer.score.embedding import EmbeddingSimulator  # noqa: E402
 from explainer.score.registry import DISCRIMINATION_FILE, make_scorer  # noqa: E402
@@ -44,8 +50,28 @@ def score(sim, text, record) -> float:
     return score_simulation([list(w.activations) for w in windows], pred, [w.domain for w in windows], n_boot=10).value
 
 
+def summarise(rows: dict, simulations_per_s: float) -> dict:
+    """Figures of {concept: {"right": score, "wrong": {other: score}}}."""
+    pairs, pos, neg = [], [], []
+    for row in rows.values():
+        pos.append(row["right"])
+        neg.extend(row["wrong"].values())
+        pairs.extend((row["right"] > w) + 0.5 * (row["right"] == w) for w in row["wrong"].values())
+    return {
+        "pairs_correct": sum(pairs) / len(pairs),
+        "auroc": auroc(pos, neg),
+        "mean_gap": statistics.mean(pos) - statistics.mean(neg),
+        "mean_right": statistics.mean(pos),
+        "n_concepts": len(rows),
+        "n_pairs": len(pairs),
+        "simulations_per_s": simulations_per_s,
+        "rows": rows,
+    }
+
+
 def evaluate(name, sim, records, descriptions, wrong_of, progress) -> dict:
-    rows, pairs, pos, neg = {}, [], [], []
+    """Each record scored with its own description and with those of ``wrong_of(concept)``."""
+    rows = {}
     t0 = time.perf_counter()
     calls = 0
     for rec in records:
@@ -54,21 +80,34 @@ def evaluate(name, sim, records, descriptions, wrong_of, progress) -> dict:
         wrong = {o: score(sim, descriptions[o], rec) for o in wrong_of(c)}
         calls += 1 + len(wrong)
         rows[c] = {"right": right, "wrong": wrong}
-        pos.append(right)
-        neg.extend(wrong.values())
-        pairs.extend((right > w) + 0.5 * (right == w) for w in wrong.values())
-        progress(f"{name:32s} {c:12s} right={right:+.3f} wrong(mean)={statistics.mean(wrong.values()):+.3f}")
-    secs = time.perf_counter() - t0
-    return {
-        "pairs_correct": sum(pairs) / len(pairs),
-        "auroc": auroc(pos, neg),
-        "mean_gap": statistics.mean(pos) - statistics.mean(neg),
-        "mean_right": statistics.mean(pos),
-        "n_concepts": len(records),
-        "n_pairs": len(pairs),
-        "simulations_per_s": calls / secs,
-        "rows": rows,
-    }
+        progress(f"{name:36s} {c:18s} right={right:+.3f} wrong(mean)={statistics.mean(wrong.values()):+.3f}")
+    return summarise(rows, calls / (time.perf_counter() - t0))
+
+
+def set_label(path: str | Path) -> str:
+    """Short name of a concepts file: ``token`` for bench/concepts.yaml, else the stem without its
+    ``concepts_`` prefix (bench/concepts_context.yaml → ``context``)."""
+    stem = Path(path).stem
+    return "token" if stem == "concepts" else stem.removeprefix("concepts_")
+
+
+def figures_on(matrix: dict, names: list[str], simulations_per_s: float) -> dict:
+    """Discrimination on the concepts ``names``, each against the other concepts of ``names`` only."""
+    return summarise(
+        {c: {"right": matrix[c][c], "wrong": {o: matrix[c][o] for o in names if o != c}} for c in names},
+        simulations_per_s,
+    )
+
+
+def evaluate_sets(name, sim, records, descriptions, sets: dict[str, list[str]], progress) -> dict:
+    """Every record scored with every description once; figures per concept set and on their union
+    (each concept against every other concept of all sets)."""
+    wrong_all = lambda c: [o for o in descriptions if o != c]  # noqa: E731
+    union = evaluate(name, sim, records, descriptions, wrong_all, progress)
+    matrix = {c: {c: row["right"], **row["wrong"]} for c, row in union["rows"].items()}
+    speed = union["simulations_per_s"]
+    per_set = {label: figures_on(matrix, names, speed) for label, names in sets.items()}
+    return {"union": union, "sets": per_set}
 
 
 def cascade(cheap: dict, expensive: dict, m: int) -> dict:
@@ -95,11 +134,83 @@ def cascade(cheap: dict, expensive: dict, m: int) -> dict:
     }
 
 
+SHIPPED = ("simulation-embedding", "simulation-context", "simulation-logits")
+"""Scorers whose figures go to the discrimination file (reports show them beside scores)."""
+
+
+def cheap_scorers(embedder) -> dict:
+    """The no-LLM simulators measured on every concept, with the embedding simulator's ablations."""
+    return {
+        "simulation-embedding": lambda: make_scorer("simulation-embedding"),
+        "simulation-context": lambda: make_scorer("simulation-context"),
+        "simulation-embedding[token-only]": lambda: EmbeddingSimulator(embedder),
+        "simulation-embedding[context-only]": lambda: EmbeddingSimulator(
+            embedder, context_tokens=4, context_weight=1.0
+        ),
+    }
+
+
+def flat_figures(r: dict) -> dict:
+    """One scorer's figures as the flat numbers the discrimination file holds: the union's
+    (``auroc``, ``pairs_correct``, …) and each set's with the set as suffix (``auroc_context``)."""
+    keys = ("pairs_correct", "auroc", "mean_gap", "mean_right", "n_concepts", "n_pairs")
+    out = {k: round(r["union"][k], 4) for k in keys}
+    for label, f in r["sets"].items():
+        out.update({f"{k}_{label}": round(f[k], 4) for k in keys})
+    out["simulations_per_s"] = round(r["union"]["simulations_per_s"], 4)
+    return out
+
+
+def write_discrimination(summary: dict, sets: dict[str, list[str]], files: list[str]) -> None:
+    """Store the shipped scorers' figures; scorers not measured this time keep their last figures."""
+    try:
+        old = json.loads(DISCRIMINATION_FILE.read_text())
+    except (OSError, ValueError):
+        old = {}
+    scorers = {k: v for k, v in (old.get("scorers") or {}).items() if k in SHIPPED}
+    measured = dict(old.get("measured_per_scorer") or {})
+    for k, v in summary.items():
+        if k in SHIPPED:
+            scorers[k] = v
+            measured[k] = time.strftime("%Y-%m-%d")
+    DISCRIMINATION_FILE.write_text(
+        json.dumps(
+            {
+                "measured": time.strftime("%Y-%m-%d"),
+                "measured_per_scorer": measured,
+                "concepts": {label: len(names) for label, names in sets.items()},
+                "concept_files": [
+                    str(Path(f).resolve().relative_to(ROOT)) if Path(f).resolve().is_relative_to(ROOT) else str(f)
+                    for f in files
+                ],
+                "command": "make bench-discrimination",
+                "scorers": scorers,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--concepts", default=None, help="planted concepts YAML (default: bench/concepts.yaml)")
+    ap.add_argument(
+        "--concepts",
+        nargs="+",
+        default=None,
+        help="planted concepts YAML files, one set each (default: bench/concepts.yaml bench/concepts_context.yaml)",
+    )
     ap.add_argument("--window", type=int, default=32)
-    ap.add_argument("--llm-concepts", type=int, default=12, help="concepts scored by the (slow) local LLM simulator")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N concepts of each set")
+    ap.add_argument(
+        "--scorers",
+        default=None,
+        help="comma-separated no-LLM scorers to measure (default: all of "
+        "simulation-embedding, simulation-context and the embedding ablations)",
+    )
+    ap.add_argument(
+        "--llm-concepts", type=int, default=12, help="concepts per set scored by the (slow) local LLM simulator"
+    )
     ap.add_argument(
         "--llm-wrong", type=int, default=2, help="mismatched descriptions per concept for the LLM simulator"
     )
@@ -111,87 +222,94 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
 
-    concepts = load_concepts(args.concepts)
-    lm = load_model("smollm2-135m")
-    windows = tokenize_windows(default_corpus(), lm.tokenizer, window=args.window)
-    records = [r for r in (planted_record(c, windows) for c in concepts) if len(r.windows_for("heldout", "top")) >= 2]
-    descriptions = {c.name: c.description for c in concepts}
-    names = [r.unit_id.rsplit("/", 1)[1] for r in records]
-    all_wrong = lambda c: [o for o in names if o != c]  # noqa: E731
+    files = args.concepts or [str(DEFAULT_CONCEPTS), str(CONTEXT_CONCEPTS)]
+    labels = [set_label(f) for f in files]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"concept files must have distinct names: {', '.join(files)}")
+    per_file = [load_concepts(f)[: args.limit] for f in files]
+    names_seen = [c.name for cs in per_file for c in cs]
+    if len(set(names_seen)) != len(names_seen):
+        dup = sorted({n for n in names_seen if names_seen.count(n) > 1})
+        raise SystemExit(f"concept names must be unique across files: {', '.join(dup)}")
+    from transformers import AutoTokenizer
 
-    def some_wrong(c):
-        i = names.index(c)
-        return [names[(i + j) % len(names)] for j in range(1, args.llm_wrong + 1)]
+    src = resolve_model("smollm2-135m")  # the tokenizer only: no model weights are loaded here
+    tokenizer = AutoTokenizer.from_pretrained(src.directory, gguf_file=src.gguf_file)
+    windows = tokenize_windows(default_corpus(), tokenizer, window=args.window)
+    sets: dict[str, list[str]] = {}
+    records, descriptions = [], {}
+    for label, concepts in zip(labels, per_file):
+        recs = [r for r in (planted_record(c, windows) for c in concepts) if len(r.windows_for("heldout", "top")) >= 2]
+        records += recs
+        sets[label] = [r.unit_id.rsplit("/", 1)[1] for r in recs]
+        descriptions.update({c.name: c.description for c in concepts if c.name in sets[label]})
 
     embedder = LocalEmbedder()
-    results = {
-        "simulation-embedding": evaluate(
-            "simulation-embedding", make_scorer("simulation-embedding"), records, descriptions, all_wrong, progress
-        ),
-        "simulation-embedding[token-only]": evaluate(
-            "simulation-embedding[token-only]", EmbeddingSimulator(embedder), records, descriptions, all_wrong, progress
-        ),
-        "simulation-embedding[context-only]": evaluate(
-            "simulation-embedding[context-only]",
-            EmbeddingSimulator(embedder, context_tokens=4, context_weight=1.0),
-            records,
-            descriptions,
-            all_wrong,
-            progress,
-        ),
-    }
-    figures = {}
-    if not args.skip_llm:
-        llm_records = records[: args.llm_concepts]
-        results["simulation-logits"] = evaluate(
-            "simulation-logits", make_scorer("simulation-logits"), llm_records, descriptions, some_wrong, progress
-        )
-        emb_subset = evaluate(
-            "simulation-embedding",
-            make_scorer("simulation-embedding"),
-            llm_records,
-            descriptions,
-            some_wrong,
-            lambda s: None,
-        )
-        figures["cascade"] = cascade(emb_subset, results["simulation-logits"], m=1)
+    available = cheap_scorers(embedder)
+    chosen = args.scorers.split(",") if args.scorers else list(available)
+    unknown = [n for n in chosen if n not in available]
+    if unknown:
+        raise SystemExit(f"unknown scorer(s) {', '.join(unknown)}; choose from {', '.join(available)}")
+    results = {n: evaluate_sets(n, available[n](), records, descriptions, sets, progress) for n in chosen}
 
-    print(f"\n{'scorer':36s} {'pairs ok':>9s} {'AUROC':>7s} {'gap':>7s} {'right':>7s} {'sims/s':>8s} {'concepts':>8s}")
+    extra = {}
+    if not args.skip_llm:
+        # The LLM simulator is slow: a few concepts of each set, a few wrong descriptions each.
+        def some_wrong(names):
+            return lambda c: [names[(names.index(c) + j) % len(names)] for j in range(1, args.llm_wrong + 1)]
+
+        llm = make_scorer("simulation-logits")
+        emb = make_scorer("simulation-embedding")
+        llm_sets, emb_rows, llm_rows, speeds = {}, {}, {}, []
+        for label, names in sets.items():
+            recs = [r for r in records if r.unit_id.rsplit("/", 1)[1] in names[: args.llm_concepts]]
+            llm_sets[label] = evaluate("simulation-logits", llm, recs, descriptions, some_wrong(names), progress)
+            speeds.append(llm_sets[label]["simulations_per_s"])
+            llm_rows.update(llm_sets[label]["rows"])
+            emb_rows.update(
+                evaluate("simulation-embedding", emb, recs, descriptions, some_wrong(names), lambda s: None)["rows"]
+            )
+        results["simulation-logits"] = {"union": summarise(llm_rows, statistics.mean(speeds)), "sets": llm_sets}
+        extra["cascade"] = cascade({"rows": emb_rows}, {"rows": llm_rows}, m=1)
+
+    print(
+        f"\n{'scorer':36s} {'set':9s} {'pairs ok':>9s} {'AUROC':>7s} {'gap':>7s} {'right':>7s} {'sims/s':>8s} {'concepts':>8s}"
+    )
     for name, r in results.items():
-        print(
-            f"{name:36s} {r['pairs_correct']:9.3f} {r['auroc']:7.3f} {r['mean_gap']:+7.3f} {r['mean_right']:+7.3f}"
-            f" {r['simulations_per_s']:8.1f} {r['n_concepts']:8d}"
-        )
-    if "cascade" in figures:
-        c = figures["cascade"]
+        for label, f in [*r["sets"].items(), ("union", r["union"])]:
+            print(
+                f"{name:36s} {label:9s} {f['pairs_correct']:9.3f} {f['auroc']:7.3f} {f['mean_gap']:+7.3f}"
+                f" {f['mean_right']:+7.3f} {f['simulations_per_s']:8.1f} {f['n_concepts']:8d}"
+            )
+    # Ablations ("[...]") are not registered scorers, so they cannot be the default.
+    best = max((n for n in results if "[" not in n), key=lambda n: results[n]["union"]["auroc"])
+    print(f"\nbest AUROC on the union of {' + '.join(sets)}: {best} ({results[best]['union']['auroc']:.3f})")
+    fooled = {
+        n: sorted(c for c, row in r["union"]["rows"].items() if any(w >= row["right"] for w in row["wrong"].values()))
+        for n, r in results.items()
+    }
+    for n, cs in fooled.items():
+        print(f"{n}: a wrong description scores at least as well as the right one on {', '.join(cs) or 'no concept'}")
+    if "cascade" in extra:
+        c = extra["cascade"]
         print(
             f"\ncascade (embedding shortlist of {c['shortlist']}, then the LLM simulator): "
             f"{c['llm_calls_saved']:.0%} LLM calls saved, top-1 agreement with simulating everything "
             f"{c['top1_agreement']:.0%}; right description chosen: full {c['right_chosen_full']:.0%}, "
             f"cascade {c['right_chosen_cascade']:.0%}"
         )
-    summary = {name: {k: round(v, 4) for k, v in r.items() if k != "rows"} for name, r in results.items()}
+    summary = {name: flat_figures(r) for name, r in results.items()}
     out = {
         "benchmark": "discrimination",
-        "concepts": len(records),
+        "concepts": {label: len(names) for label, names in sets.items()},
         "window": args.window,
+        "best_on_union": best,
         "scorers": summary,
-        **figures,
+        "fooled_by_a_wrong_description": fooled,
+        **extra,
     }
     if args.write:
-        shipped = {k: v for k, v in summary.items() if k in ("simulation-embedding", "simulation-logits")}
-        DISCRIMINATION_FILE.write_text(
-            json.dumps(
-                {
-                    "measured": time.strftime("%Y-%m-%d"),
-                    "concepts": len(records),
-                    "command": "make bench-discrimination",
-                    "scorers": shipped,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_discrimination(summary, sets, files)
     print(json.dumps(out))
     return out
 

@@ -149,6 +149,15 @@ ScoreView = derived(
     "One stored score of an explanation.",
     ci95=_CI95,
     per_domain=_PER_DOMAIN,
+    discrimination=(
+        dict[str, float | None] | None,
+        Field(
+            None,
+            description="how well this scorer tells right from wrong explanations on planted units "
+            "(`make bench-discrimination`): `auroc` on all concepts, `auroc_token` on token-level and "
+            "`auroc_context` on contextual ones, `pairs_correct`, `n_concepts`; null when never measured",
+        ),
+    ),
 )
 
 ExplanationView = derived(

@@ -20,6 +20,8 @@ from explainer.errors import ConfigError
 from store.records import Document, UnitRecord, UnitStats, Window
 
 DEFAULT_CONCEPTS = Path(__file__).resolve().parents[2] / "bench" / "concepts.yaml"
+CONTEXT_CONCEPTS = DEFAULT_CONCEPTS.with_name("concepts_context.yaml")
+"""Planted concepts whose firing depends on the context around a token (regex lookarounds)."""
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,7 @@ def activation_histogram(record: UnitRecord, bins: int = 20) -> dict[str, Any]:
 def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = None) -> dict[str, Any]:
     """Everything about one unit (of ``collection_id``, else its latest collection) as plain JSON:
     statistics, activation histogram, every explanation with its scores, every window."""
+    from explainer.score.registry import measured_discrimination
     from store.keyword import hookpoint_fields
     from store.records import scale_0_10
 
@@ -169,6 +170,7 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
     for s in store.scores_for([e.id for e in expls]):
         by_expl.setdefault(s.explanation_id or "", []).append(s)
     layer, source = hookpoint_fields(rec.hookpoint)
+    discrimination = measured_discrimination()
     st = rec.stats
     return {
         "unit_id": rec.unit_id,
@@ -196,7 +198,10 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
                 "prompt": e.prompt,
                 "created_at": e.created_at,
                 "indexed_at": e.indexed_at,
-                "scores": [score_view(s) for s in sorted(by_expl.get(e.id, []), key=lambda s: s.scorer)],
+                "scores": [
+                    {**score_view(s), "discrimination": discrimination.get(s.scorer)}
+                    for s in sorted(by_expl.get(e.id, []), key=lambda s: s.scorer)
+                ],
             }
             for e in sorted(sorted(expls, key=lambda e: e.created_at, reverse=True), key=lambda e: e.status != "ok")
         ],  # ok first, newest first

@@ -28,6 +28,9 @@ MIN_TOP_WINDOWS = 3
 """Fewer top windows shown to the explainer than this: the explanation rests on too few examples."""
 MIN_ACTIVATING_WINDOWS = 5
 """Fewer windows where the unit fires (max > 0) than this: too little evidence overall."""
+WEAK_CONTEXT_AUROC = 0.85
+"""A scorer below this AUROC on the contextual planted concepts is flagged on every score it gave:
+it ranks a wrong explanation above the right one too often on units whose firing depends on context."""
 DOMAIN_DROP = 0.25
 """A domain (or workflow domain) whose score is this much below the best other one is flagged."""
 STRONG = 0.4

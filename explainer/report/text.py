@@ -41,10 +41,21 @@ def unit_max(record: UnitRecord) -> float:
     return max((w.max_activation for w in record.windows), default=0.0)
 
 
+SET_NAMES = {"token": "token-level", "context": "contextual"}
+"""How the planted sets of ``make bench-discrimination`` are named in reports."""
+
+
 def discrimination_text(s: ReportScore) -> str:
     d = s.discrimination
     if not d:
         return "discrimination not measured"
+    per_set = [f"{d[f'auroc_{k}']:.2f} on {name}" for k, name in SET_NAMES.items() if d.get(f"auroc_{k}") is not None]
+    if per_set:
+        return (
+            f"discrimination: AUROC {', '.join(per_set)} planted concepts "
+            f"({d['auroc']:.2f} on all {int(d.get('n_concepts', 0))}, "
+            f"{d['pairs_correct']:.0%} of right/wrong pairs ranked correctly)"
+        )
     return (
         f"discrimination: AUROC {d['auroc']:.2f}, {d['pairs_correct']:.0%} of right/wrong pairs ranked "
         f"correctly on {int(d.get('n_concepts', 0))} planted concepts"

@@ -9,6 +9,7 @@ from explainer.report.model import (
     LOW_WINDOW_SCORE,
     MIN_ACTIVATING_WINDOWS,
     MIN_TOP_WINDOWS,
+    WEAK_CONTEXT_AUROC,
     WIDE_INTERVAL,
     ReportCalibration,
     ReportEntry,
@@ -126,6 +127,14 @@ def explanation_warnings(e: ReportExplanation) -> list[tuple[str, str]]:
                 (
                     "weak_discrimination",
                     f"{s.scorer}: barely tells right from wrong explanations (AUROC {d['auroc']:.2f})",
+                )
+            )
+        elif (ctx := d.get("auroc_context")) is not None and ctx < WEAK_CONTEXT_AUROC:
+            out.append(
+                (
+                    "weak_context_discrimination",
+                    f"{s.scorer}: often cannot tell right from wrong explanations of units whose firing "
+                    f"depends on context (AUROC {ctx:.2f} on contextual planted concepts)",
                 )
             )
     return out

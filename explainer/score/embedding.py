@@ -77,12 +77,11 @@ class EmbeddingSimulator:
         return tokens, contexts
 
     def simulate(self, explanation: str, windows: list[Window]) -> list[list[float]]:
-        import numpy as np
 
         per_window = [self._texts(w) for w in windows]
         wanted = [t for toks, ctx in per_window for t in toks + ctx if t]
-        vecs = self._vectors(wanted)
-        e = np.asarray(self.embedder.embed([explanation])[0], dtype=np.float32)
+        vecs = self._vectors([explanation, *wanted])
+        e = vecs[explanation]  # cached too: the same explanation is often scored on several units
         out = []
         for toks, ctx in per_window:
             preds = []

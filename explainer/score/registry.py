@@ -20,6 +20,7 @@ from explainer.errors import ConfigError
 from explainer.score.base import Scorer, ScoreResult, Simulator
 
 if TYPE_CHECKING:
+    from explainer.score.contextual import ContextualSimulator
     from explainer.score.embedding import EmbeddingScorer, EmbeddingSimulator
     from explainer.settings import Settings
     from store.records import Window
@@ -94,7 +95,7 @@ def _logits(simulator_model: str, device: str, settings: Settings | None) -> Sco
     return LogitSimulator(load_template("simulate"), simulator_model, device)
 
 
-_embedding_sims: dict[str, EmbeddingSimulator | EmbeddingScorer] = {}
+_embedding_sims: dict[str, EmbeddingSimulator | EmbeddingScorer | ContextualSimulator] = {}
 EMBEDDING_CONTEXT_TOKENS = 4
 EMBEDDING_CONTEXT_WEIGHT = 0.5
 """Token and context mixed half and half: the best pairs-correct and AUROC in the benchmark."""
@@ -110,6 +111,16 @@ def _embedding(simulator_model: str, device: str, settings: Settings | None) -> 
             context_tokens=EMBEDDING_CONTEXT_TOKENS, context_weight=EMBEDDING_CONTEXT_WEIGHT
         )
     return _embedding_sims["default"]
+
+
+@register("simulation-context")
+def _context(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
+    from explainer.score.contextual import ContextualSimulator
+
+    # One per process, so its span-embedding cache is shared by every unit.
+    if "context" not in _embedding_sims:
+        _embedding_sims["context"] = ContextualSimulator()
+    return _embedding_sims["context"]
 
 
 @register("simulation-endpoint")

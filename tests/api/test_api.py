@@ -169,6 +169,10 @@ def test_unit_route(client):
     [e] = u["explanations"]
     assert e["text"] == unit(0).explanation and e["indexed_at"] and e["prompt"].startswith("explain@1#")
     assert e["scores"][0]["value"] == 0.62 and e["scores"][0]["ci95"] == [pytest.approx(0.52), pytest.approx(0.72)]
+    from explainer.score.registry import measured_discrimination
+
+    # beside each score: its scorer's measured discrimination (both planted sets), as in reports
+    assert e["scores"][0]["discrimination"] == measured_discrimination().get(e["scores"][0]["scorer"])
     kinds = {(w["kind"], w["split"]) for w in u["windows"]}
     assert kinds == {("top", "explain"), ("top", "heldout"), ("random", "heldout")}
     top = next(w for w in u["windows"] if w["id"] == "top-0")

@@ -10,11 +10,11 @@ from store.records import Explanation, Score
 
 VIEW_ONLY = {
     "Score": {"value", "ci95", "per_domain"},
-    "ScoreView": {"ci95", "per_domain"},
+    "ScoreView": {"ci95", "per_domain", "discrimination"},
     "ExplanationView": {"prompt", "scores"},
 }
 """What each view computes instead of copying: ``ci95`` from ``ci_low``/``ci_high``, finite-only
-``per_domain``, the ``prompt`` label, the nested scores (and a search hit's ``value`` is never null)."""
+``per_domain``, the ``prompt`` label, the nested scores, the scorer's measured discrimination (and a search hit's ``value`` is never null)."""
 
 
 @pytest.mark.parametrize("name", sorted(VIEW_ONLY))

@@ -230,3 +230,26 @@ def test_low_score_threshold_follows_the_kind_of_scorer():
     window = ReportScore("detection", 0.55, 0.5, 0.6, details={"kind": "window"})
     assert [k for k, _ in _score_warnings(corr)] == []
     assert [k for k, _ in _score_warnings(window)] == ["low_score"]
+
+
+def test_scores_show_token_level_and_contextual_discrimination():
+    """A scorer measured on both planted sets shows both AUROCs; one weak on contextual units says so."""
+    disc = {"auroc": 0.88, "pairs_correct": 0.9, "n_concepts": 48, "auroc_token": 0.96, "auroc_context": 0.8}
+    entry = make_entry(
+        sample_entries()[0].record,
+        "names before an opening parenthesis",
+        scores=(ReportScore("simulation-embedding", 0.6, 0.5, 0.7, {}, "ok", discrimination=disc),),
+    )
+    text = "AUROC 0.96 on token-level, 0.80 on contextual planted concepts (0.88 on all 48"
+    assert text in html.unescape(render_html([entry])) and text in render_markdown([entry])
+    warning = "often cannot tell right from wrong explanations of units whose firing depends on context (AUROC 0.80"
+    assert warning in html.unescape(render_html([entry]))
+    strong = make_entry(
+        sample_entries()[0].record,
+        "x",
+        scores=(
+            ReportScore("simulation-context", 0.6, 0.5, 0.7, {}, "ok", discrimination={**disc, "auroc_context": 0.9}),
+        ),
+    )
+    assert "depends on context" not in html.unescape(render_html([strong]))
+    assert report_json([entry])["units"][0]["explanations"][0]["scores"][0]["discrimination"]["auroc_context"] == 0.8

@@ -21,6 +21,7 @@ WINDOW = Window("w0", "top", "heldout", "d:w0", "d", ("a",), (1.0,))
     [
         "simulation-logits",
         "simulation-embedding",
+        "simulation-context",
         "detection",
         "embedding",
         "simulation-endpoint",

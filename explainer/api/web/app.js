@@ -137,6 +137,17 @@ function windowsSection(title, windows) {
   return box;
 }
 
+// How well the scorer tells right from wrong explanations (make bench-discrimination), per planted set.
+function discriminationText(d) {
+  if (!d) return "scorer discrimination not measured";
+  const sets = [["auroc_token", "token-level"], ["auroc_context", "contextual"]]
+    .filter(([k]) => d[k] != null).map(([k, name]) => `${fmt(d[k], 2)} on ${name}`);
+  const weak = d.auroc_context != null && d.auroc_context < 0.85
+    ? " — often cannot tell right from wrong on units whose firing depends on context" : "";
+  return sets.length ? `scorer AUROC ${sets.join(", ")} planted concepts${weak}`
+    : `scorer AUROC ${fmt(d.auroc, 2)} on ${d.n_concepts} planted concepts`;
+}
+
 async function showUnit(unitId) {
   $("results-view").hidden = true;
   const view = $("unit-view");
@@ -160,6 +171,7 @@ async function showUnit(unitId) {
         card.append(el("div", { class: "score", text: sc.status === "ok"
           ? `${sc.scorer}: ${fmt(sc.value)}  95% CI [${fmt(sc.ci95[0])}, ${fmt(sc.ci95[1])}]${dom ? "  (" + dom + ")" : ""}`
           : `${sc.scorer}: failed (${sc.error})` }));
+        card.append(el("div", { class: "meta disc", text: discriminationText(sc.discrimination) }));
       }
       parts.push(card);
     }
