@@ -201,12 +201,20 @@ def search(
     return search_page(settings, query, filters, limit, offset)["hits"]
 
 
+GOOD_MATCH_SIMILARITY = 0.3
+"""A hit whose explanation shares no keyword with the query and whose embedding is less similar than
+this (cosine, all-MiniLM-L6-v2) is a ``weak`` match: the closest there is, not an answer."""
+
+
 def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[dict[str, Any]]:
     """Hit views of ranked explanations, joined from the SQL store."""
+    from explainer.score.meaning import discrimination_words, score_meaning
+    from explainer.score.registry import measured_discrimination
     from store.keyword import SEARCH_SCORER, hookpoint_fields
     from store.records import parse_unit_id
 
     details = get_store(settings).explanation_details([r.explanation_id for r in page])
+    discrimination = measured_discrimination()
     out = []
     for i, r in enumerate(page):
         d = details.get(r.explanation_id)
@@ -238,7 +246,15 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
                     "value": _finite(s.value),
                     "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
                     "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
+                    "meaning": score_meaning(
+                        s.value, s.ci_low, s.ci_high, window_level=(s.details or {}).get("kind") == "window"
+                    )["words"],
+                    "scorer_discrimination": discrimination_words(discrimination.get(s.scorer)),
                 },
+                "explanation_source": "baseline" if (e.settings or {}).get("selected") == "baseline" else "llm",
+                "match": "good"
+                if r.keyword_rank is not None or (r.similarity or 0.0) >= GOOD_MATCH_SIMILARITY
+                else "weak",
                 "similarity": r.similarity,
                 "semantic_rank": r.semantic_rank,
                 "keyword_rank": r.keyword_rank,
