@@ -125,8 +125,9 @@ def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> list[tuple[str, float
 
 
 def check_query(query: str) -> str:
-    """The query, stripped; :class:`InputError` if it is empty or longer than allowed."""
-    q = query.strip()
+    """The query, stripped, NUL bytes read as spaces (no SQL store can hold one); :class:`InputError`
+    if it is empty or longer than allowed."""
+    q = query.replace("\x00", " ").strip()
     if not q:
         raise InputError("the search query is empty")
     if len(q) > MAX_QUERY_CHARS:
