@@ -188,7 +188,7 @@ def _unit_html(i: int, e: ReportEntry) -> str:
     r = e.record
     umax = unit_max(r)
     warns = warnings_for(e)
-    badges = "".join(f'<span class="badge">⚠ {_esc(w)}</span>' for w in warns)
+    badges = f' <span class="badge">⚠ {len(warns)} warning{"s" if len(warns) > 1 else ""}</span>' if warns else ""
     parts = [
         f'<section class="unit" id="{_anchor(i, r.unit_id)}">',
         f'<h2><span class="uid">{_esc(r.unit_id)}</span>{badges}</h2>',
