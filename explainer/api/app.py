@@ -224,7 +224,7 @@ MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest si
 Domain = Annotated[
     str | None,
     Query(
-        max_length=64, pattern=DOMAIN_RE.pattern, description="corpus domain among the unit's top windows, e.g. legal"
+        max_length=200, pattern=DOMAIN_RE.pattern, description="corpus domain among the unit's top windows, e.g. legal"
     ),
 ]
 ReportFormat = Annotated[Literal["html", "md", "json", "pdf"], Query(description="report format")]

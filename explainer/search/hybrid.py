@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from explainer.collect.corpus import DOMAIN_RE as CORPUS_DOMAIN_RE
 from explainer.errors import InputError
 from explainer.runtime import get_index, get_store
 from explainer.settings import Settings
@@ -54,7 +55,9 @@ DEPTH = 100
 RRF_K = 60
 """Reciprocal-rank-fusion constant: larger values flatten the difference between ranks."""
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,199}$")
-DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DOMAIN_RE = CORPUS_DOMAIN_RE
+"""A corpus domain as the corpus accepts it (``collect.corpus``): any text of up to 200 characters
+without a comma or a control character ("legal docs", "médical")."""
 
 
 @dataclass(frozen=True)
