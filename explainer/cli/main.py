@@ -551,8 +551,9 @@ def _print_human(command: str, result: Any, settings: Settings | None = None) ->
             sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
             ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
             origin = "  [no-LLM baseline]" if h.get("explanation_source") == "baseline" else ""
+            named = f' "{h["unit_name"]}"' if h.get("unit_name") else ""
             print(
-                f"{h['rank']:2d}. {h['unit_id']}  score={score}  sim={sim}  ({ranks})\n    {h['explanation']}{origin}"
+                f"{h['rank']:2d}. {h['unit_id']}{named}  score={score}  sim={sim}  ({ranks})\n    {h['explanation']}{origin}"
             )
             if s and s.get("meaning"):
                 print(f"    score: {s['meaning']} ({s['scorer']}; {s['scorer_discrimination']})")
@@ -616,7 +617,10 @@ def _print_human(command: str, result: Any, settings: Settings | None = None) ->
 
         s, st = result["score"], result["stats"]
         origin = "  [no-LLM baseline]" if result.get("source") == "baseline" else ""
-        print(f"{result['unit_id']}  [{result['status']}]  {result['explanation'] or result['error'] or ''}{origin}")
+        named = f' "{result["unit_name"]}"' if result.get("unit_name") else ""
+        print(
+            f"{result['unit_id']}{named}  [{result['status']}]  {result['explanation'] or result['error'] or ''}{origin}"
+        )
         if s:
             words = score_meaning(s["value"], *s["ci95"], window_level=s.get("kind") == "window")["words"]
             domains = ", ".join(

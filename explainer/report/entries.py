@@ -118,6 +118,7 @@ def entry_summary(entry: ReportEntry) -> dict[str, Any]:
     top = entry.record.windows_for("explain", "top")
     return {
         "unit_id": entry.record.unit_id,
+        "unit_name": entry.record.name,
         "status": entry.explanation_status,
         "source": entry.explanation_source,
         "explanation": entry.explanation,

@@ -235,6 +235,7 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
             {
                 "rank": first_rank + i,
                 "unit_id": e.unit_id,
+                "unit_name": rec.name if rec is not None else None,
                 "explanation_id": r.explanation_id,
                 "explanation": e.text,
                 "explainer_model": e.explainer_model,
