@@ -104,6 +104,8 @@ class IndexDoc:
     domains: tuple[str, ...]
     score: dict[str, Any] | None
     """The :data:`SEARCH_SCORER` score row (``status``, ``value``, ``ci_low``, ``ci_high``), if any."""
+    name: str | None = None
+    """The unit's own name (a direction named with ``--directions``): searchable by keyword."""
 
     def row(self) -> dict[str, Any]:
         """The ``keyword_docs`` row."""
@@ -121,7 +123,7 @@ class IndexDoc:
             explainer_model=self.explainer_model,
             domains="," + ",".join(self.domains) + ",",
             score=float(score["value"]) if ok else UNSCORED,
-            text=self.text,
+            text=f"{self.text}\n{self.name}" if self.name else self.text,
         )
 
 
@@ -166,7 +168,8 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 .all()
             )
         by_expl = {s["explanation_id"]: dict(s) for s in score_rows}
-        domains = {uid: tuple(unit_domains(UnitRecord.from_blob(b))) for uid, b in blobs.items()}
+        records = {uid: UnitRecord.from_blob(b) for uid, b in blobs.items()}
+        domains = {uid: tuple(unit_domains(rec)) for uid, rec in records.items()}
         for r in rows:
             yield IndexDoc(
                 r["id"],
@@ -178,6 +181,7 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 r["text"],
                 domains[r["unit_row"]],
                 by_expl.get(r["id"]),
+                records[r["unit_row"]].name,
             )
         last = rows[-1]["id"]
 

@@ -104,6 +104,17 @@ class UnitsRepo(StoreBase):
             rows = conn.execute(q).all()
         return {uid: (cid, UnitRecord.from_blob(blob)) for uid, cid, blob in rows}  # later rows win
 
+    def unit_collections(self, unit_id: str) -> list[str]:
+        """Ids of the finished collections that hold ``unit_id``, oldest first (the latest is the default)."""
+        q = (
+            select(units.c.collection_id)
+            .join(collections, collections.c.id == units.c.collection_id)
+            .where(units.c.unit_id == unit_id, collections.c.status == "done")
+            .order_by(collections.c.finished_at)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
     def get_record(self, unit_id: str, collection_id: str | None = None) -> UnitRecord | None:
         found = self.get_records([unit_id], collection_id).get(unit_id)
         return found[1] if found else None

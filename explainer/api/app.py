@@ -41,8 +41,10 @@ MAX_RUNS_PAGE = 100
 
 QUERY_RE = r"[^\s\x1c-\x1f\x85]"
 """A query holds a character that is not blank for Python's ``str.strip`` (which also strips the
-information separators U+001C–U+001F and U+0085) nor for the OpenAPI regex (``\\s``)."""
-UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+information separators U+001C–U+001F and U+0085) nor for the OpenAPI regex (``\\s``). A NUL in it
+is read as a space (``search.hybrid.check_query``)."""
+NO_NUL_RE = r"^[^\x00]+$"
+UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NO_NUL_RE)]
 Model = Annotated[
     str | None, Query(max_length=200, pattern=NAME_RE.pattern, description="subject model, e.g. smollm2-135m")
 ]
@@ -55,7 +57,7 @@ MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest si
 Domain = Annotated[
     str | None,
     Query(
-        max_length=64, pattern=DOMAIN_RE.pattern, description="corpus domain among the unit's top windows, e.g. legal"
+        max_length=200, pattern=DOMAIN_RE.pattern, description="corpus domain among the unit's top windows, e.g. legal"
     ),
 ]
 ReportFormat = Annotated[Literal["html", "md", "json", "pdf"], Query(description="report format")]
@@ -98,7 +100,9 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         summary="One unit: statistics, histogram, explanations, scores, windows",
     )
     def unit_route(
-        unit_id: Annotated[str, PathParam(min_length=1, max_length=300, description="MODEL/HOOKPOINT/INDEX")],
+        unit_id: Annotated[
+            str, PathParam(min_length=1, max_length=300, pattern=NO_NUL_RE, description="MODEL/HOOKPOINT/INDEX")
+        ],
         collection_id: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-f]{1,64}$")] = None,
     ) -> dict[str, Any]:
         from explainer.report.entries import unit_detail

@@ -4,7 +4,6 @@ labeling stored."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from explainer.cli.common import ci
@@ -75,9 +74,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.report.entries import entry_summary, unit_entries
+    from explainer.runtime import get_store
 
-    entry = unit_entries(settings, [args.unit_id])[0]
+    held = get_store(settings).unit_collections(args.unit_id)
+    chosen = None
+    if args.collection:
+        match = [c for c in held if c.startswith(args.collection)]
+        if len(match) != 1:
+            where = f"; it is in {', '.join(c[:12] for c in held)}" if held else ""
+            raise InputError(
+                f"unit {args.unit_id} is in no collection {args.collection!r}{where}"
+                if not match
+                else f"collection {args.collection!r} is ambiguous for unit {args.unit_id}: give more of it"
+            )
+        chosen = match[0]
+    entry = unit_entries(settings, [args.unit_id], chosen)[0]
     out = entry_summary(entry)
+    out["collection_id"] = entry.collection_id
+    out["other_collections"] = [c for c in held if c != entry.collection_id]
     out["windows"] = [
         {
             "id": w.window_id,
@@ -125,13 +139,22 @@ def print_runs(result: Any, settings: Settings | None = None) -> None:
 def print_search(result: Any, settings: Settings | None = None) -> None:
     if not result:
         print("no hits" + (f" in {settings.describe_store()}" if settings else ""))
+    elif all(h.get("match") == "weak" for h in result):
+        print("no good match: no explanation shares a word with the query or is close to it; the closest:")
     for h in result:
         s = h["score"]
         score = f"{s['value']:+.3f} {ci(s['ci95'])}" if s else "unscored"
         sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
         ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
         causal = "" if h.get("intervention_score") is None else f"  intervention={h['intervention_score']:+.3f}"
-        print(f"{h['rank']:2d}. {h['unit_id']}  score={score}{causal}  sim={sim}  ({ranks})\n    {h['explanation']}")
+        origin = "  [no-LLM baseline]" if h.get("explanation_source") == "baseline" else ""
+        named = f' "{h["unit_name"]}"' if h.get("unit_name") else ""
+        print(
+            f"{h['rank']:2d}. {h['unit_id']}{named}  score={score}{causal}  sim={sim}  ({ranks})\n"
+            f"    {h['explanation']}{origin}"
+        )
+        if s and s.get("meaning"):
+            print(f"    score: {s['meaning']} ({s['scorer']}; {s['scorer_discrimination']})")
         if h.get("top_example"):
             print(f"    e.g. {h['top_example'][:160]}")
 
@@ -149,9 +172,34 @@ def print_check(result: Any, settings: Settings | None = None) -> None:
 
 
 def print_show(result: Any, settings: Settings | None = None) -> None:
-    s = result["score"]
-    print(f"{result['unit_id']}  [{result['status']}]  {result['explanation'] or result['error'] or ''}")
-    print(f"  score: {json.dumps(s)}\n  stats: {json.dumps(result['stats'])}  prompt: {result['prompt']}")
+    from explainer.score.meaning import score_meaning
+
+    s, st = result["score"], result["stats"]
+    origin = "  [no-LLM baseline]" if result.get("source") == "baseline" else ""
+    named = f' "{result["unit_name"]}"' if result.get("unit_name") else ""
+    print(f"{result['unit_id']}{named}  [{result['status']}]  {result['explanation'] or result['error'] or ''}{origin}")
+    if s:
+        low, high = (list(s["ci95"] or ()) + [None, None])[:2]
+        words = score_meaning(s["value"], low, high, window_level=s.get("kind") == "window")["words"]
+        domains = ", ".join(f"{d} {v:+.3f}" for d, v in sorted((s.get("per_domain") or {}).items()) if v is not None)
+        print(f"  score: {s['scorer']} {s['value']:+.3f} {ci(s['ci95'])}: {words}")
+        print(f"         {s.get('discrimination') or ''}" + (f"; per domain: {domains}" if domains else ""))
+    else:
+        print("  score: none (not scored yet, or scoring failed)")
+    print(
+        f"  stats: max {st['max']:.3f}, mean {st['mean']:.3f}, fires on {100 * (st['density'] or 0):.2f}% of tokens"
+        f"  prompt: {result['prompt']}"
+    )
+    others = result.get("other_collections") or []
+    print(
+        f"  collection {result.get('collection_id')}"
+        + (
+            f" ({len(others) + 1} collections hold this unit; others: {', '.join(c[:12] for c in others)};"
+            " choose with --collection)"
+            if others
+            else ""
+        )
+    )
     for w in result["windows"]:
         print(
             f"  {w['id']:10s} {w['split']:8s} max={w['max']:.2f} {w['domain']:6s} {' '.join(w['text'].split())[:100]}"
@@ -214,6 +262,11 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("show", help="show one unit: statistics, explanation, scores, windows")
     p.add_argument("unit_id")
+    p.add_argument(
+        "--collection",
+        default=None,
+        help="which collection of the unit (id or prefix; default: the latest it was explained in)",
+    )
     p.add_argument(
         "--output-side", action="store_true", help="also the tokens it promotes and suppresses (loads the model)"
     )

@@ -71,6 +71,8 @@ USER_SUFFIXES = (".txt", ".jsonl")
 PIECE_CHARS = 1 << 18
 """Largest piece of a ``.txt`` file held in memory at once while streaming."""
 READ_BYTES = 1 << 16
+DOMAIN_RE = re.compile(r"^[^\x00-\x1f\x7f,]{1,200}$")
+"""What a corpus domain may be; search's ``--domain`` accepts exactly the same."""
 
 # Preferred cut points, best first: before a top-level def/class/decorator, before any
 # unindented line after a blank line, after any blank line, after any newline.
@@ -306,8 +308,11 @@ def _iter_jsonl(path: Path, rel: str, default_domain: str | None) -> Iterator[Do
                 raise CorpusError(f"{where}: expected a JSON object with a string 'text' field")
             domain = obj.get("domain", default_domain or "default")
             doc_id = obj.get("id", f"{rel}#{lineno}")
-            if not isinstance(domain, str) or not domain:
-                raise CorpusError(f"{where}: 'domain' must be a non-empty string")
+            if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
+                raise CorpusError(
+                    f"{where}: 'domain' must be a non-empty string of up to 200 characters without a comma "
+                    "or control characters (search filters on it)"
+                )
             if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
                 raise CorpusError(f"{where}: 'id' must be a string or an integer")
             if obj["text"].strip():

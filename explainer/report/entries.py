@@ -111,11 +111,14 @@ def unit_entries(
 
 
 def entry_summary(entry: ReportEntry) -> dict[str, Any]:
-    """A compact JSON-able view of a unit for the CLI."""
+    """A compact JSON-able view of a unit for the CLI (a score with what it means in words)."""
+    from explainer.score.meaning import discrimination_words, score_meaning
+
     score = next((s for s in entry.scores if s.status == "ok"), None)
     top = entry.record.windows_for("explain", "top")
     return {
         "unit_id": entry.record.unit_id,
+        "unit_name": entry.record.name,
         "status": entry.explanation_status,
         "source": entry.explanation_source,
         "explanation": entry.explanation,
@@ -127,6 +130,11 @@ def entry_summary(entry: ReportEntry) -> dict[str, Any]:
             "value": score.value,
             "ci95": [score.ci_low, score.ci_high],
             "per_domain": score.per_domain,
+            "kind": (score.details or {}).get("kind", "simulation"),
+            "meaning": score_meaning(
+                score.value, score.ci_low, score.ci_high, window_level=(score.details or {}).get("kind") == "window"
+            )["words"],
+            "discrimination": discrimination_words(score.discrimination),
         },
         "stats": {
             "max": entry.record.stats.max,

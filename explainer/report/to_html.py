@@ -188,10 +188,12 @@ def _unit_html(i: int, e: ReportEntry) -> str:
     r = e.record
     umax = unit_max(r)
     warns = warnings_for(e)
-    badges = "".join(f'<span class="badge">⚠ {_esc(w)}</span>' for w in warns)
+    badges = f' <span class="badge">⚠ {len(warns)} warning{"s" if len(warns) > 1 else ""}</span>' if warns else ""
     parts = [
         f'<section class="unit" id="{_anchor(i, r.unit_id)}">',
-        f'<h2><span class="uid">{_esc(r.unit_id)}</span>{badges}</h2>',
+        f'<h2><span class="uid">{_esc(r.unit_id)}</span>'
+        + (f' <span class="uname">“{_esc(r.name)}”</span>' if r.name else "")
+        + f"{badges}</h2>",
         f'<div class="stats">hookpoint <span class="uid">{_esc(r.hookpoint)}</span> · '
         f"max {r.stats.max:.4g} · mean {r.stats.mean:.4g} · density {100 * r.stats.density:.2f}% · "
         f"{r.stats.n_tokens} tokens</div>",

@@ -117,7 +117,7 @@ def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: 
         st = r.stats
         lines += [
             "",
-            f"## `{r.unit_id}`",
+            f"## `{r.unit_id}`" + (f" “{_md(r.name)}”" if r.name else ""),
             "",
             f"hookpoint `{_md(r.hookpoint)}` · max {st.max:.4g} · mean {st.mean:.4g} · "
             f"density {100 * st.density:.2f}% · {st.n_tokens} tokens",

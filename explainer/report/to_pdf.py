@@ -157,6 +157,15 @@ def _plain(text: str) -> str:
     return "".join(c if ord(c) in chars else "?" for c in text)
 
 
+def _settings_text(settings: Any) -> str:
+    """Explainer settings as ``key value`` pairs a reader can scan (not a Python dict); the candidates'
+    raw answers are left to the JSON report."""
+    if not isinstance(settings, dict) or not settings:
+        return "—"
+    shown = {k: v for k, v in settings.items() if k != "candidates" and v not in (None, "", [], {})}
+    return ", ".join(f"{k} {v}" for k, v in sorted(shown.items())) or "—"
+
+
 def _provenance_table(prov: dict[str, Any], st: dict[str, Any]) -> Any:
     from reportlab.lib.colors import HexColor
     from reportlab.platypus import Paragraph, Table, TableStyle
@@ -182,7 +191,7 @@ def _provenance_table(prov: dict[str, Any], st: dict[str, Any]) -> Any:
         ),
         ("corpus", f"{corpus.get('id')} · hash {corpus.get('hash')} · {corpus.get('n_tokens')} tokens"),
         ("collection", prov.get("collection_id")),
-        ("explainer", f"{explainer.get('model')} · settings {explainer.get('settings')}"),
+        ("explainer", f"{explainer.get('model')} · settings {_settings_text(explainer.get('settings'))}"),
         ("simulators", ", ".join(f"{s.get('scorer')}: {s.get('model')}" for s in prov.get("simulators") or []) or "—"),
         ("prompt", f"{prompt.get('name')} v{prompt.get('version')} · sha256 {prompt.get('sha256')}"),
         ("windows shown", ", ".join(windows.get("shown") or []) or "—"),
@@ -313,7 +322,7 @@ def render_pdf(entries: list[ReportEntry], meta: ReportMeta) -> bytes:
         story.append(Paragraph(f"<b>{_t(note)}</b>", st["h3"]))
     if entries:
         story += [Paragraph("Contents", st["h2"]), _contents(entries, st)]
-    for e in entries:
-        story += [PageBreak(), *_unit_flow(e, st)]
+    for i, e in enumerate(entries):  # the first unit follows the contents on page one
+        story += [*([PageBreak()] if i else []), *_unit_flow(e, st)]
     doc.build(story)
     return buf.getvalue()

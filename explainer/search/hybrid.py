@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from explainer.collect.corpus import DOMAIN_RE as CORPUS_DOMAIN_RE
 from explainer.errors import InputError
 from explainer.runtime import get_index, get_store
 from explainer.settings import Settings
@@ -55,7 +56,9 @@ DEPTH = 100
 RRF_K = 60
 """Reciprocal-rank-fusion constant: larger values flatten the difference between ranks."""
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,199}$")
-DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DOMAIN_RE = CORPUS_DOMAIN_RE
+"""A corpus domain as the corpus accepts it (``collect.corpus``): any text of up to 200 characters
+without a comma or a control character ("legal docs", "médical")."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,9 @@ def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> list[tuple[str, float
 
 
 def check_query(query: str) -> str:
-    """The query, stripped; :class:`InputError` if it is empty or longer than allowed."""
-    q = query.strip()
+    """The query, stripped, NUL bytes read as spaces (no SQL store can hold one); :class:`InputError`
+    if it is empty or longer than allowed."""
+    q = query.replace("\x00", " ").strip()
     if not q:
         raise InputError("the search query is empty")
     if len(q) > MAX_QUERY_CHARS:
@@ -229,12 +233,20 @@ def intervention_scores(settings: Settings, explanation_ids: list[str]) -> dict[
     }
 
 
+GOOD_MATCH_SIMILARITY = 0.3
+"""A hit whose explanation shares no keyword with the query and whose embedding is less similar than
+this (cosine, all-MiniLM-L6-v2) is a ``weak`` match: the closest there is, not an answer."""
+
+
 def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[dict[str, Any]]:
     """Hit views of ranked explanations, joined from the SQL store."""
+    from explainer.score.meaning import discrimination_words, score_meaning
+    from explainer.score.registry import measured_discrimination
     from store.keyword import SEARCH_SCORER, hookpoint_fields
     from store.records import parse_unit_id
 
     details = get_store(settings).explanation_details([r.explanation_id for r in page])
+    discrimination = measured_discrimination()
     out = []
     for i, r in enumerate(page):
         d = details.get(r.explanation_id)
@@ -251,6 +263,7 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
             {
                 "rank": first_rank + i,
                 "unit_id": e.unit_id,
+                "unit_name": rec.name if rec is not None else None,
                 "explanation_id": r.explanation_id,
                 "explanation": e.text,
                 "explainer_model": e.explainer_model,
@@ -266,11 +279,19 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
                     "value": _finite(s.value),
                     "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
                     "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
+                    "meaning": score_meaning(
+                        s.value, s.ci_low, s.ci_high, window_level=(s.details or {}).get("kind") == "window"
+                    )["words"],
+                    "scorer_discrimination": discrimination_words(discrimination.get(s.scorer)),
                 },
                 "intervention_score": next(
                     (_finite(x.value) for x in d.scores if x.scorer == INTERVENTION_SCORER and x.status == "ok"),
                     None,
                 ),
+                "explanation_source": "baseline" if (e.settings or {}).get("selected") == "baseline" else "llm",
+                "match": "good"
+                if r.keyword_rank is not None or (r.similarity or 0.0) >= GOOD_MATCH_SIMILARITY
+                else "weak",
                 "similarity": r.similarity,
                 "semantic_rank": r.semantic_rank,
                 "keyword_rank": r.keyword_rank,

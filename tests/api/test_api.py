@@ -102,8 +102,8 @@ def test_public_paths_hold_no_data(client):
         ("/api/v1/search?q=x&layer=abc", "layer"),
         ("/api/v1/search?q=x&source=attn", "source"),
         ("/api/v1/search?q=x&min_score=2", "min_score"),
-        ("/api/v1/search?q=x&domain=" + "d" * 65, "domain"),
-        ("/api/v1/search?q=x&domain=a%20b", "domain"),
+        ("/api/v1/search?q=x&domain=" + "d" * 201, "domain"),
+        ("/api/v1/search?q=x&domain=a%2Cb", "domain"),
         ("/api/v1/search?q=x&domain=docs&domain=code", "domain"),  # a single value given twice
         ("/api/v1/search?q=x&q=y", "q"),
         ("/api/v1/search?q=x&domian=docs", "domian"),  # an undeclared parameter (typo)

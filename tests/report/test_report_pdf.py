@@ -20,7 +20,7 @@ def test_pdf_pages_are_drawn_and_hold_the_report(tmp_path):
     entries[0] = replace(good, record=replace(good.record, stats=stats))
     data = render_report(entries, "pdf", ReportMeta(title="Audit of three units", generated_by="test"))
     images, texts = pdf_pages(data)
-    assert len(images) == 1 + len(entries)  # contents, then one page (at least) per unit
+    assert len(images) >= len(entries)  # contents and the first unit, then a page (at least) per unit
     for img in images:
         assert ink(img) > MIN_INK, "a blank page"
     text = "\n".join(texts)
