@@ -69,7 +69,7 @@ def plant_directions(lm, hookpoint, concepts, windows, align: str, min_tokens: i
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concepts", default=None, help="planted concepts YAML (default: bench/concepts.yaml)")
-    ap.add_argument("--units", type=int, default=8, help="planted units (concepts) at most")
+    ap.add_argument("--units", type=int, default=6, help="planted units (concepts) at most")
     ap.add_argument("--layer", type=int, default=15)
     ap.add_argument("--align", choices=["next", "same"], default="next")
     ap.add_argument("--windows", type=int, default=200, help="corpus windows of 32 tokens read for the directions")
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--prompts", type=int, default=3, help="neutral prompts per unit")
     ap.add_argument("--new-tokens", type=int, default=12)
     ap.add_argument("--out", default=None, help="also write the full results (texts included) to this JSON file")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared CPUs oversubscribe)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     t_start = time.perf_counter()
     torch.manual_seed(0)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     concepts = load_concepts(args.concepts)
     lm = load_model("smollm2-135m")
     windows = tokenize_windows(default_corpus(), lm.tokenizer, window=32, max_windows=args.windows)
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             rows[n]["scores"][method[v]] = {o: scorer.judge(descriptions[o], texts).value for o in names}
             cost["seconds_judge"].setdefault(method[v], []).append((time.perf_counter() - t0) / len(names))
+        progress("unit " + json.dumps({"concept": n, **{k: rows[n][k] for k in ("strength", "kl", "scores")}}))
         s = rows[n]["scores"][method["logprob"]]
         wrong = [s[o] for o in names if o != n]
         progress(
