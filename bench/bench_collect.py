@@ -14,7 +14,8 @@ Sections: the 1,536 MLP neurons of layer 15; a 16,384-feature top-k SAE (k = 32,
 on the residual stream after block 15; layers 3 vs 29 (cost must follow hook depth); and
 ``shards``: layer 3's MLP neurons collected by ``--shards`` spawned processes (one shard each, one
 torch thread each) vs one process on the same corpus: whether the merged records are identical, and
-the merge's cost against the single run's. The time
+the merge's cost against the single run's; ``layers``: all 30 MLP layers in one forward pass (one
+collection each) vs 30 separate collections, tokens of corpus per second. The time
 to turn the streaming state into records (once per collection) is reported apart. The last line
 is one JSON object with every figure.
 
@@ -203,6 +204,38 @@ def shards_section(n_shards: int, layer: int, max_tokens: int, device: str) -> d
     }
 
 
+def layers_section(lm, seqs: list, n_batches: int) -> dict:
+    """All MLP layers in one pass (one collector each, the pass stopped at the last layer) vs one
+    separate collection per layer, over the same ``n_batches`` batches; tokens/s of corpus for each."""
+    from explainer.collect.multi import MultiCollector
+
+    cfg = CollectConfig()
+    n_layers = len(lm.model.model.layers)
+    hps = [resolve_hookpoint(lm.model, f"layers.{i}.mlp") for i in range(n_layers)]
+    multi = MultiCollector.build(lm, hps, seqs, cfg)
+    multi.step(0)  # warm-up, untimed
+    t0 = time.perf_counter()
+    tokens = sum(multi.step(b) for b in range(1, n_batches + 1))
+    one_pass = time.perf_counter() - t0
+    del multi
+    separate = 0.0
+    for hp in hps:
+        col = Collector(lm, hp, seqs, cfg)
+        t1 = time.perf_counter()
+        for b in range(1, n_batches + 1):
+            col.step(b)
+        separate += time.perf_counter() - t1
+    return {
+        "layers": n_layers,
+        "units_per_layer": hps[0].width,
+        "tokens": tokens,
+        "one_pass_tok_s": round(tokens / one_pass, 1),
+        "separate_tok_s": round(tokens / separate, 1),
+        "speedup": round(separate / one_pass, 2),
+        "forward_blocks_ratio": round(sum(range(1, n_layers + 1)) / n_layers, 2),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batches", type=int, default=5, help="measured batches for the layer-15 MLP section")
@@ -213,9 +246,20 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=4, help="shard processes for the shards section (0 skips it)")
     p.add_argument("--shard-tokens", type=int, default=16 * 1024, help="corpus tokens for the shards section")
     p.add_argument("--only-shards", action="store_true", help="run only the shards section")
+    p.add_argument("--layer-batches", type=int, default=2, help="measured batches for the all-layers section")
+    p.add_argument("--only-layers", action="store_true", help="run only the all-layers section")
     args = p.parse_args()
     import torch
 
+    if args.only_layers:
+        lm = load_model("smollm2-135m", args.device)
+        seqs = make_sequences(
+            default_corpus(), lm.tokenizer, CollectConfig(max_tokens=(args.layer_batches + 1) * 16 * 64)
+        )
+        out = {"device": args.device, "load_avg_1m": round(os.getloadavg()[0], 2)}
+        out["layers"] = layers_section(lm, seqs, args.layer_batches)
+        print(json.dumps(out))
+        return
     if args.only_shards:
         out = {"device": args.device, "load_avg_1m": round(os.getloadavg()[0], 2)}
         out["shards"] = shards_section(args.shards, 3, args.shard_tokens, args.device)
@@ -305,6 +349,8 @@ def main() -> None:
     print(
         f"layer 3 collects {out['depth']['speedup_3_vs_29']}x faster than layer 29 (30 vs 4 blocks run: 7.5x at most)"
     )
+    out["layers"] = layers_section(lm, seqs, min(args.layer_batches, len(seqs) // cfg.batch_size - 1))
+    print(f"all MLP layers: {out['layers']}")
     if args.shards:
         out["shards"] = shards_section(args.shards, 3, args.shard_tokens, args.device)
         print(f"shards: {out['shards']}")
