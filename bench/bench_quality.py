@@ -1,6 +1,7 @@
 """Quality benchmark: planted units through the real explain → score → index → search path.
 
-Each planted concept (bench/concepts.yaml or --concepts FILE) becomes a unit whose activation is
+Each planted concept (the token-level bench/concepts.yaml and the contextual
+bench/concepts_context.yaml, or --concepts FILE...; each file is a set of its own) becomes a unit whose activation is
 a rule over the default corpus's tokens and whose ground-truth description is known. For every
 explainer — the no-LLM baseline, the local LLM (SmolLM2-135M-Instruct) and, when
 EXPLAINER_LLM_BASE_URL is set, that endpoint — the planted records are stored as a collection of
@@ -10,7 +11,7 @@ median simulation score of the stored explanations, and recall@1 / recall@3 when
 ground-truth description is the search query (``explainer.search.hybrid.search`` filtered to that
 explainer's model). The last line is one JSON object of the figures.
 
-    python -m bench.bench_quality [--concepts FILE] [--limit N] [--explainers baseline,local]
+    python -m bench.bench_quality [--concepts FILE ...] [--limit N] [--explainers baseline,local]
 """
 
 from __future__ import annotations
@@ -28,11 +29,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_discrimination import set_label  # noqa: E402
 from explainer.collect.corpus import corpus_fingerprint, default_corpus  # noqa: E402
-from explainer.collect.planted import load_concepts, planted_record, tokenize_windows  # noqa: E402
+from explainer.collect.planted import (  # noqa: E402
+    CONTEXT_CONCEPTS,
+    DEFAULT_CONCEPTS,
+    load_concepts,
+    planted_record,
+    tokenize_windows,
+)
 from explainer.llm.chat import LLMConfig  # noqa: E402
 from explainer.pipeline import stages as pipeline  # noqa: E402
 from explainer.runtime import get_store  # noqa: E402
+from explainer.score.registry import DEFAULT_SCORERS  # noqa: E402
 from explainer.search.hybrid import SearchFilters, search  # noqa: E402
 from explainer.settings import load_settings  # noqa: E402
 from store.records import make_unit_id  # noqa: E402
@@ -58,14 +67,16 @@ def explainer_options(name: str, settings, scorers: tuple[str, ...]) -> pipeline
     raise SystemExit(f"unknown explainer {name!r}: baseline, local or endpoint")
 
 
-def run_explainer(name: str, settings, concepts, windows, corpus_fp: str, scorers: tuple[str, ...], progress) -> dict:
+def run_explainer(
+    name: str, settings, concepts, windows, corpus_fp: str, scorers: tuple[str, ...], progress, label: str = "token"
+) -> dict:
     store = get_store(settings)
-    model = f"planted-{name}"
+    model = f"planted-{name}" if label == "token" else f"planted-{name}-{label}"
     records = []
     for i, c in enumerate(concepts):
         r = planted_record(c, windows, model=model)
         records.append(replace(r, unit_id=make_unit_id(model, HOOKPOINT, i), hookpoint=HOOKPOINT, index=i))
-    cid = f"bench-quality-{name}"
+    cid = f"bench-quality-{name}-{label}"
     store.start_collection(cid, model, HOOKPOINT, "default", corpus_fp, {"window": 32, "planted": True})
     store.finish_collection(cid, records, sum(len(w.tokens) for w in windows))
     opts = explainer_options(name, settings, scorers)
@@ -126,8 +137,13 @@ def run_explainer(name: str, settings, concepts, windows, corpus_fp: str, scorer
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--concepts", default=None, help="planted concepts YAML (default: bench/concepts.yaml)")
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N concepts (default: all)")
+    ap.add_argument(
+        "--concepts",
+        nargs="+",
+        default=None,
+        help="planted concepts YAML files, one set each (default: bench/concepts.yaml bench/concepts_context.yaml)",
+    )
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N concepts of each set (default: all)")
     ap.add_argument(
         "--explainers",
         default=None,
@@ -138,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--scorer",
         action="append",
         default=None,
-        help="scorers stored (repeatable; the first is the headline; default: simulation-embedding)",
+        help="scorers stored (repeatable; the first is the headline; default: the shipped DEFAULT_SCORERS)",
     )
     ap.add_argument("--data-dir", default=None, help="keep the benchmark's store here (default: a temporary dir)")
     ap.add_argument("-q", "--quiet", action="store_true")
@@ -150,9 +166,13 @@ def main(argv: list[str] | None = None) -> dict:
         if args.explainers
         else ["baseline", "local"] + (["endpoint"] if env_settings.llm_base_url else [])
     )
-    scorers = tuple(dict.fromkeys(args.scorer or ["simulation-embedding"]))
+    scorers = tuple(dict.fromkeys(args.scorer or list(DEFAULT_SCORERS)))
 
-    concepts = load_concepts(args.concepts)[: args.limit]
+    files = args.concepts or [str(DEFAULT_CONCEPTS), str(CONTEXT_CONCEPTS)]
+    labels = [set_label(f) for f in files]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"concept files must have distinct names: {', '.join(files)}")
+    sets = {label: load_concepts(f)[: args.limit] for label, f in zip(labels, files)}
     from transformers import AutoTokenizer
 
     from explainer.collect.models import resolve_model
@@ -166,34 +186,44 @@ def main(argv: list[str] | None = None) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_") or "LLM" in k or "SIMULATOR" in k}
         settings = load_settings({**env, "EXPLAINER_DATA_DIR": data_dir})
         t0 = time.perf_counter()
-        results = {
-            n: run_explainer(n, settings, concepts, windows, corpus_fingerprint(docs), scorers, progress) for n in names
+        fp = corpus_fingerprint(docs)
+        by_set = {
+            label: {n: run_explainer(n, settings, cs, windows, fp, scorers, progress, label) for n in names}
+            for label, cs in sets.items()
         }
         seconds = time.perf_counter() - t0
     head = scorers[0]
     print(
-        f"\n{'explainer':10s} {'units':>5s} {'ok':>4s} {'mean ' + head:>26s} {'median':>8s} {'recall@1':>9s} "
-        f"{'recall@3':>9s} {'seconds':>8s}"
+        f"\n{'set':9s} {'explainer':10s} {'units':>5s} {'ok':>4s} {'mean ' + head:>26s} {'median':>8s} "
+        f"{'recall@1':>9s} {'recall@3':>9s} {'seconds':>8s}"
     )
-    for n, r in results.items():
-        fmt = lambda x: "   n/a" if x is None else f"{x:+.3f}"  # noqa: E731
-        print(
-            f"{n:10s} {r['units']:5d} {r['ok']:4d} {fmt(r['mean_score']):>26s} {fmt(r['median_score']):>8s} "
-            f"{r['recall_at_1']:9.3f} {r['recall_at_3']:9.3f} {r['seconds']:8.1f}"
-        )
-    summary = {n: {k: v for k, v in r.items() if k != "rows"} for n, r in results.items()}
+    for label, results in by_set.items():
+        for n, r in results.items():
+            fmt = lambda x: "   n/a" if x is None else f"{x:+.3f}"  # noqa: E731
+            print(
+                f"{label:9s} {n:10s} {r['units']:5d} {r['ok']:4d} {fmt(r['mean_score']):>26s} "
+                f"{fmt(r['median_score']):>8s} {r['recall_at_1']:9.3f} {r['recall_at_3']:9.3f} {r['seconds']:8.1f}"
+            )
+    summary = {
+        label: {n: {k: v for k, v in r.items() if k != "rows"} for n, r in results.items()}
+        for label, results in by_set.items()
+    }
+    first = next(iter(summary))
     out = {
         "benchmark": "quality",
-        "concepts": len(concepts),
+        "concepts": {label: len(cs) for label, cs in sets.items()},
         "scorer": head,
         "scorers": list(scorers),
-        "explainers": summary,
+        "explainers": summary[first],
+        "sets": summary,
+        "recall_at_3": {label: {n: r["recall_at_3"] for n, r in res.items()} for label, res in summary.items()},
         "seconds": round(seconds, 1),
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(out))
-    return {**out, "rows": {n: r["rows"] for n, r in results.items()}}
+    rows = {label: {n: r["rows"] for n, r in results.items()} for label, results in by_set.items()}
+    return {**out, "rows": rows[first], "rows_by_set": rows}
 
 
 if __name__ == "__main__":

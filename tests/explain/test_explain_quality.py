@@ -99,17 +99,22 @@ def test_a_context_too_small_for_one_window_is_recorded_as_failed(settings, serv
 
 @pytest.mark.slow
 def test_bench_quality_runs_on_a_few_concepts(capsys):
-    """The benchmark's real path (local SmolLM2 explainer, scoring, Chroma index, search) on 2 concepts."""
+    """The benchmark's real path (local SmolLM2 explainer, scoring, Chroma index, search) on 2 concepts
+    of each planted set."""
     from bench.bench_quality import main
 
     out = main(["--limit", "2", "--explainers", "baseline,local", "-q"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     figures = json.loads(last)
-    assert figures["benchmark"] == "quality" and figures["concepts"] == 2
+    # both planted sets by default: token-level and contextual concepts, each with its own figures
+    assert figures["benchmark"] == "quality" and figures["concepts"] == {"token": 2, "context": 2}
     for name in ("baseline", "local"):
-        r = figures["explainers"][name]
-        assert r["units"] == 2 and r["ok"] + r["failed"] == 2
-        assert 0.0 <= r["recall_at_1"] <= r["recall_at_3"] <= 1.0
+        for label in ("token", "context"):
+            r = figures["sets"][label][name]
+            assert r["units"] == 2 and r["ok"] + r["failed"] == 2
+            assert 0.0 <= r["recall_at_1"] <= r["recall_at_3"] <= 1.0
+            assert figures["recall_at_3"][label][name] == r["recall_at_3"]
+    assert figures["explainers"] == figures["sets"]["token"]
     assert figures["explainers"]["baseline"]["ok"] == 2 and figures["explainers"]["baseline"]["mean_score"] > 0
     assert all(row["status"] in ("ok", "failed") for row in out["rows"]["local"])
 
