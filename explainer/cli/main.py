@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from explainer.cli import browse, labeling, reports
+from explainer.cli import browse, labeling, reports, retest
 from explainer.cli.common import print_fields
 from explainer.errors import ExplainerError
 from explainer.llm.ratelimit import configure as configure_limits
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (labeling, browse, reports):
+    for module in (labeling, browse, reports, retest):
         module.register(sub)
     return parser
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None, backend: LabelBackend | None = None) -> 
         getattr(args, "show", print_fields)(result)
     if args.command == "check" and not result["in_sync"]:
         return 1  # differences found (2 stays for errors)
-    return 0
+    return getattr(args, "exit_status", lambda _: 0)(result)
 
 
 if __name__ == "__main__":
