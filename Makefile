@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality
+.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-retest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench-quality: $(STAMP)
 ## against a fake OpenAI-compatible server (100 ms per call, 64 in flight); ratio to the latency-bound ideal; JSON last
 bench-workers: $(STAMP)
 	$(PY) -m bench.bench_workers
+
+## make bench-retest: SmolLM2-135M re-tested on a control (same weights saved again) and on a copy fine-tuned
+## on the legal domain: broken share and time per unit for each; JSON on the last line
+bench-retest: $(STAMP)
+	$(PY) -m bench.bench_retest
 
 clean-data:
 	rm -rf data

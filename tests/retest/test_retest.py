@@ -13,7 +13,7 @@ from builders.retest import fine_tuned, save_checkpoint
 
 from explainer.collect.collector import CollectConfig
 from explainer.collect.corpus import default_corpus
-from explainer.errors import CorpusError, HookpointError, ModelLoadError
+from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
 from explainer.explain.baseline import baseline_explanation
 from explainer.pipeline.options import LabelOptions
 from explainer.pipeline.stages import collect_stage, score_stage
@@ -220,3 +220,16 @@ def test_bad_input_fails_before_anything_is_collected(world, tiny_model, smol_to
     finally:
         moved.rename(corpus)
     assert doc["corpus"]["same_as_old"] and doc["summary"]["broken"] == 0
+
+
+def test_another_checkpoint_under_a_collected_name_is_refused(world, tmp_path, capsys):
+    settings, cid, _, _, control, tuned, _ = world
+    retest(settings, cid, RetestOptions(model=str(control)), progress=False)  # collects (or reuses) the control
+    impostor = tmp_path / "elsewhere" / control.name
+    impostor.mkdir(parents=True)
+    for f in tuned.iterdir():
+        (impostor / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(InputError, match="a collection of another checkpoint named 'tiny-llama-control' is stored"):
+        retest(settings, cid, RetestOptions(model=str(impostor)), progress=False)
+    code = main(["retest", "--from", cid, "--model", str(control), "-o", str(tmp_path / "drift.pdf")])
+    assert code == 2 and "the suffix must be one of .json, .md, .html" in capsys.readouterr().err
