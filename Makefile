@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-intervention
+.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-intervention bench-retest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,11 @@ bench-workers: $(STAMP)
 ## AUROC of the intervention scorers ranking each unit's description above the others'; cost per unit; JSON last
 bench-intervention: $(STAMP)
 	$(PY) -m bench.bench_intervention --out data/bench_intervention.json $(if $(CONCEPTS),--concepts $(CONCEPTS))
+
+## make bench-retest: SmolLM2-135M re-tested on a control (same weights saved again) and on a copy fine-tuned
+## on the legal domain: broken share and time per unit for each; JSON on the last line
+bench-retest: $(STAMP)
+	$(PY) -m bench.bench_retest
 
 clean-data:
 	rm -rf data

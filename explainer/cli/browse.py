@@ -246,7 +246,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("check", help="report differences between SQL and the search indexes (exit 1 if any)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=cmd_check, show=print_check)
+    p.set_defaults(func=cmd_check, show=print_check, exit_status=lambda result: 0 if result["in_sync"] else 1)
 
     p = sub.add_parser("serve", help="serve the HTTP API and the search page (needs EXPLAINER_API_*_KEYS)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from explainer.cli import browse, formats, labeling, reports, steer
+from explainer.cli import browse, formats, labeling, reports, retest, steer
 from explainer.cli.common import print_fields
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.pipeline.backend import LabelBackend
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (labeling, browse, reports, formats, steer):
+    for module in (labeling, browse, reports, formats, steer, retest):
         module.register(sub)
     for p in sub.choices.values():  # also after the command: explainer search "..." --data-dir DIR
         p.add_argument("--data-dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP)
@@ -57,9 +57,7 @@ def _main(argv: list[str] | None, backend: LabelBackend | None) -> int:
         print(json.dumps(result, indent=2, default=str))
     else:
         getattr(args, "show", print_fields)(result, settings)
-    if args.command == "check" and not result["in_sync"]:
-        return 1  # differences found (2 stays for errors)
-    return 0
+    return int(getattr(args, "exit_status", lambda _: 0)(result))  # e.g. check: 1 when out of sync (2 = errors)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""`explainer retest`: re-test a run's or collection's explanations on a new checkpoint, with a CI gate
+(``--fail-if broken>5%`` exits 1 when tripped) and a drift report (JSON, Markdown or HTML)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from explainer.cli.common import backend_of
+from explainer.errors import InputError
+from explainer.settings import Settings
+
+
+def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.retest.report import FORMATS, write_drift_report
+    from explainer.retest.run import RetestOptions, retest
+    from explainer.retest.verdict import gate_failures, parse_rule
+    from explainer.score.registry import make_scorer
+
+    rules = args.fail_if or []
+    try:
+        for rule in rules:
+            parse_rule(rule)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    for name in args.scorer or []:
+        make_scorer(name, settings=settings)  # unknown names fail before anything is collected
+    outputs = args.output or []
+    for out in outputs:
+        if out.rsplit(".", 1)[-1].lower() not in FORMATS:
+            raise InputError(f"-o {out}: the suffix must be one of .{', .'.join(FORMATS)}")
+    relabel = None
+    if args.relabel:
+        from explainer.pipeline.options import LabelOptions
+
+        backend = backend_of(args)
+        opts = LabelOptions(scorers=tuple(args.scorer)) if args.scorer else LabelOptions()
+
+        def relabel(collection_id: str, unit_ids: list[str]) -> dict[str, Any]:
+            r = backend.label_units(settings, collection_id, unit_ids, opts, progress=not args.json)
+            return {k: v for k, v in dataclasses.asdict(r).items() if k != "task_errors"} | {
+                "task_errors": len(r.task_errors)
+            }
+
+    doc = retest(
+        settings,
+        args.source,
+        RetestOptions(
+            model=args.model, corpus=args.corpus, scorers=tuple(args.scorer or ()), max_tokens=args.max_tokens
+        ),
+        progress=not args.json,
+        relabel=relabel,
+    )
+    doc["gate"] = {"rules": rules, "failed": gate_failures(rules, doc["summary"])} if rules else None
+    for out in outputs:
+        write_drift_report(doc, out)
+    doc["written"] = outputs
+    return doc
+
+
+def print_retest(doc: dict[str, Any], settings: Settings | None = None) -> None:
+    from explainer.retest.report import render_markdown
+
+    print(render_markdown({k: v for k, v in doc.items() if k != "written"}), end="")
+    for out in doc["written"]:
+        print(f"wrote {out}")
+
+
+def exit_status(doc: dict[str, Any]) -> int:
+    """1 when a ``--fail-if`` rule is tripped, else 0 (errors stay 2)."""
+    return 1 if doc.get("gate") and doc["gate"]["failed"] else 0
+
+
+def register(sub: Any) -> None:
+    """Add ``retest`` to the ``explainer`` subcommand parser."""
+    p = sub.add_parser(
+        "retest",
+        help="collect a run's or collection's units on a new checkpoint and say which explanations still hold",
+    )
+    p.add_argument(
+        "--from", dest="source", required=True, metavar="RUN_OR_COLLECTION", help="labeling run or collection id"
+    )
+    p.add_argument("--model", required=True, help="the new checkpoint: packaged name, HF directory or .gguf file")
+    p.add_argument("--corpus", default=None, help="corpus to collect over (default: the old collection's)")
+    p.add_argument(
+        "--scorer", action="append", default=None, metavar="NAME", help="scorer (repeatable; default: those stored)"
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="corpus tokens to read (default: as the old collection)"
+    )
+    p.add_argument(
+        "--relabel", action="store_true", help="re-explain units whose best explanation broke, as a labeling run"
+    )
+    p.add_argument(
+        "--fail-if",
+        action="append",
+        default=None,
+        metavar="RULE",
+        help="exit 1 when tripped, e.g. broken>5%%, dead>=3, broken+dead>0.1 (repeatable)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="drift report .json, .md or .html (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print the retest document as JSON")
+    p.set_defaults(func=cmd_retest, show=print_retest, exit_status=exit_status)

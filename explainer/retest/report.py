@@ -1,0 +1,148 @@
+"""The drift report of a re-test, in JSON (the retest document itself), Markdown or HTML.
+
+Units come sorted by the largest drops; for units that did not hold, the old and new top windows
+are shown side by side (strong tokens in «guillemets»); both models are named with their weight
+files' sha256.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from explainer.errors import InputError
+
+FORMATS = ("json", "md", "html")
+
+
+def _num(x: Any, fmt: str = "+.3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _fig(f: dict[str, Any] | None) -> str:
+    if not f:
+        return "–"
+    lo, hi = f["ci95"]
+    ci = f" [{_num(lo, '+.2f')}, {_num(hi, '+.2f')}]" if lo is not None and hi is not None else ""
+    return f"{_num(f['value'])}{ci}"
+
+
+def _model_lines(models: dict[str, Any]) -> list[str]:
+    lines = []
+    for side in ("old", "new"):
+        m = models[side]
+        files = ", ".join(f"{f['name']} sha256:{f['sha256']}" for f in m.get("files") or []) or "no files recorded"
+        lines.append(f"- {side} model: {m.get('name')} ({m.get('given') or 'path not recorded'}) — {files}")
+    return lines
+
+
+def _drift(u: dict[str, Any]) -> str:
+    d = u.get("drift")
+    if not d:
+        return "–"
+    return (
+        f"max {d['max']['old']:.3g}→{d['max']['new']:.3g}, density {d['density']['old']:.3f}→{d['density']['new']:.3f}"
+    )
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    s = doc["summary"]
+    out = [
+        f"# Re-test of {doc['from']} on {doc['models']['new'].get('name')}",
+        "",
+        f"Hookpoint `{doc['hookpoint']}`, corpus `{doc['corpus']['spec']}`"
+        + ("" if doc["corpus"]["same_as_old"] else " (not the old collection's text: old scores recomputed on it)")
+        + ".",
+        "",
+        *_model_lines(doc["models"]),
+        "",
+        f"**{s['units']} units: {s['holds']} hold, {s['weakened']} weakened, {s['broken']} broken, "
+        f"{s['dead']} dead now** (broken share {s['broken_share']:.1%}).",
+        "",
+    ]
+    if doc.get("gate"):
+        g = doc["gate"]
+        out += [
+            f"Gate {', '.join(g['rules'])}: {'FAILED (' + ', '.join(g['failed']) + ')' if g['failed'] else 'passed'}.",
+            "",
+        ]
+    out += ["| domain | units | mean drop | mean shift | broken | dead |", "|---|---|---|---|---|---|"]
+    for dom, d in doc["by_domain"].items():
+        out.append(
+            f"| {dom} | {d['units']} | {_num(d['mean_drop'])} | {_num(d['mean_shift'], '.3f')} | "
+            f"{d['broken_share']:.0%} | {d['dead_share']:.0%} |"
+        )
+    out += ["", "| unit | verdict | scorer | old | new | drop | activations |", "|---|---|---|---|---|---|---|"]
+    for u in doc["units"]:
+        out.append(
+            f"| `{u['unit_id']}` | {u['verdict']} | {u['scorer']} | {_fig(u['old'])} | {_fig(u['new'])} | "
+            f"{_num(u['drop'])} | {_drift(u)} |"
+        )
+    for u in doc["units"]:
+        if "evidence" not in u:
+            continue
+        text = u["explanations"][0]["text"] if u["explanations"] else ""
+        out += ["", f"## `{u['unit_id']}` — {u['verdict']}", "", f"Explanation: {text}", ""]
+        for side in ("old", "new"):
+            out.append(f"{side.capitalize()} model, top windows:")
+            out += [f"- ({w['domain']}, max {w['max']:.3g}) {w['text']}" for w in u["evidence"][side]] or ["- none"]
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    """A self-contained page: the Markdown report's content as HTML tables."""
+    e = html.escape
+    s = doc["summary"]
+    rows = "".join(
+        f"<tr class='{e(str(u['verdict']))}'><td><code>{e(u['unit_id'])}</code></td><td>{e(str(u['verdict']))}</td>"
+        f"<td>{e(str(u['scorer']))}</td><td>{e(_fig(u['old']))}</td><td>{e(_fig(u['new']))}</td>"
+        f"<td>{e(_num(u['drop']))}</td><td>{e(_drift(u))}</td></tr>"
+        for u in doc["units"]
+    )
+    evidence = ""
+    for u in doc["units"]:
+        if "evidence" not in u:
+            continue
+        cols = "".join(
+            f"<td><b>{side} model</b><ul>"
+            + "".join(f"<li>({e(w['domain'])}, max {w['max']:.3g}) {e(w['text'])}</li>" for w in u["evidence"][side])
+            + "</ul></td>"
+            for side in ("old", "new")
+        )
+        text = u["explanations"][0]["text"] if u["explanations"] else ""
+        evidence += f"<h2><code>{e(u['unit_id'])}</code> — {e(str(u['verdict']))}</h2><p>{e(str(text))}</p>"
+        evidence += f"<table><tr>{cols}</tr></table>"
+    models = "".join(f"<li>{e(line[2:])}</li>" for line in _model_lines(doc["models"]))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Re-test</title><style>"
+        "body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px;vertical-align:top}"
+        "table{border-collapse:collapse}.broken,.dead{background:#fde2e2}.weakened{background:#fff4d6}"
+        "</style></head><body>"
+        f"<h1>Re-test of {e(doc['from'])} on {e(str(doc['models']['new'].get('name')))}</h1>"
+        f"<p>Hookpoint <code>{e(doc['hookpoint'])}</code>, corpus <code>{e(doc['corpus']['spec'])}</code>.</p>"
+        f"<ul>{models}</ul><p><b>{s['units']} units: {s['holds']} hold, {s['weakened']} weakened, "
+        f"{s['broken']} broken, {s['dead']} dead now</b> (broken share {s['broken_share']:.1%}).</p>"
+        "<table><tr><th>unit</th><th>verdict</th><th>scorer</th><th>old</th><th>new</th><th>drop</th>"
+        f"<th>activations</th></tr>{rows}</table>{evidence}</body></html>\n"
+    )
+
+
+def write_drift_report(doc: dict[str, Any], path: str | Path, fmt: str | None = None) -> str:
+    """Write ``doc`` to ``path`` as ``fmt`` (default: from the suffix), secrets scrubbed; returns the format."""
+    from explainer.provenance import scrub, secret_values
+
+    doc = scrub(doc, secret_values())
+    path = Path(path)
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise InputError(f"drift report format {fmt!r}: use one of {', '.join(FORMATS)} (from -o's suffix)")
+    if fmt == "json":
+        text = json.dumps(doc, indent=2, default=str)
+    else:
+        text = render_markdown(doc) if fmt == "md" else render_html(doc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return fmt

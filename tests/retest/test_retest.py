@@ -1,0 +1,235 @@
+"""Re-test through the real pipeline on real checkpoints: the tiny random LLaMA is collected over a
+two-domain corpus (code and legal text from the default corpus), a dozen units are explained with the
+no-LLM baseline and scored with the real embedding scorer; then the same weights saved again (the
+control) and a copy fine-tuned on the legal domain are re-tested."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from builders.retest import fine_tuned, save_checkpoint
+
+from explainer.collect.collector import CollectConfig
+from explainer.collect.corpus import default_corpus
+from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
+from explainer.explain.baseline import baseline_explanation
+from explainer.pipeline.options import LabelOptions
+from explainer.pipeline.stages import collect_stage, score_stage
+from explainer.retest.run import RetestOptions, retest
+from explainer.retest.summary import schema_path, unit_domain
+from explainer.runtime import get_store
+from explainer.settings import load_settings
+from workers.cli import main
+
+CFG = CollectConfig(
+    window=8, context=16, top_k=4, n_random=3, max_tokens=2400, batch_size=8, n_quantiles=2, min_density=0.0
+)
+HOOK = "layers.1.mlp"
+PER_DOMAIN = 6
+
+
+def validate(doc: dict) -> None:
+    schema = json.loads(schema_path().read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+@pytest.fixture(scope="module")
+def world(tiny_model, tiny_model_dir, tmp_path_factory):
+    """(settings, old collection id, explained unit ids, paths of corpus, control and fine-tuned model)."""
+    root = tmp_path_factory.mktemp("retest")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EXPLAINER_DATA_DIR", str(root / "data"))
+    mp.setenv("EXPLAINER_MODEL_CACHE", str(root / "cache"))
+    settings = load_settings()
+    docs = [d for d in default_corpus(6000) if d.domain in ("code", "legal")]
+    corpus = root / "corpus.jsonl"
+    corpus.write_text(
+        "\n".join(json.dumps({"id": d.doc_id, "domain": d.domain, "text": d.text}) for d in docs), encoding="utf-8"
+    )
+    cid = collect_stage(settings, str(tiny_model_dir), HOOK, str(corpus), CFG, progress=False)
+    store = get_store(settings)
+    rows = sorted(store.unit_rows(cid), key=lambda r: -(r["max_act"] / (r["std_act"] + 1e-6)))
+    chosen: dict[str, list[str]] = {"code": [], "legal": []}
+    for r in rows:
+        rec = store.get_record(r["unit_id"], cid)
+        dom = unit_domain(rec)
+        if dom in chosen and len(chosen[dom]) < PER_DOMAIN and baseline_explanation(rec):
+            chosen[dom].append(r["unit_id"])
+    units = chosen["code"] + chosen["legal"]
+    for uid in units:
+        eid = store.save_explanation(
+            unit_id=uid,
+            collection_id=cid,
+            explainer_model="baseline",
+            prompt_name="explain",
+            prompt_version="1",
+            prompt_hash="b" * 64,
+            status="ok",
+            text=baseline_explanation(store.get_record(uid, cid)),
+            window_ids=["top-0", "top-2"],
+        )
+        score_stage(settings, eid, LabelOptions(scorers=("simulation-embedding",)))
+    control = save_checkpoint(tiny_model.model, tiny_model.tokenizer, root / "models" / "tiny-llama-control")
+    legal = [d.text for d in docs if d.domain == "legal"]
+    tuned = fine_tuned(tiny_model.model, tiny_model.tokenizer, legal, steps=20, lr=3e-4)
+    tuned_dir = save_checkpoint(tuned, tiny_model.tokenizer, root / "models" / "tiny-llama-legal")
+    yield settings, cid, units, corpus, control, tuned_dir, root
+    mp.undo()
+
+
+def test_control_holds_everywhere(world):
+    settings, cid, units, _, control, _, _ = world
+    doc = retest(settings, cid, RetestOptions(model=str(control)), progress=False)
+    validate(doc)
+    s = doc["summary"]
+    assert s["units"] == len(units) >= 8 and s["holds"] == len(units) and s["broken_share"] == 0.0
+    assert doc["models"]["same_files"] and doc["corpus"]["same_as_old"]
+    assert doc["collections"]["new"] != cid and doc["collections"]["old_on_corpus"] == cid
+    for u in doc["units"]:
+        assert u["new_unit_id"] == u["unit_id"].replace("tiny-llama/", "tiny-llama-control/")
+        assert u["new"]["value"] == pytest.approx(u["old"]["value"], abs=1e-6)
+        assert u["drift"]["max"]["ratio"] == pytest.approx(1.0, abs=1e-5) and "evidence" not in u
+        [score] = u["explanations"][0]["scores"]
+        assert score["old_source"] == "stored" and score["verdict"] == "holds"
+    new_sha = doc["models"]["new"]["files"][0]["sha256"]
+    assert new_sha == doc["models"]["old"]["files"][0]["sha256"] and len(new_sha) == 64
+
+
+def test_fine_tuned_domain_moves_most(world, tmp_path):
+    settings, cid, units, _, _, tuned, _ = world
+    doc = retest(settings, cid, RetestOptions(model=str(tuned)), progress=False)
+    validate(doc)
+    assert not doc["models"]["same_files"] and doc["summary"]["units"] == len(units)
+    drops = [u["drop"] for u in doc["units"]]
+    assert drops == sorted(drops, reverse=True)  # largest drops first
+    dom = doc["by_domain"]
+    # a fine-tune on legal text moves the activations of the units that fire on legal text most
+    # (measured: mean |log2 max ratio| 0.38 for legal units against 0.23 for code units)
+    assert dom["legal"]["units"] == dom["code"]["units"] == PER_DOMAIN
+    assert dom["legal"]["mean_shift"] > dom["code"]["mean_shift"] > 0
+    for u in doc["units"]:
+        assert u["verdict"] in ("holds", "weakened", "broken", "dead")
+        assert ("evidence" in u) == (u["verdict"] != "holds")
+    # the drift report in the three formats
+    for fmt in ("json", "md", "html"):
+        from explainer.retest.report import write_drift_report
+
+        write_drift_report(doc, tmp_path / f"drift.{fmt}")
+    md = (tmp_path / "drift.md").read_text()
+    assert doc["units"][0]["unit_id"] in md and doc["models"]["new"]["files"][0]["sha256"] in md
+    assert json.loads((tmp_path / "drift.json").read_text())["schema_version"] == 1
+    assert "<table>" in (tmp_path / "drift.html").read_text()
+
+
+def test_cli_gate_exit_status_and_reports(world, tmp_path, capsys):
+    settings, cid, units, _, control, _, _ = world
+    out = tmp_path / "drift.json"
+    code = main(["retest", "--from", cid, "--model", str(control), "--fail-if", "broken>5%", "-o", str(out), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["gate"] == {"rules": ["broken>5%"], "failed": []}
+    assert json.loads(out.read_text())["summary"]["units"] == len(units)
+    code = main(["retest", "--from", cid, "--model", str(control), "--fail-if", "holds>=100%", "--fail-if", "dead>0"])
+    text = capsys.readouterr().out
+    assert code == 1 and "Gate holds>=100%, dead>0: FAILED (holds>=100%)" in text
+    code = main(["retest", "--from", cid, "--model", str(control), "--fail-if", "borked>5%"])
+    assert code == 2 and "the verdict must be one of" in capsys.readouterr().err
+    code = main(["retest", "--from", "nope", "--model", str(control)])
+    assert code == 2 and "unknown run or collection id 'nope'" in capsys.readouterr().err
+
+
+class FakeBackend:
+    """Records what ``--relabel`` asks to label (the labeling run itself is tested elsewhere)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def label_units(self, settings, collection_id, unit_ids, opts, progress=True):
+        from explainer.pipeline.backend import BatchResult
+
+        self.calls.append((collection_id, list(unit_ids), opts.scorers))
+        return BatchResult("run-1", list(unit_ids), {}, 0.1, submitted=len(unit_ids))
+
+
+def test_relabel_sends_the_broken_units_of_the_new_collection(world, capsys):
+    settings, cid, _, _, _, tuned, _ = world
+    from explainer.cli.main import main as cli_main
+
+    backend = FakeBackend()
+    code = cli_main(["retest", "--from", cid, "--model", str(tuned), "--relabel", "--json"], backend=backend)
+    doc = json.loads(capsys.readouterr().out)
+    broken = [u["new_unit_id"] for u in doc["units"] if u["verdict"] == "broken" and u["new_skip_reason"] is None]
+    assert code == 0
+    if broken:
+        [(new_cid, sent, scorers)] = backend.calls
+        assert new_cid == doc["collections"]["new"] and sorted(sent) == sorted(broken)
+        assert doc["relabel"]["run_id"] == "run-1" and doc["relabel"]["submitted"] == len(broken)
+    else:
+        assert backend.calls == [] and doc["relabel"]["units"] == 0
+
+
+def test_bad_input_fails_before_anything_is_collected(world, tiny_model, smol_tokenizer, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    settings, cid, _, corpus, control, _, root = world
+    store = get_store(settings)
+    before = len(store.collection_summaries(limit=1000))
+    narrow = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(smol_tokenizer),
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    narrow_dir = save_checkpoint(narrow, smol_tokenizer, tmp_path / "tiny-llama-narrow")
+    with pytest.raises(HookpointError, match=r"layers.1.mlp is 96 wide, but the old collection \w+ has 128"):
+        retest(settings, cid, RetestOptions(model=str(narrow_dir)), progress=False)
+    shallow = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(smol_tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    with pytest.raises(HookpointError):
+        retest(settings, cid, RetestOptions(model=str(save_checkpoint(shallow, smol_tokenizer, tmp_path / "s"))))
+    with pytest.raises(ModelLoadError, match="unknown model"):
+        retest(settings, cid, RetestOptions(model=str(tmp_path / "missing")), progress=False)
+    broken_dir = tmp_path / "garbled"
+    broken_dir.mkdir()
+    (broken_dir / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot load model 'garbled'"):
+        retest(settings, cid, RetestOptions(model=str(broken_dir)), progress=False)
+    assert len(store.collection_summaries(limit=1000)) == before
+
+    # the old corpus file is gone: the error names it, and --corpus gives the text again
+    moved = root / "moved.jsonl"
+    corpus.rename(moved)
+    try:
+        with pytest.raises(CorpusError, match=f"{corpus}, is no longer available: give .* --corpus"):
+            retest(settings, cid, RetestOptions(model=str(control)), progress=False)
+        doc = retest(settings, cid, RetestOptions(model=str(control), corpus=str(moved)), progress=False)
+    finally:
+        moved.rename(corpus)
+    assert doc["corpus"]["same_as_old"] and doc["summary"]["broken"] == 0
+
+
+def test_another_checkpoint_under_a_collected_name_is_refused(world, tmp_path, capsys):
+    settings, cid, _, _, control, tuned, _ = world
+    retest(settings, cid, RetestOptions(model=str(control)), progress=False)  # collects (or reuses) the control
+    impostor = tmp_path / "elsewhere" / control.name
+    impostor.mkdir(parents=True)
+    for f in tuned.iterdir():
+        (impostor / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(InputError, match="a collection of another checkpoint named 'tiny-llama-control' is stored"):
+        retest(settings, cid, RetestOptions(model=str(impostor)), progress=False)
+    code = main(["retest", "--from", cid, "--model", str(control), "-o", str(tmp_path / "drift.pdf")])
+    assert code == 2 and "the suffix must be one of .json, .md, .html" in capsys.readouterr().err
