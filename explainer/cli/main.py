@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from explainer.cli import browse, labeling, reports, steer
+from explainer.cli import audit, browse, labeling, reports, steer
 from explainer.cli.common import print_fields
 from explainer.errors import ExplainerError
 from explainer.llm.ratelimit import configure as configure_limits
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (labeling, browse, reports, steer):
+    for module in (labeling, browse, reports, steer, audit):
         module.register(sub)
     return parser
 
