@@ -23,6 +23,7 @@ from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
 from explainer.api import models as m
+from explainer.api.audit import monitor_router
 from explainer.api.auth import API_KEY_HEADER, ApiConfig, key_dependencies, load_api_config
 from explainer.api.errors import ERRORS, install_error_handlers
 from explainer.api.intervene import steer_router
@@ -345,6 +346,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     install_error_handlers(app)
     app.include_router(_api_router(settings, config))
     app.include_router(steer_router(settings, key_dependencies(config)[0]))
+    app.include_router(monitor_router(settings, key_dependencies(config)[0]))
 
     @app.get("/healthz", response_model=m.Health, tags=["meta"], summary="Liveness (no key needed)")
     def health() -> dict[str, str]:

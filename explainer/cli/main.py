@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from explainer.cli import browse, formats, labeling, reports, retest, steer
+from explainer.cli import audit, browse, formats, labeling, reports, retest, steer
 from explainer.cli.common import print_fields
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.pipeline.backend import LabelBackend
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (labeling, browse, reports, formats, steer, retest):
+    for module in (labeling, browse, reports, formats, steer, retest, audit):
         module.register(sub)
     for p in sub.choices.values():  # also after the command: explainer search "..." --data-dir DIR
         p.add_argument("--data-dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP)

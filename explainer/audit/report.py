@@ -1,0 +1,149 @@
+"""The audit report: ``audit.json`` (everything), ``audit.md`` and ``audit.html`` (for people) —
+the per-domain table, the transfer matrix (a heat map in HTML), the selected units, the
+intervention curves, the warnings and the provenance."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(ci: Any) -> str:
+    if not ci or ci[0] is None:
+        return ""
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table, shared by Markdown and HTML."""
+    dom_rows = []
+    for d, v in r["domains"].items():
+        own = v.get("own_probe") or {}
+        pooled = v["pooled_probe"]
+        dom_rows.append(
+            [
+                d,
+                str(v["cases"]["fail"]),
+                str(v["cases"]["pass"]),
+                "yes" if v["usable"] else "no (too few)",
+                _f(own.get("auroc")) + _ci(own.get("ci")),
+                _f(pooled.get("auroc")) + _ci(pooled.get("ci")),
+            ]
+        )
+    tables = [
+        (
+            "Per domain (held-out AUROC, 95% bootstrap interval)",
+            ["domain", "fail", "pass", "own probe", "own-probe AUROC", "pooled-probe AUROC"],
+            dom_rows,
+        ),
+    ]
+    t = r["transfer"]
+    if t["domains"]:
+        rows = [[f"fit on {d}"] + [_f(v) for v in row] for d, row in zip(t["domains"], t["matrix"], strict=True)]
+        tables.append(
+            ("Transfer matrix (fit on row, test on column)", [""] + [f"test {d}" for d in t["domains"]], rows)
+        )
+    s = r["selected_units"]
+    tables.append(
+        (
+            f"Selected units ({s['count']} of {s['of']}, share {s['share']:.4%})",
+            ["unit", "weight"],
+            [[u, f"{w:+.4f}"] for u, w in zip(s["ids"][:50], s["weights"][:50], strict=True)],
+        )
+    )
+    causal = r.get("causal") or {}
+    if "selected" in causal:
+        rows = []
+        for a, b in zip(causal["selected"]["curve"], causal["random"]["curve"], strict=True):
+            rows.append(
+                [
+                    f"{a['alpha']:g}",
+                    _f(a["failure_rate"], 2) + _ci(a["failure_ci"]),
+                    _f(b["failure_rate"], 2) + _ci(b["failure_ci"]),
+                    _f(a["logp_right"], 2) + _ci(a["logp_ci"]),
+                    _f(b["logp_right"], 2) + _ci(b["logp_ci"]),
+                ]
+            )
+        tables.append(
+            (
+                f"Scaling the units by α on {causal['questions']} held-out questions",
+                [
+                    "α",
+                    "failure rate (selected)",
+                    "failure rate (random)",
+                    "log P(right) (selected)",
+                    "log P(right) (random)",
+                ],
+                rows,
+            )
+        )
+    return tables
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    p = r["provenance"]
+    lines = [
+        "# Failure-mode audit",
+        "",
+        f"Model `{p['model']}`, hookpoint `{p['unit_space']['hookpoint']}` ({p['unit_space']['statistic']}, "
+        f"{p['unit_space']['units']} units); {r['cases']} cases ({r['train']} train, {r['test']} held out).",
+        "",
+        f"Pooled probe: held-out AUROC {_f(r['pooled']['test']['auroc'])}{_ci(r['pooled']['test']['ci'])}, "
+        f"C = {r['pooled']['C']:g}, {r['pooled']['nonzero_units']} units with a non-zero weight.",
+        "",
+    ]
+    rnd = r["random_units"]
+    lines += [
+        f"Probe on the {rnd['units']} selected units: AUROC {_f(rnd['selected_auroc'])}; on as many random units: "
+        f"mean {_f(rnd['random_auroc_mean'])} over {rnd['random_draws']} draws, range {rnd['random_auroc_range']}.",
+        "",
+    ]
+    for title, header, rows in _tables(r):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    lines += ["## Warnings", ""] + ([f"- {w}" for w in r["warnings"]] or ["- none"]) + [""]
+    lines += ["## Provenance", "", "```json", json.dumps(p, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def _cell(v: str) -> str:
+    try:
+        x = float(v.split()[0])
+    except (ValueError, IndexError):
+        return f"<td>{html.escape(v)}</td>"
+    if not 0 <= x <= 1:
+        return f"<td>{html.escape(v)}</td>"
+    red, green = int(255 * (1 - x)), int(255 * x)
+    return f'<td style="background: rgba({red},{green},80,0.35)">{html.escape(v)}</td>'
+
+
+def to_html(r: dict[str, Any]) -> str:
+    parts = ["<!doctype html><meta charset=utf-8><title>Failure-mode audit</title>", "<h1>Failure-mode audit</h1>"]
+    for title, header, rows in _tables(r):
+        heat = title.startswith("Transfer")
+        parts.append(f"<h2>{html.escape(title)}</h2><table border=1 cellpadding=4>")
+        parts.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
+            cells = [f"<th>{html.escape(row[0])}</th>"] + [
+                _cell(c) if heat else f"<td>{html.escape(c)}</td>" for c in row[1:]
+            ]
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</table>")
+    parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in r["warnings"]) + "</ul>")
+    parts.append(f"<h2>Provenance</h2><pre>{html.escape(json.dumps(r['provenance'], indent=1))}</pre>")
+    return "\n".join(parts)
+
+
+def write_report(r: dict[str, Any], out: Path) -> dict[str, str]:
+    files = {"json": out / "audit.json", "markdown": out / "audit.md", "html": out / "audit.html"}
+    files["json"].write_text(json.dumps(r, indent=1, default=str), encoding="utf-8")
+    files["markdown"].write_text(to_markdown(r), encoding="utf-8")
+    files["html"].write_text(to_html(r), encoding="utf-8")
+    return {k: str(v) for k, v in files.items()}

@@ -1,0 +1,136 @@
+"""``explainer cases make|check``, ``explainer audit`` and ``explainer monitor``: failure-mode audits
+from a case set, and the probe file they write applied to new transcripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from explainer.audit.cases import MIN_PER_CLASS, CaseSetError, class_counts, read_cases, usable_domains
+from explainer.settings import Settings
+
+DEFAULT_CASES = Path(__file__).resolve().parents[1] / "audit" / "data" / "cases_smollm2.jsonl"
+
+
+def register(sub: Any) -> None:
+    cases = sub.add_parser("cases", help="make or check a case set (prompt, response, fail/pass, domain) for audits")
+    csub = cases.add_subparsers(dest="cases_command", required=True)
+    mk = csub.add_parser("make", help="ask the model offline factual questions; keep consistently right/wrong ones")
+    mk.add_argument("--model", default="smollm2-135m", help="subject model (default: %(default)s)")
+    mk.add_argument("--out", required=True, help="JSONL file to write")
+    mk.add_argument("--per-domain", type=int, default=34, help="questions asked per domain (default: %(default)s)")
+    mk.add_argument("--samples", type=int, default=4, help="sampled answers per question (default: %(default)s)")
+    mk.add_argument("--temperature", type=float, default=0.7, help="default: %(default)s")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    mk.set_defaults(func=cmd_cases_make)
+    ck = csub.add_parser("check", help="validate a case set and count its classes per domain")
+    ck.add_argument("file", nargs="?", default=str(DEFAULT_CASES), help="JSONL case set (default: the shipped one)")
+    ck.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS)
+    ck.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ck.set_defaults(func=cmd_cases_check)
+
+    au = sub.add_parser("audit", help="find the units that predict a case set's failures, per domain; test them")
+    au.add_argument("--cases", default=str(DEFAULT_CASES), help="JSONL case set (default: the shipped one)")
+    au.add_argument("--model", default="smollm2-135m", help="subject model (default: %(default)s)")
+    where = au.add_mutually_exclusive_group(required=True)
+    where.add_argument("--layer", type=int, help="MLP neurons of this block (contribution statistic)")
+    where.add_argument("--hookpoint", help="any hookpoint, e.g. layers.12 (activations)")
+    au.add_argument("--sae", help="SAE folder: audit its features at --hookpoint")
+    au.add_argument("--directions", help="directions file: audit its directions at --hookpoint")
+    au.add_argument("--out", required=True, help="folder for probe.json and the report (audit.json/.md/.html)")
+    au.add_argument("--test-frac", type=float, default=0.3, help="held-out share per domain and label")
+    au.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS, help="per-domain fit minimum")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--no-causal", action="store_true", help="skip the scaling test")
+    au.add_argument("--causal-cases", type=int, default=24, help="held-out questions in the scaling test")
+    au.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    au.set_defaults(func=cmd_audit, show=print_audit)
+
+    mo = sub.add_parser("monitor", help="score prompt/response pairs with an audit's probe file")
+    mo.add_argument("--probe", required=True, help="probe.json written by `explainer audit`")
+    mo.add_argument("--cases", required=True, help="JSONL of {prompt, response, domain[, answer_span]}")
+    mo.add_argument("--allow-uncalibrated", action="store_true", help="use the pooled calibration for unknown domains")
+    mo.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    mo.set_defaults(func=cmd_monitor, show=print_monitor)
+
+
+def cmd_cases_make(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.audit.cases import write_cases
+    from explainer.audit.make import make_cases
+    from explainer.collect.models import load_model
+
+    if args.per_domain < 1 or args.samples < 1:
+        raise CaseSetError("--per-domain and --samples must be at least 1")
+    lm = load_model(args.model, settings.device)
+    cases, stats = make_cases(
+        lm, per_domain=args.per_domain, samples=args.samples, temperature=args.temperature, seed=args.seed
+    )
+    write_cases(args.out, cases)
+    return {"out": args.out, "cases": len(cases), "per_domain": stats}
+
+
+def cmd_cases_check(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    cases = read_cases(args.file)
+    usable, warnings = usable_domains(cases, args.min_per_class)
+    return {
+        "file": args.file,
+        "cases": len(cases),
+        "classes": class_counts(cases),
+        "usable": usable,
+        "warnings": warnings,
+    }
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.audit.service import run_audit
+
+    return run_audit(
+        args.model,
+        args.cases,
+        args.out,
+        layer=args.layer,
+        hookpoint=args.hookpoint,
+        sae=args.sae,
+        directions=args.directions,
+        device=settings.device,
+        test_frac=args.test_frac,
+        seed=args.seed,
+        min_per_class=args.min_per_class,
+        causal=not args.no_causal,
+        causal_cases=args.causal_cases,
+    )
+
+
+def print_audit(r: dict[str, Any], settings: Settings | None = None) -> None:
+    from explainer.audit.report import to_markdown
+
+    print(to_markdown(r))
+    print(f"files: {', '.join(r['report_files'].values())}" + (f", {r['probe_file']}" if r["probe_file"] else ""))
+
+
+def cmd_monitor(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.audit.probefile import monitor, read_probe
+    from explainer.collect.models import load_model
+
+    doc = read_probe(args.probe)
+    items = []
+    for n, line in enumerate(Path(args.cases).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise CaseSetError(f"{args.cases} line {n}: not JSON ({exc.msg})") from None
+    if not items:
+        raise CaseSetError(f"{args.cases}: nothing to score")
+    lm = load_model(doc["model"], settings.device)
+    return {"probe": args.probe, "results": monitor(lm, doc, items, args.allow_uncalibrated)}
+
+
+def print_monitor(r: dict[str, Any], settings: Settings | None = None) -> None:
+    for i, x in enumerate(r["results"], 1):
+        flag = "FLAGGED" if x["flagged"] else "ok"
+        cal = "" if x["calibrated"] else " (uncalibrated domain: pooled calibration)"
+        print(f"{i}: {x['domain']}: p(fail) {x['p_fail']:.3f}, logit {x['logit']:+.3f} -> {flag}{cal}")
