@@ -51,7 +51,8 @@ bench-search: $(STAMP)
 	$(PY) bench/bench_search.py
 
 ## make bench-collect: collection vs the bare truncated forward pass (and forward + SAE encode) on
-## SmolLM2-135M, side by side on the same batches; layer 3 vs 29; JSON on the last line
+## SmolLM2-135M, side by side on the same batches; layer 3 vs 29; all 30 MLP layers in one pass vs 30
+## collections; 4 shard processes vs one (identical records, merge cost); JSON on the last line
 bench-collect: $(STAMP)
 	$(PY) bench/bench_collect.py
 

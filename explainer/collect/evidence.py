@@ -60,14 +60,14 @@ class TopWindows:
         import torch
 
         k, window = self.score.shape[1], self.acts.shape[2]
-        cand_key = rank_key(score, seq_ids.unsqueeze(1).expand_as(score))  # [B, U]
-        slot_key = rank_key(self.score, self.seq)  # [U, k]
-        better = cand_key > slot_key.amin(dim=1)
-        cols = better.any(dim=0).nonzero().flatten()
+        cols = (score >= self.score.amin(dim=1)).any(dim=0).nonzero().flatten()  # units a candidate may enter
         if cols.numel() == 0:
             return
-        cand = cand_key[:, cols].masked_fill(~better[:, cols], torch.iinfo(torch.int64).min).T  # [n, B]
-        top = torch.cat([slot_key[cols], cand], dim=1).topk(k, dim=1, sorted=False)
+        slot_key = rank_key(self.score[cols], self.seq[cols])  # [n, k]
+        cand_key = rank_key(score[:, cols], seq_ids.unsqueeze(1).expand(-1, cols.numel())).T  # [n, B]
+        better = cand_key > slot_key.amin(dim=1, keepdim=True)
+        cand = cand_key.masked_fill(~better, torch.iinfo(torch.int64).min)
+        top = torch.cat([slot_key, cand], dim=1).topk(k, dim=1, sorted=False)
         keep = torch.zeros((cols.numel(), k + cand.shape[1]), dtype=torch.bool, device=score.device)
         keep.scatter_(1, top.indices, True)
         ej, slot = (~keep[:, :k]).nonzero(as_tuple=True)  # evicted old slots, row by row

@@ -341,3 +341,30 @@ def test_shards_run_on_two_collect_workers_through_redis(tiny_model_dir, setting
     single = collect(lm, resolve_hookpoint(lm.model, "layers.1.mlp"), TIED_DOCS, cfg, progress=False)
     got = get_store(settings).get_records([r.unit_id for r in single], cid)
     assert_same_records([got[r.unit_id][1] for r in single], single)
+
+
+def test_merged_shards_of_a_top_k_sae_equal_a_single_process_run(tiny_model):
+    """The sparse path (each token's k active features, never a dense batch) shards the same way."""
+    from explainer.collect.sae import SparseAutoencoder
+
+    g = torch.Generator().manual_seed(1)
+    sae = SparseAutoencoder(
+        name="tiny-topk",
+        source="test",
+        architecture="topk",
+        activation="topk",
+        hook_name="layers.1",
+        hookpoint="layers.1",
+        weights={"W_enc": torch.randn(64, 256, generator=g) / 8, "b_enc": torch.zeros(256), "b_in": torch.zeros(64)},
+        k=8,
+        fingerprint="1" * 16,
+    )
+    assert sae.sparse_k == 8  # the collector takes the sparse path
+    hp = resolve_hookpoint(tiny_model.model, "layers.1")
+    seqs = make_sequences(TIED_DOCS, tiny_model.tokenizer, CFG)
+    single = Collector(tiny_model, hp, seqs, CFG, sae)
+    single.run()
+    merged = collect_sharded(tiny_model, hp, seqs, CFG, 4, sae)
+    records = merged.records()
+    assert_same_records(records, single.records())
+    assert sum(1 for r in records if r.windows) > 50
