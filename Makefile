@@ -22,7 +22,7 @@ install: $(STAMP)
 
 ## make demo: label a dozen SmolLM2-135M neurons of layer 15, search them, write the report (HTML, Markdown, JSON, PDF)
 demo: $(STAMP)
-	$(VENV)/bin/explainer label --layer 15 --units 12 --scorer simulation-embedding --scorer simulation-logits
+	$(VENV)/bin/explainer label --layer 15 --units 12 --scorer simulation-context --scorer simulation-logits
 	$(VENV)/bin/explainer search "Python code keywords and punctuation" --limit 5
 	$(VENV)/bin/explainer report -o data/report.html
 	$(VENV)/bin/explainer report -o data/report.md
@@ -56,12 +56,13 @@ bench-search: $(STAMP)
 bench-collect: $(STAMP)
 	$(PY) bench/bench_collect.py
 
-## make bench-discrimination [CONCEPTS=FILE]: does each scorer rank a planted unit's true description
-## above the other concepts' descriptions? Writes explainer/score/scorer_discrimination.json; JSON on the last line
+## make bench-discrimination [CONCEPTS="FILE ..."]: does each scorer rank a planted unit's true description
+## above the other concepts' descriptions? A line per concept set (default: token-level bench/concepts.yaml and
+## contextual bench/concepts_context.yaml) and their union; writes explainer/score/scorer_discrimination.json; JSON last
 bench-discrimination: $(STAMP)
 	$(PY) -m bench.bench_discrimination --write $(if $(CONCEPTS),--concepts $(CONCEPTS))
 
-## make bench-quality [CONCEPTS=FILE]: planted units through explain → score → index → search per explainer
+## make bench-quality [CONCEPTS="FILE ..."]: planted units (token-level and contextual sets by default) through explain → score → index → search per explainer
 ## (baseline, local SmolLM2, and EXPLAINER_LLM_BASE_URL when set): mean/median score, recall@1/@3; JSON on the last line
 bench-quality: $(STAMP)
 	$(PY) -m bench.bench_quality $(if $(CONCEPTS),--concepts $(CONCEPTS))

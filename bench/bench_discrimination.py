@@ -161,7 +161,7 @@ def flat_figures(r: dict) -> dict:
     return out
 
 
-def write_discrimination(summary: dict, sets: dict[str, list[str]], files: list[str]) -> None:
+def write_discrimination(summary: dict, sets: dict[str, list[str]], files: list[str], command: str) -> None:
     """Store the shipped scorers' figures; scorers not measured this time keep their last figures."""
     try:
         old = json.loads(DISCRIMINATION_FILE.read_text())
@@ -183,7 +183,7 @@ def write_discrimination(summary: dict, sets: dict[str, list[str]], files: list[
                     str(Path(f).resolve().relative_to(ROOT)) if Path(f).resolve().is_relative_to(ROOT) else str(f)
                     for f in files
                 ],
-                "command": "make bench-discrimination",
+                "command": command,
                 "scorers": scorers,
             },
             indent=2,
@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
         **extra,
     }
     if args.write:
-        write_discrimination(summary, sets, files)
+        args_given = sys.argv[1:] if argv is None else argv
+        write_discrimination(summary, sets, files, " ".join(["python -m bench.bench_discrimination", *args_given]))
     print(json.dumps(out))
     return out
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import Engine, select, text
 
-SEARCH_SCORER = "simulation-embedding"
+SEARCH_SCORER = "simulation-context"
 """The scorer whose value both search indexes filter on (``--min-score``): the first of
 ``explainer.score.registry.DEFAULT_SCORERS``, which ``pipeline.index_stage`` uses (a test keeps them equal;
 the store does not import the explainer package)."""

@@ -349,8 +349,8 @@ def register(sub: Any) -> None:
         action="append",
         default=None,
         metavar="NAME",
-        help="scorer to store (repeatable; default: simulation-embedding, chosen by make bench-discrimination; "
-        "also: simulation-logits)",
+        help="scorer to store (repeatable; default: simulation-context, chosen by make bench-discrimination; "
+        "also: simulation-embedding, simulation-logits)",
     )
     p.add_argument(
         "--best-of", type=int, default=1, help="LLM answers per unit; the best by the cheap scorer is kept (default: 1)"

@@ -33,9 +33,10 @@ _REGISTRY: dict[str, ScorerFactory] = {}
 DISCRIMINATION_FILE = Path(__file__).resolve().parent / "scorer_discrimination.json"
 """Measured discrimination per scorer, written by ``make bench-discrimination``."""
 
-DEFAULT_SCORERS: tuple[str, ...] = ("simulation-embedding",)
-"""Scorers of the embedded default, chosen by the discrimination benchmark: the local LLM
-simulator (SmolLM2-135M) ranks right and wrong explanations no better than chance there."""
+DEFAULT_SCORERS: tuple[str, ...] = ("simulation-context",)
+"""Scorers of the embedded default, chosen by the discrimination benchmark: the best AUROC on the
+union of the token-level and contextual planted sets (``simulation-embedding`` is behind on
+contextual concepts; the local LLM simulator, SmolLM2-135M, is at chance)."""
 
 
 def register(name: str) -> Callable[[ScorerFactory], ScorerFactory]:

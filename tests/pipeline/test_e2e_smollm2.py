@@ -8,6 +8,7 @@ import json
 import pytest
 
 from explainer.runtime import get_index, get_store
+from explainer.score.registry import DEFAULT_SCORERS
 from workers.cli import main
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_label_search_report_then_reuse(settings, tmp_path, capsys):
     for e in ok:
         assert e.window_ids and all(w.startswith("top-") for w in e.window_ids)
         assert e.settings["selected"] in {"llm-0", "baseline"} and len(e.settings["candidates"]) == 2
-        score = store.get_score(e.id, "simulation-embedding")
+        score = store.get_score(e.id, DEFAULT_SCORERS[0])
         assert score.status == "ok" and -1 <= score.value <= 1
         assert score.ci_low <= score.value <= score.ci_high
         assert score.heldout_ids and set(score.heldout_ids).isdisjoint(e.window_ids)

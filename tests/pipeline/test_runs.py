@@ -15,6 +15,7 @@ from explainer.llm.chat import LLMConfig
 from explainer.pipeline import stages as pipeline
 from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
+from explainer.score.registry import DEFAULT_SCORERS
 from store import runs
 from workers.batch import label_units, open_run, run_key
 from workers.cli import main
@@ -120,7 +121,7 @@ def test_runs_command_lists_and_shows(settings, units, server, capsys):
     assert len(listed) == 1
     r = listed[0]
     assert (r["id"], r["done"], r["failed"], r["pending"], r["units"]) == (result.run_id, 2, 1, 0, 3)
-    assert r["status"] == "done" and r["explainer_model"] == "fake" and r["simulator"] == ["simulation-embedding"]
+    assert r["status"] == "done" and r["explainer_model"] == "fake" and r["simulator"] == list(DEFAULT_SCORERS)
     expl = get_store(settings).explanations_for(units[:3])
     assert r["tokens"] == sum((e.prompt_tokens or 0) + (e.completion_tokens or 0) for e in expl) > 0
 

@@ -10,6 +10,7 @@ from builders.search import unit
 from explainer.runtime import get_index, get_store
 from explainer.search.hybrid import SearchFilters, load_scan, search
 from explainer.search.index import index_metadata
+from store.keyword import SEARCH_SCORER
 from store.scan import VectorScan
 
 
@@ -89,7 +90,7 @@ def test_scan_sees_what_other_processes_index(searchable):
     load_scan(searchable)
     index, store = get_index(searchable), get_store(searchable)
     eid = next(e.id for e in store.explanations_for([unit(5).unit_id]))
-    expl, score = store.get_explanation(eid), store.get_score(eid, "simulation-embedding")
+    expl, score = store.get_explanation(eid), store.get_score(eid, SEARCH_SCORER)
     assert expl is not None and score is not None
     meta = {**index_metadata(expl.unit_id, expl.collection_id, expl.explainer_model, score.value, ["docs"]), "layer": 7}
     text = "sunny skies and thunderstorms"

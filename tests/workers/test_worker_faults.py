@@ -25,6 +25,7 @@ from conftest import free_port
 
 from bench.fake_openai import WORDS, FakeOpenAI, ServerThread
 from bench.synthetic import store_synthetic_collection
+from explainer.score.registry import DEFAULT_SCORERS
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -207,7 +208,7 @@ def _not_done(d, result) -> str:
     return f"{result}: {states} {expl}"
 
 
-def _check_rows(d, scorer="simulation-embedding") -> dict:
+def _check_rows(d, scorer=DEFAULT_SCORERS[0]) -> dict:
     """Exactly one explanation per (unit, collection, explainer, prompt hash) and one score per
     (explanation, scorer), for every unit; ok explanations are in the vector index."""
     from sqlalchemy import func, select
