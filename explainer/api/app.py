@@ -40,10 +40,10 @@ MAX_REPORT_UNITS = 50
 MAX_RUNS_PAGE = 100
 
 
-QUERY_RE = r"[^\s\x1c-\x1f\x85]"
+QUERY_RE = r"[^\s\x1c-\x1f\x85\x00]"
 """A query holds a character that is not blank for Python's ``str.strip`` (which also strips the
-information separators U+001C–U+001F and U+0085) nor for the OpenAPI regex (``\\s``). A NUL in it
-is read as a space (``search.hybrid.check_query``)."""
+information separators U+001C–U+001F and U+0085) nor for the OpenAPI regex (``\\s``), and is not
+NUL; other NULs in it are read as spaces (``search.hybrid.check_query``)."""
 NO_NUL_RE = r"^[^\x00]+$"
 UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NO_NUL_RE)]
 Model = Annotated[

@@ -105,6 +105,8 @@ def test_hit_shows_unit_explanation_score_interval_and_highlighted_example(engin
         "value": 0.62,
         "ci95": [pytest.approx(0.52), pytest.approx(0.72)],
         "per_domain": {"docs": pytest.approx(0.67)},
+        "meaning": "good: the explanation predicts well when this unit fires",
+        "scorer_discrimination": h["score"]["scorer_discrimination"],
     }
     assert h["top_example"] == "as shown by Smith «et» «al.» ( 2019 ) in Nature"
     levels = {t["text"].strip(): t["level"] for t in h["top_example_tokens"]}
@@ -134,7 +136,7 @@ def test_pages_do_not_overlap_and_end(engines):
         (dict(query="x", limit=50, offset=DEPTH), "offset \\+ limit"),
         (dict(query="x", filters=SearchFilters(source="attn")), "source must be one of"),
         (dict(query="x", filters=SearchFilters(min_score=1.5)), "min-score must be between"),
-        (dict(query="x", filters=SearchFilters(domain="le gal")), "invalid domain"),
+        (dict(query="x", filters=SearchFilters(domain="le,gal")), "invalid domain"),
         (dict(query="x", filters=SearchFilters(model="a" * 300)), "invalid model"),
         (dict(query="x", filters=SearchFilters(layer=-3)), "layer must be between"),
     ],
@@ -222,7 +224,7 @@ def test_cli_search_with_filters_json_and_text(searchable, capsys):
     assert "e.g. as shown by Smith «et» «al.»" in out
     code, _, err = _cli(capsys, "search", "x", "--limit", "500")
     assert code == 2 and "limit must be between" in err
-    code, _, err = _cli(capsys, "search", "x", "--domain", "no such!")
+    code, _, err = _cli(capsys, "search", "x", "--domain", "no,such")
     assert code == 2 and "invalid domain" in err
 
 
