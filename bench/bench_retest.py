@@ -9,7 +9,7 @@ steps on the legal domain of the default corpus. Each is re-tested with :func:`e
 verdict counts, the broken share, the time per unit, the mean activation shift per domain and the
 three units that moved most with their old and new top windows. The last line is one JSON object.
 
-    python -m bench.bench_retest [--layer 3] [--units-per-domain 6] [--steps 30] [--lr 3e-4]
+    python -m bench.bench_retest [--layer 3] [--units-per-domain 4] [--steps 12] [--lr 1e-3] [--max-tokens 6000]
 """
 
 from __future__ import annotations
@@ -132,10 +132,10 @@ def show(name: str, doc: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layer", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=12_000)
-    ap.add_argument("--units-per-domain", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--max-tokens", type=int, default=6_000)
+    ap.add_argument("--units-per-domain", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--domain", default="legal", choices=DOMAINS, help="the fine-tuning domain")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
