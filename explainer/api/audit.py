@@ -90,7 +90,7 @@ def monitor_router(settings: Settings, read: Any) -> APIRouter:
         for it in items:
             if "answer_span" in it:
                 it["answer_span"] = list(it["answer_span"])
-        lm = load_model(doc["model"], settings.device)
+        lm = load_model(doc.get("model_source") or doc["model"], settings.device)
         results = monitor(lm, doc, items, body.allow_uncalibrated)
         return {"probe": body.probe, "model": doc["model"], "hookpoint": doc["hookpoint"], "results": results}
 

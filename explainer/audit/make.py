@@ -75,8 +75,9 @@ def _questions(rng: random.Random, per_domain: int) -> list[Question]:
         Question("elements", f"What is the chemical symbol of {e['name']}?", (e["symbol"],)) for e in facts["elements"]
     ]
     arith = []
-    for _ in range(per_domain * 3):
-        a, b = rng.randint(2, 30), rng.randint(2, 30)
+    for k in range(per_domain * 3):
+        hi = 9 if k % 2 else 30  # half single-digit, half up to 30
+        a, b = rng.randint(1, hi), rng.randint(2, hi)
         op = rng.choice("+-*") if a <= 12 and b <= 12 else rng.choice("+-")
         a, b = (a, b) if op != "-" or a >= b else (b, a)
         arith.append(Question("arithmetic", f"What is {a} {op} {b}?", (str(eval(f"{a}{op}{b}")),)))

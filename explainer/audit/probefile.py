@@ -3,7 +3,7 @@
 A small versioned JSON file::
 
     {"format": "explainer-probe", "version": 1,
-     "model": "smollm2-135m", "hookpoint": "layers.15.mlp", "statistic": "contribution",
+     "model": "smollm2-135m", "model_source": "smollm2-135m", "hookpoint": "layers.15.mlp", "statistic": "contribution",
      "sae": null, "directions": null,
      "units": [{"id": ".../layers.15.mlp/1234", "index": 1234, "weight": 0.8, "mean": 0.01, "scale": 0.004}],
      "intercept": -0.2, "C": 0.1,
@@ -11,6 +11,7 @@ A small versioned JSON file::
      "pooled": {"threshold": ..., "calibration": {...}},
      "provenance": {"case_set_sha256": "...", "created": "..."}}
 
+``model`` is the name in unit ids; ``model_source`` what to load (a packaged name or a path).
 Only units with a non-zero weight are kept. :func:`monitor` scores new prompt/response pairs:
 the probe's logit, the probability of failure calibrated for the case's domain, and whether it is
 over the domain's threshold. A domain the probe was not calibrated on is refused unless
@@ -58,6 +59,7 @@ def probe_document(space: dict[str, Any], analysis: Any, unit_ids: list[str], pr
         "format": FORMAT,
         "version": VERSION,
         "model": space["model"],
+        "model_source": provenance.get("model_source") or space["model"],
         "hookpoint": space["hookpoint"],
         "statistic": space["statistic"],
         "sae": space.get("sae"),

@@ -79,6 +79,7 @@ def run_audit(
         "case_set": str(cases_path),
         "case_set_sha256": case_set_hash(cases),
         "model": loaded.name,
+        "model_source": str(Path(model).resolve()) if Path(model).exists() else model,
         "unit_space": space.describe(),
         "probe": {
             "penalty": "l1",

@@ -46,15 +46,27 @@ def register(sub: Any) -> None:
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--no-causal", action="store_true", help="skip the scaling test")
     au.add_argument("--causal-cases", type=int, default=24, help="held-out questions in the scaling test")
+    au.add_argument("--alphas", type=_alphas, default=None, help="scaling factors, e.g. 0,0.5,1,1.5,2,3 (the default)")
     au.add_argument("--json", action="store_true", help="print machine-readable JSON")
     au.set_defaults(func=cmd_audit, show=print_audit)
 
     mo = sub.add_parser("monitor", help="score prompt/response pairs with an audit's probe file")
     mo.add_argument("--probe", required=True, help="probe.json written by `explainer audit`")
     mo.add_argument("--cases", required=True, help="JSONL of {prompt, response, domain[, answer_span]}")
+    mo.add_argument("--model", help="where to load the probe's model from (default: the probe's model_source)")
     mo.add_argument("--allow-uncalibrated", action="store_true", help="use the pooled calibration for unknown domains")
     mo.add_argument("--json", action="store_true", help="print machine-readable JSON")
     mo.set_defaults(func=cmd_monitor, show=print_monitor)
+
+
+def _alphas(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"alphas must be comma-separated numbers, not {text!r}") from None
+    if not values or any(not 0 <= v <= 100 for v in values):
+        raise argparse.ArgumentTypeError("alphas must be between 0 and 100")
+    return values
 
 
 def cmd_cases_make(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -101,6 +113,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         min_per_class=args.min_per_class,
         causal=not args.no_causal,
         causal_cases=args.causal_cases,
+        alphas=args.alphas,
     )
 
 
@@ -125,7 +138,7 @@ def cmd_monitor(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
                 raise CaseSetError(f"{args.cases} line {n}: not JSON ({exc.msg})") from None
     if not items:
         raise CaseSetError(f"{args.cases}: nothing to score")
-    lm = load_model(doc["model"], settings.device)
+    lm = load_model(args.model or doc.get("model_source") or doc["model"], settings.device)
     return {"probe": args.probe, "results": monitor(lm, doc, items, args.allow_uncalibrated)}
 
 
