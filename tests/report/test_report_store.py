@@ -7,7 +7,7 @@ import json
 
 import pytest
 from builders.report import pdf_pages, validate_report
-from builders.search import collection_id, unit, write_units
+from builders.search import SCORER, collection_id, unit, write_units
 from fastapi.testclient import TestClient
 
 from explainer.api.app import ApiConfig, create_app
@@ -72,7 +72,7 @@ def reported(settings, monkeypatch):
     store.finish_collection("cal1", [], 500)
     store.save_calibration(
         explanation_id=eids[U0],
-        scorer="simulation-embedding",
+        scorer=SCORER,  # the scorer the builders store (the search scorer)
         collection_id="cal1",
         domain="support-tickets",
         simulator_model="all-MiniLM-L6-v2",
