@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-intervention bench-retest
+.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-intervention bench-retest bench-audit
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,3 +87,8 @@ clean-data:
 
 clean: clean-data
 	rm -rf $(VENV)
+
+## make bench-audit [CONCEPTS=FILE]: the audit on planted failure modes (fail = the response holds the concept) on
+## SmolLM2-135M: probe AUROC, top units firing on the concept vs random units; then the shipped QA case set; JSON last
+bench-audit: $(STAMP)
+	$(PY) -m bench.bench_audit $(if $(CONCEPTS),--concepts $(CONCEPTS))

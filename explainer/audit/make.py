@@ -136,12 +136,12 @@ def _answers(lm: Any, prompts: list[str], samples: int, temperature: float, max_
 def make_cases(
     lm: Any,
     *,
-    per_domain: int = 40,
+    per_domain: int = 36,
     samples: int = 4,
     temperature: float = 0.7,
     seed: int = 0,
-    batch: int = 16,
-    max_new_tokens: int = 8,
+    batch: int = 24,
+    max_new_tokens: int = 6,
 ) -> tuple[list[Case], dict[str, dict[str, int]]]:
     """The consistent cases and, per domain, how many questions were ``asked``, answered
     ``right`` and ``wrong`` every time, or ``mixed``, and the share of right samples."""

@@ -129,3 +129,20 @@ def case_statistics(lm: Any, space: UnitSpace, cases: list[Case], batch: int = 8
                 stats = _token_stats(lm, space, acts[i, pos])
                 rows.append(stats.mean(0).cpu().numpy().astype(np.float32))
     return np.stack(rows)
+
+
+def token_statistics(lm: Any, space: UnitSpace, case: Case) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """For one case, the character span (inside the response) of each answer token and its
+    statistics ``[answer tokens, units]``: what :func:`case_statistics` averages."""
+    import torch
+
+    ids, pos = _encode(lm, case)
+    offsets = lm.tokenizer(case.prompt + case.response, return_offsets_mapping=True, add_special_tokens=False)[
+        "offset_mapping"
+    ]
+    t = torch.tensor([ids], device=lm.device)
+    acts = capture(lm.model, space.hookpoint, t, torch.ones_like(t))
+    with torch.no_grad():
+        stats = _token_stats(lm, space, acts[0, pos]).cpu().numpy()
+    n = len(case.prompt)
+    return [(offsets[i][0] - n, offsets[i][1] - n) for i in pos], stats

@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
     mk = csub.add_parser("make", help="ask the model offline factual questions; keep consistently right/wrong ones")
     mk.add_argument("--model", default="smollm2-135m", help="subject model (default: %(default)s)")
     mk.add_argument("--out", required=True, help="JSONL file to write")
-    mk.add_argument("--per-domain", type=int, default=34, help="questions asked per domain (default: %(default)s)")
+    mk.add_argument("--per-domain", type=int, default=36, help="questions asked per domain (default: %(default)s)")
     mk.add_argument("--samples", type=int, default=4, help="sampled answers per question (default: %(default)s)")
     mk.add_argument("--temperature", type=float, default=0.7, help="default: %(default)s")
     mk.add_argument("--seed", type=int, default=0)

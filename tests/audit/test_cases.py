@@ -94,3 +94,16 @@ def test_shipped_case_set_reads_and_has_two_classes():
     usable, _ = usable_domains(cases)
     assert len(cases) >= 60 and usable
     assert all(c.truth for c in cases)
+
+
+def test_make_cases_keeps_only_consistent_questions(tiny_model):
+    from explainer.audit.make import make_cases
+
+    cases, stats = make_cases(tiny_model, per_domain=2, samples=2, max_new_tokens=2, batch=5)
+    assert set(stats) == {"capitals", "elements", "arithmetic", "python", "dates"}
+    for s in stats.values():
+        assert s["asked"] == 2 and s["right"] + s["wrong"] + s["mixed"] == 2 and 0 <= s["sample_accuracy"] <= 1
+    assert len(cases) == sum(s["right"] + s["wrong"] for s in stats.values())
+    for c in cases:
+        assert c.prompt.endswith("Answer:") and c.truth
+        assert (c.label == "pass") == is_right(c.response, c.truth)
