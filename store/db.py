@@ -4,10 +4,12 @@ additive migrations and the decoding of JSON and timestamp columns."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, create_engine
+from sqlalchemy import Table, create_engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -41,6 +43,32 @@ def dialect_insert(engine: Engine, table: Table) -> postgresql.Insert | sqlite.I
     return sqlite.insert(table)
 
 
+SCHEMA_LOCK_KEY = 0x6578706C  # any constant: the PostgreSQL advisory lock taken while the schema is made
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time creates or upgrades the schema: workers starting together on a fresh
+    database would otherwise race to create the same tables ("table ... already exists"). PostgreSQL:
+    a session advisory lock; SQLite: a lock file beside the database (``filelock``)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(f"{database}.schema.lock", timeout=300):
+        yield
+
+
 class StoreBase:
     """One database: its engine (tables created, missing nullable columns added) and the upsert
     every write goes through. Safe to share between threads."""
@@ -61,11 +89,12 @@ class StoreBase:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
-        metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
         from store import keyword
 
-        keyword.ensure_schema(self.engine)
+        with schema_lock(self.engine):
+            metadata.create_all(self.engine)
+            add_missing_columns(self.engine)
+            keyword.ensure_schema(self.engine)
 
     def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str], where: Any = None) -> None:
         """Insert or update on the key; with ``where``, only existing rows that match it are updated."""
