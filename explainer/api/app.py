@@ -23,9 +23,9 @@ from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
 from explainer.api import models as m
+from explainer.api.audit import monitor_router
 from explainer.api.auth import API_KEY_HEADER, ApiConfig, key_dependencies, load_api_config
 from explainer.api.errors import ERRORS, install_error_handlers
-from explainer.api.audit import monitor_router
 from explainer.api.intervene import steer_router
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SearchFilters
