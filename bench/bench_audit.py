@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,8 @@ def _lines() -> dict[str, list[str]]:
     import json as j
     import textwrap as t
 
-    code, prose = [], []
+    code: list[str] = []
+    prose: list[str] = []
     for mod in (a, j, t, random, inspect):
         for raw in inspect.getsource(mod).splitlines():
             s = raw.strip()
@@ -95,7 +97,8 @@ def main() -> None:
     lm = load_model(args.model)
     space = unit_space(lm, f"layers.{args.layer}.mlp")
     lines = _lines()
-    planted, random_units = {}, {}
+    planted: dict[str, dict[str, Any]] = {}
+    random_units: dict[str, dict[str, Any]] = {}
     for concept in concepts:
         cases = planted_cases(concept, lines, args.per_class, rng)
         if cases is None:

@@ -151,3 +151,13 @@ def test_audit_cli_refusals(tmp_path, capsys):
     assert main(argv) == 2
     assert "only one class" in capsys.readouterr().err
     assert main(["cases", "check", str(tmp_path / "one.jsonl")]) == 2
+
+
+def test_token_statistics_average_to_the_case_statistic(tiny_model):
+    from explainer.audit.stats import token_statistics
+
+    case = Case("Say:", " not today, never", "fail", "d")
+    space = unit_space(tiny_model, "layers.2.mlp")
+    spans, per_token = token_statistics(tiny_model, space, case)
+    assert spans[0][0] <= 1 and spans[-1][1] == len(case.response) and per_token.shape == (len(spans), 128)
+    assert np.allclose(per_token.mean(0), case_statistics(tiny_model, space, [case])[0], rtol=1e-4, atol=1e-6)
