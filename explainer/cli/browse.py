@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from explainer.cli.common import ci
+from explainer.cli.common import ci, int_in
 from explainer.errors import InputError
 from explainer.settings import Settings
 from store.keyword import SOURCES
@@ -213,14 +213,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser("runs", help="labeling runs: 'runs' lists them, 'runs show RUN' shows one with its failures")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("run_id", nargs="?", default=None, help="run id (or a unique prefix of it) for 'show'")
-    p.add_argument("--limit", type=int, default=50, help="runs listed, or failures shown (default: %(default)s)")
+    p.add_argument(
+        "--limit", type=int_in(1, 100_000), default=50, help="runs listed, or failures shown (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_runs, show=print_runs)
 
     p = sub.add_parser("search", help="search explanations by description")
     p.add_argument("query", help="what the unit does, in words (semantic and keyword ranking, fused)")
     p.add_argument("--model", default=None, help="only units of this subject model")
-    p.add_argument("--layer", type=int, default=None, help="only units of this block")
+    p.add_argument("--layer", type=int_in(0, 10_000), default=None, help="only units of this block")
     p.add_argument(
         "--source",
         default=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from explainer.errors import ConfigError
@@ -29,3 +30,18 @@ def print_fields(result: Any, settings: Settings | None = None) -> None:
     """The default human output: one ``key: value`` line per field."""
     for k, v in result.items():
         print(f"{k}: {v}")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[low, high]`` (a huge one must not reach SQL or a tensor)."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {n}")
+        return n
+
+    return parse

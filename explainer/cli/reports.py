@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from explainer.cli.common import ci
+from explainer.cli.common import ci, int_in
 from explainer.errors import InputError
 from explainer.settings import Settings
 from store.keyword import SOURCES
@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
     sel.add_argument("--query", default=None, help="the units a search returns (filters below)")
     sel.add_argument("--run", default=None, help="the units of a labeling run or collection id")
     p.add_argument("--model", default=None, help="with --query: only units of this subject model")
-    p.add_argument("--layer", type=int, default=None, help="with --query: only units of this block")
+    p.add_argument("--layer", type=int_in(0, 10_000), default=None, help="with --query: only units of this block")
     p.add_argument("--source", default=None, choices=list(SOURCES), help="with --query: kind of unit (as for search)")
     p.add_argument("--min-score", type=float, default=None, help="with --query: only explanations scored at least this")
     p.add_argument("--domain", default=None, help="with --query: only units whose top windows include this domain")

@@ -69,10 +69,13 @@ def resolve_from(store: Any, ref: str) -> tuple[dict[str, Any], list[str]]:
     return collection, list(found["unit_ids"])
 
 
-def _corpus(collection: dict[str, Any], given: str | None) -> tuple[str, bool]:
-    """The corpus to collect over and whether it is the old collection's text (same fingerprint).
+def _corpus(collection: dict[str, Any], given: str | None, inputs: dict[str, Any], device: str) -> tuple[str, bool]:
+    """The corpus to collect over and whether it is the old collection's text: the same tokens, cut
+    by the old model's tokenizer and the old settings (a collection is keyed on the tokens it read).
     A recorded corpus file that is gone is an error naming it, unless ``given`` replaces it."""
-    from explainer.collect.corpus import corpus_fingerprint, resolve_corpus
+    from explainer.collect.collector import make_sequences, sequences_fingerprint
+    from explainer.collect.corpus import stream_corpus
+    from explainer.collect.models import load_tokenizer
 
     spec = given or collection["corpus"]
     if given is None and spec != "default" and not Path(spec).expanduser().exists():
@@ -80,8 +83,9 @@ def _corpus(collection: dict[str, Any], given: str | None) -> tuple[str, bool]:
             f"the corpus of collection {collection['id']}, {spec}, is no longer available: "
             "give the same text (or another) with --corpus"
         )
-    _, docs = resolve_corpus(spec)
-    return spec, corpus_fingerprint(docs) == collection["corpus_hash"]
+    _, docs = stream_corpus(spec)
+    seqs = make_sequences(docs, load_tokenizer(inputs["model"], device), inputs["cfg"])
+    return spec, sequences_fingerprint(seqs) == collection["corpus_hash"]
 
 
 def check_new_model(inputs: dict[str, Any], collection: dict[str, Any], model: str, device: str) -> Any:
@@ -282,7 +286,7 @@ def retest(
     expls = [e for e in store.explanations_for(unit_ids, old_cid) if e.status == "ok" and e.text]
     if not expls:
         raise InputError(f"{ref} has no ok explanation to re-test")
-    corpus, same_corpus = _corpus(collection, opts.corpus)
+    corpus, same_corpus = _corpus(collection, opts.corpus, inputs, settings.device)
     source = resolve_model(opts.model)
     check_new_model(inputs, collection, opts.model, settings.device)
     cfg = inputs["cfg"] if opts.max_tokens is None else replace(inputs["cfg"], max_tokens=opts.max_tokens)

@@ -42,6 +42,10 @@ class RecordingBackend:
     def collect_on_worker(self, *args, **kwargs):
         raise AssertionError("no broker is configured in these tests")
 
+    def collect_sharded(self, settings, model, hookpoint, corpus, config, sae, directions, n_shards, notice=None):
+        """Shards are accepted and nothing is collected (sharding itself: tests/collect/test_shards.py)."""
+        return "0" * 16
+
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):

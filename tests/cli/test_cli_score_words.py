@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from builders.search import unit
+from builders.search import SCORER, unit
 
 from explainer.runtime import get_store
 from explainer.score.meaning import discrimination_words, score_meaning
@@ -40,7 +40,7 @@ def test_discrimination_words():
 def test_search_and_show_put_scores_in_words(searchable, capsys):
     assert main(["search", "fabricated citations", "--limit", "3"]) == 0
     out = capsys.readouterr().out
-    assert "score: good: the explanation predicts well when this unit fires (simulation-embedding;" in out
+    assert f"score: good: the explanation predicts well when this unit fires ({SCORER};" in out
     assert "no good match" not in out
     assert main(["search", "fabricated citations", "--limit", "1", "--json"]) == 0
     hit = json.loads(capsys.readouterr().out)[0]
@@ -49,7 +49,7 @@ def test_search_and_show_put_scores_in_words(searchable, capsys):
 
     assert main(["show", unit(5).unit_id]) == 0  # score 0.12 with interval [0.02, 0.22]
     out = capsys.readouterr().out
-    assert "score: simulation-embedding +0.120 [+0.02, +0.22]: weak: the explanation predicts little" in out
+    assert f"score: {SCORER} +0.120 [+0.02, +0.22]: weak: the explanation predicts little" in out
     assert "stats: max 4.000" in out and '{"' not in out  # no raw JSON dicts
 
 

@@ -198,7 +198,9 @@ def test_a_sparsify_folder_of_one_hookpoint_needs_no_hookpoint(tmp_path):
     SparseCoder(D_IN, SparseCoderConfig(num_latents=D_SAE, k=K)).save_to_disk(tmp_path / "run" / "layers.1")
     sae = load_sae(tmp_path / "run")
     assert (sae.source, sae.hookpoint) == ("sparsify", "layers.1")
-    with pytest.raises(SAEError, match=r"holds one SAE: layers.1; choose one with the hookpoint \(given: 'layers.2'\)"):
+    with pytest.raises(
+        SAEError, match=r"SAE 'layers.1' reads layers.1 \(our layers.1\), not the requested hookpoint 'layers.2'"
+    ):
         load_sae(tmp_path / "run", hookpoint="layers.2")
 
 

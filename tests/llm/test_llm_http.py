@@ -206,8 +206,8 @@ def test_best_of_k_keeps_the_candidate_the_cheap_scorer_ranks_first(stored, serv
     assert server.requests[1]["temperature"] == 0.8
 
 
-def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, server):
-    from explainer.score.registry import register
+def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, server, monkeypatch):
+    from explainer.score import registry
 
     seen: list[str] = []
 
@@ -224,7 +224,7 @@ def test_cascade_spends_the_expensive_scorer_only_on_the_shortlist(stored, serve
             # prefers the shorter explanation, whatever the cheap scorer thinks
             return [[1.0 / len(explanation) * (i % 2) for i in range(len(w.tokens))] for w in windows]
 
-    register("test-expensive")(lambda *_: Expensive())
+    monkeypatch.setitem(registry._REGISTRY, "test-expensive", lambda *_: Expensive())  # this test only
     settings, store = stored
     server.script = [
         ("answer", "words about cooking and food"),
