@@ -30,6 +30,7 @@ from explainer.collect.collector import CollectConfig  # noqa: E402
 from explainer.collect.corpus import default_corpus  # noqa: E402
 from explainer.collect.models import load_model  # noqa: E402
 from explainer.llm.chat import LLMConfig  # noqa: E402
+from explainer.pipeline import collection  # noqa: E402
 from explainer.pipeline import stages as pipeline  # noqa: E402
 from explainer.retest.run import RetestOptions, retest  # noqa: E402
 from explainer.retest.summary import unit_domain  # noqa: E402
@@ -77,10 +78,10 @@ def save(model, tokenizer, path: Path) -> str:
 def label_old(settings, layer: int, max_tokens: int, per_domain: int) -> tuple[str, int]:
     """Collect SmolLM2-135M at ``layers.L.mlp``; explain and score ``per_domain`` units per domain."""
     cfg = CollectConfig(max_tokens=max_tokens)
-    cid = pipeline.collect_stage(settings, "smollm2-135m", f"layers.{layer}.mlp", None, cfg, progress=False)
+    cid = collection.collect_stage(settings, "smollm2-135m", f"layers.{layer}.mlp", None, cfg, progress=False)
     store = get_store(settings)
     chosen: dict[str, list[str]] = {d: [] for d in DOMAINS}
-    for uid in pipeline.select_units(settings, cid, None):
+    for uid in collection.select_units(settings, cid, None):
         dom = unit_domain(store.get_record(uid, cid))
         if dom in chosen and len(chosen[dom]) < per_domain:
             chosen[dom].append(uid)

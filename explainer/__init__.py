@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "scorer_names": "explainer.score.registry",
     # the pipeline stages (what the CLI and the Celery tasks call)
     "LabelOptions": "explainer.pipeline.options",
-    "collect_stage": "explainer.pipeline.stages",
+    "collect_stage": "explainer.pipeline.collection",
     "explain_stage": "explainer.pipeline.stages",
     "score_stage": "explainer.pipeline.stages",
     "index_stage": "explainer.search.index",
@@ -102,8 +102,9 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs
     from explainer.collect.collector import CollectConfig
     from explainer.collect.models import load_model
     from explainer.errors import ConfigError, ExplainerError, InputError, LLMError
+    from explainer.pipeline.collection import collect_stage
     from explainer.pipeline.options import LabelOptions
-    from explainer.pipeline.stages import collect_stage, explain_stage, score_stage
+    from explainer.pipeline.stages import explain_stage, score_stage
     from explainer.report.render import write_report
     from explainer.score.base import Scorer, ScoreResult, Simulator
     from explainer.score.registry import make_scorer, scorer_names

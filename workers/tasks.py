@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from explainer.errors import TransientLLMError
+from explainer.pipeline import collection
 from explainer.pipeline import stages as pipeline
 from workers.celery_app import app, worker_settings
 
@@ -40,7 +41,7 @@ def collect_task(
     (corpus, SAE, directions) are read on the worker, so they must exist there."""
     from explainer.collect.collector import CollectConfig
 
-    return pipeline.collect_stage(
+    return collection.collect_stage(
         worker_settings(),
         model,
         hookpoint,

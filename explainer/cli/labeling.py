@@ -145,7 +145,7 @@ def _collect_many(settings: Settings, args: argparse.Namespace, hookpoints: list
 
 def _collect(settings: Settings, args: argparse.Namespace) -> str:
     """Run (or reuse) the collection the collect/label arguments describe; returns its id."""
-    from explainer.pipeline.stages import collect_stage, normalize_hookpoint
+    from explainer.pipeline.collection import collect_stage, normalize_hookpoint
 
     hookpoints = _hookpoints(args)
     if len(hookpoints) > 1 or args.layers:
@@ -217,8 +217,8 @@ def _collection_summary(settings: Settings, cid: str) -> dict[str, Any]:
 
 def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.llm.chat import LLMConfig
+    from explainer.pipeline.collection import select_units
     from explainer.pipeline.options import LabelOptions
-    from explainer.pipeline.stages import select_units
     from explainer.runtime import get_store
 
     cid = _collect(settings, args)

@@ -2,7 +2,7 @@
 
 ``explainer calibrate --units ID... --corpus FILE [--domain NAME]`` collects the same units (same
 subject model, hookpoint, SAE or directions file and collection settings, as the units'
-collection recorded them) over the user's corpus with :func:`explainer.pipeline.stages.collect_stage`,
+collection recorded them) over the user's corpus with :func:`explainer.pipeline.collection.collect_stage`,
 then re-scores each unit's primary ok explanation on the held-out windows of that new collection
 with the configured scorers, and stores one calibration per (explanation, scorer, collection).
 Reports show each as ``workflow domain NAME: score …`` beside the original per-domain scores,
@@ -130,7 +130,7 @@ def calibrate(
 ) -> dict[str, Any]:
     """Collect ``unit_ids`` over ``opts.corpus`` and re-score their explanations there.
     Unknown units raise :class:`UnknownUnitError` (all listed) before anything is collected."""
-    from explainer.pipeline.stages import collect_stage
+    from explainer.pipeline.collection import collect_stage
     from explainer.report.entries import unit_entries
 
     if not unit_ids:

@@ -14,7 +14,7 @@ from explainer.collect.collector import CollectConfig
 from explainer.collect.hooks import resolve_hookpoint
 from explainer.collect.models import load_model
 from explainer.collect.multi import MultiCollector
-from explainer.pipeline.stages import plan_collection, start_collector
+from explainer.pipeline.collection import plan_collection, start_collector
 from explainer.runtime import get_store
 from explainer.settings import Settings
 

@@ -18,7 +18,7 @@ from typing import Any
 from explainer.collect.collector import CollectConfig
 from explainer.collect.shards import merge_states, plan_shards, run_shard, state_from_bytes, state_to_bytes
 from explainer.errors import ExplainerError
-from explainer.pipeline.stages import plan_collection, start_collector
+from explainer.pipeline.collection import plan_collection, start_collector
 from explainer.runtime import get_store
 from explainer.settings import Settings
 

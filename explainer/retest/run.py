@@ -4,7 +4,7 @@ re-score every stored explanation of them on the new evidence.
 :func:`retest` takes a labeling run or collection id (the old units), checks the new model before
 anything runs (it loads; its hookpoint exists and is as wide as the SAE, directions or old
 collection expect; the corpus is still there), collects the same units on the new model with
-:func:`explainer.pipeline.stages.collect_stage` (same hookpoint, SAE or directions, corpus and
+:func:`explainer.pipeline.collection.collect_stage` (same hookpoint, SAE or directions, corpus and
 collection settings; MLP neurons and residual dimensions matched by index), scores each stored ok
 explanation with the same scorers on the new held-out windows, and gives per unit the old and new
 scores with intervals, a verdict (:mod:`explainer.retest.verdict`) and the activation drift.
@@ -93,7 +93,7 @@ def check_new_model(inputs: dict[str, Any], collection: dict[str, Any], model: s
     directions' ``d_in``, else the old collection's unit count), before anything is collected."""
     from explainer.collect.hooks import resolve_hookpoint
     from explainer.collect.models import load_model
-    from explainer.pipeline.stages import load_encoder
+    from explainer.pipeline.collection import load_encoder
 
     lm = load_model(model, device)
     hp = resolve_hookpoint(lm.model, inputs["hookpoint"])
@@ -124,7 +124,7 @@ def _model_prov(collection: dict[str, Any]) -> dict[str, Any]:
 
 
 def _collect(settings: Settings, model: str, inputs: dict[str, Any], corpus: str, cfg: Any, progress: bool) -> str:
-    from explainer.pipeline.stages import collect_stage
+    from explainer.pipeline.collection import collect_stage
 
     return collect_stage(
         settings,

@@ -26,7 +26,7 @@ TEXTS = [
 
 def collect_tiny(settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp") -> tuple[str, list[str]]:
     """Collect ``hookpoint`` of the tiny model over a small corpus; (collection id, live unit ids)."""
-    from explainer.pipeline.stages import collect_stage, select_units
+    from explainer.pipeline.collection import collect_stage, select_units
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(

@@ -262,7 +262,7 @@ class ThresholdEncoder:
 
 
 def test_dead_and_ultra_rare_units_are_marked_and_not_selected(tiny_model, settings):
-    from explainer.pipeline.stages import select_units
+    from explainer.pipeline.collection import select_units
     from explainer.runtime import get_store
 
     hp = resolve_hookpoint(tiny_model.model, "layers.1")

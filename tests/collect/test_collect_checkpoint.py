@@ -101,7 +101,7 @@ def test_collect_stage_resumes_a_killed_collection(tiny_model, tiny_model_dir, s
     """Through the pipeline: a failed collection is recorded, its checkpoint kept, and the re-run
     finishes it with the records of an uninterrupted run."""
     from explainer.collect.models import load_model
-    from explainer.pipeline.stages import collect_stage
+    from explainer.pipeline.collection import collect_stage
     from explainer.runtime import get_store
 
     corpus = tmp_path / "corpus.jsonl"

@@ -299,7 +299,7 @@ def _edit_weights(path, fn, name="sae_weights.safetensors"):
 
 
 def test_d_in_mismatch_is_rejected_before_anything_is_written(tiny_model, tiny_model_dir, tmp_path, settings):
-    from explainer.pipeline.stages import collect_stage
+    from explainer.pipeline.collection import collect_stage
     from explainer.runtime import get_store
 
     make_saelens(tmp_path / "sae", "standard", hook="blocks.1.mlp.hook_post")  # d_in 64, but 128 MLP neurons

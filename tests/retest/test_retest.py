@@ -15,8 +15,9 @@ from explainer.collect.collector import CollectConfig
 from explainer.collect.corpus import default_corpus
 from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
 from explainer.explain.baseline import baseline_explanation
+from explainer.pipeline.collection import collect_stage
 from explainer.pipeline.options import LabelOptions
-from explainer.pipeline.stages import collect_stage, score_stage
+from explainer.pipeline.stages import score_stage
 from explainer.retest.run import RetestOptions, retest
 from explainer.retest.summary import schema_path, unit_domain
 from explainer.runtime import get_store

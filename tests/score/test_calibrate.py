@@ -14,8 +14,9 @@ from builders.report import validate_report
 from explainer.collect.collector import CollectConfig
 from explainer.errors import InputError, UnknownUnitError
 from explainer.pipeline.calibrate import CalibrationOptions, _score_one, calibrate, collection_inputs
+from explainer.pipeline.collection import collect_stage, select_units
 from explainer.pipeline.options import LabelOptions
-from explainer.pipeline.stages import collect_stage, score_stage, select_units
+from explainer.pipeline.stages import score_stage
 from explainer.report.entries import unit_entries
 from explainer.report.model import ReportMeta
 from explainer.report.to_json import report_json
