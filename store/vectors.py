@@ -17,8 +17,10 @@ id"). Every call here reopens the client once on that error and retries (:meth:`
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 COLLECTION = "explanations"
 T = TypeVar("T")
 
+
+progress = logging.getLogger("explainer.progress")  # shown by the CLI on stderr (explainer/progress.py)
 
 _models: dict[str, SentenceTransformer] = {}
 _models_lock = threading.Lock()
@@ -68,8 +72,11 @@ class LocalEmbedder:
 
                 shown = hf_logging.is_progress_bar_enabled()
                 hf_logging.disable_progress_bar()  # a small local file: no "Loading weights" bar in CLI output
+                progress.info("loading the embedding model %s ...", self.name)
+                start = time.monotonic()
                 try:
                     _models[str(path)] = SentenceTransformer(str(path), device="cpu")
+                    progress.info("loaded the embedding model %s in %.1f s", self.name, time.monotonic() - start)
                 finally:
                     if shown:
                         hf_logging.enable_progress_bar()

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from explainer.pipeline.backend import BatchResult
 from explainer.pipeline.options import LabelOptions
+from explainer.progress import Eta
 from explainer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ def label_units(
             unit="unit",
             disable=not progress,
             dynamic_ncols=True,
+            # tqdm's own estimate averages in the warm-up (model loads): ours leaves it out
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
         ) as bar:
             errors = _run_window(
                 app,
@@ -139,6 +142,14 @@ def _run_window(
     exhausted, held = False, None
     again: list[str] = []  # chains broken by the infrastructure, sent once more (idempotent)
     resent: dict[str, int] = {}
+    eta, notes = Eta(len(todo)), {}
+
+    def show(**note: object) -> None:
+        notes.update(note)
+        bar.set_postfix_str(", ".join([eta.text()] + [f"{k}={v}" for k, v in notes.items() if v]), refresh=True)
+
+    show()
+    shown_at = time.monotonic()
     while True:
         try:
             while not exhausted and len(in_flight) < max(1, window):
@@ -156,9 +167,11 @@ def _run_window(
             if deadline is not None and time.monotonic() > deadline:
                 return _timed_out(errors, in_flight, held, again, queue)
             log.warning("broker or result backend unreachable (%s); retrying in 1 s", exc)
-            bar.set_postfix(broker="unreachable", refresh=True)
+            show(broker="unreachable")
             time.sleep(1.0)
             continue
+        if notes.get("broker"):
+            show(broker=None)
         for uid, error in finished.items():
             res = in_flight.pop(uid)
             _forget(res)
@@ -169,12 +182,16 @@ def _run_window(
                 continue
             if error is not None:
                 errors[uid] = error.text
-                bar.set_postfix(chain_errors=len(errors), refresh=False)
+            eta.update(1)
+            show(chain_errors=len(errors))
             bar.update(1)
         if deadline is not None and time.monotonic() > deadline:
             return _timed_out(errors, in_flight, held, again, queue)
         if not finished:
             time.sleep(poll)
+            if time.monotonic() - shown_at >= 1.0:  # the elapsed time keeps moving during a slow unit (or the warm-up)
+                shown_at = time.monotonic()
+                bar.refresh()
 
 
 def _timed_out(

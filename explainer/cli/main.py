@@ -14,6 +14,7 @@ from explainer.cli import audit, browse, formats, labeling, reports, retest, ste
 from explainer.cli.common import print_fields
 from explainer.llm.ratelimit import configure as configure_limits
 from explainer.pipeline.backend import LabelBackend
+from explainer.progress import LOGGER as PROGRESS_LOGGER
 from explainer.settings import load_settings
 
 
@@ -50,6 +51,7 @@ def _main(argv: list[str] | None, backend: LabelBackend | None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    show_progress(not args.json)
     settings = load_settings(data_dir=args.data_dir)
     configure_limits(settings)
     result = args.func(settings, args)
@@ -58,6 +60,33 @@ def _main(argv: list[str] | None, backend: LabelBackend | None) -> int:
     else:
         getattr(args, "show", print_fields)(result, settings)
     return int(getattr(args, "exit_status", lambda _: 0)(result))  # e.g. check: 1 when out of sync (2 = errors)
+
+
+class _ProgressHandler(logging.StreamHandler):
+    """Prints the ``explainer.progress`` lines (what is loading, and how long it took) on stderr,
+    above a progress bar that is showing rather than through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging's rule: a failed message never breaks the command
+            self.handleError(record)
+
+
+def show_progress(enabled: bool) -> None:
+    """Print what slow steps are doing on stderr (one line each), or not (``--json``: stdout is for
+    machines, and stderr stays quiet too). Idempotent: ``main`` may run many times in one process."""
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, _ProgressHandler)]:
+        logger.removeHandler(handler)
+    if enabled:
+        handler = _ProgressHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if enabled else logging.WARNING)
+    logger.propagate = False
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.errors import ModelLoadError
+from explainer.progress import loading
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,9 @@ def _load(source: ModelSource, device: str) -> LoadedModel:
         directory, kwargs = cache, {}
     log.info("loading %s from %s", source.name, directory)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        with loading(f"model {source.name}" + (" (dequantising the GGUF once)" if kwargs else "")):
+            tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
     except Exception as exc:  # transformers raises many types; translate at the boundary
         raise ModelLoadError(f"cannot load model {source.name!r} from {directory}: {exc}") from exc
     if cache is not None and directory != cache:
