@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -84,7 +84,24 @@ Score = derived(
     value=(float, Field(description="Pearson correlation of simulated and true activations, −1…1")),
     ci95=_CI95,
     per_domain=_PER_DOMAIN,
+    meaning=(str, Field(description="what the score says in words (none, weak, partial or good), from its interval")),
+    scorer_discrimination=(
+        str,
+        Field(description="how well this scorer tells right from wrong explanations (make bench-discrimination)"),
+    ),
 )
+
+
+class Meaning(BaseModel):
+    level: Literal["none", "weak", "partial", "good"] = Field(
+        description="none: the 95% interval reaches chance; else weak, partial or good"
+    )
+    words: str = Field(description="the level in a sentence")
+
+
+class UnitWarning(BaseModel):
+    code: str = Field(description="a stable name, e.g. low_score, wide_interval, few_activating_windows")
+    message: str
 
 
 class Token(BaseModel):
@@ -101,8 +118,16 @@ class Stats(BaseModel):
 class Hit(BaseModel):
     rank: int = Field(description="1-based position in the fused ranking")
     unit_id: str
+    unit_name: str | None = Field(description="the direction's name (--directions with names); null otherwise")
     explanation_id: str
     explanation: str
+    explanation_source: Literal["llm", "baseline"] = Field(
+        description="baseline: the no-LLM explainer's list of frequent tokens, not a description"
+    )
+    match: Literal["good", "weak"] = Field(
+        description="weak: the explanation shares no word with the query and is not close to it: the closest there "
+        "is, not an answer"
+    )
     explainer_model: str
     collection_id: str
     model: str
@@ -110,6 +135,10 @@ class Hit(BaseModel):
     layer: int
     source: str
     score: Score | None = Field(description="null when the explanation has no ok score")  # type: ignore[valid-type]
+    intervention_score: float | None = Field(
+        description="the output-side (intervention) score when one is stored: does steering the unit move the output "
+        "toward the explanation"
+    )
     similarity: float | None = Field(description="cosine similarity of query and explanation (MiniLM)")
     semantic_rank: int | None
     keyword_rank: int | None
@@ -158,6 +187,7 @@ ScoreView = derived(
             "`auroc_context` on contextual ones, `pairs_correct`, `n_concepts`; null when never measured",
         ),
     ),
+    meaning=(Meaning | None, Field(None, description="what an ok score says in words; null for a failed one")),
 )
 
 ExplanationView = derived(
@@ -166,6 +196,13 @@ ExplanationView = derived(
     ("id", "status", "text", "error", "explainer_model", "created_at", "indexed_at"),
     "One stored explanation of a unit with its scores.",
     prompt=(str, Field(description="the prompt template as name@version#hash8")),
+    source=(
+        str | None,
+        Field(
+            description="the candidate kept: llm-0… (an explainer model's description) or baseline (the no-LLM "
+            "explainer's frequent tokens); imported for another tool's explanation; null when not recorded"
+        ),
+    ),
     scores=(list[ScoreView], ...),  # type: ignore[valid-type]  # a model made at import time
 )
 
@@ -184,6 +221,7 @@ class WindowView(BaseModel):
 
 class UnitDetail(BaseModel):
     unit_id: str
+    name: str | None = Field(description="the direction's name (--directions with names); null otherwise")
     model: str
     hookpoint: str
     index: int
@@ -192,6 +230,9 @@ class UnitDetail(BaseModel):
     collection_id: str
     stats: FullStats
     histogram: Histogram
+    warnings: list[UnitWarning] = Field(
+        description="the report's reasons to distrust the primary explanation or the unit"
+    )
     explanations: list[ExplanationView]  # type: ignore[valid-type]
     windows: list[WindowView]
 

@@ -161,9 +161,18 @@ def activation_histogram(record: UnitRecord, bins: int = 20) -> dict[str, Any]:
     }
 
 
+def _explanation_source(e: Explanation) -> str | None:
+    """Which candidate was kept (``llm-0``…, or ``baseline``: the no-LLM explainer's frequent
+    tokens), ``imported`` for an explanation made by another tool, ``None`` when not recorded."""
+    return e.source or ("imported" if e.imported else None)
+
+
 def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = None) -> dict[str, Any]:
     """Everything about one unit (of ``collection_id``, else its latest collection) as plain JSON:
-    statistics, activation histogram, every explanation with its scores, every window."""
+    statistics, activation histogram, the report's warnings, every explanation with its source and
+    its scores (each with what it means in words), every window."""
+    from explainer.report.warnings import report_warnings
+    from explainer.score.meaning import score_meaning
     from explainer.score.registry import measured_discrimination
     from store.keyword import hookpoint_fields
     from store.records import scale_0_10
@@ -180,8 +189,10 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
     layer, source = hookpoint_fields(rec.hookpoint)
     discrimination = measured_discrimination()
     st = rec.stats
+    (entry,) = unit_entries(settings, [unit_id], cid)
     return {
         "unit_id": rec.unit_id,
+        "name": rec.name,
         "model": rec.model,
         "hookpoint": rec.hookpoint,
         "index": rec.index,
@@ -196,18 +207,28 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
             "n_tokens": st.n_tokens,
         },
         "histogram": activation_histogram(rec),
+        "warnings": [{"code": code, "message": message} for code, message in report_warnings(entry)],
         "explanations": [
             {
                 "id": e.id,
                 "status": e.status,
                 "text": e.text,
+                "source": _explanation_source(e),
                 "error": e.error,
                 "explainer_model": e.explainer_model,
                 "prompt": e.prompt,
                 "created_at": e.created_at,
                 "indexed_at": e.indexed_at,
                 "scores": [
-                    {**score_view(s), "discrimination": discrimination.get(s.scorer)}
+                    {
+                        **score_view(s),
+                        "discrimination": discrimination.get(s.scorer),
+                        "meaning": score_meaning(
+                            s.value, s.ci_low, s.ci_high, window_level=(s.details or {}).get("kind") == "window"
+                        )
+                        if s.status == "ok"
+                        else None,
+                    }
                     for s in sorted(by_expl.get(e.id, []), key=lambda s: s.scorer)
                 ],
             }

@@ -9,12 +9,13 @@ from explainer.api import models as m
 from store.records import Explanation, Score
 
 VIEW_ONLY = {
-    "Score": {"value", "ci95", "per_domain"},
-    "ScoreView": {"ci95", "per_domain", "discrimination"},
-    "ExplanationView": {"prompt", "scores"},
+    "Score": {"value", "ci95", "per_domain", "meaning", "scorer_discrimination"},
+    "ScoreView": {"ci95", "per_domain", "discrimination", "meaning"},
+    "ExplanationView": {"prompt", "scores", "source"},
 }
 """What each view computes instead of copying: ``ci95`` from ``ci_low``/``ci_high``, finite-only
-``per_domain``, the ``prompt`` label, the nested scores, the scorer's measured discrimination (and a search hit's ``value`` is never null)."""
+``per_domain``, the ``prompt`` label, the nested scores, the scorer's measured discrimination, what
+a score means in words, which candidate an explanation is (and a search hit's ``value`` is never null)."""
 
 
 @pytest.mark.parametrize("name", sorted(VIEW_ONLY))

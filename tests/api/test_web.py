@@ -17,6 +17,7 @@ from builders.search import unit
 from conftest import free_port
 
 from explainer.api.app import ApiConfig, create_app
+from explainer.score.meaning import WORDS
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
@@ -99,6 +100,7 @@ def test_search_then_open_a_unit_in_chromium(server, browser, tmp_path):
     expected = unit(0).unit_id
     assert first.get_attribute("data-unit") == expected
     assert unit(0).explanation in first.text and "[0.52, 0.72]" in first.text
+    assert WORDS["good"] in first.text and "AUROC" in first.find_element(By.CSS_SELECTOR, ".meaning").text
     hot = [s.text for s in first.find_elements(By.CSS_SELECTOR, ".toks .tok[style]")]
     assert "et" in [h.strip() for h in hot]
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -110,6 +112,9 @@ def test_search_then_open_a_unit_in_chromium(server, browser, tmp_path):
     wait.until(ec.text_to_be_present_in_element((By.ID, "unit-title"), expected))
     view = browser.find_element(By.ID, "unit-view")
     assert unit(0).explanation in view.text and "95% CI [0.520, 0.720]" in view.text
+    assert WORDS["good"] in view.text and "explainer fake-llm" in view.text
+    warned = [li.get_attribute("data-code") for li in view.find_elements(By.CSS_SELECTOR, ".warnings li")]
+    assert "few_activating_windows" in warned
     assert "Random windows" in view.text and "Top windows shown to the explainer" in view.text
     bars = view.find_elements(By.CSS_SELECTOR, "svg.hist rect")
     assert len(bars) == 40 and any(float(b.get_attribute("height")) > 0 for b in bars)
@@ -128,6 +133,12 @@ def test_search_then_open_a_unit_in_chromium(server, browser, tmp_path):
     wait.until(
         lambda d: (units := d.execute_script(shown)) and expected not in units and all("/layers.2" in u for u in units)
     )
+    layer.clear()
+    query = browser.find_element(By.ID, "q")
+    query.clear()
+    query.send_keys("zqxv wobbly pterodactyl")
+    browser.find_element(By.ID, "go").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "results"), "No good match"))
     key = browser.find_element(By.ID, "api-key")
     key.clear()
     key.send_keys("wrong")

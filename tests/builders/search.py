@@ -28,6 +28,8 @@ class Unit:
     top: tuple[tuple[str, float], ...]
     """Tokens and raw activations of the top window shown to the explainer."""
     domain: str
+    name: str | None = None
+    """A direction's name (``--directions`` with names)."""
 
     @property
     def unit_id(self) -> str:
@@ -159,6 +161,7 @@ def record_of(u: Unit) -> UnitRecord:
         u.index,
         UnitStats(max=4.0, mean=0.2, std=0.6, density=0.3, n_tokens=1000),
         windows,
+        name=u.name,
     )
 
 

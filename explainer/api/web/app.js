@@ -65,10 +65,20 @@ function hitNode(h) {
   const link = el("a", { class: "uid unit-link", href: unitHref(h.unit_id), text: h.unit_id });
   const low = h.score && h.score.value < 0.2;
   const head = el("div", { class: "head" }, link,
+    h.unit_name ? el("span", { class: "name", text: `“${h.unit_name}”` }) : null,
     el("span", { class: "score badge" + (low ? " low" : ""), text: scoreText(h.score) }),
+    h.explanation_source === "baseline"
+      ? el("span", { class: "badge baseline", text: "no-LLM baseline: frequent tokens, not a description" }) : null,
     el("span", { class: "meta", text: `semantic #${h.semantic_rank ?? "–"} · keyword #${h.keyword_rank ?? "–"}` +
       (h.similarity === null ? "" : ` · sim ${fmt(h.similarity)}`) }));
-  const li = el("li", { class: "hit", "data-unit": h.unit_id }, head, el("p", { class: "expl", text: h.explanation }));
+  const li = el("li", { class: "hit" + (h.match === "weak" ? " weak" : ""), "data-unit": h.unit_id },
+    head, el("p", { class: "expl", text: h.explanation }));
+  if (h.score) {
+    li.append(el("div", { class: "meta meaning", text: `${h.score.meaning} — ${h.score.scorer_discrimination}` }));
+  }
+  if (h.intervention_score !== null && h.intervention_score !== undefined) {
+    li.append(el("div", { class: "meta", text: `output side (intervention): ${fmt(h.intervention_score)}` }));
+  }
   if (h.top_example_tokens) {
     li.append(tokensNode(h.top_example_tokens.map((t) => t.text), h.top_example_tokens.map((t) => t.level)));
   }
@@ -92,10 +102,15 @@ async function runSearch(offset) {
     const page = await api("/api/v1/search?" + params.toString());
     const list = $("results");
     if (!offset) list.replaceChildren();
+    if (!offset && page.hits.length && page.hits.every((h) => h.match === "weak")) {
+      list.append(el("li", { class: "no-match", text: "No good match: no explanation shares a word with the " +
+        "query or is close to it. The closest ones:" }));
+    }
     page.hits.forEach((h) => list.append(hitNode(h)));
     nextOffset = page.next_offset;
     $("more").hidden = nextOffset === null;
-    setStatus(list.children.length ? `${list.children.length} hit(s)` : "no hits");
+    const n = list.querySelectorAll("li.hit").length;
+    setStatus(n ? `${n} hit(s)` : "no hits");
   } catch (e) {
     setStatus(e.message, true);
   }
@@ -159,18 +174,26 @@ async function showUnit(unitId) {
     const back = el("a", { href: "#/back", text: "← back to results" });
     back.addEventListener("click", (e) => { e.preventDefault(); history.back(); });
     const parts = [back, el("h2", { id: "unit-title", text: u.unit_id }),
+      u.name ? el("div", { class: "name", text: `direction “${u.name}”` }) : null,
       el("div", { class: "meta", text: `hookpoint ${u.hookpoint} · layer ${u.layer} · ${u.source} · collection ${u.collection_id}` }),
-      el("div", { class: "meta", text: `max ${fmt(s.max)} · mean ${fmt(s.mean)} · std ${fmt(s.std)} · density ${fmt(100 * (s.density || 0), 2)}% · ${s.n_tokens} tokens` }),
-      el("h3", { text: "Explanations and scores" })];
+      el("div", { class: "meta", text: `max ${fmt(s.max)} · mean ${fmt(s.mean)} · std ${fmt(s.std)} · density ${fmt(100 * (s.density || 0), 2)}% · ${s.n_tokens} tokens` })];
+    if (u.warnings.length) {
+      parts.push(el("ul", { class: "warnings" }, ...u.warnings.map((w) => el("li", { text: `⚠ ${w.message}`, "data-code": w.code }))));
+    }
+    parts.push(el("h3", { text: "Explanations and scores" }));
     for (const e of u.explanations) {
-      const card = el("div", { class: "card" },
+      const origin = e.source === "baseline" ? "no-LLM baseline (frequent tokens, not a description)"
+        : e.source === "imported" ? `imported (${e.explainer_model})`
+        : `explainer ${e.explainer_model}` + (e.source ? ` (candidate ${e.source})` : "");
+      const card = el("div", { class: "card" + (e.source === "baseline" ? " baseline" : "") },
         e.status === "ok" ? el("p", { class: "expl", text: e.text }) : el("p", { class: "failed", text: `failed: ${e.error}` }),
-        el("div", { class: "meta", text: `${e.explainer_model} · ${e.prompt} · ${e.indexed_at ? "indexed" : "not indexed"}` }));
+        el("div", { class: "meta source", text: `${origin} · ${e.prompt} · ${e.indexed_at ? "indexed" : "not indexed"}` }));
       for (const sc of e.scores) {
         const dom = Object.entries(sc.per_domain).map(([d, v]) => `${d} ${fmt(v)}`).join(", ");
         card.append(el("div", { class: "score", text: sc.status === "ok"
           ? `${sc.scorer}: ${fmt(sc.value)}  95% CI [${fmt(sc.ci95[0])}, ${fmt(sc.ci95[1])}]${dom ? "  (" + dom + ")" : ""}`
           : `${sc.scorer}: failed (${sc.error})` }));
+        if (sc.meaning) card.append(el("div", { class: "meta meaning", text: sc.meaning.words }));
         card.append(el("div", { class: "meta disc", text: discriminationText(sc.discrimination) }));
       }
       parts.push(card);
