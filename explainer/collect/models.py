@@ -75,7 +75,9 @@ def load_model(name_or_path: str, device: str = "cpu") -> LoadedModel:
     key = (str(source.directory / (source.gguf_file or "")), device)
     with _lock:
         if key not in _cache:
-            _cache[key] = _load(source, device)
+            fresh_gguf = source.gguf_file is not None and not (_gguf_cache_dir(source) / "config.json").is_file()
+            with loading(f"model {source.name}" + (" (dequantising the GGUF once)" if fresh_gguf else "")):
+                _cache[key] = _load(source, device)
         return _cache[key]
 
 
@@ -125,9 +127,8 @@ def _load(source: ModelSource, device: str) -> LoadedModel:
         directory, kwargs = cache, {}
     log.info("loading %s from %s", source.name, directory)
     try:
-        with loading(f"model {source.name}" + (" (dequantising the GGUF once)" if kwargs else "")):
-            tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
     except Exception as exc:  # transformers raises many types; translate at the boundary
         raise ModelLoadError(f"cannot load model {source.name!r} from {directory}: {exc}") from exc
     if cache is not None and directory != cache:

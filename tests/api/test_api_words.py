@@ -48,7 +48,9 @@ def test_hits_say_what_the_score_means_and_where_the_explanation_came_from(clien
 
 
 def test_baseline_explanations_and_direction_names_reach_the_api(settings):
-    happy = Unit("tiny", "directions", 0, "joy, delight and cheerful words", 0.5, _toks("a happy day", {"happy"}), "docs")
+    happy = Unit(
+        "tiny", "directions", 0, "joy, delight and cheerful words", 0.5, _toks("a happy day", {"happy"}), "docs"
+    )
     write_units(settings, [dataclasses.replace(happy, name="happy")])
     _mark_baseline(settings, happy.unit_id)
     with TestClient(create_app(settings, ApiConfig(read_keys=(KEY,)))) as client:
