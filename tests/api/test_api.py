@@ -7,7 +7,7 @@ import pytest
 import schemathesis
 from builders.search import unit
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 
 from explainer.api.app import ApiConfig, create_app, load_api_config
 
@@ -269,6 +269,9 @@ def test_api_conforms_to_its_spec(searchable, mode):
         @given(case=op.as_strategy(generation_mode=GenerationMode(mode)))
         @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def run(case):
+            # an extra query parameter generated with an empty list (or null) as its value is never sent:
+            # the request that leaves is valid, and accepting it is right
+            assume(all(v is not None and v != [] for v in (case.query or {}).values()))
             case.call_and_validate(headers=W)
 
         run()
