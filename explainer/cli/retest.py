@@ -1,5 +1,6 @@
 """`explainer retest`: re-test a run's or collection's explanations on a new checkpoint, with a CI gate
-(``--fail-if broken>5%`` exits 1 when tripped) and a drift report (JSON, Markdown or HTML)."""
+(``--fail-if broken>5%`` exits 1 when tripped) and a drift report (JSON, Markdown, HTML or PDF); with
+``--probe`` and ``--cases``, a failure-mode audit's probe is re-tested on the same cases too."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(str(exc)) from None
     for name in args.scorer or []:
         make_scorer(name, settings=settings)  # unknown names fail before anything is collected
+    if (args.probe is None) != (args.cases is None):
+        raise InputError("--probe and --cases go together: the probe is re-tested on the same case set")
+    if any(r.replace(" ", "").startswith("probe:") for r in rules) and args.probe is None:
+        raise InputError("a --fail-if probe:… rule needs --probe and --cases")
+    if args.probe is not None:  # both read and checked before anything is collected
+        from explainer.audit.cases import read_cases
+        from explainer.audit.probefile import read_probe
+
+        read_probe(args.probe)
+        read_cases(args.cases)
     outputs = args.output or []
     for out in outputs:
         if out.rsplit(".", 1)[-1].lower() not in FORMATS:
@@ -52,7 +63,11 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         progress=not args.json,
         relabel=relabel,
     )
-    doc["gate"] = {"rules": rules, "failed": gate_failures(rules, doc["summary"])} if rules else None
+    if args.probe is not None:
+        from explainer.retest.probe import retest_probe
+
+        doc["probe"] = retest_probe(args.probe, args.cases, args.model)
+    doc["gate"] = {"rules": rules, "failed": gate_failures(rules, doc["summary"], doc.get("probe"))} if rules else None
     for out in outputs:
         write_drift_report(doc, out)
     doc["written"] = outputs
@@ -97,15 +112,24 @@ def register(sub: Any) -> None:
         action="append",
         default=None,
         metavar="RULE",
-        help="exit 1 when tripped, e.g. broken>5%%, dead>=3, broken+dead>0.1 (repeatable)",
+        help="exit 1 when tripped, e.g. broken>5%%, dead>=3, broken+dead>0.1; probe:broken>0 counts the "
+        "re-tested probe's domains (repeatable)",
     )
+    p.add_argument(
+        "--probe",
+        default=None,
+        metavar="PROBE_JSON",
+        help="also re-test this failure-mode probe (from explainer audit): per-domain AUROC before and after, and "
+        "whether its thresholds still hold (needs --cases)",
+    )
+    p.add_argument("--cases", default=None, metavar="JSONL", help="the probe's case set (as given to explainer audit)")
     p.add_argument(
         "-o",
         "--output",
         action="append",
         default=None,
         metavar="PATH",
-        help="drift report .json, .md or .html (repeatable)",
+        help="drift report .json, .md, .html or .pdf (repeatable)",
     )
     p.add_argument("--json", action="store_true", help="print the retest document as JSON")
     p.set_defaults(func=cmd_retest, show=print_retest, exit_status=exit_status)

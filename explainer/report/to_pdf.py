@@ -30,7 +30,7 @@ from explainer.report.text import (
 from explainer.report.warnings import explanation_warnings, warnings_for
 from store.records import UnitRecord, Window, finite
 
-__all__ = ["render_pdf"]
+__all__ = ["pdf_styles", "pdf_text", "render_pdf"]
 
 _FONT_CANDIDATES = [
     ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
@@ -93,11 +93,20 @@ def _styles() -> dict[str, Any]:
     }
 
 
-def _t(text: object) -> str:
-    """Text for a Paragraph: characters the font lacks become ``?``, markup characters escaped."""
+def pdf_text(text: object, keep_lines: bool = False) -> str:
+    """Text for a Paragraph (markup characters escaped, on one line) or, with ``keep_lines``, for a
+    Preformatted block (as it is); characters the font lacks become ``?``."""
     chars = _register_fonts()[2]
     s = "".join(c if ord(c) in chars or c in "\n\t" else "?" for c in str(text))
-    return escape(s).replace("\n", " ").replace("\t", " ")
+    return s if keep_lines else escape(s).replace("\n", " ").replace("\t", " ")
+
+
+def pdf_styles() -> dict[str, Any]:
+    """The report's paragraph styles (title, h2, h3, body, small, cell, win, …) in its fonts."""
+    return _styles()
+
+
+_t = pdf_text
 
 
 def _window_para(w: Window, umax: float, style: Any) -> Any:

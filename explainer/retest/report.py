@@ -1,4 +1,4 @@
-"""The drift report of a re-test, in JSON (the retest document itself), Markdown or HTML.
+"""The drift report of a re-test, in JSON (the retest document itself), Markdown, HTML or PDF.
 
 Units come sorted by the largest drops; for units that did not hold, the old and new top windows
 are shown side by side (strong tokens in «guillemets»); both models are named with their weight
@@ -14,7 +14,7 @@ from typing import Any
 
 from explainer.errors import InputError
 
-FORMATS = ("json", "md", "html")
+FORMATS = ("json", "md", "html", "pdf")
 
 
 def _num(x: Any, fmt: str = "+.3f") -> str:
@@ -45,6 +45,43 @@ def _drift(u: dict[str, Any]) -> str:
     return (
         f"max {d['max']['old']:.3g}→{d['max']['new']:.3g}, density {d['density']['old']:.3f}→{d['density']['new']:.3f}"
     )
+
+
+def _auroc(side: dict[str, Any]) -> str:
+    lo, hi = side["ci"]
+    return f"{_num(side['auroc'], '.3f')}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+
+
+def _rate(side: dict[str, Any]) -> str:
+    return f"TPR {_num(side['tpr'], '.2f')}, FPR {_num(side['fpr'], '.2f')}"
+
+
+def probe_table(probe: dict[str, Any]) -> tuple[str, list[str], list[str], list[list[str]]]:
+    """(title, intro lines, header, rows) of the re-tested probe, shared by every format."""
+    s, r = probe["summary"], probe["rules"]
+    intro = [
+        f"Probe {probe['file']} ({probe['units']} units at {probe['hookpoint']}) on the case set {probe['cases']}"
+        + ("" if probe["same_cases_as_audit"] else " — not the case set the audit was fitted on")
+        + f": {s['holds']} domain(s) hold, {s['weakened']} weakened, {s['broken']} broken.",
+        f"Pooled AUROC {_auroc(probe['pooled']['old'])} on the old model, {_auroc(probe['pooled']['new'])} on the new.",
+        f"A domain holds when its AUROC drops by at most {r['auroc_drop']} and the true- and false-positive rates at "
+        f"its stored threshold move by at most {r['rate_shift']}; it is broken when the new AUROC's interval reaches "
+        "0.5.",
+    ]
+    header = ["domain", "cases (fail)", "old AUROC", "new AUROC", "old at threshold", "new at threshold", "verdict"]
+    rows = [
+        [
+            d + ("" if v["calibrated_on"] else " (pooled threshold)"),
+            f"{v['n']} ({v['fails']})",
+            _auroc(v["old"]),
+            _auroc(v["new"]),
+            _rate(v["old"]),
+            _rate(v["new"]) + ("" if v["threshold_calibrated"] else " — moved"),
+            v["verdict"],
+        ]
+        for d, v in probe["domains"].items()
+    ]
+    return "Failure-mode probe", intro, header, rows
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
@@ -80,6 +117,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"| `{u['unit_id']}` | {u['verdict']} | {u['scorer']} | {_fig(u['old'])} | {_fig(u['new'])} | "
             f"{_num(u['drop'])} | {_drift(u)} |"
         )
+    if doc.get("probe"):
+        title, intro, header, rows = probe_table(doc["probe"])
+        out += ["", f"## {title}", "", *intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
     for u in doc["units"]:
         if "evidence" not in u:
             continue
@@ -115,6 +156,20 @@ def render_html(doc: dict[str, Any]) -> str:
         text = u["explanations"][0]["text"] if u["explanations"] else ""
         evidence += f"<h2><code>{e(u['unit_id'])}</code> — {e(str(u['verdict']))}</h2><p>{e(str(text))}</p>"
         evidence += f"<table><tr>{cols}</tr></table>"
+    if doc.get("probe"):
+        title, intro, header, prows = probe_table(doc["probe"])
+        evidence = (
+            f"<h2>{e(title)}</h2>"
+            + "".join(f"<p>{e(line)}</p>" for line in intro)
+            + "<table><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in header)
+            + "</tr>"
+            + "".join(
+                f"<tr class='{e(row[-1])}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in prows
+            )
+            + "</table>"
+            + evidence
+        )
     models = "".join(f"<li>{e(line[2:])}</li>" for line in _model_lines(doc["models"]))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Re-test</title><style>"
@@ -130,6 +185,75 @@ def render_html(doc: dict[str, Any]) -> str:
     )
 
 
+def drift_document(doc: dict[str, Any]) -> Any:
+    """The Markdown report's content as a :class:`explainer.report.document.Document` (for the PDF)."""
+    from explainer.report.document import Document, Heading, Para, Table
+
+    s = doc["summary"]
+    blocks: list[Any] = [
+        Para(
+            f"Hookpoint {doc['hookpoint']}, corpus {doc['corpus']['spec']}"
+            + ("" if doc["corpus"]["same_as_old"] else " (not the old collection's text: old scores recomputed on it)")
+        ),
+        *[Para(line[2:]) for line in _model_lines(doc["models"])],
+        Para(
+            f"{s['units']} units: {s['holds']} hold, {s['weakened']} weakened, {s['broken']} broken, "
+            f"{s['dead']} dead now (broken share {s['broken_share']:.1%}).",
+            bold=True,
+        ),
+    ]
+    if doc.get("gate"):
+        g = doc["gate"]
+        failed = "FAILED (" + ", ".join(g["failed"]) + ")" if g["failed"] else "passed"
+        blocks.append(Para(f"Gate {', '.join(g['rules'])}: {failed}.", bold=True))
+    blocks.append(
+        Table(
+            ["domain", "units", "mean drop", "mean shift", "broken", "dead"],
+            [
+                [dom, str(d["units"]), _num(d["mean_drop"]), _num(d["mean_shift"], ".3f")]
+                + [f"{d['broken_share']:.0%}", f"{d['dead_share']:.0%}"]
+                for dom, d in doc["by_domain"].items()
+            ],
+            title="By domain",
+        )
+    )
+    colours = {"broken": "#fde2e2", "dead": "#fde2e2", "weakened": "#fff4d6"}
+    blocks.append(
+        Table(
+            ["unit", "verdict", "scorer", "old", "new", "drop", "activations"],
+            [
+                [u["unit_id"], str(u["verdict"]), str(u["scorer"]), _fig(u["old"]), _fig(u["new"])]
+                + [_num(u["drop"]), _drift(u)]
+                for u in doc["units"]
+            ],
+            title="Units, largest drops first",
+            shade={i: colours[u["verdict"]] for i, u in enumerate(doc["units"]) if u["verdict"] in colours},
+        )
+    )
+    if doc.get("probe"):
+        title, intro, header, prows = probe_table(doc["probe"])
+        blocks += [Heading(title), *[Para(line) for line in intro]]
+        blocks.append(Table(header, prows, shade={i: colours[r[-1]] for i, r in enumerate(prows) if r[-1] in colours}))
+    for u in doc["units"]:
+        if "evidence" not in u:
+            continue
+        text = u["explanations"][0]["text"] if u["explanations"] else ""
+        blocks += [Heading(f"{u['unit_id']} — {u['verdict']}"), Para(f"Explanation: {text}")]
+        blocks.append(
+            Table(
+                ["old model, top windows", "new model, top windows"],
+                [
+                    [
+                        "\n".join(f"({w['domain']}, max {w['max']:.3g}) {w['text']}" for w in u["evidence"][side])
+                        or "none"
+                        for side in ("old", "new")
+                    ]
+                ],
+            )
+        )
+    return Document(f"Re-test of {doc['from']} on {doc['models']['new'].get('name')}", "drift report", blocks)
+
+
 def write_drift_report(doc: dict[str, Any], path: str | Path, fmt: str | None = None) -> str:
     """Write ``doc`` to ``path`` as ``fmt`` (default: from the suffix), secrets scrubbed; returns the format."""
     from explainer.provenance import scrub, secret_values
@@ -139,10 +263,14 @@ def write_drift_report(doc: dict[str, Any], path: str | Path, fmt: str | None = 
     fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise InputError(f"drift report format {fmt!r}: use one of {', '.join(FORMATS)} (from -o's suffix)")
-    if fmt == "json":
-        text = json.dumps(doc, indent=2, default=str)
+    if fmt == "pdf":
+        from explainer.report.document import render_document_pdf
+
+        data = render_document_pdf(drift_document(doc))
+    elif fmt == "json":
+        data = json.dumps(doc, indent=2, default=str).encode("utf-8")
     else:
-        text = render_markdown(doc) if fmt == "md" else render_html(doc)
+        data = (render_markdown(doc) if fmt == "md" else render_html(doc)).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(data)
     return fmt

@@ -100,17 +100,31 @@ def activation_drift(old: Any, new: Any) -> dict[str, Any]:
     return out
 
 
-def gate_failures(rules: list[str], summary: dict[str, Any]) -> list[str]:
-    """The ``--fail-if`` rules that ``summary`` trips, each as written. A rule is
-    ``VERDICT>LIMIT`` or ``VERDICT>=LIMIT`` (VERDICT one of holds, weakened, broken, dead, or
-    ``broken+dead``), LIMIT a share (``5%`` or ``0.05``) of the units re-tested, or a count (``3``).
-    A malformed rule raises ``ValueError`` naming it."""
-    return [rule for rule in rules if _tripped(parse_rule(rule), summary)]
+def gate_failures(rules: list[str], summary: dict[str, Any], probe: dict[str, Any] | None = None) -> list[str]:
+    """The ``--fail-if`` rules that ``summary`` (or, for ``probe:`` rules, the re-tested probe's
+    domains) trips, each as written. A rule is ``VERDICT>LIMIT`` or ``VERDICT>=LIMIT`` (VERDICT one
+    of holds, weakened, broken, dead, or ``broken+dead``), LIMIT a share (``5%`` or ``0.05``) of the
+    units re-tested, or a count (``3``); ``probe:broken>0`` counts the probe's domains instead. A
+    malformed rule, or a ``probe:`` rule without a re-tested probe, raises ``ValueError`` naming it."""
+    failed = []
+    for rule in rules:
+        if rule.replace(" ", "").startswith(PROBE_PREFIX):
+            if probe is None:
+                raise ValueError(f"--fail-if {rule!r}: a probe: rule needs --probe and --cases")
+            counts = {**probe["summary"], "units": len(probe["domains"])}
+            if _tripped(parse_rule(rule), counts):
+                failed.append(rule)
+        elif _tripped(parse_rule(rule), summary):
+            failed.append(rule)
+    return failed
+
+
+PROBE_PREFIX = "probe:"
 
 
 def parse_rule(rule: str) -> tuple[tuple[str, ...], str, float, bool]:
     """``(verdicts, op, limit, is_share)`` of one ``--fail-if`` rule; ``ValueError`` if malformed."""
-    text = rule.replace(" ", "")
+    text = rule.replace(" ", "").removeprefix(PROBE_PREFIX)
     op = ">=" if ">=" in text else ">" if ">" in text else None
     if op is None:
         raise ValueError(f"--fail-if {rule!r}: expected VERDICT>LIMIT, e.g. broken>5%")

@@ -4,8 +4,14 @@ one domain's text, both as Hugging Face folders."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
+
+import jsonschema
+
+from explainer.collect.collector import CollectConfig
+from explainer.retest.summary import schema_path
 
 
 def save_checkpoint(model: Any, tokenizer: Any, path: Path) -> Path:
@@ -32,3 +38,16 @@ def fine_tuned(model: Any, tokenizer: Any, texts: list[str], steps: int, lr: flo
         loss.backward()
         opt.step()
     return tuned.eval()
+
+
+CFG = CollectConfig(
+    window=8, context=16, top_k=4, n_random=3, max_tokens=2400, batch_size=8, n_quantiles=2, min_density=0.0
+)
+HOOK = "layers.1.mlp"
+PER_DOMAIN = 6
+
+
+def validate(doc: dict) -> None:
+    schema = json.loads(schema_path().read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(doc)

@@ -7,78 +7,14 @@ from __future__ import annotations
 
 import json
 
-import jsonschema
 import pytest
-from builders.retest import fine_tuned, save_checkpoint
+from builders.report import pdf_pages
+from builders.retest import PER_DOMAIN, save_checkpoint, validate
 
-from explainer.collect.collector import CollectConfig
-from explainer.collect.corpus import default_corpus
 from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
-from explainer.explain.baseline import baseline_explanation
-from explainer.pipeline.collection import collect_stage
-from explainer.pipeline.options import LabelOptions
-from explainer.pipeline.stages import score_stage
 from explainer.retest.run import RetestOptions, retest
-from explainer.retest.summary import schema_path, unit_domain
 from explainer.runtime import get_store
-from explainer.settings import load_settings
 from workers.cli import main
-
-CFG = CollectConfig(
-    window=8, context=16, top_k=4, n_random=3, max_tokens=2400, batch_size=8, n_quantiles=2, min_density=0.0
-)
-HOOK = "layers.1.mlp"
-PER_DOMAIN = 6
-
-
-def validate(doc: dict) -> None:
-    schema = json.loads(schema_path().read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(doc)
-
-
-@pytest.fixture(scope="module")
-def world(tiny_model, tiny_model_dir, tmp_path_factory):
-    """(settings, old collection id, explained unit ids, paths of corpus, control and fine-tuned model)."""
-    root = tmp_path_factory.mktemp("retest")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EXPLAINER_DATA_DIR", str(root / "data"))
-    mp.setenv("EXPLAINER_MODEL_CACHE", str(root / "cache"))
-    settings = load_settings()
-    docs = [d for d in default_corpus(6000) if d.domain in ("code", "legal")]
-    corpus = root / "corpus.jsonl"
-    corpus.write_text(
-        "\n".join(json.dumps({"id": d.doc_id, "domain": d.domain, "text": d.text}) for d in docs), encoding="utf-8"
-    )
-    cid = collect_stage(settings, str(tiny_model_dir), HOOK, str(corpus), CFG, progress=False)
-    store = get_store(settings)
-    rows = sorted(store.unit_rows(cid), key=lambda r: -(r["max_act"] / (r["std_act"] + 1e-6)))
-    chosen: dict[str, list[str]] = {"code": [], "legal": []}
-    for r in rows:
-        rec = store.get_record(r["unit_id"], cid)
-        dom = unit_domain(rec)
-        if dom in chosen and len(chosen[dom]) < PER_DOMAIN and baseline_explanation(rec):
-            chosen[dom].append(r["unit_id"])
-    units = chosen["code"] + chosen["legal"]
-    for uid in units:
-        eid = store.save_explanation(
-            unit_id=uid,
-            collection_id=cid,
-            explainer_model="baseline",
-            prompt_name="explain",
-            prompt_version="1",
-            prompt_hash="b" * 64,
-            status="ok",
-            text=baseline_explanation(store.get_record(uid, cid)),
-            window_ids=["top-0", "top-2"],
-        )
-        score_stage(settings, eid, LabelOptions(scorers=("simulation-embedding",)))
-    control = save_checkpoint(tiny_model.model, tiny_model.tokenizer, root / "models" / "tiny-llama-control")
-    legal = [d.text for d in docs if d.domain == "legal"]
-    tuned = fine_tuned(tiny_model.model, tiny_model.tokenizer, legal, steps=20, lr=3e-4)
-    tuned_dir = save_checkpoint(tuned, tiny_model.tokenizer, root / "models" / "tiny-llama-legal")
-    yield settings, cid, units, corpus, control, tuned_dir, root
-    mp.undo()
 
 
 def test_control_holds_everywhere(world):
@@ -114,8 +50,8 @@ def test_fine_tuned_domain_moves_most(world, tmp_path):
     for u in doc["units"]:
         assert u["verdict"] in ("holds", "weakened", "broken", "dead")
         assert ("evidence" in u) == (u["verdict"] != "holds")
-    # the drift report in the three formats
-    for fmt in ("json", "md", "html"):
+    # the drift report in the four formats
+    for fmt in ("json", "md", "html", "pdf"):
         from explainer.retest.report import write_drift_report
 
         write_drift_report(doc, tmp_path / f"drift.{fmt}")
@@ -123,6 +59,9 @@ def test_fine_tuned_domain_moves_most(world, tmp_path):
     assert doc["units"][0]["unit_id"] in md and doc["models"]["new"]["files"][0]["sha256"] in md
     assert json.loads((tmp_path / "drift.json").read_text())["schema_version"] == 1
     assert "<table>" in (tmp_path / "drift.html").read_text()
+    _, texts = pdf_pages((tmp_path / "drift.pdf").read_bytes())
+    pdf_text = " ".join(texts)
+    assert "Re-test of" in pdf_text and doc["units"][0]["unit_id"] in pdf_text.replace("\n", "")
 
 
 def test_cli_gate_exit_status_and_reports(world, tmp_path, capsys):
@@ -232,5 +171,5 @@ def test_another_checkpoint_under_a_collected_name_is_refused(world, tmp_path, c
         (impostor / f.name).write_bytes(f.read_bytes())
     with pytest.raises(InputError, match="a collection of another checkpoint named 'tiny-llama-control' is stored"):
         retest(settings, cid, RetestOptions(model=str(impostor)), progress=False)
-    code = main(["retest", "--from", cid, "--model", str(control), "-o", str(tmp_path / "drift.pdf")])
-    assert code == 2 and "the suffix must be one of .json, .md, .html" in capsys.readouterr().err
+    code = main(["retest", "--from", cid, "--model", str(control), "-o", str(tmp_path / "drift.docx")])
+    assert code == 2 and "the suffix must be one of .json, .md, .html, .pdf" in capsys.readouterr().err
