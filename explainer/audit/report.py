@@ -1,4 +1,4 @@
-"""The audit report: ``audit.json`` (everything), ``audit.md`` and ``audit.html`` (for people) —
+"""The audit report: ``audit.json`` (everything), ``audit.md``, ``audit.html`` and ``audit.pdf`` (for people) —
 the per-domain table, the transfer matrix (a heat map in HTML), the selected units, the
 intervention curves, the warnings and the provenance."""
 
@@ -141,9 +141,30 @@ def to_html(r: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def to_document(r: dict[str, Any]) -> Any:
+    """The Markdown report's content as a :class:`explainer.report.document.Document` (for the PDF)."""
+    from explainer.report.document import Document, Heading, Para, Pre, Table
+
+    md = to_markdown(r).split("\n")
+    intro = [line for line in md[1 : md.index(next(x for x in md if x.startswith("## ")))] if line.strip()]
+    blocks: list[Any] = [Para(line.replace("`", "")) for line in intro]
+    blocks += [Table(header, rows, title=title) for title, header, rows in _tables(r)]
+    blocks += [Heading("Warnings"), *[Para(w) for w in r["warnings"] or ["none"]]]
+    blocks += [Heading("Provenance"), Pre(json.dumps(r["provenance"], indent=1))]
+    return Document("Failure-mode audit", f"model {r['provenance']['model']}", blocks)
+
+
 def write_report(r: dict[str, Any], out: Path) -> dict[str, str]:
-    files = {"json": out / "audit.json", "markdown": out / "audit.md", "html": out / "audit.html"}
+    from explainer.report.document import render_document_pdf
+
+    files = {
+        "json": out / "audit.json",
+        "markdown": out / "audit.md",
+        "html": out / "audit.html",
+        "pdf": out / "audit.pdf",
+    }
     files["json"].write_text(json.dumps(r, indent=1, default=str), encoding="utf-8")
     files["markdown"].write_text(to_markdown(r), encoding="utf-8")
     files["html"].write_text(to_html(r), encoding="utf-8")
+    files["pdf"].write_bytes(render_document_pdf(to_document(r)))
     return {k: str(v) for k, v in files.items()}

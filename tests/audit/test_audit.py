@@ -95,6 +95,11 @@ def test_report_files(audited):
     md = (d / "out" / "audit.md").read_text()
     assert "## Transfer matrix" in md and "## Selected units" in md and "## Scaling the units" in md
     assert "heat" not in md and "<table" in (d / "out" / "audit.html").read_text()
+    from builders.report import pdf_pages
+
+    _, texts = pdf_pages((d / "out" / "audit.pdf").read_bytes())
+    text = " ".join(texts)
+    assert "Failure-mode audit" in text and "Transfer matrix" in text and "Selected units" in text
 
 
 def test_monitor_scores_new_pairs_and_refuses_unknown_domains(audited, tiny_model_dir, tmp_path, capsys):

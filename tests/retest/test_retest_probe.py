@@ -115,4 +115,3 @@ def test_bad_probe_input_is_refused_before_anything_runs(world, audited, tiny_mo
     narrow_dir = save_checkpoint(narrow, smol_tokenizer, tmp_path / "tiny-llama-narrow")
     with pytest.raises(InputError, match="gives layers.1.mlp 96 units; the probe was fitted on 128"):
         retest_probe(probe, cases, str(narrow_dir))
-
