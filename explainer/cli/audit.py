@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     where.add_argument("--hookpoint", help="any hookpoint, e.g. layers.12 (activations)")
     au.add_argument("--sae", help="SAE folder: audit its features at --hookpoint")
     au.add_argument("--directions", help="directions file: audit its directions at --hookpoint")
-    au.add_argument("--out", required=True, help="folder for probe.json and the report (audit.json/.md/.html)")
+    au.add_argument("--out", required=True, help="folder for probe.json and the report (audit.json/.md/.html/.pdf)")
     au.add_argument("--test-frac", type=float, default=0.3, help="held-out share per domain and label")
     au.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS, help="per-domain fit minimum")
     au.add_argument("--seed", type=int, default=0)
