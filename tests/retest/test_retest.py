@@ -9,12 +9,18 @@ import json
 
 import pytest
 from builders.report import pdf_pages
-from builders.retest import PER_DOMAIN, save_checkpoint, validate
+from builders.retest import PER_DOMAIN, retest_world, save_checkpoint, validate
 
 from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
 from explainer.retest.run import RetestOptions, retest
 from explainer.runtime import get_store
 from workers.cli import main
+
+
+@pytest.fixture(scope="module")
+def world(tiny_model, tiny_model_dir, tmp_path_factory):
+    """(settings, old collection id, explained unit ids, paths of corpus, control and fine-tuned model, root)."""
+    yield from retest_world(tiny_model, tiny_model_dir, tmp_path_factory)
 
 
 def test_control_holds_everywhere(world):

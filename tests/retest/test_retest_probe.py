@@ -12,12 +12,18 @@ import pytest
 import torch
 from builders.audit import planted_cases
 from builders.report import pdf_pages
-from builders.retest import save_checkpoint, validate
+from builders.retest import retest_world, save_checkpoint, validate
 
 from explainer.audit.cases import write_cases
 from explainer.errors import InputError
 from explainer.retest.probe import retest_probe
 from workers.cli import main
+
+
+@pytest.fixture(scope="module")
+def world(tiny_model, tiny_model_dir, tmp_path_factory):
+    """(settings, old collection id, explained unit ids, paths of corpus, control and fine-tuned model, root)."""
+    yield from retest_world(tiny_model, tiny_model_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
