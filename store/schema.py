@@ -183,6 +183,20 @@ calibrations = Table(
 )
 
 
+# Output-side descriptions (explainer/intervene/output.py): the tokens a unit's write direction
+# promotes and suppresses through the unembedding. A property of the weights, not of a corpus: one row
+# per unit id (the id names the model, hookpoint and SAE or directions).
+unit_outputs = Table(
+    "unit_outputs",
+    metadata,
+    Column("unit_id", String(300), primary_key=True),
+    Column("method", String(40), nullable=False),
+    Column("promoted", Text, nullable=False),  # JSON [{"token", "logit"}], highest first
+    Column("suppressed", Text, nullable=False),  # JSON [{"token", "logit"}], lowest first
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
 # Sharded collection (store/shards.py): the accumulator state of one finished shard of a collection
 # split into n_shards, kept until the merge has written the collection's units. One row per shard
 # index, so a shard run twice overwrites its row and is never merged twice.

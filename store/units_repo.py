@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from store.db import StoreBase, decode_json, now
 from store.records import UnitRecord, make_unit_row_id
-from store.schema import collections, units
+from store.schema import collections, unit_outputs, units
 
 
 class UnitsRepo(StoreBase):
@@ -103,6 +103,36 @@ class UnitsRepo(StoreBase):
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         return {uid: (cid, UnitRecord.from_blob(blob)) for uid, cid, blob in rows}  # later rows win
+
+    def save_output_sides(self, sides: dict[str, dict[str, Any]]) -> None:
+        """Store units' output sides (``{"method", "promoted", "suppressed"}`` per unit id), replacing older ones."""
+        rows = [
+            dict(
+                unit_id=uid,
+                method=side["method"],
+                promoted=json.dumps(side["promoted"]),
+                suppressed=json.dumps(side["suppressed"]),
+                created_at=now(),
+            )
+            for uid, side in sides.items()
+        ]
+        if rows:
+            self._upsert(unit_outputs, rows, ["unit_id"])
+
+    def output_sides(self, unit_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """unit id → its stored output side; units without one are left out."""
+        if not unit_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(unit_outputs).where(unit_outputs.c.unit_id.in_(unit_ids))).mappings().all()
+        return {
+            r["unit_id"]: {
+                "method": r["method"],
+                "promoted": json.loads(r["promoted"]),
+                "suppressed": json.loads(r["suppressed"]),
+            }
+            for r in rows
+        }
 
     def unit_collections(self, unit_id: str) -> list[str]:
         """Ids of the finished collections that hold ``unit_id``, oldest first (the latest is the default)."""

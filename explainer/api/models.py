@@ -219,6 +219,17 @@ class WindowView(BaseModel):
     levels: list[int]
 
 
+class OutputToken(BaseModel):
+    token: str
+    logit: float = Field(description="the token's logit for the unit-length write direction")
+
+
+class OutputSide(BaseModel):
+    method: str = Field(description="vocab-projection: the write direction through the final norm and unembedding")
+    promoted: list[OutputToken] = Field(description="the tokens the unit makes most likely, highest first")
+    suppressed: list[OutputToken] = Field(description="the tokens it makes least likely, lowest first")
+
+
 class UnitDetail(BaseModel):
     unit_id: str
     name: str | None = Field(description="the direction's name (--directions with names); null otherwise")
@@ -230,6 +241,9 @@ class UnitDetail(BaseModel):
     collection_id: str
     stats: FullStats
     histogram: Histogram
+    output_side: OutputSide | None = Field(
+        description="the tokens the unit promotes and suppresses (computed when it is labeled); null when not computed"
+    )
     warnings: list[UnitWarning] = Field(
         description="the report's reasons to distrust the primary explanation or the unit"
     )

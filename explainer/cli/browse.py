@@ -105,7 +105,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         for w in entry.record.windows
     ]
     out["explainer_model"], out["prompt"] = entry.explainer_model, entry.prompt
-    if args.output_side:
+    from explainer.runtime import get_store
+
+    out["output_side"] = get_store(settings).output_sides([args.unit_id]).get(args.unit_id)
+    if args.output_side and out["output_side"] is None:  # computed once, then stored with the unit
         from explainer.intervene.service import output_side
 
         out["output_side"] = output_side(settings, args.unit_id)
@@ -270,7 +273,9 @@ def register(sub: Any) -> None:
         help="which collection of the unit (id or prefix; default: the latest it was explained in)",
     )
     p.add_argument(
-        "--output-side", action="store_true", help="also the tokens it promotes and suppresses (loads the model)"
+        "--output-side",
+        action="store_true",
+        help="compute the tokens it promotes and suppresses when they are not stored yet (loads the model)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show, show=print_show)

@@ -252,15 +252,25 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             f"--cascade-scorer must be a simulator (it ranks candidates on the top windows the "
             f"explainer saw, which hold no non-activating windows); {args.cascade_scorer!r} is not"
         )
+    from explainer.llm.prompts import load_template
+
+    template = load_template(args.explain_prompt)  # an unknown prompt fails here, before any work is queued
     opts = LabelOptions(
         explainer=llm,
         retry_failed=args.retry_failed,
         best_of=args.best_of,
         baseline_candidate=not args.no_baseline,
         cascade_scorer=args.cascade_scorer,
+        explain_prompt=args.explain_prompt,
     )
     if args.scorer:
         opts = dataclasses.replace(opts, scorers=tuple(dict.fromkeys(args.scorer)))
+    if template.get("output_side") or (not args.no_output_side and len(unit_ids) <= OUTPUT_SIDE_UNITS):
+        from explainer.intervene.service import ensure_output_sides
+
+        skipped = ensure_output_sides(settings, unit_ids, notice=None if args.json else _notice)
+        if skipped and not args.json:
+            _notice(f"{len(skipped)} unit(s) have no output side; first: {next(iter(skipped.values()))}")
     result = backend_of(args).label_units(settings, cid, unit_ids, opts, progress=not args.json)
     from explainer.report.entries import entry_summary, unit_entries
 
@@ -286,6 +296,14 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 LABEL_LISTED_UNITS = 100
+OUTPUT_SIDE_UNITS = 4096
+"""Up to this many labeled units get their output side computed by default (one projection each)."""
+
+
+def _notice(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 """`explainer label` lists each unit only for runs up to this size."""
 
 
@@ -363,5 +381,17 @@ def register(sub: Any) -> None:
         default=None,
         metavar="NAME",
         help="expensive scorer spent only on the 2 best candidates (e.g. simulation-logits)",
+    )
+    p.add_argument(
+        "--explain-prompt",
+        default="explain",
+        metavar="NAME",
+        help="explainer prompt in prompts/ (or a .yaml path); explain_output also shows the tokens each unit "
+        "promotes and suppresses (default: explain)",
+    )
+    p.add_argument(
+        "--no-output-side",
+        action="store_true",
+        help=f"do not compute the tokens each unit promotes and suppresses (done for up to {OUTPUT_SIDE_UNITS} units)",
     )
     p.set_defaults(func=cmd_label, show=print_label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -71,10 +72,27 @@ def format_window(window: Window, unit_max: float, mark_threshold: int, max_char
     return {"text": text, "top_tokens": listed}
 
 
+def output_context(output: dict[str, Any] | None, k: int = 8) -> dict[str, str]:
+    """``promoted`` and ``suppressed`` for a prompt: the unit's output side as quoted tokens (``""``
+    when it has none), for templates that show it (``prompts/explain_output.yaml``)."""
+
+    def tokens(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(json.dumps(r["token"], ensure_ascii=False) for r in rows[:k])
+
+    if not output:
+        return {"promoted": "", "suppressed": ""}
+    return {"promoted": tokens(output.get("promoted") or []), "suppressed": tokens(output.get("suppressed") or [])}
+
+
 def build_messages(
-    template: PromptTemplate, record: UnitRecord, max_windows: int | None = None, max_window_chars: int | None = None
+    template: PromptTemplate,
+    record: UnitRecord,
+    max_windows: int | None = None,
+    max_window_chars: int | None = None,
+    output: dict[str, Any] | None = None,
 ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
-    """Chat messages for the explainer and the ids of the windows they show."""
+    """Chat messages for the explainer and the ids of the windows they show; ``output`` is the
+    unit's output side, shown by templates that ask for it."""
     shown = record.windows_for("explain", "top")[: max_windows or int(template.get("max_windows", 6))]
     fmt = [
         format_window(
@@ -87,9 +105,10 @@ def build_messages(
     ]
     messages: list[tuple[str, str]] = [("system", template["system"])]
     for shot in template.get("few_shot", []) or []:
-        messages.append(("user", template.render("user", windows=shot["windows"])))
+        shown_output = {"promoted": shot.get("promoted", ""), "suppressed": shot.get("suppressed", "")}
+        messages.append(("user", template.render("user", windows=shot["windows"], **shown_output)))
         messages.append(("assistant", shot["answer"]))
-    messages.append(("user", template.render("user", windows=fmt)))
+    messages.append(("user", template.render("user", windows=fmt, **output_context(output))))
     return messages, tuple(w.window_id for w in shown)
 
 
@@ -169,7 +188,11 @@ def prompt_meter(
 
 
 def fit_messages(
-    template: PromptTemplate, record: UnitRecord, count: Callable[[list[tuple[str, str]]], int], limit: int
+    template: PromptTemplate,
+    record: UnitRecord,
+    count: Callable[[list[tuple[str, str]]], int],
+    limit: int,
+    output: dict[str, Any] | None = None,
 ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
     """The explainer prompt shrunk until ``count`` of it is at most ``limit``: drop windows (the
     weakest first) down to one, then halve the characters kept per window down to
@@ -177,7 +200,7 @@ def fit_messages(
     n = min(int(template.get("max_windows", 6)), len(record.windows_for("explain", "top"))) or 1
     chars = int(template.get("max_window_chars", 400))
     while True:
-        messages, ids = build_messages(template, record, max_windows=n, max_window_chars=chars)
+        messages, ids = build_messages(template, record, max_windows=n, max_window_chars=chars, output=output)
         used = count(messages)
         if used <= limit:
             return messages, ids
@@ -208,15 +231,20 @@ def stricter(messages: list[tuple[str, str]], template: PromptTemplate) -> list[
 
 
 def explain_unit(
-    record: UnitRecord, chat: ChatClient, template: PromptTemplate, context_tokens: int | None = None
+    record: UnitRecord,
+    chat: ChatClient,
+    template: PromptTemplate,
+    context_tokens: int | None = None,
+    output: dict[str, Any] | None = None,
 ) -> ExplainResult:
-    """Ask the explainer LLM for a description of ``record``'s unit. The prompt is shrunk to fit
-    the model's context; an unusable answer (empty, refusing, rambling, an echo or a copied
-    example) is asked again once with a stricter instruction, then rejected with both texts."""
+    """Ask the explainer LLM for a description of ``record``'s unit (``output``: its output side, for
+    templates that show it). The prompt is shrunk to fit the model's context; an unusable answer
+    (empty, refusing, rambling, an echo or a copied example) is asked again once with a stricter
+    instruction, then rejected with both texts."""
     if not record.windows_for("explain", "top"):
         raise ParseError(f"unit {record.unit_id} has no activating windows to explain")
     count, limit = prompt_meter(chat, context_tokens)
-    messages, window_ids = fit_messages(template, record, count, limit)
+    messages, window_ids = fit_messages(template, record, count, limit, output)
     answers, errors = [], []
     for attempt in range(2):
         answer = invoke_chat(chat, messages if attempt == 0 else stricter(messages, template))

@@ -97,8 +97,43 @@ def steer_unit(
 def output_side(
     settings: Any, unit_id: str, k: int = 10, loaded: tuple[Any, UnitTarget] | None = None
 ) -> dict[str, Any]:
-    """The tokens a stored unit promotes and suppresses through the unembedding (VocabProj)."""
+    """The tokens a stored unit promotes and suppresses through the unembedding (VocabProj), stored
+    with the unit (the default ``k`` only) for ``show``, the unit page, reports and the explainer."""
     from explainer.intervene.output import vocab_projection
+    from explainer.runtime import get_store
 
     lm, target = loaded or load_unit(settings, unit_id)
-    return vocab_projection(lm, target, k)
+    side = vocab_projection(lm, target, k)
+    if k == OUTPUT_TOKENS:
+        get_store(settings).save_output_sides({unit_id: side})
+    return side
+
+
+OUTPUT_TOKENS = 10
+"""Tokens stored per side (promoted, suppressed)."""
+
+
+def ensure_output_sides(settings: Any, unit_ids: list[str], notice: Any = None) -> dict[str, str]:
+    """Compute and store the output side of every unit of ``unit_ids`` that has none (one model load;
+    the units of one labeling command, so all of one collection). Returns unit id → why it has none
+    (e.g. a unit read at the MLP input writes nothing to the residual stream); the others are stored."""
+    from explainer.intervene.output import vocab_projection
+    from explainer.runtime import get_store
+
+    store = get_store(settings)
+    todo = [u for u in unit_ids if u not in store.output_sides(unit_ids)]
+    if not todo:
+        return {}
+    if notice:
+        notice(f"output sides: the tokens {len(todo)} unit(s) promote and suppress through the unembedding")
+    lm, first = load_unit(settings, todo[0])
+    src = unit_source(store, todo[0])
+    sides, skipped = {}, {}
+    for uid in todo:
+        try:
+            target = first if uid == todo[0] else resolve_unit(lm, uid, sae=src.sae, directions=src.directions)
+            sides[uid] = vocab_projection(lm, target, OUTPUT_TOKENS)
+        except InterventionError as exc:
+            skipped[uid] = str(exc)
+    store.save_output_sides(sides)
+    return skipped

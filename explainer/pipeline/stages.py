@@ -51,6 +51,9 @@ def _candidates(
     from explainer.explain.baseline import baseline_explanation
 
     out: list[dict[str, Any]] = []
+    output = (
+        get_store(settings).output_sides([record.unit_id]).get(record.unit_id) if template.get("output_side") else None
+    )
     context_tokens = opts.explainer.context_tokens
     if opts.explainer.base_url and context_tokens is None:
         context_tokens = settings.llm_context_tokens  # EXPLAINER_LLM_CONTEXT
@@ -61,7 +64,7 @@ def _candidates(
             else replace(opts.explainer, temperature=max(opts.explainer.temperature, 0.8), seed=i)
         )
         try:
-            r = explain_unit(record, chat_factory(cfg, settings.llm_api_key), template, context_tokens)
+            r = explain_unit(record, chat_factory(cfg, settings.llm_api_key), template, context_tokens, output)
             out.append(
                 {
                     "source": f"llm-{i}",

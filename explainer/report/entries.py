@@ -99,6 +99,7 @@ def unit_entries(
             provenance=explanation_provenance(collections.get(e.collection_id), e, scores, rec.hookpoint),
         )
 
+    outputs = store.output_sides(unit_ids)
     entries = []
     for uid in unit_ids:
         cid, rec = found[uid]
@@ -106,7 +107,15 @@ def unit_entries(
         if prefer and prefer.get(uid) in {e.id for e in own}:
             own = sorted(own, key=lambda e: e.id != prefer[uid])
         xs = [explanation(e, rec) for e in own]
-        entries.append(ReportEntry(record=rec, main=xs[0] if xs else PENDING, others=tuple(xs[1:]), collection_id=cid))
+        entries.append(
+            ReportEntry(
+                record=rec,
+                main=xs[0] if xs else PENDING,
+                others=tuple(xs[1:]),
+                collection_id=cid,
+                output_side=outputs.get(uid),
+            )
+        )
     return entries
 
 
@@ -207,6 +216,7 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
             "n_tokens": st.n_tokens,
         },
         "histogram": activation_histogram(rec),
+        "output_side": store.output_sides([rec.unit_id]).get(rec.unit_id),
         "warnings": [{"code": code, "message": message} for code, message in report_warnings(entry)],
         "explanations": [
             {

@@ -118,6 +118,8 @@ class ReportEntry:
     others: tuple[ReportExplanation, ...] = ()
     """The unit's other explanations in the same collection (other explainers or prompts)."""
     collection_id: str | None = None
+    output_side: dict[str, Any] | None = None
+    """The tokens the unit promotes and suppresses (``{"method", "promoted", "suppressed"}``), when computed."""
 
     def primary(self) -> ReportExplanation:
         return self.main

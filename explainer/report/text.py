@@ -3,6 +3,7 @@ groups and the activation histogram."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from explainer.report.model import (
@@ -123,3 +124,14 @@ def histogram_axis_label(h: dict[str, Any]) -> str:
     if h["of"].startswith("max activation"):
         return "activation (raw units; each octave split into four bins)"
     return "activation (raw units)"
+
+
+def output_side_lines(side: dict[str, Any] | None, k: int = 10) -> list[str]:
+    """``promotes: "a", "b"…`` and ``suppresses: …`` of a unit's output side (none when not computed)."""
+    if not side:
+        return []
+
+    def toks(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(json.dumps(r["token"], ensure_ascii=False) for r in rows[:k])
+
+    return [f"promotes: {toks(side['promoted'])}", f"suppresses: {toks(side['suppressed'])}"]

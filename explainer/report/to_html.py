@@ -21,6 +21,7 @@ from explainer.report.text import (
     histogram_axis_label,
     histogram_data,
     interval,
+    output_side_lines,
     score_ok,
     unit_max,
     window_groups,
@@ -105,6 +106,7 @@ section.unit{border:1px solid #ccc;border-radius:6px;padding:1em;margin:1.5em 0}
 .badge{display:inline-block;background:#fff3cd;color:#7a5a00;border:1px solid #e0c060;border-radius:4px;
 padding:0 .4em;font-size:.8em;margin-left:.4em}
 ul.warn{color:#7a5a00;font-size:.9em}
+.outside{font-family:ui-monospace,monospace;font-size:.85em;color:#333;margin:.3em 0}
 .score{margin:.2em 0}.val{font-weight:bold;font-family:ui-monospace,Menlo,Consolas,monospace}
 .workflow{margin:.2em 0;color:#235}
 .win{margin:.4em 0;border-bottom:1px dotted #ddd;padding-bottom:.2em}
@@ -200,6 +202,9 @@ def _unit_html(i: int, e: ReportEntry) -> str:
     ]
     if warns:
         parts.append('<ul class="warn">' + "".join(f"<li>{_esc(w)}</li>" for w in warns) + "</ul>")
+    out_side = output_side_lines(e.output_side)
+    if out_side:
+        parts.append('<div class="outside">Output side — ' + " · ".join(_esc(x) for x in out_side) + "</div>")
     parts += [_explanation_block(x, j == 0) for j, x in enumerate(e.explanations())]
     parts += ["<h3>Activation histogram</h3>", histogram_svg(r)]
     for heading, wins in window_groups(r):

@@ -120,6 +120,7 @@ def _unit_json(e: ReportEntry) -> dict[str, Any]:
         "name": r.name,
         "collection_id": e.collection_id,
         "skip_reason": r.skip_reason,
+        "output_side": e.output_side,
         "stats": {
             "max": finite(st.max),
             "mean": finite(st.mean),

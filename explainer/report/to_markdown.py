@@ -15,6 +15,7 @@ from explainer.report.text import (
     has_text,
     histogram_data,
     interval,
+    output_side_lines,
     score_line,
     score_ok,
     strong_tokens,
@@ -124,6 +125,8 @@ def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: 
             "",
         ]
         lines += [f"- ⚠ {_md(m)}" for m in warnings_for(e)] + ([""] if warnings_for(e) else [])
+        out_side = output_side_lines(e.output_side)
+        lines += [f"Output side — {_md(' · '.join(out_side))}", ""] if out_side else []
         for i, x in enumerate(e.explanations()):
             lines += _md_explanation(x, i == 0)
         lines += _md_histogram(r) + [""]

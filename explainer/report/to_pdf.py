@@ -23,6 +23,7 @@ from explainer.report.text import (
     has_text,
     histogram_axis_label,
     histogram_data,
+    output_side_lines,
     score_line,
     unit_max,
     window_groups,
@@ -264,6 +265,7 @@ def _unit_flow(e: ReportEntry, st: dict[str, Any]) -> list[Any]:
         ),
     ]
     out += [Paragraph("Warning: " + _t(m), st["warn"]) for m in warnings_for(e)]
+    out += [Paragraph("Output side: " + _t(line), st["small"]) for line in output_side_lines(e.output_side)]
     for i, x in enumerate(e.explanations()):
         out += _explanation_flow(x, i == 0, st)
     out += [Paragraph("Activation histogram", st["h3"]), histogram_drawing(r)]

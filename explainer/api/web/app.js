@@ -177,6 +177,13 @@ async function showUnit(unitId) {
       u.name ? el("div", { class: "name", text: `direction “${u.name}”` }) : null,
       el("div", { class: "meta", text: `hookpoint ${u.hookpoint} · layer ${u.layer} · ${u.source} · collection ${u.collection_id}` }),
       el("div", { class: "meta", text: `max ${fmt(s.max)} · mean ${fmt(s.mean)} · std ${fmt(s.std)} · density ${fmt(100 * (s.density || 0), 2)}% · ${s.n_tokens} tokens` })];
+    if (u.output_side) {
+      const toks = (rows) => rows.map((t) => JSON.stringify(t.token)).join(", ");
+      parts.push(el("div", { class: "output-side" },
+        el("div", { text: `promotes: ${toks(u.output_side.promoted)}` }),
+        el("div", { text: `suppresses: ${toks(u.output_side.suppressed)}` }),
+        el("div", { class: "meta", text: "what the unit writes, read through the unembedding (output side)" })));
+    }
     if (u.warnings.length) {
       parts.push(el("ul", { class: "warnings" }, ...u.warnings.map((w) => el("li", { text: `⚠ ${w.message}`, "data-code": w.code }))));
     }
