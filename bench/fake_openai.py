@@ -194,9 +194,28 @@ class FakeOpenAI:
             return {"1": LN(0.9), "0": LN(0.1)} if self.split_digits else {"10": LN(0.9), "0": LN(0.1)}
         return {"0": LN(0.8), "1": LN(0.2)}
 
+    def judge_echo(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The echoed prompt with each token's log-probability (``logprobs`` 1: a judge asking
+        log P(text | prefix)): a word already seen in the prompt is likely (0.9), any other is not
+        (0.1) — enough for an explanation to fit the text that holds its words better."""
+        prompt = body["prompt"]
+        tokens, offsets, values, seen, pos = self.tokenize(prompt), [], [], set(), 0
+        for t in tokens:
+            offsets.append(pos)
+            values.append(None if not pos else LN(0.1) if t.strip() and t.lower() not in seen else LN(0.9))
+            if t.strip():
+                seen.add(t.lower())
+            pos += len(t)
+        lp = {"tokens": tokens + ["\n"], "text_offset": offsets + [pos], "token_logprobs": values + [LN(0.5)]}
+        lp["top_logprobs"] = [None] + [{t: v} for t, v in zip(tokens[1:] + ["\n"], values[1:] + [LN(0.5)])]
+        choice = {"index": 0, "text": prompt + "\n", "finish_reason": "length", "logprobs": lp if self.echo_logprobs else None}
+        return {"id": "cmpl", "object": "text_completion", "created": 1, "model": body["model"], "choices": [choice]}
+
     def echo(self, body: dict[str, Any]) -> dict[str, Any]:
         """The echoed prompt with, after each TAB, the logprobs of the digit that follows."""
         prompt = body["prompt"]
+        if body.get("logprobs") == 1:
+            return self.judge_echo(body)
         assert body["echo"] is True and body["max_tokens"] == 1 and body["logprobs"] == 10
         tokens = self.tokenize(prompt)
         offsets: list[int] = []

@@ -105,6 +105,14 @@ def score_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
     return pipeline.score_stage(worker_settings(), explanation_id, pipeline.LabelOptions.from_payload(options), final)
 
 
+@app.task(name="explainer.score_subject", **RETRY)
+def score_subject_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
+    """The scorers that steer the subject model (``intervention``…), on a ``collect`` worker where
+    that model lives; ``options`` names only those scorers."""
+    final = self.request.retries >= self.max_retries
+    return pipeline.score_stage(worker_settings(), explanation_id, pipeline.LabelOptions.from_payload(options), final)
+
+
 @app.task(name="explainer.index", bind=True)
 def index_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
     scorer = pipeline.LabelOptions.from_payload(options).scorers[0]
@@ -112,7 +120,17 @@ def index_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
 
 
 def unit_chain(collection_id: str, unit_id: str, options: dict[str, Any]) -> Any:
-    """explain → simulate/score → index for one unit of a collection."""
+    """explain → simulate/score → index for one unit of a collection. Scorers that steer the subject
+    model run as their own step on the ``collect`` queue (after the others, before indexing)."""
     from celery import chain
 
-    return chain(explain_task.s(collection_id, unit_id, options), score_task.s(options), index_task.s(options))
+    from explainer.score.registry import SUBJECT_MODEL_SCORERS
+
+    subject = [s for s in options["scorers"] if s in SUBJECT_MODEL_SCORERS]
+    others = [s for s in options["scorers"] if s not in SUBJECT_MODEL_SCORERS]
+    steps = [explain_task.s(collection_id, unit_id, options)]
+    if others:
+        steps.append(score_task.s({**options, "scorers": others} if subject else options))
+    if subject:
+        steps.append(score_subject_task.s({**options, "scorers": subject}))
+    return chain(*steps, index_task.s(options))

@@ -268,6 +268,22 @@ class RemoteSimulator:
             lambda: api.create(model=self.model, temperature=0, max_tokens=max_tokens, **kw),
         )
 
+    def continuation_logprob(self, prefix: str, continuation: str) -> float:
+        """log P(continuation | prefix) under the endpoint's model: the prompt ``prefix + continuation``
+        echoed with its tokens' logprobs (``/v1/completions``), summed over the tokens that start
+        inside ``continuation`` (what the ``intervention-endpoint`` scorer asks)."""
+        prompt = prefix + continuation
+        resp = self._post("completions", len(prompt), 1, prompt=prompt, echo=True, logprobs=1)
+        choices = resp.get("choices") or []
+        lp = (choices[0].get("logprobs") if choices else None) or {}
+        starts, values = lp.get("text_offset"), lp.get("token_logprobs")
+        if not starts or not values or len(starts) != len(values):
+            raise self._fail("the completions response has no prompt logprobs (echo): it cannot judge a text")
+        inside = [v for o, v in zip(starts, values) if len(prefix) <= o < len(prompt)]
+        if not inside or any(v is None or not math.isfinite(v) for v in inside):
+            raise self._fail(f"no usable logprobs for the {len(inside)} token(s) of the judged text")
+        return float(sum(inside))
+
     def _chat_messages(self, explanation: str, tokens: tuple[str, ...]) -> list[dict[str, str]]:
         ex = self.template["example"]
         shown = [display_token(t) for t in ex["tokens"]]

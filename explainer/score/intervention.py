@@ -6,8 +6,9 @@ each prompt is continued greedily, clean and steered; the score is
 
     mean over prompts [ s(explanation, steered text) − s(explanation, clean text) ] / (KL reached + ε)
 
-with ``s`` = log P(explanation | text) under the local judge model (``intervention``), or the cosine
-similarity of sentence embeddings (``intervention-embedding``, cheap). The 95% interval is a
+with ``s`` = log P(explanation | text) under the local judge model (``intervention``) or under an
+OpenAI-compatible endpoint's model, read from echoed prompt logprobs (``intervention-endpoint``), or
+the cosine similarity of sentence embeddings (``intervention-embedding``, cheap). The 95% interval is a
 bootstrap over prompts. The strength, the KL reached, the prompts and both texts per prompt are
 recorded in the score's details. A target KL that no strength in range reaches raises
 :class:`~explainer.errors.InterventionError`, which the score stage stores as a failed score with
@@ -62,17 +63,25 @@ class InterventionScorer:
     def __init__(
         self,
         loader: Loader,
-        variant: Literal["logprob", "embedding"] = "logprob",
+        variant: Literal["logprob", "embedding", "endpoint"] = "logprob",
         judge_model: str = "smollm2-135m",
         device: str = "cpu",
         config: InterventionConfig | None = None,
         embedder: Any = None,
+        remote: Any = None,
     ):
+        """``remote`` (the ``endpoint`` variant): an object with ``continuation_logprob(prefix, text)``
+        and ``model_name``, e.g. :class:`explainer.score.endpoint.RemoteSimulator`."""
         from explainer.llm.prompts import load_template
 
         self.loader, self.variant, self.judge_model, self.device = loader, variant, judge_model, device
         self.config = config or InterventionConfig()
-        self.method = "intervention" if variant == "logprob" else "intervention-embedding"
+        self.method = {"logprob": "intervention", "embedding": "intervention-embedding"}.get(
+            variant, "intervention-endpoint"
+        )
+        if variant == "endpoint" and remote is None:
+            raise InterventionError("the intervention-endpoint scorer needs an endpoint to judge with")
+        self.remote = remote
         self.template = load_template(self.config.prompts_file)
         prompts = [str(p) for p in self.template["prompts"]][: self.config.n_prompts]
         if not prompts or not all(p.strip() for p in prompts):
@@ -84,6 +93,8 @@ class InterventionScorer:
     def model_name(self) -> str:
         if self.variant == "embedding":
             return str(getattr(self._embedder, "name", "all-MiniLM-L6-v2"))
+        if self.variant == "endpoint":
+            return str(self.remote.model_name)
         return self.judge_model
 
     def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
@@ -143,6 +154,16 @@ class InterventionScorer:
                 out.append(float(logp[start - 1 : len(ids) - 1].gather(1, targets[:, None]).sum()))
         return out
 
+    def _endpoint_logprob(self, explanation: str, texts: list[str]) -> list[float]:
+        """log P(explanation | text) under the endpoint's model, with the local judge's prompt."""
+        prefix_tmpl = str(self.template["judge_prefix"])
+        return [
+            self.remote.continuation_logprob(
+                prefix_tmpl.replace("{text}", " ".join(text.split()) or "(nothing)"), " " + explanation.strip()
+            )
+            for text in texts
+        ]
+
     def _similarity(self, explanation: str, texts: list[str]) -> list[float]:
         import numpy as np
 
@@ -160,7 +181,7 @@ class InterventionScorer:
 
         if not explanation or not explanation.strip():
             raise InterventionError("the explanation is empty")
-        measure = self._logprob if self.variant == "logprob" else self._similarity
+        measure = {"logprob": self._logprob, "endpoint": self._endpoint_logprob}.get(self.variant, self._similarity)
         clean = np.asarray(measure(explanation, texts["clean"]))
         steered = np.asarray(measure(explanation, texts["steered"]))
         deltas = steered - clean
@@ -176,7 +197,8 @@ class InterventionScorer:
             "kind": "intervention",
             "method": self.method,
             "score": "mean[s(expl | steered) - s(expl | clean)] / (KL + eps)",
-            "measure": "log P(explanation | text)" if self.variant == "logprob" else "cosine(explanation, text)",
+            "measure": "cosine(explanation, text)" if self.variant == "embedding" else "log P(explanation | text)",
+            **({"judge": "endpoint, echoed prompt logprobs"} if self.variant == "endpoint" else {}),
             "prompt_file": self.template.key,
             "target_kl": self.config.target_kl,
             "strength": texts["strength"],

@@ -167,12 +167,18 @@ def _intervention(variant: str, name: str, simulator_model: str, device: str, se
         if "window" not in _embedding_sims:
             _embedding_sims["window"] = EmbeddingScorer()
         embedder = getattr(_embedding_sims["window"], "embedder", None)
+    remote = None
+    if variant == "endpoint":
+        from explainer.score.endpoint import endpoint_simulator
+
+        remote = endpoint_simulator(settings)  # EXPLAINER_SIMULATOR_*: a clear error when unset
     return InterventionScorer(
         lambda unit_id: load_unit(settings, unit_id),
         variant,  # type: ignore[arg-type]
         judge_model=simulator_model,
         device=device,
         embedder=embedder,
+        remote=remote,
     )
 
 
@@ -186,6 +192,18 @@ def _intervention_logprob(simulator_model: str, device: str, settings: Settings 
 def _intervention_embedding(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
     """As ``intervention``, with sentence-embedding similarity instead of the judge's log-probability."""
     return _intervention("embedding", "intervention-embedding", simulator_model, device, settings)
+
+
+@register("intervention-endpoint")
+def _intervention_endpoint(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
+    """As ``intervention``, with log P(explanation | text) from an OpenAI-compatible endpoint
+    (``EXPLAINER_SIMULATOR_*``; ``/v1/completions`` with echoed prompt logprobs, as vLLM serves)."""
+    return _intervention("endpoint", "intervention-endpoint", simulator_model, device, settings)
+
+
+SUBJECT_MODEL_SCORERS = frozenset({"intervention", "intervention-embedding", "intervention-endpoint"})
+"""Scorers that steer the subject model: their score tasks go to the ``collect`` queue, where the
+subject model lives, not to the LLM workers."""
 
 
 def measured_discrimination() -> dict[str, dict[str, float]]:

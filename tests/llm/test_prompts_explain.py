@@ -95,7 +95,7 @@ def test_template_hash_changes_with_any_edit(tmp_path):
 def test_unknown_template_lists_known_ones():
     with pytest.raises(
         ConfigError,
-        match=r"unknown prompt template 'nope'; known templates: detect, explain, neutral_prompts, simulate",
+        match=r"unknown prompt template 'nope'; known templates: detect, explain, explain_output, neutral_prompts, simulate",
     ):
         load_template("nope")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from builders.intervene import collect_tiny
 
-from explainer.errors import InterventionError
+from explainer.errors import InterventionError, ParseError
 from explainer.intervene import resolve_unit
 from explainer.pipeline.options import LabelOptions
 from explainer.pipeline.stages import score_stage
@@ -81,3 +81,47 @@ def test_score_stage_stores_an_unreached_target_as_a_failed_score(settings, tiny
     s = store.get_score(eid, "intervention")
     assert s.status == "failed" and s.value is None and "reaches the target KL 1" in s.error
     assert make_scorer("intervention", settings=settings).method == "intervention"
+
+
+def test_endpoint_variant_judges_with_echoed_prompt_logprobs(tiny_model, tiny_model_dir, fake_endpoint):
+    """`intervention-endpoint` over real HTTP: log P(explanation | text) is the sum of the echoed
+    logprobs of the tokens that start inside the explanation. The fake server's judge finds a word
+    likely when the prompt already holds it, so the explanation whose words the steered text holds
+    scores above one whose words it lacks."""
+    from explainer.llm.transport import openai_client
+    from explainer.score.endpoint import RemoteSimulator
+
+    server = fake_endpoint()
+    remote = RemoteSimulator(openai_client(server.base_url, None, 5.0, max_retries=0), server.base_url, "fake")
+    # " cat" is in the prefix, " dog" is not: two spaces and "cat" at ln 0.9, "dog" at ln 0.1
+    assert remote.continuation_logprob("the cat", " cat dog") == pytest.approx(3 * math.log(0.9) + math.log(0.1))
+    assert server.requests[-1]["echo"] is True and server.requests[-1]["logprobs"] == 1
+    scorer = InterventionScorer(
+        lambda uid: (tiny_model, resolve_unit(tiny_model, uid)), "endpoint", config=CFG, remote=remote
+    )
+    texts = {
+        "prompts": ["I think that", "The next thing is"],
+        "clean": ["the weather is fine today", "a walk in the park"],
+        "steered": ["numbers 1 2 3 and more numbers", "digits and numbers everywhere"],
+        "kl": 1.0,
+        "strength": 5.0,
+        "bisection_steps": 3,
+        "forward_passes": 20,
+        "generated_tokens": 16,
+    }
+    right, wrong = scorer.judge("numbers and digits", texts), scorer.judge("weather today", texts)
+    assert right.value > 0 > wrong.value
+    assert right.details["method"] == "intervention-endpoint" and right.details["judge"].startswith("endpoint")
+    assert right.model.startswith("fake")
+    silent = fake_endpoint(echo_logprobs=False)
+    mute = RemoteSimulator(openai_client(silent.base_url, None, 5.0, max_retries=0), silent.base_url, "fake")
+    with pytest.raises(ParseError, match="no prompt logprobs"):
+        mute.continuation_logprob("the cat", " cat")
+
+
+def test_endpoint_variant_needs_an_endpoint(settings):
+    from explainer.errors import ConfigError
+
+    assert "intervention-endpoint" in scorer_names()
+    with pytest.raises(ConfigError, match="EXPLAINER_SIMULATOR_BASE_URL"):
+        make_scorer("intervention-endpoint", settings=settings)
