@@ -24,12 +24,12 @@ SHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
 KEY = "web-test-read-key"
 
 
-@pytest.fixture
-def server(searchable):
+def _serve(settings):
+    """The API and web page served by uvicorn in a thread, as `explainer serve` does (scan loaded)."""
     import uvicorn
 
     port = free_port()
-    app = create_app(searchable, ApiConfig(read_keys=(KEY,)), warm_up=True)  # as `explainer serve`: scan loaded
+    app = create_app(settings, ApiConfig(read_keys=(KEY,)), warm_up=True)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -41,6 +41,21 @@ def server(searchable):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture
+def server(searchable):
+    yield from _serve(searchable)
+
+
+@pytest.fixture
+def tiny_server(settings, tiny_model_dir, tmp_path):
+    """A server over a collection of the tiny LLaMA (a unit that can be steered); (url, unit id)."""
+    from builders.intervene import collect_tiny
+
+    unit = collect_tiny(settings, tiny_model_dir, tmp_path)[1][0]
+    for url in _serve(settings):
+        yield url, unit
 
 
 @pytest.fixture
@@ -145,3 +160,46 @@ def test_search_then_open_a_unit_in_chromium(server, browser, tmp_path):
     browser.find_element(By.ID, "q").send_keys(" again")
     browser.find_element(By.ID, "go").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "unknown API key"))
+
+
+def test_steer_a_unit_from_its_page_in_chromium(tiny_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, unit_id = tiny_server
+    wait = WebDriverWait(browser, 60)
+    browser.get(url + "/")
+    browser.find_element(By.ID, "api-key").send_keys(KEY)
+    browser.execute_script("location.hash = arguments[0]", "#/unit/" + unit_id)
+    prompt = wait.until(ec.presence_of_element_located((By.ID, "steer-prompt")))
+    prompt.clear()
+    prompt.send_keys("def total(xs):")
+    browser.find_element(By.ID, "steer-strength").send_keys("30")
+    browser.find_element(By.ID, "steer-go").click()
+    steered = wait.until(ec.presence_of_element_located((By.ID, "steer-steered")))
+    clean = browser.find_element(By.ID, "steer-clean")
+    assert clean.text.startswith("def total(xs):") and steered.text.startswith("def total(xs):")
+    out = browser.find_element(By.ID, "steer-out").text
+    assert "add strength 30.000" in out and "KL " in out and "rose: " in out and "fell: " in out
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    png = SHOTS / "steer.png"
+    browser.save_screenshot(str(png))
+    _not_blank(png)
+    # a refusal is shown on the page, not lost
+    browser.find_element(By.ID, "steer-strength").clear()
+    browser.find_element(By.ID, "steer-strength").send_keys("1e9")
+    browser.find_element(By.ID, "steer-go").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#steer-out .error")))
+
+
+def test_the_page_script_parses():
+    """A syntax error in app.js blanks the whole page: check it with Node.js (on this machine kind)."""
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    script = Path(__file__).resolve().parents[2] / "explainer" / "api" / "web" / "app.js"
+    proc = subprocess.run([node, "--check", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -26,16 +26,19 @@ function setStatus(message, isError) {
   s.className = isError ? "error" : "";
 }
 
-async function api(path) {
+async function api(path, body) {
   const key = $("api-key").value.trim();
-  const resp = await fetch(path, { headers: key ? { "X-API-Key": key } : {} });
+  const headers = key ? { "X-API-Key": key } : {};
+  const init = body === undefined ? { headers }
+    : { method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body) };
+  const resp = await fetch(path, init);
   const type = resp.headers.get("content-type") || "";
-  const body = type.includes("json") ? await resp.json() : await resp.text();
+  const answer = type.includes("json") ? await resp.json() : await resp.text();
   if (!resp.ok) {
-    const msg = body && body.error ? body.error.message : `HTTP ${resp.status}`;
+    const msg = answer && answer.error ? answer.error.message : `HTTP ${resp.status}`;
     throw new Error(msg);
   }
-  return body;
+  return answer;
 }
 
 const fmt = (x, d = 3) => (x === null || x === undefined ? "—" : Number(x).toFixed(d));
@@ -163,6 +166,42 @@ function discriminationText(d) {
     : `scorer AUROC ${fmt(d.auroc, 2)} on ${d.n_concepts} planted concepts`;
 }
 
+// Steer the unit on a prompt (POST /api/v1/steer): clean and steered continuations side by side,
+// the next-token KL, and the tokens whose probability rose and fell most.
+function steerNode(unitId) {
+  const prompt = el("input", { id: "steer-prompt", maxlength: "2000", size: "40", value: "The weather today is" });
+  const mode = el("select", { id: "steer-mode" }, ...["add", "scale", "clamp", "ablate"].map((m) => el("option", { text: m })));
+  const strength = el("input", { id: "steer-strength", type: "number", step: "any", size: "8", placeholder: "strength" });
+  const kl = el("input", { id: "steer-kl", type: "number", step: "any", min: "0", size: "6", placeholder: "target KL" });
+  const go = el("button", { id: "steer-go", type: "submit", text: "Steer" });
+  const out = el("div", { id: "steer-out" });
+  const form = el("form", { class: "steer" }, el("label", { text: "prompt " }, prompt), " ", mode, " ", strength,
+    " ", kl, " ", go);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { unit_id: unitId, prompt: prompt.value, mode: mode.value, new_tokens: 12 };
+    if (strength.value !== "") body.strength = Number(strength.value);
+    else if (kl.value !== "" && (mode.value === "add" || mode.value === "scale")) body.target_kl = Number(kl.value);
+    out.replaceChildren(el("p", { class: "meta", text: "steering… (the model loads on the first call)" }));
+    try {
+      const r = await api("/api/v1/steer", body);
+      const p = (x) => Number(x).toPrecision(2);
+      const toks = (rows) => rows.map((t) => `${JSON.stringify(t.token)} ${p(t.p_clean)}→${p(t.p_steered)}`).join(", ");
+      out.replaceChildren(
+        el("div", { class: "meta", text: `${r.mode}` + (r.strength === null ? ` to ${r.ablate_to}` : ` strength ${fmt(r.strength, 3)}`) +
+          ` · KL ${fmt(r.kl, 3)} nats · ${r.seconds}s` }),
+        el("table", { class: "steer-texts" },
+          el("tr", {}, el("th", { text: "clean" }), el("th", { text: "steered" })),
+          el("tr", {}, el("td", { id: "steer-clean", text: r.prompt + r.clean }), el("td", { id: "steer-steered", text: r.prompt + r.steered }))),
+        el("div", { class: "meta", text: `rose: ${toks(r.risen)}` }),
+        el("div", { class: "meta", text: `fell: ${toks(r.fallen)}` }));
+    } catch (err) {
+      out.replaceChildren(el("p", { class: "error", text: err.message }));
+    }
+  });
+  return el("div", { class: "card" }, form, out);
+}
+
 async function showUnit(unitId) {
   $("results-view").hidden = true;
   const view = $("unit-view");
@@ -206,6 +245,7 @@ async function showUnit(unitId) {
       parts.push(card);
     }
     if (!u.explanations.length) parts.push(el("p", { class: "meta", text: "not explained yet" }));
+    parts.push(el("h3", { text: "Steer this unit" }), steerNode(u.unit_id));
     parts.push(el("h3", { text: "Activation histogram" }), histogramNode(u.histogram),
       el("div", { class: "legend meta" }, el("span", { style: "background:#2f9e55" }), "top windows",
         el("span", { style: "background:#8a8a8a" }), "random windows"));
