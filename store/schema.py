@@ -183,16 +183,18 @@ calibrations = Table(
 )
 
 
-# Output-side descriptions (explainer/intervene/output.py): the tokens a unit's write direction
-# promotes and suppresses through the unembedding. A property of the weights, not of a corpus: one row
-# per unit id (the id names the model, hookpoint and SAE or directions).
+# Output-side descriptions: the tokens a unit promotes and suppresses, through the unembedding
+# (method vocab-projection, explainer/intervene/output.py) and as measured when the unit is steered
+# on the neutral prompts (method steering, by the intervention scorers). A property of the weights,
+# not of a corpus: one row per unit id (the id names the model, hookpoint and SAE or directions) and method.
 unit_outputs = Table(
     "unit_outputs",
     metadata,
     Column("unit_id", String(300), primary_key=True),
-    Column("method", String(40), nullable=False),
-    Column("promoted", Text, nullable=False),  # JSON [{"token", "logit"}], highest first
-    Column("suppressed", Text, nullable=False),  # JSON [{"token", "logit"}], lowest first
+    Column("method", String(40), primary_key=True),
+    Column("promoted", Text, nullable=False),  # JSON [{"token", …}], most raised first
+    Column("suppressed", Text, nullable=False),  # JSON [{"token", …}], most lowered first
+    Column("details", Text),  # JSON: how it was measured (steering: strength, KL, prompts)
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -105,34 +105,41 @@ class UnitsRepo(StoreBase):
         return {uid: (cid, UnitRecord.from_blob(blob)) for uid, cid, blob in rows}  # later rows win
 
     def save_output_sides(self, sides: dict[str, dict[str, Any]]) -> None:
-        """Store units' output sides (``{"method", "promoted", "suppressed"}`` per unit id), replacing older ones."""
+        """Store units' output sides (``{"method", "promoted", "suppressed"[, "details"]}`` per unit
+        id), replacing an older one of the same method."""
         rows = [
             dict(
                 unit_id=uid,
                 method=side["method"],
                 promoted=json.dumps(side["promoted"]),
                 suppressed=json.dumps(side["suppressed"]),
+                details=json.dumps(side.get("details") or {}),
                 created_at=now(),
             )
             for uid, side in sides.items()
         ]
         if rows:
-            self._upsert(unit_outputs, rows, ["unit_id"])
+            self._upsert(unit_outputs, rows, ["unit_id", "method"])
 
-    def output_sides(self, unit_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """unit id → its stored output side; units without one are left out."""
+    def output_sides(self, unit_ids: list[str], method: str = "vocab-projection") -> dict[str, dict[str, Any]]:
+        """unit id → its stored output side of ``method`` (``vocab-projection`` or ``steering``);
+        units without one are left out."""
         if not unit_ids:
             return {}
+        q = select(unit_outputs).where(unit_outputs.c.unit_id.in_(unit_ids), unit_outputs.c.method == method)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(unit_outputs).where(unit_outputs.c.unit_id.in_(unit_ids))).mappings().all()
-        return {
-            r["unit_id"]: {
+            rows = conn.execute(q).mappings().all()
+        out = {}
+        for r in rows:
+            side = {
                 "method": r["method"],
                 "promoted": json.loads(r["promoted"]),
                 "suppressed": json.loads(r["suppressed"]),
             }
-            for r in rows
-        }
+            if method != "vocab-projection":
+                side["details"] = json.loads(r["details"] or "{}")
+            out[r["unit_id"]] = side
+        return out
 
     def unit_collections(self, unit_id: str) -> list[str]:
         """Ids of the finished collections that hold ``unit_id``, oldest first (the latest is the default)."""

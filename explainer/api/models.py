@@ -230,6 +230,19 @@ class OutputSide(BaseModel):
     suppressed: list[OutputToken] = Field(description="the tokens it makes least likely, lowest first")
 
 
+class SteeredToken(BaseModel):
+    token: str
+    p_clean: float = Field(description="mean next-token probability over the neutral prompts, unsteered")
+    p_steered: float = Field(description="the same, steered")
+
+
+class SteeringEffect(BaseModel):
+    method: Literal["steering"]
+    promoted: list[SteeredToken] = Field(description="the next tokens whose probability rose most")
+    suppressed: list[SteeredToken] = Field(description="the next tokens whose probability fell most")
+    details: dict[str, Any] = Field(description="strength, KL reached, target KL, number of prompts")
+
+
 class UnitDetail(BaseModel):
     unit_id: str
     name: str | None = Field(description="the direction's name (--directions with names); null otherwise")
@@ -243,6 +256,10 @@ class UnitDetail(BaseModel):
     histogram: Histogram
     output_side: OutputSide | None = Field(
         description="the tokens the unit promotes and suppresses (computed when it is labeled); null when not computed"
+    )
+    steering_effect: SteeringEffect | None = Field(
+        description="what steering the unit did to the next token (an intervention scorer's measurement); null when "
+        "none ran"
     )
     warnings: list[UnitWarning] = Field(
         description="the report's reasons to distrust the primary explanation or the unit"

@@ -108,6 +108,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.runtime import get_store
 
     out["output_side"] = get_store(settings).output_sides([args.unit_id]).get(args.unit_id)
+    out["steering_effect"] = get_store(settings).output_sides([args.unit_id], "steering").get(args.unit_id)
     if args.output_side and out["output_side"] is None:  # computed once, then stored with the unit
         from explainer.intervene.service import output_side
 
@@ -209,6 +210,10 @@ def print_show(result: Any, settings: Settings | None = None) -> None:
         )
     for side in ("promoted", "suppressed") if result.get("output_side") else ():
         print(f"  {side}: " + ", ".join(repr(t["token"]) for t in result["output_side"][side]))
+    from explainer.report.text import steering_lines
+
+    for line in steering_lines(result.get("steering_effect")):
+        print(f"  {line}")
 
 
 def register(sub: Any) -> None:

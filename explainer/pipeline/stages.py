@@ -282,4 +282,6 @@ def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, fin
             details=s.details,
             **common,
         )
+        if (s.details or {}).get("measured_output"):  # an intervention scorer steered the unit: keep what it did
+            store.save_output_sides({expl.unit_id: s.details["measured_output"]})
     return explanation_id

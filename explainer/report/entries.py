@@ -99,7 +99,7 @@ def unit_entries(
             provenance=explanation_provenance(collections.get(e.collection_id), e, scores, rec.hookpoint),
         )
 
-    outputs = store.output_sides(unit_ids)
+    outputs, effects = store.output_sides(unit_ids), store.output_sides(unit_ids, "steering")
     entries = []
     for uid in unit_ids:
         cid, rec = found[uid]
@@ -114,6 +114,7 @@ def unit_entries(
                 others=tuple(xs[1:]),
                 collection_id=cid,
                 output_side=outputs.get(uid),
+                steering_effect=effects.get(uid),
             )
         )
     return entries
@@ -217,6 +218,7 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
         },
         "histogram": activation_histogram(rec),
         "output_side": store.output_sides([rec.unit_id]).get(rec.unit_id),
+        "steering_effect": store.output_sides([rec.unit_id], "steering").get(rec.unit_id),
         "warnings": [{"code": code, "message": message} for code, message in report_warnings(entry)],
         "explanations": [
             {

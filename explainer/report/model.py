@@ -120,6 +120,8 @@ class ReportEntry:
     collection_id: str | None = None
     output_side: dict[str, Any] | None = None
     """The tokens the unit promotes and suppresses (``{"method", "promoted", "suppressed"}``), when computed."""
+    steering_effect: dict[str, Any] | None = None
+    """The next tokens that rose and fell when an intervention scorer steered the unit, when one ran."""
 
     def primary(self) -> ReportExplanation:
         return self.main

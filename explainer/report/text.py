@@ -135,3 +135,19 @@ def output_side_lines(side: dict[str, Any] | None, k: int = 10) -> list[str]:
         return ", ".join(json.dumps(r["token"], ensure_ascii=False) for r in rows[:k])
 
     return [f"promotes: {toks(side['promoted'])}", f"suppresses: {toks(side['suppressed'])}"]
+
+
+def steering_lines(effect: dict[str, Any] | None, k: int = 8) -> list[str]:
+    """What steering the unit did to the next token (``rose: " a" 0.01→0.20, …`` and ``fell: …``),
+    as the intervention scorer measured it; none when it never ran."""
+    if not effect:
+        return []
+    d = effect.get("details") or {}
+
+    def toks(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(
+            f"{json.dumps(r['token'], ensure_ascii=False)} {r['p_clean']:.2g}→{r['p_steered']:.2g}" for r in rows[:k]
+        )
+
+    how = f"steered (strength {d.get('strength', 0):.3g}, KL {d.get('kl', 0):.2f} over {d.get('prompts', '?')} prompts)"
+    return [f"{how}, rose: {toks(effect['promoted'])}", f"fell: {toks(effect['suppressed'])}"]

@@ -23,6 +23,7 @@ from explainer.report.text import (
     interval,
     output_side_lines,
     score_ok,
+    steering_lines,
     unit_max,
     window_groups,
 )
@@ -202,7 +203,7 @@ def _unit_html(i: int, e: ReportEntry) -> str:
     ]
     if warns:
         parts.append('<ul class="warn">' + "".join(f"<li>{_esc(w)}</li>" for w in warns) + "</ul>")
-    out_side = output_side_lines(e.output_side)
+    out_side = output_side_lines(e.output_side) + steering_lines(e.steering_effect)
     if out_side:
         parts.append('<div class="outside">Output side — ' + " · ".join(_esc(x) for x in out_side) + "</div>")
     parts += [_explanation_block(x, j == 0) for j, x in enumerate(e.explanations())]

@@ -121,6 +121,7 @@ def _unit_json(e: ReportEntry) -> dict[str, Any]:
         "collection_id": e.collection_id,
         "skip_reason": r.skip_reason,
         "output_side": e.output_side,
+        "steering_effect": e.steering_effect,
         "stats": {
             "max": finite(st.max),
             "mean": finite(st.mean),

@@ -18,6 +18,7 @@ from explainer.report.text import (
     output_side_lines,
     score_line,
     score_ok,
+    steering_lines,
     strong_tokens,
     unit_max,
     window_groups,
@@ -125,7 +126,7 @@ def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: 
             "",
         ]
         lines += [f"- ⚠ {_md(m)}" for m in warnings_for(e)] + ([""] if warnings_for(e) else [])
-        out_side = output_side_lines(e.output_side)
+        out_side = output_side_lines(e.output_side) + steering_lines(e.steering_effect)
         lines += [f"Output side — {_md(' · '.join(out_side))}", ""] if out_side else []
         for i, x in enumerate(e.explanations()):
             lines += _md_explanation(x, i == 0)

@@ -25,6 +25,7 @@ from explainer.report.text import (
     histogram_data,
     output_side_lines,
     score_line,
+    steering_lines,
     unit_max,
     window_groups,
 )
@@ -265,7 +266,10 @@ def _unit_flow(e: ReportEntry, st: dict[str, Any]) -> list[Any]:
         ),
     ]
     out += [Paragraph("Warning: " + _t(m), st["warn"]) for m in warnings_for(e)]
-    out += [Paragraph("Output side: " + _t(line), st["small"]) for line in output_side_lines(e.output_side)]
+    out += [
+        Paragraph("Output side: " + _t(line), st["small"])
+        for line in output_side_lines(e.output_side) + steering_lines(e.steering_effect)
+    ]
     for i, x in enumerate(e.explanations()):
         out += _explanation_flow(x, i == 0, st)
     out += [Paragraph("Activation histogram", st["h3"]), histogram_drawing(r)]

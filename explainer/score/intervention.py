@@ -55,6 +55,22 @@ class InterventionConfig:
     n_boot: int = 1000
 
 
+def measured_output(lm: Any, prompts: list[str], edits: list[Edit], k: int = 10) -> dict[str, Any]:
+    """The output side as measured: the ``k`` next tokens whose probability, averaged over
+    ``prompts``, the edits raise most and lower most (``{"method": "steering", "promoted",
+    "suppressed"}``, each token with ``p_clean`` and ``p_steered``)."""
+    from explainer.intervene.effects import next_token_logprobs, token_changes
+
+    clean = next_token_logprobs(lm, prompts).exp().mean(0).log()
+    steered = next_token_logprobs(lm, prompts, edits).exp().mean(0).log()
+    risen, fallen = token_changes(lm, clean, steered, k)
+
+    def rows(changes: list[Any]) -> list[dict[str, Any]]:
+        return [{"token": c.token, "p_clean": round(c.p_clean, 6), "p_steered": round(c.p_steered, 6)} for c in changes]
+
+    return {"method": "steering", "promoted": rows(risen), "suppressed": rows(fallen)}
+
+
 class InterventionScorer:
     """The ``intervention`` (judge log-probability) and ``intervention-embedding`` scorers."""
 
@@ -113,6 +129,7 @@ class InterventionScorer:
             return [Edit(target, "add", s)]
 
         cal = bisect_strength(lm, edits, self.prompts, cfg.target_kl, tolerance=cfg.tolerance, max_steps=cfg.max_steps)
+        measured = measured_output(lm, self.prompts, edits(cal.strength))
         clean = [generate(lm, p, None, cfg.new_tokens) for p in self.prompts]
         steered = [generate(lm, p, edits(cal.strength), cfg.new_tokens) for p in self.prompts]
         n = len(self.prompts)
@@ -124,7 +141,11 @@ class InterventionScorer:
             "prompts": list(self.prompts),
             "clean": clean,
             "steered": steered,
-            "forward_passes": n * (1 + cal.steps) + 2 * n * cfg.new_tokens,
+            "measured_output": {
+                **measured,
+                "details": {"strength": cal.strength, "kl": cal.kl, "target_kl": cfg.target_kl, "prompts": n},
+            },
+            "forward_passes": n * (3 + cal.steps) + 2 * n * cfg.new_tokens,
             "generated_tokens": 2 * n * cfg.new_tokens,
             "seconds": time.perf_counter() - started,
         }
@@ -210,6 +231,7 @@ class InterventionScorer:
                 {"prompt": p, "clean": c, "steered": s, "delta": float(d)}
                 for p, c, s, d in zip(texts["prompts"], texts["clean"], texts["steered"], deltas)
             ],
+            **({"measured_output": texts["measured_output"]} if "measured_output" in texts else {}),
         }
         return ScoreResult(value, ci_low, ci_high, {}, int(texts["generated_tokens"]), self.model_name, details)
 

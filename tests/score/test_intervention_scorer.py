@@ -4,6 +4,7 @@ no strength reaches stored as a failed score with its reason (through the real s
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -125,3 +126,60 @@ def test_endpoint_variant_needs_an_endpoint(settings):
     assert "intervention-endpoint" in scorer_names()
     with pytest.raises(ConfigError, match="EXPLAINER_SIMULATOR_BASE_URL"):
         make_scorer("intervention-endpoint", settings=settings)
+
+
+def test_the_measured_output_side_is_stored_with_the_unit_and_shown(
+    settings, tiny_model, tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    """What steering did to the next token (mean probabilities over the neutral prompts at the strength
+    the bisection found) travels in the score's details; the score stage stores it with the unit,
+    and `show`, the unit page and the reports show it."""
+    from builders.report import validate_report
+    from fastapi.testclient import TestClient
+
+    from explainer.api.app import ApiConfig, create_app
+    from explainer.intervene.hooks import Edit
+    from explainer.pipeline import stages
+    from explainer.score.intervention import measured_output
+    from workers.cli import main
+
+    cid, units = collect_tiny(settings, tiny_model_dir, tmp_path)
+    store = get_store(settings)
+    eid = store.save_explanation(
+        unit_id=units[0],
+        collection_id=cid,
+        explainer_model="fake-llm",
+        prompt_name="explain",
+        prompt_version="1",
+        prompt_hash="a" * 64,
+        status="ok",
+        text="sums of numbers in Python code",
+        window_ids=["top-0"],
+    )
+    scorer = InterventionScorer(lambda uid: (tiny_model, resolve_unit(tiny_model, uid)), "embedding", config=CFG)
+    monkeypatch.setattr(stages, "make_scorer", lambda *a, **k: scorer)
+    score_stage(settings, eid, LabelOptions(scorers=("intervention-embedding",)))
+    s = store.get_score(eid, "intervention-embedding")
+    assert s.status == "ok"
+    effect = store.output_sides([units[0]], "steering")[units[0]]
+    d = effect["details"]
+    assert d == {k: s.details[k] for k in ("strength", "kl")} | {"target_kl": CFG.target_kl, "prompts": 3}
+    target = resolve_unit(tiny_model, units[0])
+    again = measured_output(tiny_model, scorer.prompts, [Edit(target, "add", d["strength"])])
+    assert again["promoted"] == effect["promoted"] and len(effect["suppressed"]) == 10
+    rose = effect["promoted"][0]
+    assert (
+        rose["p_steered"] > rose["p_clean"]
+        and effect["suppressed"][0]["p_steered"] < effect["suppressed"][0]["p_clean"]
+    )
+
+    assert main(["show", units[0], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steering_effect"] == effect
+    with TestClient(create_app(settings, ApiConfig(read_keys=("k",)))) as client:
+        assert client.get(f"/api/v1/units/{units[0]}", headers={"X-API-Key": "k"}).json()["steering_effect"] == effect
+    assert main(["report", "--units", units[0], "-o", str(tmp_path / "r.json")]) == 0
+    assert main(["report", "--units", units[0], "-o", str(tmp_path / "r.md")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    validate_report(report)
+    assert report["units"][0]["steering_effect"] == effect
+    assert "steered (strength" in (tmp_path / "r.md").read_text()

@@ -223,6 +223,14 @@ async function showUnit(unitId) {
         el("div", { text: `suppresses: ${toks(u.output_side.suppressed)}` }),
         el("div", { class: "meta", text: "what the unit writes, read through the unembedding (output side)" })));
     }
+    if (u.steering_effect) {
+      const d = u.steering_effect.details, p = (x) => Number(x).toPrecision(2);
+      const toks = (rows) => rows.map((t) => `${JSON.stringify(t.token)} ${p(t.p_clean)}→${p(t.p_steered)}`).join(", ");
+      parts.push(el("div", { class: "output-side steering-effect" },
+        el("div", { text: `steered, rose: ${toks(u.steering_effect.promoted)}` }),
+        el("div", { text: `steered, fell: ${toks(u.steering_effect.suppressed)}` }),
+        el("div", { class: "meta", text: `measured by the intervention scorer: strength ${p(d.strength)}, KL ${p(d.kl)} over ${d.prompts} neutral prompts` })));
+    }
     if (u.warnings.length) {
       parts.push(el("ul", { class: "warnings" }, ...u.warnings.map((w) => el("li", { text: `⚠ ${w.message}`, "data-code": w.code }))));
     }
