@@ -1,5 +1,6 @@
-"""``explainer cases make|check``, ``explainer audit`` and ``explainer monitor``: failure-mode audits
-from a case set, and the probe file they write applied to new transcripts."""
+"""``explainer cases make|check``, ``explainer audit``, ``explainer directions make`` and ``explainer
+monitor``: failure-mode audits from a case set, directions derived from it, and the probe file they
+write applied to new transcripts."""
 
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def register(sub: Any) -> None:
     au.add_argument("--alphas", type=_alphas, default=None, help="scaling factors, e.g. 0,0.5,1,1.5,2,3 (the default)")
     au.add_argument("--json", action="store_true", help="print machine-readable JSON")
     au.set_defaults(func=cmd_audit, show=print_audit)
+
+    dr = sub.add_parser("directions", help="directions from a case set (make), to label, search, steer and audit")
+    dsub = dr.add_subparsers(dest="directions_command", required=True)
+    dm = dsub.add_parser(
+        "make", help="a direction per class (fail, pass) from a case set's answers, pooled and per domain"
+    )
+    dm.add_argument("--cases", default=str(DEFAULT_CASES), help="JSONL case set (default: the shipped one)")
+    dm.add_argument("--model", default="smollm2-135m", help="subject model (default: %(default)s)")
+    dwhere = dm.add_mutually_exclusive_group(required=True)
+    dwhere.add_argument("--layer", type=int, help="the residual stream after this block (hookpoint layers.L)")
+    dwhere.add_argument("--hookpoint", help="any activation hookpoint, e.g. layers.12 or layers.12.mlp_out")
+    dm.add_argument("--method", choices=["mean-diff", "probe"], default="mean-diff", help="default: %(default)s")
+    dm.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS, help="per-domain minimum of each class")
+    dm.add_argument("-o", "--out", required=True, help="directions file to write (.safetensors)")
+    dm.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    dm.set_defaults(func=cmd_directions_make, show=print_directions)
 
     mo = sub.add_parser("monitor", help="score prompt/response pairs with an audit's probe file")
     mo.add_argument("--probe", required=True, help="probe.json written by `explainer audit`")
@@ -122,6 +139,32 @@ def print_audit(r: dict[str, Any], settings: Settings | None = None) -> None:
 
     print(to_markdown(r))
     print(f"files: {', '.join(r['report_files'].values())}" + (f", {r['probe_file']}" if r["probe_file"] else ""))
+
+
+def cmd_directions_make(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.audit.directions import directions_from_cases
+    from explainer.collect.models import load_model
+
+    if args.layer is not None and args.layer < 0:
+        raise CaseSetError(f"--layer must be >= 0, not {args.layer}")
+    if not str(args.out).endswith(".safetensors"):
+        raise CaseSetError(f"-o {args.out}: directions are written as a .safetensors file")
+    read_cases(args.cases)  # a bad case set fails before the model loads
+    hookpoint = args.hookpoint or f"layers.{args.layer}"
+    lm = load_model(args.model, settings.device)
+    return directions_from_cases(lm, args.cases, hookpoint, args.out, args.method, min_per_class=args.min_per_class)
+
+
+def print_directions(r: dict[str, Any], settings: Settings | None = None) -> None:
+    print(
+        f"wrote {len(r['directions'])} directions at {r['hookpoint']} ({r['method']}, {r['cases']} cases) to {r['out']}"
+    )
+    for d in r["directions"]:
+        auc = "–" if d["train_auroc"] is None else f"{d['train_auroc']:.3f}"
+        print(f"  {d['index']:3d} {d['name']:30s} training AUROC {auc}")
+    print(
+        f"label, steer or audit them: explainer label --directions {r['out']} --hookpoint {r['hookpoint']} --units all"
+    )
 
 
 def cmd_monitor(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
