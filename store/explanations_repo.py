@@ -136,6 +136,19 @@ class ExplanationsRepo(StoreBase):
             rows = conn.execute(q.order_by(explanations.c.unit_id, explanations.c.created_at)).mappings().all()
         return [explanation_from_row(r) for r in rows]
 
+    def ok_explanations_under(self, unit_prefix: str, limit: int = 100_000) -> list[Explanation]:
+        """The ok explanations of units whose id starts with ``unit_prefix`` (``MODEL/HOOKPOINT/``), at
+        most ``limit``, newest last."""
+        escaped = unit_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = (
+            select(explanations)
+            .where(explanations.c.unit_id.like(escaped + "%", escape="\\"), explanations.c.status == "ok")
+            .order_by(explanations.c.created_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [explanation_from_row(r) for r in conn.execute(q).mappings().all()]
+
     def labeled_unit_ids(self) -> list[str]:
         """Units that have at least one explanation row (ok or failed), in id order."""
         with self.engine.connect() as conn:

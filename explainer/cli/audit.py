@@ -1,6 +1,7 @@
-"""``explainer cases make|check``, ``explainer audit``, ``explainer directions make`` and ``explainer
-monitor``: failure-mode audits from a case set, directions derived from it, and the probe file they
-write applied to new transcripts."""
+"""``explainer cases make|check``, ``explainer audit``, ``explainer directions make``, ``explainer
+inspect`` and ``explainer monitor``: failure-mode audits from a case set, directions derived from it,
+a text read through the explained units, and the probe file an audit writes applied to new
+transcripts."""
 
 from __future__ import annotations
 
@@ -66,6 +67,19 @@ def register(sub: Any) -> None:
     dm.add_argument("-o", "--out", required=True, help="directions file to write (.safetensors)")
     dm.add_argument("--json", action="store_true", help="print machine-readable JSON")
     dm.set_defaults(func=cmd_directions_make, show=print_directions)
+
+    ins = sub.add_parser("inspect", help="read a text through the explained units most active on each token")
+    ins.add_argument("text", help="the text to run through the model")
+    ins.add_argument("--model", default="smollm2-135m", help="subject model (default: %(default)s)")
+    iwhere = ins.add_mutually_exclusive_group(required=True)
+    iwhere.add_argument("--layer", type=int, help="MLP neurons of this block (hookpoint layers.L.mlp)")
+    iwhere.add_argument("--hookpoint", help="any hookpoint, e.g. layers.12")
+    ins.add_argument("--sae", help="SAE folder: its features at --hookpoint")
+    ins.add_argument("--directions", help="directions file: its directions at --hookpoint")
+    ins.add_argument("--top", type=int, default=3, help="units shown per token (default: %(default)s)")
+    ins.add_argument("--min-level", type=int, default=3, help="smallest level shown, 0-10 (default: %(default)s)")
+    ins.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ins.set_defaults(func=cmd_inspect, show=print_inspect)
 
     mo = sub.add_parser("monitor", help="score prompt/response pairs with an audit's probe file")
     mo.add_argument("--probe", required=True, help="probe.json written by `explainer audit`")
@@ -165,6 +179,46 @@ def print_directions(r: dict[str, Any], settings: Settings | None = None) -> Non
     print(
         f"label, steer or audit them: explainer label --directions {r['out']} --hookpoint {r['hookpoint']} --units all"
     )
+
+
+def cmd_inspect(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.audit.inspect import inspect_text
+    from explainer.audit.service import hookpoint_of
+    from explainer.collect.models import load_model
+    from explainer.runtime import get_store
+
+    hookpoint = hookpoint_of(args.layer, args.hookpoint)
+    if not args.text.strip():
+        raise CaseSetError("the text to inspect is empty")
+    if args.top < 1 or not 0 <= args.min_level <= 10:
+        raise CaseSetError("--top must be at least 1 and --min-level between 0 and 10")
+    lm = load_model(args.model, settings.device)
+    return inspect_text(
+        lm,
+        get_store(settings),
+        args.text,
+        hookpoint,
+        sae=args.sae,
+        directions=args.directions,
+        top=args.top,
+        min_level=args.min_level,
+    )
+
+
+def print_inspect(r: dict[str, Any], settings: Settings | None = None) -> None:
+    print(f"{r['model']}/{r['hookpoint']}: {r['explained_units']} explained unit(s); level 0-10 of each unit's maximum")
+    for t in r["tokens"]:
+        if not t["units"]:
+            print(f"{t['token']!r}")
+            continue
+        for i, u in enumerate(t["units"]):
+            score = (
+                ""
+                if u["score"] is None
+                else f" [{u['score']['scorer']} {u['score']['value']:+.2f}, {u['score']['meaning']}]"
+            )
+            head = f"{t['token']!r}" if i == 0 else " " * len(repr(t["token"]))
+            print(f"{head}  {u['level']:2d}  {u['unit_id']}: {u['explanation']}{score}")
 
 
 def cmd_monitor(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
