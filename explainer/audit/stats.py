@@ -81,7 +81,7 @@ def unit_space(lm: Any, hookpoint: str, *, sae: str | None = None, directions: s
     return UnitSpace(lm.name, hp, "contribution" if hp.kind == "mlp" else "activation")
 
 
-def _encode(lm: Any, case: Case) -> tuple[list[int], list[int]]:
+def encode_case(lm: Any, case: Case) -> tuple[list[int], list[int]]:
     """Token ids of ``prompt + response`` and the positions of the answer's tokens."""
     text = case.prompt + case.response
     enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
@@ -93,7 +93,7 @@ def _encode(lm: Any, case: Case) -> tuple[list[int], list[int]]:
     return list(enc["input_ids"]), pos
 
 
-def _token_stats(lm: Any, space: UnitSpace, x: Any) -> Any:
+def token_stats(lm: Any, space: UnitSpace, x: Any) -> Any:
     """``[tokens, units]`` statistics from the hooked tensor ``x [tokens, width]``."""
     import torch
 
@@ -112,7 +112,7 @@ def case_statistics(lm: Any, space: UnitSpace, cases: list[Case], batch: int = 8
     """``[len(cases), units]`` (float32): each unit's statistic averaged over each case's answer tokens."""
     import torch
 
-    encoded = [_encode(lm, c) for c in cases]
+    encoded = [encode_case(lm, c) for c in cases]
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     rows: list[np.ndarray] = []
     for start in range(0, len(encoded), batch):
@@ -126,7 +126,7 @@ def case_statistics(lm: Any, space: UnitSpace, cases: list[Case], batch: int = 8
         acts = capture(lm.model, space.hookpoint, ids.to(lm.device), mask.to(lm.device))
         with torch.no_grad():
             for i, (_, pos) in enumerate(chunk):
-                stats = _token_stats(lm, space, acts[i, pos])
+                stats = token_stats(lm, space, acts[i, pos])
                 rows.append(stats.mean(0).cpu().numpy().astype(np.float32))
     return np.stack(rows)
 
@@ -136,13 +136,13 @@ def token_statistics(lm: Any, space: UnitSpace, case: Case) -> tuple[list[tuple[
     statistics ``[answer tokens, units]``: what :func:`case_statistics` averages."""
     import torch
 
-    ids, pos = _encode(lm, case)
+    ids, pos = encode_case(lm, case)
     offsets = lm.tokenizer(case.prompt + case.response, return_offsets_mapping=True, add_special_tokens=False)[
         "offset_mapping"
     ]
     t = torch.tensor([ids], device=lm.device)
     acts = capture(lm.model, space.hookpoint, t, torch.ones_like(t))
     with torch.no_grad():
-        stats = _token_stats(lm, space, acts[0, pos]).cpu().numpy()
+        stats = token_stats(lm, space, acts[0, pos]).cpu().numpy()
     n = len(case.prompt)
     return [(offsets[i][0] - n, offsets[i][1] - n) for i in pos], stats

@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     where = au.add_mutually_exclusive_group(required=True)
     where.add_argument("--layer", type=int, help="MLP neurons of this block (contribution statistic)")
     where.add_argument("--hookpoint", help="any hookpoint, e.g. layers.12 (activations)")
+    where.add_argument(
+        "--layers", help="layer sweep instead: the pooled probe's held-out AUROC at every MLP layer, e.g. 0-29"
+    )
     au.add_argument("--sae", help="SAE folder: audit its features at --hookpoint")
     au.add_argument("--directions", help="directions file: audit its directions at --hookpoint")
     au.add_argument("--out", required=True, help="folder for probe.json and the report (audit.json/.md/.html/.pdf)")
@@ -130,6 +133,9 @@ def cmd_cases_check(settings: Settings, args: argparse.Namespace) -> dict[str, A
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.audit.service import run_audit
 
+    if args.layers is not None:
+        return _sweep(settings, args)
+
     return run_audit(
         args.model,
         args.cases,
@@ -148,9 +154,34 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _sweep(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from explainer.audit.sweep import layer_sweep, parse_layers, write_sweep
+    from explainer.collect.models import load_model
+
+    if args.sae or args.directions:
+        raise CaseSetError("--layers sweeps MLP neurons: it takes no --sae or --directions")
+    parse_layers(args.layers)  # a malformed range fails before the model loads
+    read_cases(args.cases)
+    if not 0.05 <= args.test_frac <= 0.6:
+        raise CaseSetError(f"test fraction must be in [0.05, 0.6], not {args.test_frac}")
+    lm = load_model(args.model, settings.device)
+    doc = layer_sweep(
+        lm, args.cases, args.layers, test_frac=args.test_frac, seed=args.seed, min_per_class=args.min_per_class
+    )
+    doc["report_files"] = write_sweep(doc, args.out)
+    doc["sweep"] = True
+    return doc
+
+
 def print_audit(r: dict[str, Any], settings: Settings | None = None) -> None:
     from explainer.audit.report import to_markdown
 
+    if r.get("sweep"):
+        from explainer.audit.sweep import to_markdown as sweep_markdown
+
+        print(sweep_markdown(r))
+        print(f"files: {', '.join(r['report_files'].values())}")
+        return
     print(to_markdown(r))
     print(f"files: {', '.join(r['report_files'].values())}" + (f", {r['probe_file']}" if r["probe_file"] else ""))
 

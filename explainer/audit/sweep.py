@@ -1,0 +1,240 @@
+"""The layer sweep: ``explainer audit --layers 0-29``.
+
+Where in the network does a failure become readable? For every layer of the range, the audit's
+statistic (MLP neuron contributions at ``layers.L.mlp``, as ``--layer L``) is taken from one forward
+pass per batch of cases that stops at the deepest layer; then, per layer, the pooled L1 probe is
+fitted on the training split (the audit's split: stratified by domain and label, same seed) and its
+held-out AUROC is given with a bootstrap interval, pooled and per domain, with the number of units
+it keeps. Written as ``sweep.json``, ``sweep.md``, ``sweep.html`` (with an SVG plot of AUROC by
+layer) and ``sweep.pdf``; the best layer is the one to audit in full.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from explainer.audit.cases import MIN_PER_CLASS, Case, CaseSetError, case_set_hash, read_cases, usable_domains
+
+MAX_LAYERS = 256
+
+
+def parse_layers(text: str, n_layers: int | None = None) -> list[int]:
+    """``0-29``, ``3,7,11`` or ``0-11,20`` → sorted distinct layers; a clear error otherwise."""
+    layers: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d{1,4})(?:-(\d{1,4}))?", part)
+        if not m:
+            raise CaseSetError(f"--layers {text!r}: expected a range like 0-29 or a list like 3,7,11")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise CaseSetError(f"--layers {text!r}: {lo}-{hi} is an empty range")
+        layers.update(range(lo, hi + 1))
+    if len(layers) > MAX_LAYERS:
+        raise CaseSetError(f"--layers {text!r}: {len(layers)} layers; at most {MAX_LAYERS}")
+    if n_layers is not None and max(layers) >= n_layers:
+        raise CaseSetError(f"--layers {text!r}: the model has {n_layers} layers (0-{n_layers - 1})")
+    return sorted(layers)
+
+
+def sweep_statistics(lm: Any, layers: list[int], cases: list[Case], batch: int) -> dict[int, np.ndarray]:
+    """Per layer, ``[cases, neurons]`` contributions averaged over the answers: one pass per batch."""
+    import torch
+
+    from explainer.audit.stats import encode_case, token_stats, unit_space
+    from explainer.collect.hooks import capture_each
+
+    spaces = {layer: unit_space(lm, f"layers.{layer}.mlp") for layer in layers}
+    by_name = {s.hookpoint.name: (layer, s) for layer, s in spaces.items()}
+    rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    encoded = [encode_case(lm, c) for c in cases]
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(encoded), batch):
+        chunk = encoded[start : start + batch]
+        n = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), n), dtype=torch.long)
+        for i, (tok, _) in enumerate(chunk):
+            ids[i, : len(tok)] = torch.tensor(tok)
+            mask[i, : len(tok)] = 1
+
+        def consume(hp: Any, acts: Any, chunk: list = chunk) -> None:
+            layer, space = by_name[hp.name]
+            with torch.no_grad():
+                for i, (_, pos) in enumerate(chunk):
+                    rows[layer].append(token_stats(lm, space, acts[i, pos]).mean(0).cpu().numpy().astype(np.float32))
+
+        capture_each(lm.model, [s.hookpoint for s in spaces.values()], ids.to(lm.device), mask.to(lm.device), consume)
+    return {layer: np.stack(r) for layer, r in rows.items()}
+
+
+def layer_sweep(
+    lm: Any,
+    cases_path: str | Path,
+    layers_spec: str,
+    *,
+    test_frac: float = 0.3,
+    seed: int = 0,
+    min_per_class: int = MIN_PER_CLASS,
+    bootstrap: int = 500,
+    batch: int = 8,
+) -> dict[str, Any]:
+    """The sweep document (see the module docstring)."""
+    from explainer.audit.probe import auroc_ci, fit_probe, split
+    from explainer.collect.hooks import decoder_layers
+
+    cases = read_cases(cases_path)
+    usable, warnings = usable_domains(cases, min_per_class)
+    layers = parse_layers(layers_spec, len(decoder_layers(lm.model)))
+    y = np.array([int(c.failed) for c in cases])
+    dom = np.array([c.domain for c in cases])
+    test = split(dom, y, test_frac, seed)
+    if len(set(y[~test].tolist())) < 2 or len(set(y[test].tolist())) < 2:
+        raise CaseSetError("the held-out split lost a class; give more cases")
+    stats = sweep_statistics(lm, layers, cases, batch)
+    rows: list[dict[str, Any]] = []
+    for layer in layers:
+        x = stats[layer]
+        probe = fit_probe(x[~test], y[~test], seed=seed)
+        z = probe.decision(x)
+        rows.append(
+            {
+                "layer": layer,
+                "hookpoint": f"layers.{layer}.mlp",
+                "units": int(x.shape[1]),
+                "nonzero_units": int(len(probe.nonzero)),
+                "C": probe.C,
+                "pooled": auroc_ci(y[test], z[test], n=bootstrap, seed=seed),
+                "per_domain": {
+                    d: auroc_ci(y[test & (dom == d)], z[test & (dom == d)], n=bootstrap, seed=seed) for d in usable
+                },
+            }
+        )
+    best = max(rows, key=lambda r: (r["pooled"]["auroc"] or 0.0, -r["layer"]))
+    return {
+        "model": lm.name,
+        "statistic": "contribution",
+        "cases": len(cases),
+        "case_set": str(cases_path),
+        "case_set_sha256": case_set_hash(cases),
+        "test_frac": test_frac,
+        "seed": seed,
+        "domains": usable,
+        "warnings": warnings,
+        "layers": rows,
+        "best_layer": best["layer"],
+    }
+
+
+def _fmt(a: Any) -> str:
+    return "–" if a is None else f"{a:.3f}"
+
+
+def _table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["layer", "held-out AUROC [95%]", *doc["domains"], "units kept"]
+    rows = []
+    for r in doc["layers"]:
+        lo, hi = r["pooled"]["ci"]
+        ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
+        rows.append(
+            [str(r["layer"]), _fmt(r["pooled"]["auroc"]) + ci]
+            + [_fmt(r["per_domain"][d]["auroc"]) for d in doc["domains"]]
+            + [f"{r['nonzero_units']} of {r['units']}"]
+        )
+    return header, rows
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    header, rows = _table(doc)
+    out = [
+        f"# Layer sweep: {doc['model']}",
+        "",
+        f"{doc['cases']} cases ({doc['case_set']}); the pooled L1 probe on MLP neuron contributions per layer, "
+        f"held-out AUROC ({doc['test_frac']:.0%} held out). Best layer: **{doc['best_layer']}**.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+        "```",
+        *[
+            f"{r['layer']:3d} {'#' * round(40 * (r['pooled']['auroc'] or 0))} {_fmt(r['pooled']['auroc'])}"
+            for r in doc["layers"]
+        ],
+        "```",
+    ]
+    out += ["", "Warnings:", *[f"- {w}" for w in doc["warnings"]]] if doc["warnings"] else []
+    return "\n".join(out) + "\n"
+
+
+def _svg(doc: dict[str, Any]) -> str:
+    w, h, pad = 640, 220, 36
+    layers = [r["layer"] for r in doc["layers"]]
+    lo, hi = min(layers), max(layers)
+
+    def px(layer: int) -> float:
+        return pad + (w - 2 * pad) * ((layer - lo) / (hi - lo) if hi > lo else 0.5)
+
+    def py(a: float) -> float:
+        return h - pad - (h - 2 * pad) * a
+
+    series = [("pooled", "#2f6fb0", [(r["layer"], r["pooled"]["auroc"]) for r in doc["layers"]])]
+    colours = ["#2f9e55", "#b05a2f", "#8a3bb0", "#b0982f", "#2fa6b0", "#b02f6f"]
+    for i, d in enumerate(doc["domains"]):
+        series.append(
+            (d, colours[i % len(colours)], [(r["layer"], r["per_domain"][d]["auroc"]) for r in doc["layers"]])
+        )
+    parts = [f'<svg width="{w}" height="{h}" role="img" aria-label="held-out AUROC by layer">']
+    parts.append(f'<line x1="{pad}" y1="{py(0.5)}" x2="{w - pad}" y2="{py(0.5)}" stroke="#bbb" stroke-dasharray="4"/>')
+    for name, colour, pts in series:
+        path = " ".join(f"{px(x):.1f},{py(a):.1f}" for x, a in pts if a is not None)
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"><title>{html.escape(name)}</title></polyline>'
+        )
+    parts.append(f'<text x="{pad}" y="{h - 8}" font-size="11">layer {lo}</text>')
+    parts.append(f'<text x="{w - pad}" y="{h - 8}" font-size="11" text-anchor="end">layer {hi}</text>')
+    parts.append(
+        f'<text x="4" y="{py(1.0) + 4}" font-size="11">1.0</text><text x="4" y="{py(0.5) + 4}" font-size="11">0.5</text>'
+    )
+    parts.append("</svg>")
+    legend = " · ".join(f'<span style="color:{c}">■</span> {html.escape(n)}' for n, c, _ in series)
+    return "".join(parts) + f"<p>{legend}</p>"
+
+
+def to_html(doc: dict[str, Any]) -> str:
+    header, rows = _table(doc)
+    e = html.escape
+    table = "<table border=1 cellpadding=4><tr>" + "".join(f"<th>{e(x)}</th>" for x in header) + "</tr>"
+    table += "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    warn = "".join(f"<li>{e(w)}</li>" for w in doc["warnings"])
+    return (
+        f"<!doctype html><meta charset=utf-8><title>Layer sweep</title><h1>Layer sweep: {e(doc['model'])}</h1>"
+        f"<p>{doc['cases']} cases; held-out AUROC of the pooled probe per layer. Best layer: <b>{doc['best_layer']}</b>.</p>"
+        + _svg(doc)
+        + table
+        + (f"<h2>Warnings</h2><ul>{warn}</ul>" if warn else "")
+    )
+
+
+def write_sweep(doc: dict[str, Any], out: str | Path) -> dict[str, str]:
+    from explainer.report.document import Document, Para, Table, render_document_pdf
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {k: folder / f"sweep.{k}" for k in ("json", "md", "html", "pdf")}
+    files["json"].write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    files["md"].write_text(to_markdown(doc), encoding="utf-8")
+    files["html"].write_text(to_html(doc), encoding="utf-8")
+    header, rows = _table(doc)
+    pdf = Document(
+        f"Layer sweep: {doc['model']}",
+        f"{doc['cases']} cases · best layer {doc['best_layer']}",
+        [Table(header, rows, title="Held-out AUROC by layer"), *[Para(w) for w in doc["warnings"]]],
+    )
+    files["pdf"].write_bytes(render_document_pdf(pdf))
+    return {k: str(v) for k, v in files.items()}
