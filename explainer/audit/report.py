@@ -50,13 +50,36 @@ def _tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
             ("Transfer matrix (fit on row, test on column)", [""] + [f"test {d}" for d in t["domains"]], rows)
         )
     s = r["selected_units"]
-    tables.append(
-        (
-            f"Selected units ({s['count']} of {s['of']}, share {s['share']:.4%})",
-            ["unit", "weight"],
-            [[u, f"{w:+.4f}"] for u, w in zip(s["ids"][:50], s["weights"][:50], strict=True)],
+    explained = s.get("explained") or {}
+    if explained:  # `audit --label`: each unit with its explanation, score and strongest evidence
+        rows = []
+        for u, w in zip(s["ids"][:50], s["weights"][:50], strict=True):
+            e = explained.get(u) or {}
+            score = e.get("score") or {}
+            rows.append(
+                [
+                    u,
+                    f"{w:+.4f}",
+                    str(e.get("explanation") or e.get("status") or "not collected"),
+                    (f"{score['scorer']} {score['value']:+.3f}: {score['meaning']}" if score else "–"),
+                    str(e.get("top_example") or "–"),
+                ]
+            )
+        tables.append(
+            (
+                f"Selected units ({s['count']} of {s['of']}, share {s['share']:.4%}) with their explanations",
+                ["unit", "weight", "explanation", "score", "top example"],
+                rows,
+            )
         )
-    )
+    else:
+        tables.append(
+            (
+                f"Selected units ({s['count']} of {s['of']}, share {s['share']:.4%})",
+                ["unit", "weight"],
+                [[u, f"{w:+.4f}"] for u, w in zip(s["ids"][:50], s["weights"][:50], strict=True)],
+            )
+        )
     causal = r.get("causal") or {}
     if "selected" in causal:
         rows = []

@@ -52,6 +52,12 @@ def register(sub: Any) -> None:
     au.add_argument("--no-causal", action="store_true", help="skip the scaling test")
     au.add_argument("--causal-cases", type=int, default=24, help="held-out questions in the scaling test")
     au.add_argument("--alphas", type=_alphas, default=None, help="scaling factors, e.g. 0,0.5,1,1.5,2,3 (the default)")
+    au.add_argument(
+        "--label",
+        action="store_true",
+        help="also label the selected units that have no explanation (a labeling run over the default corpus) "
+        "and show each with its explanation, score and top example",
+    )
     au.add_argument("--json", action="store_true", help="print machine-readable JSON")
     au.set_defaults(func=cmd_audit, show=print_audit)
 
@@ -136,7 +142,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     if args.layers is not None:
         return _sweep(settings, args)
 
-    return run_audit(
+    result = run_audit(
         args.model,
         args.cases,
         args.out,
@@ -152,6 +158,52 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         causal_cases=args.causal_cases,
         alphas=args.alphas,
     )
+    if args.label and result["selected_units"]["ids"]:
+        _label_selected(settings, args, result)
+    return result
+
+
+def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """``audit --label``: collect the audited hookpoint over the default corpus (or reuse that
+    collection), label the selected units that have no explanation yet as a normal labeling run
+    (resumable: run it again and only what is missing is done), and attach each selected unit's
+    explanation, score and strongest evidence to the audit and its report files."""
+    from explainer.audit.report import write_report
+    from explainer.audit.service import hookpoint_of
+    from explainer.cli.common import backend_of
+    from explainer.collect.collector import CollectConfig
+    from explainer.llm.chat import LLMConfig
+    from explainer.pipeline.collection import collect_stage
+    from explainer.pipeline.options import LabelOptions
+    from explainer.report.entries import entry_summary, unit_entries
+    from explainer.runtime import get_store
+
+    hookpoint = hookpoint_of(args.layer, args.hookpoint)
+    cid = collect_stage(
+        settings,
+        args.model,
+        hookpoint,
+        None,
+        CollectConfig(),
+        progress=not args.json,
+        sae=args.sae,
+        directions=args.directions,
+    )
+    live = {r["unit_id"] for r in get_store(settings).unit_rows(cid, live_only=True)}
+    ids = [u for u in result["selected_units"]["ids"] if u in live]
+    llm = LLMConfig(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        timeout_s=settings.llm_timeout_s,
+        device=settings.device,
+    )  # the explainer `explainer label` uses by default (EXPLAINER_LLM_*)
+    opts = LabelOptions(explainer=llm)
+    run = backend_of(args).label_units(settings, cid, ids, opts, progress=not args.json) if ids else None
+    explained: dict[str, Any] = {u: {"status": "dead in the default corpus"} for u in result["selected_units"]["ids"]}
+    explained.update({e.record.unit_id: entry_summary(e) for e in unit_entries(settings, ids, cid)} if ids else {})
+    result["selected_units"]["explained"] = explained
+    result["labeling"] = {"collection_id": cid, "run_id": run.run_id if run else None, "labeled": len(ids)}
+    result["report_files"] = write_report(result, Path(args.out))
 
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from builders.report import pdf_pages
 from explainer.audit.analysis import analyse
 from explainer.audit.cases import write_cases
 from explainer.audit.stats import case_statistics, unit_space
-from explainer.audit.sweep import sweep_statistics, parse_layers
+from explainer.audit.sweep import parse_layers, sweep_statistics
 from workers.cli import main
 
 

@@ -1,0 +1,41 @@
+"""`explainer audit --label`: the selected units are labelled through the normal run machinery (an
+explainer over the shared fake OpenAI-compatible server, the real scorers, the embedded worker) and
+the audit shows each with its explanation, score and strongest evidence; a second audit labels
+nothing again."""
+
+from __future__ import annotations
+
+import json
+
+from builders.audit import planted_cases
+
+from explainer.audit.cases import write_cases
+from workers.cli import main
+
+
+def test_audit_label_attaches_explanations(settings, tiny_model_dir, tmp_path, fake_endpoint, monkeypatch, capsys):
+    server = fake_endpoint()
+    monkeypatch.setenv("EXPLAINER_LLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("EXPLAINER_LLM_MODEL", "fake")
+    write_cases(tmp_path / "cases.jsonl", planted_cases(per_class=12))
+    out = tmp_path / "out"
+    argv = ["audit", "--cases", str(tmp_path / "cases.jsonl"), "--model", str(tiny_model_dir), "--layer", "1"]
+    argv += ["--out", str(out), "--no-causal", "--label", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    selected, explained = r["selected_units"]["ids"], r["selected_units"]["explained"]
+    assert selected and set(explained) == set(selected)
+    ok = [e for e in explained.values() if e.get("explanation")]
+    assert ok and all(e["status"] == "ok" and e["unit_id"] in selected for e in ok)
+    assert r["labeling"]["labeled"] == len(ok) + sum(1 for e in explained.values() if e.get("status") == "failed")
+    first_calls = sum(1 for p in server.paths if p.endswith("/chat/completions"))
+    assert first_calls >= len(ok)
+    md = (out / "audit.md").read_text()
+    assert "with their explanations" in md and ok[0]["explanation"] in md
+    assert json.loads((out / "audit.json").read_text())["selected_units"]["explained"] == explained
+    # the same audit again: the collection and the explanations are reused, nothing is asked again
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["labeling"]["run_id"] == r["labeling"]["run_id"]
+    assert again["labeling"]["collection_id"] == r["labeling"]["collection_id"]
+    assert sum(1 for p in server.paths if p.endswith("/chat/completions")) == first_calls
