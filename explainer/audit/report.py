@@ -131,9 +131,31 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
+    lines += inspected_lines(r)
     lines += ["## Warnings", ""] + ([f"- {w}" for w in r["warnings"]] or ["- none"]) + [""]
     lines += ["## Provenance", "", "```json", json.dumps(p, indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def inspected_lines(r: dict[str, Any]) -> list[str]:
+    """Markdown of the most confident held-out failures, each answer token with the explained units
+    most active there (``audit --label``)."""
+    if not r.get("inspected"):
+        return []
+    out = ["## The most confident failures, read through the explained units", ""]
+    for case in r["inspected"]:
+        out += [
+            f"**{case['domain']}** (probe logit {case['logit']:+.2f}): {case['prompt'].strip()} → {case['response'].strip()}",
+            "",
+        ]
+        for t in case["tokens"]:
+            units = (
+                "; ".join(f"{u['unit_id']} ({u['level']}/10): {u['explanation']}" for u in t["units"])
+                or "no explained unit active"
+            )
+            out.append(f"- `{t['token']}` — {units}")
+        out.append("")
+    return out
 
 
 def _cell(v: str) -> str:
@@ -159,6 +181,19 @@ def to_html(r: dict[str, Any]) -> str:
             ]
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table>")
+    if r.get("inspected"):
+        parts.append("<h2>The most confident failures, read through the explained units</h2>")
+    for case in r.get("inspected") or []:
+        parts.append(
+            f"<h3>{html.escape(case['domain'])} (probe logit {case['logit']:+.2f})</h3><p>"
+            f"{html.escape(case['prompt'].strip())} → <b>{html.escape(case['response'].strip())}</b></p><ul>"
+        )
+        for t in case["tokens"]:
+            units = "; ".join(f"{u['unit_id']} ({u['level']}/10): {u['explanation']}" for u in t["units"])
+            parts.append(
+                f"<li><code>{html.escape(t['token'])}</code> — {html.escape(units or 'no explained unit active')}</li>"
+            )
+        parts.append("</ul>")
     parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in r["warnings"]) + "</ul>")
     parts.append(f"<h2>Provenance</h2><pre>{html.escape(json.dumps(r['provenance'], indent=1))}</pre>")
     return "\n".join(parts)
@@ -172,6 +207,11 @@ def to_document(r: dict[str, Any]) -> Any:
     intro = [line for line in md[1 : md.index(next(x for x in md if x.startswith("## ")))] if line.strip()]
     blocks: list[Any] = [Para(line.replace("`", "")) for line in intro]
     blocks += [Table(header, rows, title=title) for title, header, rows in _tables(r)]
+    for line in inspected_lines(r):
+        if line.startswith("## "):
+            blocks.append(Heading(line[3:]))
+        elif line.strip():
+            blocks.append(Para(line.replace("**", "").replace("`", "")))
     blocks += [Heading("Warnings"), *[Para(w) for w in r["warnings"] or ["none"]]]
     blocks += [Heading("Provenance"), Pre(json.dumps(r["provenance"], indent=1))]
     return Document("Failure-mode audit", f"model {r['provenance']['model']}", blocks)

@@ -28,6 +28,25 @@ def hookpoint_of(layer: int | None, hookpoint: str | None) -> str:
     return str(hookpoint)
 
 
+def confident_failures(found: Any, x: Any, cases: list[Any], k: int = 3) -> list[dict[str, Any]]:
+    """The ``k`` held-out failures the pooled probe is surest of (highest logit): the cases to read
+    token by token (``audit --label`` does, through the explained units)."""
+    import numpy as np
+
+    z = found.probe.decision(x)
+    idx = [i for i in np.argsort(-z) if found.test[i] and cases[i].failed][:k]
+    return [
+        {
+            "id": cases[i].id,
+            "domain": cases[i].domain,
+            "prompt": cases[i].prompt,
+            "response": cases[i].response,
+            "logit": round(float(z[i]), 4),
+        }
+        for i in idx
+    ]
+
+
 def run_audit(
     model: str,
     cases_path: str | Path,
@@ -92,6 +111,7 @@ def run_audit(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     result: dict[str, Any] = {"provenance": provenance, **found.summary}
+    result["confident_failures"] = confident_failures(found, x, cases)
     if causal:
         from explainer.audit.causal import ALPHAS, causal_test
 

@@ -203,6 +203,7 @@ def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[s
     explained.update({e.record.unit_id: entry_summary(e) for e in unit_entries(settings, ids, cid)} if ids else {})
     result["selected_units"]["explained"] = explained
     result["labeling"] = {"collection_id": cid, "run_id": run.run_id if run else None, "labeled": len(ids)}
+    result["inspected"] = _inspect_failures(settings, args, hookpoint, result.get("confident_failures") or [])
     result["report_files"] = write_report(result, Path(args.out))
 
 
@@ -262,6 +263,27 @@ def print_directions(r: dict[str, Any], settings: Settings | None = None) -> Non
     print(
         f"label, steer or audit them: explainer label --directions {r['out']} --hookpoint {r['hookpoint']} --units all"
     )
+
+
+def _inspect_failures(
+    settings: Settings, args: argparse.Namespace, hookpoint: str, failures: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The most confident failures read through the explained units: each answer token with the
+    two explained units most active there (level 3 of 10 or more)."""
+    from explainer.audit.inspect import inspect_text
+    from explainer.collect.models import load_model
+    from explainer.runtime import get_store
+
+    lm = load_model(args.model, settings.device)
+    out = []
+    for case in failures:
+        text = case["prompt"] + case["response"]
+        r = inspect_text(
+            lm, get_store(settings), text, hookpoint, sae=args.sae, directions=args.directions, top=2, min_level=3
+        )
+        answer = [t for t in r["tokens"] if t["end"] > len(case["prompt"])]
+        out.append({**case, "tokens": answer})
+    return out
 
 
 def cmd_inspect(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

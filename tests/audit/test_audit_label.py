@@ -33,6 +33,14 @@ def test_audit_label_attaches_explanations(settings, tiny_model_dir, tmp_path, f
     md = (out / "audit.md").read_text()
     assert "with their explanations" in md and ok[0]["explanation"] in md
     assert json.loads((out / "audit.json").read_text())["selected_units"]["explained"] == explained
+    # the most confident held-out failures, read token by token through the explained units
+    fails = r["confident_failures"]
+    assert 1 <= len(fails) <= 3 and [f["logit"] for f in fails] == sorted((f["logit"] for f in fails), reverse=True)
+    assert [c["id"] for c in r["inspected"]] == [f["id"] for f in fails]
+    for case in r["inspected"]:
+        assert "".join(t["token"] for t in case["tokens"]).strip().endswith(case["response"].strip())
+        assert all(u["explanation"] and u["level"] >= 3 for t in case["tokens"] for u in t["units"])
+    assert "The most confident failures, read through the explained units" in md
     # the same audit again: the collection and the explanations are reused, nothing is asked again
     assert main(argv) == 0
     again = json.loads(capsys.readouterr().out)
