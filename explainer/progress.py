@@ -64,7 +64,7 @@ class Eta:
     def text(self) -> str:
         """e.g. ``eta 1m05s (warm-up took 58s)``, ``warming up (loading models)``."""
         if self.done >= self.total:
-            return "done"
+            return "done" if self.warmup_s is None else f"done (warm-up took {_span(self.warmup_s)})"
         if self._first is None:
             return "warming up (loading models)"
         left = self.seconds_left()

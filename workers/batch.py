@@ -144,11 +144,11 @@ def _run_window(
     resent: dict[str, int] = {}
     eta, notes = Eta(len(todo)), {}
 
-    def show(**note: object) -> None:
+    def show(refresh: bool = False, **note: object) -> None:
         notes.update(note)
-        bar.set_postfix_str(", ".join([eta.text()] + [f"{k}={v}" for k, v in notes.items() if v]), refresh=True)
+        bar.set_postfix_str(", ".join([eta.text()] + [f"{k}={v}" for k, v in notes.items() if v]), refresh=refresh)
 
-    show()
+    show(refresh=True)
     shown_at = time.monotonic()
     while True:
         try:
@@ -167,11 +167,11 @@ def _run_window(
             if deadline is not None and time.monotonic() > deadline:
                 return _timed_out(errors, in_flight, held, again, queue)
             log.warning("broker or result backend unreachable (%s); retrying in 1 s", exc)
-            show(broker="unreachable")
+            show(refresh=True, broker="unreachable")
             time.sleep(1.0)
             continue
         if notes.get("broker"):
-            show(broker=None)
+            show(refresh=True, broker=None)
         for uid, error in finished.items():
             res = in_flight.pop(uid)
             _forget(res)

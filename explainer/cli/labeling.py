@@ -296,15 +296,13 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 LABEL_LISTED_UNITS = 100
+"""`explainer label` lists each unit only for runs up to this size."""
 OUTPUT_SIDE_UNITS = 4096
 """Up to this many labeled units get their output side computed by default (one projection each)."""
 
 
 def _notice(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-"""`explainer label` lists each unit only for runs up to this size."""
 
 
 def _units_arg(value: str) -> int | str:

@@ -43,7 +43,7 @@ def test_eta_leaves_the_warm_up_out():
     assert whole_run_average > 10 * eta.seconds_left()
     clock.now += 2.0 * 7
     eta.update(7)
-    assert eta.text() == "done"
+    assert eta.text() == "done (warm-up took 1m00s)"
 
 
 def test_the_labeling_bar_shows_the_honest_eta(settings, capsys):
