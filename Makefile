@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-intervention bench-retest bench-audit
+.PHONY: demo audit-demo test lint install clean-data clean browser bench-search bench-collect bench-discrimination bench-workers bench-quality bench-intervention bench-retest bench-audit
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(STAMP)
 	$(VENV)/bin/explainer report -o data/report.md
 	$(VENV)/bin/explainer report -o data/report.json
 	$(VENV)/bin/explainer report -o data/report.pdf
+
+## make audit-demo: the failure-mode audit on the shipped case set (SmolLM2-135M, MLP neurons of block 10), its
+## selected units labelled; report in data/audit/ (about 3 minutes here)
+audit-demo: $(STAMP)
+	$(VENV)/bin/explainer audit --layer 10 --out data/audit --label
 
 ## make test: the whole test suite (needs the local Redis and PostgreSQL of this machine kind)
 test: $(STAMP) browser lint

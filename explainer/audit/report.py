@@ -144,10 +144,8 @@ def inspected_lines(r: dict[str, Any]) -> list[str]:
         return []
     out = ["## The most confident failures, read through the explained units", ""]
     for case in r["inspected"]:
-        out += [
-            f"**{case['domain']}** (probe logit {case['logit']:+.2f}): {case['prompt'].strip()} → {case['response'].strip()}",
-            "",
-        ]
+        prompt, response = " ".join(case["prompt"].split()), " ".join(case["response"].split())
+        out += [f"**{case['domain']}** (probe logit {case['logit']:+.2f}): {prompt} → {response}", ""]
         for t in case["tokens"]:
             units = (
                 "; ".join(f"{u['unit_id']} ({u['level']}/10): {u['explanation']}" for u in t["units"])
