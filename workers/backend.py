@@ -48,3 +48,8 @@ class CeleryBackend:
         from workers.collect_shards import collect_sharded
 
         return collect_sharded(settings, model, hookpoint, corpus, config, sae, directions, n_shards, notice=notice)
+
+    def audit_on_worker(
+        self, settings: Settings, params: dict[str, Any], notice: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        return batch.audit_on_worker(settings, params, notice=notice)

@@ -286,18 +286,36 @@ def collect_on_worker(
     notice: Any = None,
 ) -> str:
     """Run the collection on a worker of the ``collect`` queue and wait for its collection id."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    from explainer.errors import ExplainerError
     from workers.celery_app import configure
     from workers.tasks import collect_task
 
     configure(settings)
-    res = collect_task.apply_async((model, hookpoint, corpus, config, sae, directions))
+    return str(
+        _wait_for(collect_task.apply_async((model, hookpoint, corpus, config, sae, directions)), "collection", notice)
+    )
+
+
+def audit_on_worker(settings: Settings, params: dict[str, Any], notice: Any = None) -> dict[str, Any]:
+    """Run a failure-mode audit (``explainer.audit.service.run_audit`` keyword arguments) on a worker
+    of the ``collect`` queue, where the subject model lives, and wait for its result."""
+    from workers.celery_app import configure
+    from workers.tasks import audit_task
+
+    configure(settings)
+    return dict(_wait_for(audit_task.apply_async((params,)), "audit", notice))
+
+
+def _wait_for(res: Any, what: str, notice: Any) -> Any:
+    """The result of a task sent to the ``collect`` queue, saying now and then that it waits for a
+    worker; a failure on the worker is raised here (ours as it is, any other named)."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from explainer.errors import ExplainerError
+
     waited = 0.0
     while True:
         try:
-            cid = res.get(timeout=10, propagate=False, disable_sync_subtasks=False)
+            value = res.get(timeout=10, propagate=False, disable_sync_subtasks=False)
         except CeleryTimeout:
             waited += 10
             if notice is not None and (waited in (10, 60) or waited % 600 == 0):
@@ -308,6 +326,6 @@ def collect_on_worker(
             res.forget()
             if isinstance(exc, ExplainerError):
                 raise exc
-            raise ExplainerError(f"collection failed on the worker: {type(exc).__name__}: {exc}")
+            raise ExplainerError(f"{what} failed on the worker: {type(exc).__name__}: {exc}")
         res.forget()
-        return cid
+        return value

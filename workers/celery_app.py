@@ -33,6 +33,7 @@ def celery_config(settings: Settings) -> dict:
             "explainer.collect": {"queue": "collect"},
             "explainer.collect_shard": {"queue": "collect"},
             "explainer.collect_merge": {"queue": "collect"},
+            "explainer.audit": {"queue": "collect"},
             "explainer.explain": {"queue": "llm"},
             "explainer.score": {"queue": "llm"},
             "explainer.score_subject": {"queue": "collect"},  # steers the subject model

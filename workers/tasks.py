@@ -92,6 +92,22 @@ def collect_merge_task(
     return merge_shards_stage(worker_settings(), model, hookpoint, corpus, cfg, n_shards, sae, directions)
 
 
+@app.task(name="explainer.audit", bind=True)
+def audit_task(self: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """A failure-mode audit on a ``collect`` worker (the subject model lives there); ``params`` are
+    :func:`explainer.audit.service.run_audit`'s keyword arguments, paths as the worker sees them.
+    The result goes back as JSON (numbers as plain floats)."""
+    import json
+
+    from explainer.audit.service import run_audit
+
+    return dict(json.loads(json.dumps(run_audit(**params), default=_plain)))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 @app.task(name="explainer.explain", **RETRY)
 def explain_task(self: Any, collection_id: str, unit_id: str, options: dict[str, Any]) -> str:
     final = self.request.retries >= self.max_retries

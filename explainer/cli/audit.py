@@ -53,6 +53,11 @@ def register(sub: Any) -> None:
     au.add_argument("--causal-cases", type=int, default=24, help="held-out questions in the scaling test")
     au.add_argument("--alphas", type=_alphas, default=None, help="scaling factors, e.g. 0,0.5,1,1.5,2,3 (the default)")
     au.add_argument(
+        "--here",
+        action="store_true",
+        help="with a broker configured, run the audit in this process instead of on a collect worker",
+    )
+    au.add_argument(
         "--label",
         action="store_true",
         help="also label the selected units that have no explanation (a labeling run over the default corpus) "
@@ -138,14 +143,15 @@ def cmd_cases_check(settings: Settings, args: argparse.Namespace) -> dict[str, A
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.audit.service import run_audit
+    from explainer.cli.common import backend_of
 
     if args.layers is not None:
         return _sweep(settings, args)
 
-    result = run_audit(
-        args.model,
-        args.cases,
-        args.out,
+    params: dict[str, Any] = dict(
+        model=args.model,
+        cases_path=str(Path(args.cases).resolve()),
+        out_dir=str(Path(args.out).resolve()),
         layer=args.layer,
         hookpoint=args.hookpoint,
         sae=args.sae,
@@ -158,9 +164,20 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         causal_cases=args.causal_cases,
         alphas=args.alphas,
     )
+    if settings.broker_url and not args.here:  # a deployment: the subject model lives on the collect workers
+        read_cases(args.cases)  # a bad case set fails here, before anything is queued
+        result = backend_of(args).audit_on_worker(settings, params, notice=None if args.json else _note)
+    else:
+        result = run_audit(**params)
     if args.label and result["selected_units"]["ids"]:
         _label_selected(settings, args, result)
     return result
+
+
+def _note(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -179,16 +196,23 @@ def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[s
     from explainer.runtime import get_store
 
     hookpoint = hookpoint_of(args.layer, args.hookpoint)
-    cid = collect_stage(
-        settings,
-        args.model,
-        hookpoint,
-        None,
-        CollectConfig(),
-        progress=not args.json,
-        sae=args.sae,
-        directions=args.directions,
-    )
+    if settings.broker_url and not args.here:  # collected where the subject model lives
+        from dataclasses import asdict
+
+        cid = backend_of(args).collect_on_worker(
+            settings, args.model, hookpoint, None, asdict(CollectConfig()), args.sae, args.directions, notice=_note
+        )
+    else:
+        cid = collect_stage(
+            settings,
+            args.model,
+            hookpoint,
+            None,
+            CollectConfig(),
+            progress=not args.json,
+            sae=args.sae,
+            directions=args.directions,
+        )
     live = {r["unit_id"] for r in get_store(settings).unit_rows(cid, live_only=True)}
     ids = [u for u in result["selected_units"]["ids"] if u in live]
     llm = LLMConfig(

@@ -1,7 +1,7 @@
 """The seam between the entry points and whatever runs labeling chains: a small protocol.
 
-The CLI needs two things it cannot do alone: send one ``explain → score → index`` chain per unit to
-workers (or an in-process worker), and run a collection on a GPU host's ``collect`` queue. Both are
+The CLI needs things it cannot do alone: send one ``explain → score → index`` chain per unit to
+workers (or an in-process worker), and run a collection or an audit on a GPU host's ``collect`` queue. Both are
 Celery's job, and Celery lives in the ``workers`` package, which sits *above* ``explainer`` (it
 imports the stages). So the CLI receives an implementation of :class:`LabelBackend` from the
 process's entry point (``workers.cli``) instead of importing it.
@@ -70,4 +70,10 @@ class LabelBackend(Protocol):
         notice: Callable[[str], None] | None = None,
     ) -> str:
         """Run a collection as ``n_shards`` tasks on the ``collect`` queue plus a merge; returns its id."""
+        ...
+
+    def audit_on_worker(
+        self, settings: Settings, params: dict[str, Any], notice: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Run a failure-mode audit (``run_audit``'s keyword arguments) on a worker of the ``collect`` queue."""
         ...

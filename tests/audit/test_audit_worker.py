@@ -1,0 +1,74 @@
+"""With a broker configured, `explainer audit` runs on a worker of the `collect` queue (where the
+subject model lives): a real `celery -A workers worker -Q collect` over Redis takes the
+`explainer.audit` task, and its result equals the same audit run in the CLI's process (`--here`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from builders.audit import planted_cases
+
+from explainer.audit.cases import write_cases
+
+
+@pytest.mark.redis
+def test_audit_runs_on_a_collect_worker_through_redis(tiny_model_dir, settings, redis_url, tmp_path):
+    import redis
+
+    root = Path(__file__).resolve().parents[2]
+    broker, backend = "redis://127.0.0.1:6379/11", "redis://127.0.0.1:6379/12"
+    for url in (broker, backend):
+        redis.Redis.from_url(url).flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
+    env.update(
+        EXPLAINER_DATA_DIR=str(settings.data_dir),
+        EXPLAINER_BROKER_URL=broker,
+        EXPLAINER_RESULT_BACKEND=backend,
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    write_cases(tmp_path / "cases.jsonl", planted_cases(per_class=12))
+    celery = str(Path(sys.executable).parent / "celery")
+    log = tmp_path / "collect.log"
+    worker = subprocess.Popen(
+        [celery, "-A", "workers", "worker", "-Q", "collect", "-n", "collect@%h", "--concurrency", "1"]
+        + ["--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+        cwd=root,
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    argv = [sys.executable, "-m", "workers.cli", "audit", "--cases", str(tmp_path / "cases.jsonl")]
+    argv += ["--model", str(tiny_model_dir), "--layer", "1", "--no-causal", "--json"]
+    try:
+        remote = subprocess.run(
+            [*argv, "--out", str(tmp_path / "remote")], cwd=root, env=env, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert remote.returncode == 0, remote.stderr[-2000:] + log.read_text(errors="replace")[-2000:]
+    assert len(re.findall(r"explainer\.audit\[[^\]]+\] succeeded", log.read_text(errors="replace"))) == 1
+    here = subprocess.run(
+        [*argv, "--out", str(tmp_path / "here"), "--here"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert here.returncode == 0, here.stderr[-2000:]
+    a, b = json.loads(remote.stdout), json.loads(here.stdout)
+    # the same audit; the worker's process and the CLI's sum floats in another order (threads), so an
+    # L1 weight at the edge of zero may fall either way: figures agree closely, not bit for bit
+    assert a["pooled"]["test"]["auroc"] == pytest.approx(b["pooled"]["test"]["auroc"], abs=0.02)
+    assert abs(a["selected_units"]["count"] - b["selected_units"]["count"]) <= 2
+    assert [c["id"] for c in a["confident_failures"]] == [c["id"] for c in b["confident_failures"]]
+    assert a["provenance"]["unit_space"] == b["provenance"]["unit_space"]
+    assert (tmp_path / "remote" / "probe.json").is_file() and (tmp_path / "remote" / "audit.pdf").is_file()
