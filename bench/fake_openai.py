@@ -208,7 +208,12 @@ class FakeOpenAI:
             pos += len(t)
         lp = {"tokens": tokens + ["\n"], "text_offset": offsets + [pos], "token_logprobs": values + [LN(0.5)]}
         lp["top_logprobs"] = [None] + [{t: v} for t, v in zip(tokens[1:] + ["\n"], values[1:] + [LN(0.5)])]
-        choice = {"index": 0, "text": prompt + "\n", "finish_reason": "length", "logprobs": lp if self.echo_logprobs else None}
+        choice = {
+            "index": 0,
+            "text": prompt + "\n",
+            "finish_reason": "length",
+            "logprobs": lp if self.echo_logprobs else None,
+        }
         return {"id": "cmpl", "object": "text_completion", "created": 1, "model": body["model"], "choices": [choice]}
 
     def echo(self, body: dict[str, Any]) -> dict[str, Any]:
