@@ -24,8 +24,9 @@ class LabelOptions:
     """LLM answers per unit (the first greedy, the others sampled); the best is kept."""
     baseline_candidate: bool = False
     """Also consider the no-LLM baseline explanation as a candidate."""
-    selection_scorer: str = "simulation-embedding"
-    """Cheap scorer that ranks candidates on the windows the explainer saw."""
+    selection_scorer: str = DEFAULT_SCORERS[0]
+    """Cheap scorer that ranks candidates on the windows the explainer saw: the shipped default scorer,
+    which ``make bench-discrimination`` chose for telling right from wrong explanations best."""
     cascade_scorer: str | None = None
     """Expensive scorer spent only on the ``cascade_top`` best-ranked candidates."""
     cascade_top: int = 2
