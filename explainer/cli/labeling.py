@@ -202,7 +202,11 @@ def _collection_summary(settings: Settings, cid: str) -> dict[str, Any]:
     from explainer.runtime import get_store
 
     col = get_store(settings).get_collection(cid)
-    assert col is not None, cid  # collect stored it
+    if col is None:  # the workers stored it elsewhere: a deployment whose processes disagree on the database
+        raise InputError(
+            f"collection {cid} was reported collected but is not in {settings.describe_store()}: do the workers "
+            "and this command use the same database (EXPLAINER_DATABASE_URL)?"
+        )
     live = len(get_store(settings).unit_rows(cid, live_only=True))
     return {
         "collection_id": cid,

@@ -88,3 +88,20 @@ def test_closed_stdout_pipe_is_silent(tmp_path):
     proc.stdout.close()  # the reader is gone before the command writes
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_a_collection_the_workers_stored_elsewhere_is_named(settings, tiny_model_dir, tmp_path, capsys):
+    """Workers that write to another database than the CLI reads (a misconfigured deployment): the
+    sharded collection they report is missing here, and the error says which store was read."""
+    from explainer.cli.main import main as cli_main
+
+    class ElsewhereBackend:
+        def collect_sharded(self, *args, **kwargs):
+            return "0" * 16
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world " * 50)
+    argv = ["collect", "--model", str(tiny_model_dir), "--layer", "1", "--corpus", str(corpus), "--shards", "2"]
+    assert cli_main(argv, backend=ElsewhereBackend()) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "0000000000000000 was reported collected but is not in" in line and "EXPLAINER_DATABASE_URL" in line
