@@ -12,6 +12,7 @@ so later layers and the LM head are never computed. Cases run in padded batches.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -108,13 +109,13 @@ def token_stats(lm: Any, space: UnitSpace, x: Any) -> Any:
     return x
 
 
-def case_statistics(lm: Any, space: UnitSpace, cases: list[Case], batch: int = 8) -> np.ndarray:
-    """``[len(cases), units]`` (float32): each unit's statistic averaged over each case's answer tokens."""
+def case_batches(lm: Any, cases: list[Case], batch: int) -> Iterator[tuple[Any, Any, list[list[int]]]]:
+    """Cases in padded batches: ``(input_ids, attention_mask, answer positions per case)``, on the
+    model's device; what every per-case statistic runs the model over."""
     import torch
 
     encoded = [encode_case(lm, c) for c in cases]
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    rows: list[np.ndarray] = []
     for start in range(0, len(encoded), batch):
         chunk = encoded[start : start + batch]
         n = max(len(ids) for ids, _ in chunk)
@@ -123,11 +124,25 @@ def case_statistics(lm: Any, space: UnitSpace, cases: list[Case], batch: int = 8
         for i, (tok, _) in enumerate(chunk):
             ids[i, : len(tok)] = torch.tensor(tok)
             mask[i, : len(tok)] = 1
-        acts = capture(lm.model, space.hookpoint, ids.to(lm.device), mask.to(lm.device))
-        with torch.no_grad():
-            for i, (_, pos) in enumerate(chunk):
-                stats = token_stats(lm, space, acts[i, pos])
-                rows.append(stats.mean(0).cpu().numpy().astype(np.float32))
+        yield ids.to(lm.device), mask.to(lm.device), [pos for _, pos in chunk]
+
+
+def answer_means(lm: Any, space: UnitSpace, acts: Any, positions: list[list[int]]) -> list[np.ndarray]:
+    """Each case's statistics averaged over its answer tokens, from a batch's hooked tensor."""
+    import torch
+
+    with torch.no_grad():
+        return [
+            token_stats(lm, space, acts[i, pos]).mean(0).cpu().numpy().astype(np.float32)
+            for i, pos in enumerate(positions)
+        ]
+
+
+def case_statistics(lm: Any, space: UnitSpace, cases: list[Case], batch: int = 8) -> np.ndarray:
+    """``[len(cases), units]`` (float32): each unit's statistic averaged over each case's answer tokens."""
+    rows: list[np.ndarray] = []
+    for ids, mask, positions in case_batches(lm, cases, batch):
+        rows += answer_means(lm, space, capture(lm.model, space.hookpoint, ids, mask), positions)
     return np.stack(rows)
 
 

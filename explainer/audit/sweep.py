@@ -44,32 +44,19 @@ def parse_layers(text: str, n_layers: int | None = None) -> list[int]:
 
 def sweep_statistics(lm: Any, layers: list[int], cases: list[Case], batch: int) -> dict[int, np.ndarray]:
     """Per layer, ``[cases, neurons]`` contributions averaged over the answers: one pass per batch."""
-    import torch
-
-    from explainer.audit.stats import encode_case, token_stats, unit_space
+    from explainer.audit.stats import answer_means, case_batches, unit_space
     from explainer.collect.hooks import capture_each
 
     spaces = {layer: unit_space(lm, f"layers.{layer}.mlp") for layer in layers}
     by_name = {s.hookpoint.name: (layer, s) for layer, s in spaces.items()}
     rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    encoded = [encode_case(lm, c) for c in cases]
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(encoded), batch):
-        chunk = encoded[start : start + batch]
-        n = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), n), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), n), dtype=torch.long)
-        for i, (tok, _) in enumerate(chunk):
-            ids[i, : len(tok)] = torch.tensor(tok)
-            mask[i, : len(tok)] = 1
+    for ids, mask, positions in case_batches(lm, cases, batch):
 
-        def consume(hp: Any, acts: Any, chunk: list = chunk) -> None:
+        def consume(hp: Any, acts: Any, positions: list[list[int]] = positions) -> None:
             layer, space = by_name[hp.name]
-            with torch.no_grad():
-                for i, (_, pos) in enumerate(chunk):
-                    rows[layer].append(token_stats(lm, space, acts[i, pos]).mean(0).cpu().numpy().astype(np.float32))
+            rows[layer] += answer_means(lm, space, acts, positions)
 
-        capture_each(lm.model, [s.hookpoint for s in spaces.values()], ids.to(lm.device), mask.to(lm.device), consume)
+        capture_each(lm.model, [s.hookpoint for s in spaces.values()], ids, mask, consume)
     return {layer: np.stack(r) for layer, r in rows.items()}
 
 
