@@ -143,7 +143,7 @@ def cmd_cases_check(settings: Settings, args: argparse.Namespace) -> dict[str, A
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.audit.service import run_audit
-    from explainer.cli.common import backend_of
+    from explainer.cli.common import backend_of, notice
 
     if args.layers is not None:
         return _sweep(settings, args)
@@ -166,18 +166,12 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     )
     if settings.broker_url and not args.here:  # a deployment: the subject model lives on the collect workers
         read_cases(args.cases)  # a bad case set fails here, before anything is queued
-        result = backend_of(args).audit_on_worker(settings, params, notice=None if args.json else _note)
+        result = backend_of(args).audit_on_worker(settings, params, notice=None if args.json else notice)
     else:
         result = run_audit(**params)
     if args.label and result["selected_units"]["ids"]:
         _label_selected(settings, args, result)
     return result
-
-
-def _note(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr)
 
 
 def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -187,7 +181,7 @@ def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[s
     explanation, score and strongest evidence to the audit and its report files."""
     from explainer.audit.report import write_report
     from explainer.audit.service import hookpoint_of
-    from explainer.cli.common import backend_of
+    from explainer.cli.common import backend_of, notice
     from explainer.collect.collector import CollectConfig
     from explainer.llm.chat import LLMConfig
     from explainer.pipeline.collection import collect_stage
@@ -200,7 +194,7 @@ def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[s
         from dataclasses import asdict
 
         cid = backend_of(args).collect_on_worker(
-            settings, args.model, hookpoint, None, asdict(CollectConfig()), args.sae, args.directions, notice=_note
+            settings, args.model, hookpoint, None, asdict(CollectConfig()), args.sae, args.directions, notice=notice
         )
     else:
         cid = collect_stage(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,11 @@ def ci(ci: Any) -> str:
     if not ci or ci[0] is None or ci[1] is None:
         return "[no interval]"
     return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def notice(message: str) -> None:
+    """A one-line note for the person waiting (stderr: stdout is the command's result)."""
+    print(message, file=sys.stderr)
 
 
 def backend_of(args: argparse.Namespace) -> LabelBackend:

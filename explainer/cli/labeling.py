@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any
 
-from explainer.cli.common import backend_of
+from explainer.cli.common import backend_of, notice
 from explainer.collect.collector import CollectConfig
 from explainer.errors import InputError
 from explainer.settings import DEFAULT_MODEL, Settings
@@ -164,7 +163,7 @@ def _collect(settings: Settings, args: argparse.Namespace) -> str:
             args.sae,
             args.directions,
             args.shards,
-            notice=None if args.json else lambda m: print(m, file=sys.stderr),
+            notice=None if args.json else notice,
         )
     if settings.broker_url and not args.collect_here:
         # A GPU host's worker on the `collect` queue runs the subject model; paths must exist there.
@@ -176,7 +175,7 @@ def _collect(settings: Settings, args: argparse.Namespace) -> str:
             _collect_config(args).to_dict(),
             args.sae,
             args.directions,
-            notice=None if args.json else lambda m: print(m, file=sys.stderr),
+            notice=None if args.json else notice,
         )
     return collect_stage(
         settings,
@@ -272,9 +271,9 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     if template.get("output_side") or (not args.no_output_side and len(unit_ids) <= OUTPUT_SIDE_UNITS):
         from explainer.intervene.service import ensure_output_sides
 
-        skipped = ensure_output_sides(settings, unit_ids, notice=None if args.json else _notice)
+        skipped = ensure_output_sides(settings, unit_ids, notice=None if args.json else notice)
         if skipped and not args.json:
-            _notice(f"{len(skipped)} unit(s) have no output side; first: {next(iter(skipped.values()))}")
+            notice(f"{len(skipped)} unit(s) have no output side; first: {next(iter(skipped.values()))}")
     result = backend_of(args).label_units(settings, cid, unit_ids, opts, progress=not args.json)
     from explainer.report.entries import entry_summary, unit_entries
 
@@ -303,10 +302,6 @@ LABEL_LISTED_UNITS = 100
 """`explainer label` lists each unit only for runs up to this size."""
 OUTPUT_SIDE_UNITS = 4096
 """Up to this many labeled units get their output side computed by default (one projection each)."""
-
-
-def _notice(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def _units_arg(value: str) -> int | str:
