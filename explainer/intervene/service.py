@@ -121,7 +121,8 @@ def ensure_output_sides(settings: Any, unit_ids: list[str], notice: Any = None) 
     from explainer.runtime import get_store
 
     store = get_store(settings)
-    todo = [u for u in unit_ids if u not in store.output_sides(unit_ids)]
+    stored = store.output_sides(unit_ids)
+    todo = [u for u in unit_ids if u not in stored]
     if not todo:
         return {}
     if notice:
