@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import torch
-from builders.intervene import collect_tiny
+from builders.intervene import collect_tiny, explain
 
 from explainer.collect.hooks import capture, resolve_hookpoint
 from explainer.runtime import get_store
@@ -17,26 +17,12 @@ from workers.cli import main
 TEXT = "def total(xs):\n    return sum(x * 2 for x in xs if x > 0)"
 
 
-def _explain(store, cid, unit, text):
-    return store.save_explanation(
-        unit_id=unit,
-        collection_id=cid,
-        explainer_model="fake-llm",
-        prompt_name="explain",
-        prompt_version="1",
-        prompt_hash="a" * 64,
-        status="ok",
-        text=text,
-        window_ids=["top-0"],
-    )
-
-
 def test_inspect_lists_the_explained_units_per_token(settings, tiny_model, tiny_model_dir, tmp_path, capsys):
     cid, units = collect_tiny(settings, tiny_model_dir, tmp_path)
     store = get_store(settings)
     named = {units[0]: "sums in Python code", units[1]: "comparison operators"}
-    eid = _explain(store, cid, units[0], named[units[0]])
-    _explain(store, cid, units[1], named[units[1]])
+    eid = explain(store, cid, units[0], named[units[0]])
+    explain(store, cid, units[1], named[units[1]])
     store.save_score(
         explanation_id=eid, scorer="simulation-context", simulator_model="x", status="ok", value=0.5, ci_low=0.4,
         ci_high=0.6, per_domain={}, n_tokens=10,

@@ -35,3 +35,18 @@ def collect_tiny(settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp")
     )
     cid = collect_stage(settings, str(model_dir), hookpoint, str(corpus), CFG, progress=False)
     return cid, select_units(settings, cid, 4)
+
+
+def explain(store, collection_id: str, unit_id: str, text: str) -> str:
+    """Store an ok explanation of ``unit_id`` (a fake explainer's); returns its id."""
+    return store.save_explanation(
+        unit_id=unit_id,
+        collection_id=collection_id,
+        explainer_model="fake-llm",
+        prompt_name="explain",
+        prompt_version="1",
+        prompt_hash="a" * 64,
+        status="ok",
+        text=text,
+        window_ids=["top-0"],
+    )

@@ -31,6 +31,21 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path) -> Path:
     return path
 
 
+def other_shape(tokenizer: Any, path: Path, intermediate_size: int = 128, layers: int = 4) -> Path:
+    """A random LLaMA like the tiny one but with another MLP width or depth, saved at ``path``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    return save_checkpoint(LlamaForCausalLM(config), tokenizer, path)
+
+
 def fine_tuned(model: Any, tokenizer: Any, texts: list[str], steps: int, lr: float, seq_len: int = 32) -> Any:
     """A copy of ``model`` trained for ``steps`` next-token steps (AdamW) on chunks of ``texts``."""
     import torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import torch
-from builders.intervene import collect_tiny
+from builders.intervene import collect_tiny, explain
 
 from explainer.collect.hooks import decoder_layers
 from explainer.intervene import resolve_unit
@@ -41,17 +41,7 @@ def test_show_prints_the_output_side(settings, tiny_model_dir, tmp_path, capsys)
     from explainer.runtime import get_store
 
     cid = get_store(settings).get_records([unit])[unit][0]
-    get_store(settings).save_explanation(
-        unit_id=unit,
-        collection_id=cid,
-        explainer_model="fake-llm",
-        prompt_name="explain",
-        prompt_version="1",
-        prompt_hash="a" * 64,
-        status="ok",
-        text="sums",
-        window_ids=["top-0"],
-    )
+    explain(get_store(settings), cid, unit, "sums")
     assert main(["show", unit, "--output-side", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["output_side"]["promoted"]) == 10 and out["output_side"]["method"] == "vocab-projection"

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from builders.report import pdf_pages
-from builders.retest import PER_DOMAIN, retest_world, save_checkpoint, validate
+from builders.retest import PER_DOMAIN, other_shape, retest_world, validate
 
 from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
 from explainer.retest.run import RetestOptions, retest
@@ -117,36 +117,14 @@ def test_relabel_sends_the_broken_units_of_the_new_collection(world, capsys):
 
 
 def test_bad_input_fails_before_anything_is_collected(world, tiny_model, smol_tokenizer, tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     settings, cid, _, corpus, control, _, root = world
     store = get_store(settings)
     before = len(store.collection_summaries(limit=1000))
-    narrow = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(smol_tokenizer),
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    )
-    narrow_dir = save_checkpoint(narrow, smol_tokenizer, tmp_path / "tiny-llama-narrow")
+    narrow_dir = other_shape(smol_tokenizer, tmp_path / "tiny-llama-narrow", intermediate_size=96)
     with pytest.raises(HookpointError, match=r"layers.1.mlp is 96 wide, but the old collection \w+ has 128"):
         retest(settings, cid, RetestOptions(model=str(narrow_dir)), progress=False)
-    shallow = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(smol_tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    )
     with pytest.raises(HookpointError):
-        retest(settings, cid, RetestOptions(model=str(save_checkpoint(shallow, smol_tokenizer, tmp_path / "s"))))
+        retest(settings, cid, RetestOptions(model=str(other_shape(smol_tokenizer, tmp_path / "s", layers=1))))
     with pytest.raises(ModelLoadError, match="unknown model"):
         retest(settings, cid, RetestOptions(model=str(tmp_path / "missing")), progress=False)
     broken_dir = tmp_path / "garbled"

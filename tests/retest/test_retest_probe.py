@@ -12,7 +12,7 @@ import pytest
 import torch
 from builders.audit import planted_cases
 from builders.report import pdf_pages
-from builders.retest import retest_world, save_checkpoint, validate
+from builders.retest import other_shape, retest_world, save_checkpoint, validate
 
 from explainer.audit.cases import write_cases
 from explainer.errors import InputError
@@ -106,18 +106,6 @@ def test_bad_probe_input_is_refused_before_anything_runs(world, audited, tiny_mo
     bad.write_text("{}")
     assert main(["retest", "--from", cid, "--model", str(control), "--probe", str(bad), "--cases", str(cases)]) == 2
     assert "not a probe file" in capsys.readouterr().err
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    narrow = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(smol_tokenizer),
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    )
-    narrow_dir = save_checkpoint(narrow, smol_tokenizer, tmp_path / "tiny-llama-narrow")
+    narrow_dir = other_shape(smol_tokenizer, tmp_path / "tiny-llama-narrow", intermediate_size=96)
     with pytest.raises(InputError, match="gives layers.1.mlp 96 units; the probe was fitted on 128"):
         retest_probe(probe, cases, str(narrow_dir))

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from builders.intervene import collect_tiny
+from builders.intervene import collect_tiny, explain
 
 from explainer.errors import InterventionError, ParseError
 from explainer.intervene import resolve_unit
@@ -66,17 +66,7 @@ def test_score_stage_stores_an_unreached_target_as_a_failed_score(settings, tiny
     assert {"intervention", "intervention-embedding"} <= set(scorer_names())
     cid, units = collect_tiny(settings, tiny_model_dir, tmp_path)
     store = get_store(settings)
-    eid = store.save_explanation(
-        unit_id=units[0],
-        collection_id=cid,
-        explainer_model="fake-llm",
-        prompt_name="explain",
-        prompt_version="1",
-        prompt_hash="a" * 64,
-        status="ok",
-        text="sums of numbers in Python code",
-        window_ids=["top-0"],
-    )
+    eid = explain(store, cid, units[0], "sums of numbers in Python code")
     # the tiny random model's next-token distribution never moves by the default KL of 1.0
     score_stage(settings, eid, LabelOptions(scorers=("intervention",), simulator_model=str(tiny_model_dir)))
     s = store.get_score(eid, "intervention")
@@ -145,17 +135,7 @@ def test_the_measured_output_side_is_stored_with_the_unit_and_shown(
 
     cid, units = collect_tiny(settings, tiny_model_dir, tmp_path)
     store = get_store(settings)
-    eid = store.save_explanation(
-        unit_id=units[0],
-        collection_id=cid,
-        explainer_model="fake-llm",
-        prompt_name="explain",
-        prompt_version="1",
-        prompt_hash="a" * 64,
-        status="ok",
-        text="sums of numbers in Python code",
-        window_ids=["top-0"],
-    )
+    eid = explain(store, cid, units[0], "sums of numbers in Python code")
     scorer = InterventionScorer(lambda uid: (tiny_model, resolve_unit(tiny_model, uid)), "embedding", config=CFG)
     monkeypatch.setattr(stages, "make_scorer", lambda *a, **k: scorer)
     score_stage(settings, eid, LabelOptions(scorers=("intervention-embedding",)))
