@@ -7,10 +7,15 @@ is located without importing it (its ``__init__`` needs llama-cpp, which we do n
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import logging
 import os
+import re
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,8 +132,9 @@ def _load(source: ModelSource, device: str) -> LoadedModel:
         directory, kwargs = cache, {}
     log.info("loading %s from %s", source.name, directory)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        with _no_library_bar():
+            tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
     except Exception as exc:  # transformers raises many types; translate at the boundary
         raise ModelLoadError(f"cannot load model {source.name!r} from {directory}: {exc}") from exc
     if cache is not None and directory != cache:
@@ -137,6 +143,31 @@ def _load(source: ModelSource, device: str) -> LoadedModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(source.name, model, tokenizer, device)
+
+
+_BAR = re.compile(r".*: *\d+%\|.*\|.*")
+"""One redraw of a tqdm bar (``desc: 57%|█████▋    | 156/272 [00:03<00:01, 109.82it/s]``)."""
+
+
+@contextlib.contextmanager
+def _no_library_bar() -> Iterator[None]:
+    """Off a terminal, drop the bar transformers draws while it dequantises a GGUF; pass on other text.
+
+    ``disable_progress_bar()`` does not reach that bar (the GGUF reader calls tqdm directly), and in a
+    log file or a captured stderr each redraw becomes a line of its own. The ``loading`` line already
+    says what is happening and how long it took; on a terminal the bar stays, redrawn in place.
+    """
+    if sys.stderr.isatty():
+        yield
+        return
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        rest = [ln for ln in re.split(r"[\r\n]+", captured.getvalue()) if ln.strip() and not _BAR.fullmatch(ln)]
+        if rest:
+            sys.stderr.write("\n".join(rest) + "\n")
 
 
 def _write_cache(model: Any, tokenizer: Any, cache: Path) -> None:
