@@ -5,8 +5,9 @@ its text plus what search filters on (model, layer, source, the corpus domains o
 top windows, the score). SQLite indexes its text with an FTS5 table (porter stemming, kept in
 sync by triggers); PostgreSQL with a generated ``tsvector`` column and a GIN index.
 
-The SQL store keeps the rows in sync whenever an explanation or a score is saved; :func:`rebuild`
-recomputes all of them from the source tables. Filters are part of the full-text query (a join
+The SQL store keeps the rows in sync whenever an explanation is saved, and puts each new
+:data:`SEARCH_SCORER` value on its row (:func:`set_score`); :func:`rebuild` recomputes all of them
+from the source tables. Filters are part of the full-text query (a join
 and a WHERE clause), never applied to its results afterwards.
 """
 
@@ -196,6 +197,21 @@ def sync(store: Any, explanation_ids: list[str]) -> None:
         with store.engine.begin() as conn:
             conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(sorted(gone))))
     store._upsert(keyword_docs, docs, ["explanation_id"])
+
+
+def set_score(store: Any, explanation_id: str, value: float | None) -> None:
+    """Put a new :data:`SEARCH_SCORER` value (``None``: no ok score) on the explanation's keyword row, if it
+    has one (only ok explanations do): what :func:`sync` would compute, in one statement."""
+    from sqlalchemy import update
+
+    from store.schema import keyword_docs
+
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(keyword_docs)
+            .where(keyword_docs.c.explanation_id == explanation_id)
+            .values(score=float(value) if value is not None else UNSCORED)
+        )
 
 
 def rebuild(store: Any, batch: int = 2000) -> int:

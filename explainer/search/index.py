@@ -1,4 +1,4 @@
-"""Index: embed an explanation and upsert it, with the metadata search filters on, into the vector index."""
+"""Index: embed explanations and upsert them, with the metadata search filters on, into the vector index."""
 
 from __future__ import annotations
 
@@ -39,26 +39,35 @@ def index_metadata(
 
 def index_stage(settings: Settings, explanation_id: str, scorer: str = DEFAULT_SCORERS[0]) -> str:
     """Embed the explanation and upsert it into the vector index (idempotent)."""
+    index_many(settings, [explanation_id], scorer)
+    return explanation_id
+
+
+def index_many(settings: Settings, explanation_ids: Sequence[str], scorer: str = DEFAULT_SCORERS[0]) -> int:
+    """Embed and upsert the explanations among ``explanation_ids`` that need it, all in one batch: one
+    SQL read, one embedding call, one upsert, one SQL write. An explanation is skipped when it is not
+    ok or is indexed already with its current ``scorer`` score. Returns how many were (re)indexed."""
     from store.keyword import unit_domains
 
     store = get_store(settings)
-    expl = store.get_explanation(explanation_id)
-    if expl is None or expl.status != "ok" or expl.text is None:
-        return explanation_id
-    score = store.get_score(explanation_id, scorer)
-    if expl.indexed_at is not None and (
-        score is None or score.created_at is None or score.created_at <= expl.indexed_at
-    ):
-        return explanation_id  # already indexed with this score; nothing to embed again
-    record = store.get_record(expl.unit_id, expl.collection_id)
-    value = score.value if score is not None and score.status == "ok" else None
-    meta = index_metadata(
-        expl.unit_id,
-        expl.collection_id,
-        expl.explainer_model,
-        value,
-        unit_domains(record) if record is not None else (),
-    )
-    get_index(settings).upsert([explanation_id], [expl.text], [meta])
-    store.mark_indexed(explanation_id)
-    return explanation_id
+    todo = [
+        r
+        for r in store.index_rows(list(dict.fromkeys(explanation_ids)), scorer)
+        if r["text"] is not None
+        and (r["indexed_at"] is None or (r["score_at"] is not None and r["score_at"] > r["indexed_at"]))
+    ]
+    if not todo:
+        return 0
+    metas = []
+    for r in todo:
+        if r["domains"] is not None:  # the keyword row holds them (",code,docs,")
+            domains: Sequence[str] = [d for d in r["domains"].split(",") if d]
+        else:  # no keyword row yet (a store written before it had one): read the record
+            record = store.get_record(r["unit_id"], r["collection_id"])
+            domains = unit_domains(record) if record is not None else ()
+        value = r["score_value"] if r["score_status"] == "ok" else None
+        metas.append(index_metadata(r["unit_id"], r["collection_id"], r["explainer_model"], value, domains))
+    ids = [r["id"] for r in todo]
+    get_index(settings).upsert(ids, [r["text"] for r in todo], metas)
+    store.mark_indexed_many(ids)
+    return len(ids)

@@ -1,0 +1,49 @@
+"""Indexing in batches: ``index_many`` embeds and upserts many explanations at once with what a
+one-by-one ``index_stage`` would store, and skips those already indexed with their current score."""
+
+from __future__ import annotations
+
+from builders.search import write_units
+
+from explainer.runtime import get_index, get_store
+from explainer.search.index import index_many, index_stage
+from explainer.search.reindex import check
+from store.keyword import SEARCH_SCORER
+
+
+def test_index_many_indexes_what_index_stage_would_and_only_what_changed(settings, tmp_path, monkeypatch):
+    eids = list(write_units(settings, index=False).values())  # 11 ok, 1 failed
+    assert index_many(settings, eids) == 11  # the failed one is not indexed
+    assert check(settings)["in_sync"]
+    batched = get_index(settings).collection.get(ids=eids, include=["metadatas", "documents"])
+    assert index_many(settings, eids) == 0  # nothing changed: nothing embedded again
+
+    store = get_store(settings)
+    ok = [e for e in eids if store.get_explanation(e).status == "ok"]
+    store.save_score(explanation_id=ok[0], scorer=SEARCH_SCORER, simulator_model="fake", status="ok", value=0.93)
+    assert index_many(settings, eids) == 1  # only the newly scored one
+    assert check(settings)["in_sync"]  # both the vector metadata and the keyword row hold 0.93
+    meta = get_index(settings).collection.get(ids=[ok[0]], include=["metadatas"])["metadatas"][0]
+    assert meta["score"] == 0.93
+
+    # the same explanations indexed one by one in another data dir store the same entries
+    monkeypatch.setenv("EXPLAINER_DATA_DIR", str(tmp_path / "one-by-one"))
+    from explainer.settings import load_settings
+
+    other = load_settings()
+    for eid in write_units(other, index=False).values():
+        index_stage(other, eid)
+    single = get_index(other).collection.get(ids=eids, include=["metadatas", "documents"])
+    by_id = lambda got: {i: (d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}  # noqa: E731
+    assert by_id(single) == by_id(batched)
+
+
+def test_a_score_of_another_scorer_leaves_the_keyword_row_alone(settings):
+    eids = list(write_units(settings, index=True).values())
+    store = get_store(settings)
+    ok = next(e for e in eids if store.get_explanation(e).status == "ok")
+    store.save_score(explanation_id=ok, scorer="simulation-logits", simulator_model="x", status="ok", value=0.99)
+    assert check(settings)["in_sync"]
+    store.save_score(explanation_id=ok, scorer=SEARCH_SCORER, simulator_model="x", status="failed", error="boom")
+    report = check(settings)  # the keyword row now says unscored; the vector entry still has the old score
+    assert report["keyword"]["stale"]["count"] == 0 and report["vector"]["stale_metadata"]["count"] == 1
