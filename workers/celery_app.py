@@ -35,6 +35,7 @@ def celery_config(settings: Settings) -> dict:
             "explainer.collect_merge": {"queue": "collect"},
             "explainer.audit": {"queue": "collect"},
             "explainer.explain": {"queue": "llm"},
+            "explainer.explain_score": {"queue": "llm"},
             "explainer.score": {"queue": "llm"},
             "explainer.score_subject": {"queue": "collect"},  # steers the subject model
             "explainer.index": {"queue": "index"},

@@ -184,7 +184,7 @@ def test_collect_and_label_queues():
 
     routes = app.conf.task_routes
     assert routes["explainer.collect"] == {"queue": "collect"}
-    assert {routes[t]["queue"] for t in ("explainer.explain", "explainer.score")} == {"llm"}
+    assert {routes[t]["queue"] for t in ("explainer.explain", "explainer.explain_score", "explainer.score")} == {"llm"}
     assert routes["explainer.index"] == {"queue": "index"}
     assert routes["explainer.score_subject"] == {"queue": "collect"}  # steering needs the subject model
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost and app.conf.worker_prefetch_multiplier == 1
@@ -195,19 +195,14 @@ def test_scorers_that_steer_the_subject_model_get_their_own_step_on_the_collect_
 
     opts = LabelOptions(scorers=("simulation-context", "intervention-embedding")).to_payload()
     steps = unit_chain("cid", "m/layers.1.mlp/3", opts).tasks
-    assert [t.task for t in steps] == [
-        "explainer.explain",
-        "explainer.score",
-        "explainer.score_subject",
-        "explainer.index",
-    ]
-    assert steps[1].args[-1]["scorers"] == ["simulation-context"]
-    assert steps[2].args[-1]["scorers"] == ["intervention-embedding"]
-    assert tuple(steps[3].args[-1]["scorers"]) == opts["scorers"]  # the index step ranks by the first scorer
+    assert [t.task for t in steps] == ["explainer.explain_score", "explainer.score_subject", "explainer.index"]
+    assert steps[0].args[-1]["scorers"] == ["simulation-context"]  # explained, then scored by the LLM-side scorers
+    assert steps[1].args[-1]["scorers"] == ["intervention-embedding"]
+    assert tuple(steps[2].args[-1]["scorers"]) == opts["scorers"]  # the index step ranks by the first scorer
     only = unit_chain("cid", "m/layers.1.mlp/3", LabelOptions(scorers=("intervention",)).to_payload()).tasks
     assert [t.task for t in only] == ["explainer.explain", "explainer.score_subject", "explainer.index"]
     plain = unit_chain("cid", "m/layers.1.mlp/3", LabelOptions().to_payload()).tasks
-    assert [t.task for t in plain] == ["explainer.explain", "explainer.score", "explainer.index"]
+    assert [t.task for t in plain] == ["explainer.explain_score", "explainer.index"]
 
 
 def test_no_more_chains_in_flight_than_the_window(settings, units, server, monkeypatch):
