@@ -58,6 +58,10 @@ class Settings:
     batch_window: int = 512
     """Unit chains ``explainer label`` keeps in flight at once (bounds the client's and broker's memory)."""
     visibility_timeout_s: int = 4 * 3600
+    index_batch_wait_ms: float = 50.0
+    """An index worker waits up to this long after an index task arrives for others to embed and upsert
+    with it in one batch (``EXPLAINER_INDEX_BATCH_WAIT_MS``; the in-process worker of the embedded default,
+    one thread, never waits)."""
     """Redis broker: seconds before a task taken by a worker that died is delivered again."""
     simulator_base_url: str | None = None
     """OpenAI-compatible endpoint of the ``simulation-endpoint`` and remote ``detection`` scorers
@@ -119,6 +123,7 @@ def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None
             ("EXPLAINER_LLM_CONCURRENCY", int),
             ("EXPLAINER_BATCH_WINDOW", int),
             ("EXPLAINER_VISIBILITY_TIMEOUT", int),
+            ("EXPLAINER_INDEX_BATCH_WAIT_MS", float),
         )
     }
     ratelimit_url = env.get("EXPLAINER_RATELIMIT_URL") or (
@@ -142,6 +147,9 @@ def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None
         ratelimit_url=ratelimit_url,
         batch_window=int(limits["EXPLAINER_BATCH_WINDOW"] or 512),
         visibility_timeout_s=int(limits["EXPLAINER_VISIBILITY_TIMEOUT"] or 4 * 3600),
+        index_batch_wait_ms=50.0
+        if limits["EXPLAINER_INDEX_BATCH_WAIT_MS"] is None
+        else limits["EXPLAINER_INDEX_BATCH_WAIT_MS"],
         simulator_base_url=env.get("EXPLAINER_SIMULATOR_BASE_URL") or env.get("EXPLAINER_LLM_BASE_URL") or None,
         simulator_model=env.get("EXPLAINER_SIMULATOR_MODEL") or env.get("EXPLAINER_LLM_MODEL") or DEFAULT_MODEL,
         simulator_api_key=(

@@ -1,10 +1,10 @@
 """Group the calls that arrive together into one batch, without waiting for more to come.
 
 An index worker runs many task threads; each hands its explanation id to the process's
-:class:`Batcher` and waits for its own result. One thread takes every item queued at that moment
-(up to ``max_size``), runs them as one batch (one embedding call, one upsert), then takes what
-arrived meanwhile. Under load the batches grow by themselves; a lone call runs at once, so the
-in-process worker of the embedded default (one thread) pays no added latency.
+:class:`Batcher` and waits for its own result. One thread takes the first item, waits up to
+``wait_s()`` for more (up to ``max_size``), runs them as one batch (one embedding call, one
+upsert), then starts on what arrived meanwhile. With ``wait_s() == 0`` a lone call runs at once
+(the in-process worker of the embedded default has one thread: nobody could join it).
 
 A batch that raises fails every call in it, each with that error (the tasks fail, their chains
 report it, and a re-run indexes them: indexing is idempotent).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -25,10 +26,17 @@ T = TypeVar("T")
 class Batcher(Generic[K, T]):
     """``submit(key, item)`` returns a future; ``run(key, items)`` processes the items of one key."""
 
-    def __init__(self, run: Callable[[K, list[T]], object], max_size: int = 256, name: str = "batcher"):
+    def __init__(
+        self,
+        run: Callable[[K, list[T]], object],
+        max_size: int = 256,
+        name: str = "batcher",
+        wait_s: Callable[[], float] = lambda: 0.0,
+    ):
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._run = run
+        self._wait_s = wait_s
         self.max_size = max_size
         self._queue: queue.SimpleQueue[tuple[K, T, Future[None]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -51,9 +59,11 @@ class Batcher(Generic[K, T]):
     def _loop(self) -> None:
         while True:
             taken = [self._queue.get()]
+            deadline = time.monotonic() + self._wait_s()
             while len(taken) < self.max_size:
+                left = deadline - time.monotonic()
                 try:
-                    taken.append(self._queue.get_nowait())
+                    taken.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
             groups: dict[K, list[tuple[T, Future[None]]]] = {}

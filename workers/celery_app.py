@@ -39,6 +39,7 @@ def celery_config(settings: Settings) -> dict:
             "explainer.score": {"queue": "llm"},
             "explainer.score_subject": {"queue": "collect"},  # steers the subject model
             "explainer.index": {"queue": "index"},
+            "explainer.index_stats": {"queue": "index"},
         },
         task_default_queue="llm",
         result_expires=24 * 3600,

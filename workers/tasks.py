@@ -12,16 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import signals
-from celery.utils.log import get_logger
-
 from explainer.errors import TransientLLMError
 from explainer.pipeline import collection
 from explainer.pipeline import stages as pipeline
 from workers.batching import Batcher
 from workers.celery_app import app, worker_settings
-
-log = get_logger(__name__)
 
 RETRY = dict(
     bind=True,
@@ -154,15 +149,20 @@ def _index_batch(scorer: str, explanation_ids: list[str]) -> None:
     index_many(worker_settings(), explanation_ids, scorer)
 
 
-INDEX_BATCHER: Batcher[str, str] = Batcher(_index_batch, name="index-batcher")
+def _index_wait_s() -> float:
+    settings = worker_settings()
+    return 0.0 if settings.embedded_broker else settings.index_batch_wait_ms / 1000
+
+
+INDEX_BATCHER: Batcher[str, str] = Batcher(_index_batch, name="index-batcher", wait_s=_index_wait_s)
 """Every index task of this process goes through it: tasks that run side by side (an index worker
 with many threads) are embedded and upserted as one batch."""
 
 
-@signals.worker_shutdown.connect
-def _say_index_batches(**_: Any) -> None:
-    if INDEX_BATCHER.batches:
-        log.info("index batches: %d batches of %d explanations", INDEX_BATCHER.batches, INDEX_BATCHER.items)
+@app.task(name="explainer.index_stats")
+def index_stats_task() -> dict[str, int]:
+    """How this index worker process batched so far (the benchmark asks it at the end of a run)."""
+    return {"batches": INDEX_BATCHER.batches, "explanations": INDEX_BATCHER.items}
 
 
 @app.task(name="explainer.index", bind=True)

@@ -66,3 +66,13 @@ def test_max_size_bounds_a_batch():
     assert max(sizes) <= 4 and sum(sizes) == 11
     with pytest.raises(ValueError):
         Batcher(run, max_size=0)
+
+
+def test_with_a_wait_calls_arriving_soon_after_share_the_first_batch():
+    seen: list[list[int]] = []
+    b: Batcher[str, int] = Batcher(lambda key, items: seen.append(items), wait_s=lambda: 0.5)
+    first = b.submit("k", 0)
+    rest = [b.submit("k", i) for i in range(1, 5)]  # well within the half second the batcher waits
+    for f in [first, *rest]:
+        f.result(10)
+    assert seen == [[0, 1, 2, 3, 4]]
