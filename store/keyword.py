@@ -14,7 +14,7 @@ and a WHERE clause), never applied to its results afterwards.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -91,6 +91,16 @@ def unit_domains(record: Any) -> list[str]:
     return sorted({w.domain for w in record.windows if w.kind == "top"})
 
 
+def domains_field(domains: Iterable[str]) -> str:
+    """Domains as one text column (``",code,docs,"``): ``LIKE '%,code,%'`` matches one of them."""
+    return "," + ",".join(domains) + ","
+
+
+def parse_domains(field: str) -> tuple[str, ...]:
+    """The domains of a :func:`domains_field` text."""
+    return tuple(d for d in field.split(",") if d)
+
+
 @dataclass(frozen=True)
 class IndexDoc:
     """What both search indexes hold about one ok explanation, computed from the source tables."""
@@ -122,14 +132,16 @@ class IndexDoc:
             layer=layer,
             source=source,
             explainer_model=self.explainer_model,
-            domains="," + ",".join(self.domains) + ",",
+            domains=domains_field(self.domains),
             score=float(score["value"]) if ok else UNSCORED,
             text=f"{self.text}\n{self.name}" if self.name else self.text,
         )
 
 
 def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int = 1000) -> Iterator[IndexDoc]:
-    """Index documents of ok explanations (all of them, or those of ``explanation_ids``), by id."""
+    """Index documents of ok explanations (all of them, or those of ``explanation_ids``), by id: one
+    query per ``batch`` (explanation, unit fields, search score); a unit's record is read only for rows
+    written before the units table kept its domains and name."""
     from store.records import UnitRecord
     from store.schema import explanations, scores, units
 
@@ -145,8 +157,19 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 explanations.c.unit_row,
                 units.c.model,
                 units.c.hookpoint,
+                units.c.top_domains,
+                units.c.name,
+                scores.c.status.label("score_status"),
+                scores.c.value.label("score_value"),
+                scores.c.ci_low.label("score_ci_low"),
+                scores.c.ci_high.label("score_ci_high"),
             )
             .join(units, units.c.id == explanations.c.unit_row)
+            .join(
+                scores,
+                (scores.c.explanation_id == explanations.c.id) & (scores.c.scorer == SEARCH_SCORER),
+                isouter=True,
+            )
             .where(explanations.c.status == "ok", explanations.c.id > last)
             .order_by(explanations.c.id)
             .limit(batch)
@@ -157,21 +180,24 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
             rows = conn.execute(q).mappings().all()
             if not rows:
                 return
-            unit_rows = sorted({r["unit_row"] for r in rows})
-            blobs = dict(conn.execute(select(units.c.id, units.c.record).where(units.c.id.in_(unit_rows))).all())
-            score_rows = (
-                conn.execute(
-                    select(
-                        scores.c.explanation_id, scores.c.status, scores.c.value, scores.c.ci_low, scores.c.ci_high
-                    ).where(scores.c.explanation_id.in_([r["id"] for r in rows]), scores.c.scorer == SEARCH_SCORER)
-                )
-                .mappings()
-                .all()
+            old = sorted({r["unit_row"] for r in rows if r["top_domains"] is None})
+            blobs = (
+                dict(conn.execute(select(units.c.id, units.c.record).where(units.c.id.in_(old))).all()) if old else {}
             )
-        by_expl = {s["explanation_id"]: dict(s) for s in score_rows}
         records = {uid: UnitRecord.from_blob(b) for uid, b in blobs.items()}
-        domains = {uid: tuple(unit_domains(rec)) for uid, rec in records.items()}
         for r in rows:
+            rec = records.get(r["unit_row"])
+            score = (
+                None
+                if r["score_status"] is None
+                else {
+                    "explanation_id": r["id"],
+                    "status": r["score_status"],
+                    "value": r["score_value"],
+                    "ci_low": r["score_ci_low"],
+                    "ci_high": r["score_ci_high"],
+                }
+            )
             yield IndexDoc(
                 r["id"],
                 r["unit_id"],
@@ -180,9 +206,9 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 r["hookpoint"],
                 r["explainer_model"],
                 r["text"],
-                domains[r["unit_row"]],
-                by_expl.get(r["id"]),
-                records[r["unit_row"]].name,
+                tuple(unit_domains(rec)) if rec is not None else parse_domains(r["top_domains"]),
+                score,
+                rec.name if rec is not None else r["name"],
             )
         last = rows[-1]["id"]
 

@@ -63,6 +63,11 @@ units = Table(
     Column("std_act", Float),
     Column("density", Float),
     Column("record", LargeBinary, nullable=False),
+    # What the keyword and vector indexes need of the record, kept beside it so that indexing an
+    # explanation never parses the record: the domains of its top windows (",code,docs,") and the
+    # unit's name. NULL in rows written before these columns existed (then the record is read).
+    Column("top_domains", Text),
+    Column("name", String(300)),
     UniqueConstraint("collection_id", "unit_id", name="uq_unit_in_collection"),
 )
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from store.db import StoreBase, decode_json, now
+from store.keyword import domains_field, unit_domains
 from store.records import UnitRecord, make_unit_row_id
 from store.schema import collections, unit_outputs, units
 
@@ -62,6 +63,8 @@ class UnitsRepo(StoreBase):
                 std_act=r.stats.std,
                 density=r.stats.density,
                 record=r.to_blob(),
+                top_domains=domains_field(unit_domains(r)),
+                name=r.name,
             )
             for r in records
         ]

@@ -47,3 +47,20 @@ def test_a_score_of_another_scorer_leaves_the_keyword_row_alone(settings):
     store.save_score(explanation_id=ok, scorer=SEARCH_SCORER, simulator_model="x", status="failed", error="boom")
     report = check(settings)  # the keyword row now says unscored; the vector entry still has the old score
     assert report["keyword"]["stale"]["count"] == 0 and report["vector"]["stale_metadata"]["count"] == 1
+
+
+def test_units_written_before_the_domain_column_are_read_from_their_record(settings):
+    """A store whose units rows lack ``top_domains`` and ``name`` (written by an older version) gets
+    the same keyword rows: they are read from the record then."""
+    from sqlalchemy import update
+
+    from store.keyword import iter_docs
+    from store.schema import units
+
+    eids = list(write_units(settings, index=False).values())
+    store = get_store(settings)
+    new = {d.explanation_id: d for d in iter_docs(store, eids)}
+    with store.engine.begin() as conn:
+        conn.execute(update(units).values(top_domains=None, name=None))
+    old = {d.explanation_id: d for d in iter_docs(store, eids)}
+    assert old == new and len(new) == 11 and all(d.domains for d in new.values())
