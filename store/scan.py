@@ -9,10 +9,21 @@ to its results), and the scan over 100k × 384 float32 vectors took 17–24 ms a
 The scan is a cache of the Chroma collection (ids, embeddings, filter metadata); Chroma stays
 the store. :class:`store.vectors.VectorIndex` fills it, patches it on its own writes and
 refreshes it from Chroma for ids that others wrote.
+
+At scale (:data:`ANN_MIN_ROWS` rows and more) an approximate index serves the queries whose
+filters let many rows through: a FAISS inverted-file index (``IndexIVFFlat``, inner product,
+about √n lists), searched with the filter mask as its ID selector, so the filter is applied
+inside the search, never to its results. How many lists a query visits grows as its filter gets
+more selective (16 / √fraction). Queries whose filters pass at most :data:`EXACT_BELOW` rows,
+rows written after the index was built, and rows rewritten since, are scanned exactly and merged.
+The index is rebuilt when those rows reach a fifth of it. FAISS was chosen over a hand-written
+IVF: it is the field's maintained library for this (wheels for CPU on PyPI), with filtered search
+built in. Measured by ``make bench-search`` (recall@10 against this exact scan).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +31,13 @@ import numpy as np
 from store.keyword import SOURCES as _SOURCES
 
 SOURCES: dict[str, int] = {name: i for i, name in enumerate(_SOURCES)}
+
+ANN_MIN_ROWS = 50_000
+"""Below this many rows the exact scan answers every query (a few ms)."""
+EXACT_BELOW = 20_000
+"""A query whose filters pass at most this many rows is scanned exactly, whatever the size."""
+BASE_PROBES = 16
+"""Lists an unfiltered query visits; a filter passing a fraction f of rows visits 16 / √f."""
 
 
 class VectorScan:
@@ -40,6 +58,12 @@ class VectorScan:
         self.domains: dict[str, np.ndarray] = {}
         self.token: Any = None
         """What the owner last synchronised to (e.g. the SQL store's latest ``indexed_at``)."""
+        self.ann: Any = None
+        """The FAISS inverted-file index over rows ``[0, ann_rows)``, once :meth:`build_ann` made it."""
+        self.ann_rows = 0
+        self.stale = np.zeros(0, bool)
+        """Rows under ``ann_rows`` rewritten since the index was built (scanned exactly)."""
+        self.n_stale = 0
 
     def __len__(self) -> int:
         return int(self.alive[: len(self.ids)].sum())
@@ -57,6 +81,7 @@ class VectorScan:
 
         self.mat, self.alive, self.model = grow(self.mat), grow(self.alive), grow(self.model)
         self.layer, self.source, self.score = grow(self.layer), grow(self.source), grow(self.score)
+        self.stale = grow(self.stale)
         self.domains = {d: grow(col) for d, col in self.domains.items()}
 
     def put(self, ids: list[str], vectors: Any, metadatas: list[dict[str, Any]]) -> None:
@@ -69,6 +94,9 @@ class VectorScan:
                 r = self.row[eid] = len(self.ids)
                 self.ids.append(eid)
                 self.metas.append({})
+            elif r < self.ann_rows and not self.stale[r]:
+                self.stale[r] = True  # the approximate index holds its old vector
+                self.n_stale += 1
             meta = metadatas[i] or {}
             self.metas[r] = meta
             self.mat[r] = vecs[i]
@@ -118,10 +146,20 @@ class VectorScan:
         """(id, cosine distance, metadata) of the ``n`` rows nearest to ``vector`` among those that
         pass ``filters`` (the keyword arguments of :meth:`mask`), nearest first."""
         m = self.mask(**filters)
+        v = np.asarray(vector, dtype=np.float32)
+        if self.ann is not None and n > 0:
+            if len(self.ids) - self.ann_rows + self.n_stale > self.ann_rows // 5:
+                self.build_ann()
+            if self.ann is not None and int(np.count_nonzero(m)) > EXACT_BELOW:
+                hits = self._top_ann(v, n, m)
+                if hits is not None:
+                    return hits
+        return self._top_exact(v, n, m)
+
+    def _top_exact(self, v: np.ndarray, n: int, m: np.ndarray) -> list[tuple[str, float, dict[str, Any]]]:
         rows = np.flatnonzero(m)
         if n <= 0 or rows.size == 0:
             return []
-        v = np.asarray(vector, dtype=np.float32)
         if rows.size * 4 < len(self.ids):  # selective filter: score only the rows that pass
             sims = self.mat[rows] @ v
         else:
@@ -130,3 +168,51 @@ class VectorScan:
         part = np.argpartition(-sims, k - 1)[:k] if k < rows.size else np.arange(rows.size)
         order = part[np.argsort(-sims[part], kind="stable")]
         return [(self.ids[rows[i]], float(1.0 - sims[i]), self.metas[rows[i]]) for i in order]
+
+    def _top_ann(self, v: np.ndarray, n: int, m: np.ndarray) -> list[tuple[str, float, dict[str, Any]]] | None:
+        """The approximate search inside the filter, merged with the exact scan of the rows the index
+        does not hold as they are now; ``None`` when it found fewer rows than the filter passes and
+        ``n`` asks for (the caller scans exactly then)."""
+        import faiss
+
+        covered = self.ann_rows
+        inside = m[:covered] & ~self.stale[:covered]
+        frac = max(float(np.count_nonzero(inside)) / max(1, covered), 1e-6)
+        nlist = int(self.ann.nlist)
+        bitmap = np.packbits(inside, bitorder="little")
+        selector = faiss.IDSelectorBitmap(covered, faiss.swig_ptr(bitmap))  # both kept alive through the search
+        params = faiss.SearchParametersIVF()
+        params.sel = selector
+        params.nprobe = min(nlist, max(BASE_PROBES, int(BASE_PROBES / math.sqrt(frac))))
+        sims, rows = self.ann.search(v[None], n, params=params)
+        found = {int(r): float(s) for r, s in zip(rows[0], sims[0]) if r >= 0}
+        outside = np.flatnonzero(m[covered:]) + covered
+        rewritten = np.flatnonzero(m[:covered] & self.stale[:covered])
+        extra = np.concatenate([outside, rewritten])
+        if extra.size:
+            for r, s in zip(extra, self.mat[extra] @ v):
+                found[int(r)] = float(s)
+        if len(found) < min(n, int(np.count_nonzero(m))):
+            return None
+        best = sorted(found.items(), key=lambda rs: (-rs[1], rs[0]))[:n]
+        return [(self.ids[r], 1.0 - s, self.metas[r]) for r, s in best]
+
+    def build_ann(self, nlist: int | None = None, min_rows: int = ANN_MIN_ROWS) -> bool:
+        """(Re)build the approximate index over every row when there are at least ``min_rows``;
+        returns whether one was built. Training takes about 12 s at 1M rows on 2 cores."""
+        import faiss
+
+        n = len(self.ids)
+        if n < max(min_rows, 1):
+            self.ann, self.ann_rows = None, 0
+            return False
+        lists = nlist or max(16, min(4096, int(math.sqrt(n))))
+        rng = np.random.default_rng(0)
+        sample = self.mat[np.sort(rng.choice(n, size=min(n, 40 * lists), replace=False))]
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(sample)
+        index.add(self.mat[:n])
+        self.ann, self.ann_rows = index, n
+        self.stale[:] = False
+        self.n_stale = 0
+        return True

@@ -228,6 +228,7 @@ class VectorIndex:
                         break
                     scan.put(list(page["ids"]), page["embeddings"], list(page["metadatas"]))
                     offset += len(page["ids"])
+                scan.build_ann()  # from ANN_MIN_ROWS rows on: the approximate index for broad filters
                 self.scan = scan
             return self.scan
 
