@@ -226,6 +226,72 @@ def pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))], 2)
 
 
+def million(n: int, index: object, vecs: object, metas: list[dict], qs: list) -> dict:
+    """The semantic ranking at ``n`` explanations, in memory: the 100k real embeddings and their
+    metadata, copied with noise (each copy's cosine to its original about 0.93; each copy's layers
+    shifted, so the filters keep their selectivity) up to ``n`` rows of the in-memory scan the API
+    serves from. Each query is embedded for real, then ranked with its filters; the keyword ranking
+    and the page's SQL join are not part of this figure (they run on the 100k SQL store)."""
+    import numpy as np
+
+    from explainer.search.hybrid import DEPTH
+    from store.scan import VectorScan
+
+    rng = np.random.default_rng(0)
+    base = np.asarray(vecs, np.float32)
+    n0, dim = base.shape
+    scan = VectorScan(dim)
+    t0 = time.perf_counter()
+    for c in range(-(-n // n0)):
+        take = min(n0, n - c * n0)
+        v = base[:take] + rng.standard_normal((take, dim), dtype=np.float32) * np.float32(0.4 / np.sqrt(dim))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        scan.put(
+            [f"c{c}-{i}" for i in range(take)], v, [{**m, "layer": (m["layer"] + 7 * c) % 30} for m in metas[:take]]
+        )
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scan.build_ann()
+    ann_s = time.perf_counter() - t0
+    print(
+        f"{len(scan)} rows in the in-memory scan in {build_s:.0f} s, its approximate index in {ann_s:.0f} s", flush=True
+    )
+    for q, f in qs[:10]:  # warm-up
+        scan.top(index.embedder.embed([q])[0], DEPTH, **f.sql())
+    total, embed, semantic, exact, recall = [], [], [], [], []
+    for q, f in qs:
+        t0 = time.perf_counter()
+        v = index.embedder.embed([q])[0]
+        t1 = time.perf_counter()
+        fast = scan.top(v, DEPTH, **f.sql())
+        t2 = time.perf_counter()
+        total.append(1000 * (t2 - t0))
+        embed.append(1000 * (t1 - t0))
+        semantic.append(1000 * (t2 - t1))
+        t3 = time.perf_counter()
+        ref = scan._top_exact(np.asarray(v, np.float32), DEPTH, scan.mask(**f.sql()))
+        exact.append(1000 * (time.perf_counter() - t3))
+        top10 = {i for i, _, _ in ref[:10]}
+        recall.append(len(top10 & {i for i, _, _ in fast[:10]}) / max(1, len(top10)))
+    return {
+        "n_explanations": len(scan),
+        "synthetic_vectors": True,
+        "engine": "approximate index for broad filters, exact scan for the rest",
+        "recall_at_10": round(statistics.mean(recall), 4),
+        "min_recall_at_10": round(min(recall), 2),
+        "exact_semantic_p95_ms": pct(exact, 95),
+        "build_s": round(build_s, 1),
+        "ann_build_s": round(ann_s, 1),
+        "p50_ms": pct(total, 50),
+        "p95_ms": pct(total, 95),
+        "embed_p95_ms": pct(embed, 95),
+        "semantic_p50_ms": pct(semantic, 50),
+        "semantic_p95_ms": pct(semantic, 95),
+        "covers": "query embedding + filtered semantic ranking (no keyword ranking, no SQL join)",
+        "memory_gb": round(2 * len(scan) * scan.dim * 4 / 1e9, 1),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=100_000, help="explanations to index (default: %(default)s)")
@@ -240,6 +306,12 @@ def main() -> int:
     )
     ap.add_argument("--reuse", action="store_true", help="time queries on the indexes of the previous run")
     ap.add_argument("--chroma-queries", type=int, default=20, help="queries timed on Chroma's own filtered query")
+    ap.add_argument(
+        "--million",
+        type=int,
+        default=1_000_000,
+        help="rows of the in-memory semantic run (0: none; default: %(default)s)",
+    )
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -258,9 +330,14 @@ def main() -> int:
 
     settings = load_settings()
     store, index = get_store(settings), get_index(settings)
-    if reuse:  # time the queries again on the indexes a previous run built
-        return run_queries(args, settings, store, index, {"reused_index": True})
     items = synthetic(args.n)
+    key = hashlib.sha256(f"{GENERATOR_VERSION}/{args.n}/{index.embedder.name}".encode()).hexdigest()[:12]
+    cache = None if args.no_cache else base / f"embeddings-{key}.npy"
+    if reuse:  # time the queries again on the indexes a previous run built
+        vecs, _, _ = embed_all(index, [it["text"] for it in items], cache)
+        docs = {d.unit_id: d for d in iter_docs(store)}
+        metas = [expected_metadata(docs[f"{it['model']}/{it['hookpoint']}/{it['index']}"]) for it in items]
+        return run_queries(args, settings, store, index, {"reused_index": True}, vecs, metas)
     t0 = time.perf_counter()
     write_sql(store, items)
     sql_s = time.perf_counter() - t0
@@ -271,8 +348,6 @@ def main() -> int:
     kw_s = time.perf_counter() - t0
     print(f"keyword index (FTS5): {n_kw} rows in {kw_s:.1f} s", flush=True)
 
-    key = hashlib.sha256(f"{GENERATOR_VERSION}/{args.n}/{index.embedder.name}".encode()).hexdigest()[:12]
-    cache = None if args.no_cache else base / f"embeddings-{key}.npy"
     print(
         "embedding (cached)" if cache and cache.exists() else f"embedding {args.n} texts (~{args.n / 490:.0f} s)",
         flush=True,
@@ -282,7 +357,8 @@ def main() -> int:
     docs = {d.explanation_id: d for d in iter_docs(store)}
     t0 = time.perf_counter()
     ids = [it["eid"] for it in items]
-    index.upsert_vectors(ids, texts, vecs, [expected_metadata(docs[e]) for e in ids])
+    metas = [expected_metadata(docs[e]) for e in ids]
+    index.upsert_vectors(ids, texts, vecs, metas)
     store.mark_indexed_many(ids)
     chroma_s = time.perf_counter() - t0
     print(f"Chroma upsert: {args.n} in {chroma_s:.1f} s", flush=True)
@@ -295,11 +371,20 @@ def main() -> int:
         "total_per_s": round(args.n / (embed_s + chroma_s + kw_s), 1),
         "sql_write_s": round(sql_s, 1),
     }
-    return run_queries(args, settings, store, index, indexing)
+    return run_queries(args, settings, store, index, indexing, vecs, metas)
 
 
-def run_queries(args: argparse.Namespace, settings: object, store: object, index: object, indexing: dict) -> int:
+def run_queries(
+    args: argparse.Namespace,
+    settings: object,
+    store: object,
+    index: object,
+    indexing: dict,
+    vecs: object,
+    metas: list[dict],
+) -> int:
     """Load the scan, time the queries, print the summary and the JSON line."""
+    import numpy as np
     import torch
 
     from explainer.search.hybrid import DEPTH, load_scan, search
@@ -320,16 +405,20 @@ def run_queries(args: argparse.Namespace, settings: object, store: object, index
         hits = search(settings, q, f, limit=10)
         lat.append(1000 * (time.perf_counter() - t0))
         empty += not hits
+    recall = []
     for q, f in qs[: min(100, len(qs))]:
         t0 = time.perf_counter()
         v = index.embedder.embed([q])[0]
         t1 = time.perf_counter()
-        index.query_vector(v, n=DEPTH, **f.sql())
+        fast = index.query_vector(v, n=DEPTH, **f.sql())
         t2 = time.perf_counter()
         store.keyword_search(q, limit=DEPTH, **f.sql())
         t3 = time.perf_counter()
         for name, dt in (("embed", t1 - t0), ("semantic", t2 - t1), ("keyword", t3 - t2)):
             parts[name].append(1000 * dt)
+        ref = index.scan._top_exact(np.asarray(v, np.float32), DEPTH, index.scan.mask(**f.sql()))  # not timed
+        top10 = {i for i, _, _ in ref[:10]}
+        recall.append(len(top10 & {i for i, _, _ in fast[:10]}) / max(1, len(top10)))
     chroma = []  # for comparison: Chroma's own filtered query (what a cold CLI process uses)
     for q, f in qs[: args.chroma_queries]:
         v = index.embedder.embed([q])[0]
@@ -359,13 +448,24 @@ def run_queries(args: argparse.Namespace, settings: object, store: object, index
             "chroma_semantic_p50_ms": pct(chroma, 50) if chroma else None,
             "chroma_semantic_p95_ms": pct(chroma, 95) if chroma else None,
         },
-        "goal_p95_ms": 50,
     }
-    result["goal_met"] = result["query"]["p95_ms"] <= 50
+    result["n100k" if args.n == 100_000 else f"n{args.n}"] = {
+        "p95_ms": result["query"]["p95_ms"],
+        "p50_ms": result["query"]["p50_ms"],
+        "engine": "approximate index for broad filters" if index.scan.ann is not None else "exact scan",
+        "recall_at_10": round(statistics.mean(recall), 4),
+    }
     print(
         f"filtered hybrid query, embedding included: p50 {result['query']['p50_ms']} ms, "
-        f"p95 {result['query']['p95_ms']} ms (goal p95 <= 50 ms)"
+        f"p95 {result['query']['p95_ms']} ms (goal p95 <= 25 ms at 100k)",
+        flush=True,
     )
+    if args.million:
+        result["n1m" if args.million == 1_000_000 else f"n{args.million}"] = big = million(
+            args.million, index, vecs, metas, qs
+        )
+        print(f"at {big['n_explanations']}: p50 {big['p50_ms']} ms, p95 {big['p95_ms']} ms (goal p95 <= 40 ms)")
+    result["goals"] = {"n100k_p95_ms": 25, "n1m_p95_ms": 40, "n1m_recall_at_10": 0.95}
     print(json.dumps(result))
     return 0
 
