@@ -24,6 +24,7 @@ built in. Measured by ``make bench-search`` (recall@10 against this exact scan).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -58,12 +59,23 @@ class VectorScan:
         self.domains: dict[str, np.ndarray] = {}
         self.token: Any = None
         """What the owner last synchronised to (e.g. the SQL store's latest ``indexed_at``)."""
-        self.ann: Any = None
-        """The FAISS inverted-file index over rows ``[0, ann_rows)``, once :meth:`build_ann` made it."""
-        self.ann_rows = 0
+        self.ann_state: tuple[Any, int] | None = None
+        """(FAISS inverted-file index, rows it covers: ``[0, rows)``), once :meth:`build_ann` made it;
+        one attribute, so a query never sees the index of one build with the row count of another."""
         self.stale = np.zeros(0, bool)
         """Rows under ``ann_rows`` rewritten since the index was built (scanned exactly)."""
         self.n_stale = 0
+        self._building = threading.Lock()
+
+    @property
+    def ann(self) -> Any:
+        """The approximate index, if any."""
+        return None if self.ann_state is None else self.ann_state[0]
+
+    @property
+    def ann_rows(self) -> int:
+        """Rows the approximate index covers."""
+        return 0 if self.ann_state is None else self.ann_state[1]
 
     def __len__(self) -> int:
         return int(self.alive[: len(self.ids)].sum())
@@ -148,8 +160,11 @@ class VectorScan:
         m = self.mask(**filters)
         v = np.asarray(vector, dtype=np.float32)
         if self.ann is not None and n > 0:
-            if len(self.ids) - self.ann_rows + self.n_stale > self.ann_rows // 5:
-                self.build_ann()
+            if len(self.ids) - self.ann_rows + self.n_stale > self.ann_rows // 5 and self._building.acquire(False):
+                try:  # one query pays for it; queries meanwhile use the old index and the exact scan
+                    self.build_ann()
+                finally:
+                    self._building.release()
             if self.ann is not None and int(np.count_nonzero(m)) > EXACT_BELOW:
                 hits = self._top_ann(v, n, m)
                 if hits is not None:
@@ -175,16 +190,18 @@ class VectorScan:
         ``n`` asks for (the caller scans exactly then)."""
         import faiss
 
-        covered = self.ann_rows
+        if self.ann_state is None:
+            return None
+        ann, covered = self.ann_state
         inside = m[:covered] & ~self.stale[:covered]
         frac = max(float(np.count_nonzero(inside)) / max(1, covered), 1e-6)
-        nlist = int(self.ann.nlist)
+        nlist = int(ann.nlist)
         bitmap = np.packbits(inside, bitorder="little")
         selector = faiss.IDSelectorBitmap(covered, faiss.swig_ptr(bitmap))  # both kept alive through the search
         params = faiss.SearchParametersIVF()
         params.sel = selector
         params.nprobe = min(nlist, max(BASE_PROBES, int(BASE_PROBES / math.sqrt(frac))))
-        sims, rows = self.ann.search(v[None], n, params=params)
+        sims, rows = ann.search(v[None], n, params=params)
         found = {int(r): float(s) for r, s in zip(rows[0], sims[0]) if r >= 0}
         outside = np.flatnonzero(m[covered:]) + covered
         rewritten = np.flatnonzero(m[:covered] & self.stale[:covered])
@@ -204,7 +221,7 @@ class VectorScan:
 
         n = len(self.ids)
         if n < max(min_rows, 1):
-            self.ann, self.ann_rows = None, 0
+            self.ann_state = None
             return False
         lists = nlist or max(16, min(4096, int(math.sqrt(n))))
         rng = np.random.default_rng(0)
@@ -212,7 +229,7 @@ class VectorScan:
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.METRIC_INNER_PRODUCT)
         index.train(sample)
         index.add(self.mat[:n])
-        self.ann, self.ann_rows = index, n
+        self.ann_state = (index, n)
         self.stale[:] = False
         self.n_stale = 0
         return True
