@@ -123,10 +123,14 @@ def explain_score_task(
     """Explain, then score with the scorers of ``score_options``, in one task: one message, one
     result and one pickup fewer per unit than two steps. A retry redoes only what is missing (a
     stored ok explanation is not asked for again)."""
+    from explainer.runtime import get_store
+
     final = self.request.retries >= self.max_retries
     settings = worker_settings()
-    eid = pipeline.explain_stage(settings, collection_id, unit_id, pipeline.LabelOptions.from_payload(options), final)
-    return pipeline.score_stage(settings, eid, pipeline.LabelOptions.from_payload(score_options), final)
+    record = get_store(settings).get_record(unit_id, collection_id)  # read once for both stages
+    opts = pipeline.LabelOptions.from_payload(options)
+    eid = pipeline.explain_stage(settings, collection_id, unit_id, opts, final, record=record)
+    return pipeline.score_stage(settings, eid, pipeline.LabelOptions.from_payload(score_options), final, record=record)
 
 
 @app.task(name="explainer.score", **RETRY)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explainer.errors import ExplainerError, LLMError, ScoreError, TransientLLMError
 from explainer.explain.explainer import explain_unit
@@ -23,6 +23,9 @@ from explainer.score.correlation import score_simulation
 from explainer.score.registry import evaluate, make_scorer, make_simulator
 from explainer.search.index import index_metadata, index_stage  # noqa: F401  (the pipeline's last stage)
 from explainer.settings import Settings
+
+if TYPE_CHECKING:
+    from store.records import UnitRecord
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +148,19 @@ def explain_stage(
     opts: LabelOptions,
     final_attempt: bool = True,
     chat_factory: ChatClientFactory = make_chat_model,
+    record: UnitRecord | None = None,
 ) -> str:
     """Explain one unit from its record in ``collection_id``; returns the explanation id
     (the row may hold a failure: no candidate was usable). ``chat_factory`` makes the explainer's
-    chat client (e.g. :func:`explainer.llm.chat.chat_factory` over an injected ``httpx.Client``)."""
+    chat client (e.g. :func:`explainer.llm.chat.chat_factory` over an injected ``httpx.Client``);
+    ``record``: the unit's record when the caller read it already (else it is read here)."""
     store = get_store(settings)
     eid, template = explanation_key(collection_id, unit_id, opts)
     existing = store.get_explanation(eid)
     if existing and (existing.status == "ok" or not opts.retry_failed):
         return eid
-    record = store.get_record(unit_id, collection_id)
+    if record is None:
+        record = store.get_record(unit_id, collection_id)
     if record is None:
         from explainer.errors import UnknownUnitError
 
@@ -221,17 +227,26 @@ def explain_stage(
 # -- simulate and score -------------------------------------------------------------------
 
 
-def score_stage(settings: Settings, explanation_id: str, opts: LabelOptions, final_attempt: bool = True) -> str:
+def score_stage(
+    settings: Settings,
+    explanation_id: str,
+    opts: LabelOptions,
+    final_attempt: bool = True,
+    record: UnitRecord | None = None,
+) -> str:
     """Score the explanation on the held-out windows with every configured scorer and store one
     score per scorer: its figure (pooled correlation for simulators, balanced accuracy or AUROC
     for window-level scorers), 95% interval, per-domain split, model, held-out ids and, in
     ``details``, how it was computed. A transient endpoint error (429, 5xx, timeout) is raised for
-    the caller to retry unless this is the ``final_attempt``; then it is stored as a failure."""
+    the caller to retry unless this is the ``final_attempt``; then it is stored as a failure.
+    ``record``: the unit's record in the explanation's collection when the caller read it already
+    (else it is read when needed)."""
     store = get_store(settings)
     expl = store.get_explanation(explanation_id)
     if expl is None or expl.status != "ok" or expl.text is None:
         return explanation_id
-    record = None
+    if record is not None and (record.unit_id != expl.unit_id):
+        record = None  # not this explanation's unit: read the right one
     for name in opts.scorers:
         existing = store.get_score(explanation_id, name)
         if existing and (existing.status == "ok" or not opts.retry_failed):
