@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,9 +49,14 @@ class LocalEmbedder:
     so many indexes (one per data directory, e.g. in tests) load it once.
     """
 
+    QUERY_CACHE = 1024
+    """Search queries whose vectors are kept (the next page of a search asks for the same one)."""
+
     def __init__(self, model_dir: str | Path | None = None):
         self.model_dir = Path(model_dir) if model_dir else None
         self._model: SentenceTransformer | None = None
+        self._queries: OrderedDict[str, list[float]] = OrderedDict()
+        self._queries_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -82,6 +88,20 @@ class LocalEmbedder:
                         hf_logging.enable_progress_bar()
             self._model = _models[str(path)]
             return self._model
+
+    def embed_query(self, text: str) -> list[float]:
+        """The vector of one search query, from the last :attr:`QUERY_CACHE` queries when it is one of them."""
+        with self._queries_lock:
+            hit = self._queries.get(text)
+            if hit is not None:
+                self._queries.move_to_end(text)
+                return hit
+        vector = self.embed([text])[0]
+        with self._queries_lock:
+            self._queries[text] = vector
+            while len(self._queries) > self.QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return vector
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Unit-length vectors (cosine similarity = dot product), one per text."""
@@ -179,7 +199,7 @@ class VectorIndex:
 
     def query(self, text: str, n: int = 10, **filters: Any) -> list[tuple[str, float]]:
         """Ids and cosine distances of the ``n`` nearest explanations that pass ``filters``."""
-        return [(i, d) for i, d, _ in self.query_vector(self.embedder.embed([text])[0], n, **filters)]
+        return [(i, d) for i, d, _ in self.query_vector(self.embedder.embed_query(text), n, **filters)]
 
     def query_vector(
         self,

@@ -156,7 +156,7 @@ def rank(settings: Settings, query: str, filters: SearchFilters = SearchFilters(
         refresh_scan(settings)
     with ThreadPoolExecutor(1) as pool:  # the keyword query runs while the query is embedded
         pending = pool.submit(store.keyword_search, q, limit=depth, **filters.sql())
-        vector = index.embedder.embed([q])[0]
+        vector = index.embedder.embed_query(q)
         semantic = index.query_vector(vector, n=depth, **filters.sql())
         keyword = pending.result()
     sem_rank = {eid: r for r, (eid, _, _) in enumerate(semantic, 1)}

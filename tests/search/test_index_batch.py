@@ -64,3 +64,20 @@ def test_units_written_before_the_domain_column_are_read_from_their_record(setti
         conn.execute(update(units).values(top_domains=None, name=None))
     old = {d.explanation_id: d for d in iter_docs(store, eids)}
     assert old == new and len(new) == 11 and all(d.domains for d in new.values())
+
+
+def test_a_repeated_search_query_is_embedded_once(monkeypatch):
+    from store.vectors import LocalEmbedder
+
+    emb = LocalEmbedder()
+    calls: list[list[str]] = []
+    real = emb.embed
+    monkeypatch.setattr(emb, "embed", lambda texts: calls.append(texts) or real(texts))
+    monkeypatch.setattr(LocalEmbedder, "QUERY_CACHE", 2)
+    first = emb.embed_query("closing parentheses in Python code")
+    assert emb.embed_query("closing parentheses in Python code") == first and len(calls) == 1
+    assert first == real(["closing parentheses in Python code"])[0]  # the same vector as embedding it anew
+    emb.embed_query("legal disclaimers")
+    emb.embed_query("warranty exclusions")  # the cache holds two: the first query is dropped
+    emb.embed_query("closing parentheses in Python code")
+    assert len(calls) == 4
