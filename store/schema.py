@@ -67,7 +67,7 @@ units = Table(
     # explanation never parses the record: the domains of its top windows (",code,docs,") and the
     # unit's name. NULL in rows written before these columns existed (then the record is read).
     Column("top_domains", Text),
-    Column("name", String(300)),
+    Column("name", Text),
     UniqueConstraint("collection_id", "unit_id", name="uq_unit_in_collection"),
 )
 
