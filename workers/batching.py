@@ -1,4 +1,4 @@
-"""Group the calls that arrive together into one batch, without waiting for more to come.
+"""Group the calls that arrive together into one batch, waiting a bounded time for company.
 
 An index worker runs many task threads; each hands its explanation id to the process's
 :class:`Batcher` and waits for its own result. One thread takes the first item, waits up to
