@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, select, update
+from sqlalchemy import RowMapping, select, update
 
 from store.db import StoreBase, as_utc, decode_json, now
 from store.records import (
@@ -20,7 +20,7 @@ from store.records import (
     make_score_id,
     make_unit_row_id,
 )
-from store.schema import collections, explanations, keyword_docs, scores, units
+from store.schema import collections, explanations, scores, units
 
 
 def explanation_from_row(row: RowMapping) -> Explanation:
@@ -155,40 +155,6 @@ class ExplanationsRepo(StoreBase):
             return list(
                 conn.execute(select(explanations.c.unit_id).distinct().order_by(explanations.c.unit_id)).scalars()
             )
-
-    def index_rows(self, explanation_ids: list[str], scorer: str) -> list[dict[str, Any]]:
-        """What the vector index needs of each ok explanation among ``explanation_ids``, in one query:
-        ``id``, ``unit_id``, ``collection_id``, ``explainer_model``, ``text``, ``indexed_at``, the
-        ``domains`` of its keyword row (``None`` without one) and its ``scorer`` score (``score_status``,
-        ``score_value``, ``score_at``; ``None`` without one)."""
-        if not explanation_ids:
-            return []
-        q = (
-            select(
-                explanations.c.id,
-                explanations.c.unit_id,
-                explanations.c.collection_id,
-                explanations.c.explainer_model,
-                explanations.c.text,
-                explanations.c.indexed_at,
-                keyword_docs.c.domains,
-                scores.c.status.label("score_status"),
-                scores.c.value.label("score_value"),
-                scores.c.created_at.label("score_at"),
-            )
-            .join(keyword_docs, keyword_docs.c.explanation_id == explanations.c.id, isouter=True)
-            .join(scores, and_(scores.c.explanation_id == explanations.c.id, scores.c.scorer == scorer), isouter=True)
-            .where(explanations.c.status == "ok")
-        )
-        out: list[dict[str, Any]] = []
-        with self.engine.connect() as conn:
-            for s in range(0, len(explanation_ids), 500):
-                part = q.where(explanations.c.id.in_(explanation_ids[s : s + 500]))
-                for row in conn.execute(part).mappings():
-                    r = dict(row)
-                    r["indexed_at"], r["score_at"] = as_utc(r["indexed_at"]), as_utc(r["score_at"])
-                    out.append(r)
-        return out
 
     def mark_indexed(self, explanation_id: str) -> None:
         with self.engine.begin() as conn:

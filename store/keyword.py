@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 from sqlalchemy import Engine, select, text
@@ -114,9 +115,13 @@ class IndexDoc:
     text: str
     domains: tuple[str, ...]
     score: dict[str, Any] | None
-    """The :data:`SEARCH_SCORER` score row (``status``, ``value``, ``ci_low``, ``ci_high``), if any."""
+    """The score row (``status``, ``value``, ``ci_low``, ``ci_high``, ``created_at``) of the scorer
+    :func:`iter_docs` was asked for (:data:`SEARCH_SCORER` unless told), if any."""
     name: str | None = None
     """The unit's own name (a direction named with ``--directions``): searchable by keyword."""
+    indexed_at: datetime | None = None
+    """When the explanation was last put in the vector index (``None``: never); as the database returns
+    it, like the score's ``created_at`` (comparable with each other, naive on SQLite)."""
 
     def row(self) -> dict[str, Any]:
         """The ``keyword_docs`` row."""
@@ -138,10 +143,12 @@ class IndexDoc:
         )
 
 
-def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int = 1000) -> Iterator[IndexDoc]:
+def iter_docs(
+    store: Any, explanation_ids: list[str] | None = None, batch: int = 1000, scorer: str = SEARCH_SCORER
+) -> Iterator[IndexDoc]:
     """Index documents of ok explanations (all of them, or those of ``explanation_ids``), by id: one
-    query per ``batch`` (explanation, unit fields, search score); a unit's record is read only for rows
-    written before the units table kept its domains and name."""
+    query per ``batch`` (explanation, unit fields, ``scorer``'s score); a unit's record is read only for
+    rows written before the units table kept its domains and name."""
     from store.records import UnitRecord
     from store.schema import explanations, scores, units
 
@@ -155,6 +162,7 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 explanations.c.explainer_model,
                 explanations.c.text,
                 explanations.c.unit_row,
+                explanations.c.indexed_at,
                 units.c.model,
                 units.c.hookpoint,
                 units.c.top_domains,
@@ -163,11 +171,12 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 scores.c.value.label("score_value"),
                 scores.c.ci_low.label("score_ci_low"),
                 scores.c.ci_high.label("score_ci_high"),
+                scores.c.created_at.label("score_at"),
             )
             .join(units, units.c.id == explanations.c.unit_row)
             .join(
                 scores,
-                (scores.c.explanation_id == explanations.c.id) & (scores.c.scorer == SEARCH_SCORER),
+                (scores.c.explanation_id == explanations.c.id) & (scores.c.scorer == scorer),
                 isouter=True,
             )
             .where(explanations.c.status == "ok", explanations.c.id > last)
@@ -196,6 +205,7 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                     "value": r["score_value"],
                     "ci_low": r["score_ci_low"],
                     "ci_high": r["score_ci_high"],
+                    "created_at": r["score_at"],
                 }
             )
             yield IndexDoc(
@@ -209,6 +219,7 @@ def iter_docs(store: Any, explanation_ids: list[str] | None = None, batch: int =
                 tuple(unit_domains(rec)) if rec is not None else parse_domains(r["top_domains"]),
                 score,
                 rec.name if rec is not None else r["name"],
+                r["indexed_at"],
             )
         last = rows[-1]["id"]
 

@@ -43,31 +43,34 @@ def index_stage(settings: Settings, explanation_id: str, scorer: str = DEFAULT_S
     return explanation_id
 
 
+def expected_metadata(doc: Any) -> dict[str, Any]:
+    """The vector-index metadata of an index document (``store.keyword.IndexDoc``), from its score."""
+    s = doc.score
+    return index_metadata(
+        doc.unit_id,
+        doc.collection_id,
+        doc.explainer_model,
+        s["value"] if s and s["status"] == "ok" else None,
+        doc.domains,
+    )
+
+
 def index_many(settings: Settings, explanation_ids: Sequence[str], scorer: str = DEFAULT_SCORERS[0]) -> int:
     """Embed and upsert the explanations among ``explanation_ids`` that need it, all in one batch: one
     SQL read, one embedding call, one upsert, one SQL write. An explanation is skipped when it is not
     ok or is indexed already with its current ``scorer`` score. Returns how many were (re)indexed."""
-    from store.keyword import unit_domains
+    from store.keyword import iter_docs
 
     store = get_store(settings)
     todo = [
-        r
-        for r in store.index_rows(list(dict.fromkeys(explanation_ids)), scorer)
-        if r["text"] is not None
-        and (r["indexed_at"] is None or (r["score_at"] is not None and r["score_at"] > r["indexed_at"]))
+        d
+        for d in iter_docs(store, list(dict.fromkeys(explanation_ids)), scorer=scorer)
+        if d.indexed_at is None
+        or (d.score is not None and d.score["created_at"] is not None and d.score["created_at"] > d.indexed_at)
     ]
     if not todo:
         return 0
-    metas = []
-    for r in todo:
-        if r["domains"] is not None:  # the keyword row holds them (",code,docs,")
-            domains: Sequence[str] = [d for d in r["domains"].split(",") if d]
-        else:  # no keyword row yet (a store written before it had one): read the record
-            record = store.get_record(r["unit_id"], r["collection_id"])
-            domains = unit_domains(record) if record is not None else ()
-        value = r["score_value"] if r["score_status"] == "ok" else None
-        metas.append(index_metadata(r["unit_id"], r["collection_id"], r["explainer_model"], value, domains))
-    ids = [r["id"] for r in todo]
-    get_index(settings).upsert(ids, [r["text"] for r in todo], metas)
+    ids = [d.explanation_id for d in todo]
+    get_index(settings).upsert(ids, [d.text for d in todo], [expected_metadata(d) for d in todo])
     store.mark_indexed_many(ids)
     return len(ids)

@@ -14,25 +14,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from explainer.runtime import get_index, get_store
-from explainer.search.index import index_metadata
+from explainer.search.index import expected_metadata
 from explainer.settings import Settings
 
 __all__ = ["reindex", "check", "expected_metadata"]
 
 SAMPLE = 20
 """Ids listed per kind of difference (the counts are always complete)."""
-
-
-def expected_metadata(doc: Any) -> dict[str, Any]:
-    """The vector-index metadata an index document should have (``store.keyword.IndexDoc``)."""
-    s = doc.score
-    return index_metadata(
-        doc.unit_id,
-        doc.collection_id,
-        doc.explainer_model,
-        s["value"] if s and s["status"] == "ok" else None,
-        doc.domains,
-    )
 
 
 def reindex(settings: Settings, batch: int = 256) -> dict[str, Any]:
