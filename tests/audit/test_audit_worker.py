@@ -5,7 +5,6 @@ subject model lives): a real `celery -A workers worker -Q collect` over Redis ta
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,33 +12,21 @@ from pathlib import Path
 
 import pytest
 from builders.audit import planted_cases
+from builders.workers import ROOT, worker_env
 
 from explainer.audit.cases import write_cases
 
 
 @pytest.mark.redis
 def test_audit_runs_on_a_collect_worker_through_redis(tiny_model_dir, settings, redis_url, tmp_path):
-    import redis
-
-    root = Path(__file__).resolve().parents[2]
-    broker, backend = "redis://127.0.0.1:6379/11", "redis://127.0.0.1:6379/12"
-    for url in (broker, backend):
-        redis.Redis.from_url(url).flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
-    env.update(
-        EXPLAINER_DATA_DIR=str(settings.data_dir),
-        EXPLAINER_BROKER_URL=broker,
-        EXPLAINER_RESULT_BACKEND=backend,
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )
+    env = worker_env(settings.data_dir, 11, 12)
     write_cases(tmp_path / "cases.jsonl", planted_cases(per_class=12))
     celery = str(Path(sys.executable).parent / "celery")
     log = tmp_path / "collect.log"
     worker = subprocess.Popen(
         [celery, "-A", "workers", "worker", "-Q", "collect", "-n", "collect@%h", "--concurrency", "1"]
         + ["--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=root,
+        cwd=ROOT,
         env=env,
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
@@ -48,7 +35,7 @@ def test_audit_runs_on_a_collect_worker_through_redis(tiny_model_dir, settings, 
     argv += ["--model", str(tiny_model_dir), "--layer", "1", "--no-causal", "--json"]
     try:
         remote = subprocess.run(
-            [*argv, "--out", str(tmp_path / "remote")], cwd=root, env=env, capture_output=True, text=True, timeout=600
+            [*argv, "--out", str(tmp_path / "remote")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
         )
     finally:
         worker.terminate()
@@ -57,7 +44,7 @@ def test_audit_runs_on_a_collect_worker_through_redis(tiny_model_dir, settings, 
     assert len(re.findall(r"explainer\.audit\[[^\]]+\] succeeded", log.read_text(errors="replace"))) == 1
     here = subprocess.run(
         [*argv, "--out", str(tmp_path / "here"), "--here"],
-        cwd=root,
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,

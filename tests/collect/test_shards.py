@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 from builders.collect import DOCS
+from builders.workers import ROOT, worker_env
 
 from explainer.collect.collector import CollectConfig, Collector, make_sequences
 from explainer.collect.evidence import DenseColumns, TopWindows, rank_key
@@ -280,29 +281,15 @@ def test_cli_collects_in_shards_through_the_embedded_worker(tiny_model_dir, sett
 def test_shards_run_on_two_collect_workers_through_redis(tiny_model_dir, settings, redis_url, tmp_path):
     """Two `celery -A workers worker -Q collect` processes on Redis take the shard tasks of one
     `explainer collect --shards 3`; the merged records equal a single-process collection's."""
-    import os
     import subprocess
     import sys
     from pathlib import Path
-
-    import redis
 
     from explainer.collect.collector import collect
     from explainer.collect.models import load_model
     from explainer.runtime import get_store
 
-    root = Path(__file__).resolve().parents[2]
-    broker, backend = "redis://127.0.0.1:6379/13", "redis://127.0.0.1:6379/14"
-    for url in (broker, backend):
-        redis.Redis.from_url(url).flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
-    env.update(
-        EXPLAINER_DATA_DIR=str(settings.data_dir),
-        EXPLAINER_BROKER_URL=broker,
-        EXPLAINER_RESULT_BACKEND=backend,
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )
+    env = worker_env(settings.data_dir, 13, 14)
     corpus = write_corpus(tmp_path / "c.jsonl")
     get_store(settings)  # the schema exists before two workers open the SQLite file at once
     celery = str(Path(sys.executable).parent / "celery")
@@ -311,7 +298,7 @@ def test_shards_run_on_two_collect_workers_through_redis(tiny_model_dir, setting
         subprocess.Popen(
             [celery, "-A", "workers", "worker", "-Q", "collect", "-n", f"collect{i}@%h", "--concurrency", "1"]
             + ["--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-            cwd=root,
+            cwd=ROOT,
             env=env,
             stdout=open(log, "wb"),
             stderr=subprocess.STDOUT,
@@ -322,7 +309,7 @@ def test_shards_run_on_two_collect_workers_through_redis(tiny_model_dir, setting
         argv = ["collect", "--model", str(tiny_model_dir), "--layer", "1", "--corpus", corpus, "--max-tokens", "700"]
         argv += ["--window", "8", "--context", "16", "--top-k", "4", "--quantiles", "4", "--shards", "3", "--json"]
         proc = subprocess.run(
-            [sys.executable, "-m", "workers.cli", *argv], cwd=root, env=env, capture_output=True, text=True, timeout=600
+            [sys.executable, "-m", "workers.cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
         )
     finally:
         for w in workers:

@@ -6,7 +6,6 @@ queues: the CLI sends the collection to the collect worker, then one chain per u
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from builders.workers import worker_env
 from conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
@@ -88,18 +88,8 @@ def _worker(env, name, queue, log, *extra):
 def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, postgres_url, chroma_server):
     import redis
 
-    broker, backend = "redis://127.0.0.1:6379/7", "redis://127.0.0.1:6379/8"
-    for url in (broker, backend):
-        redis.Redis.from_url(url).flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
-    env.update(
-        EXPLAINER_DATA_DIR=str(tmp_path / "data"),
-        EXPLAINER_BROKER_URL=broker,
-        EXPLAINER_RESULT_BACKEND=backend,
-        EXPLAINER_DATABASE_URL=postgres_url,
-        EXPLAINER_CHROMA_URL=chroma_server,
-        HF_HUB_OFFLINE="1",
-    )
+    env = worker_env(tmp_path / "data", 7, 8, EXPLAINER_DATABASE_URL=postgres_url, EXPLAINER_CHROMA_URL=chroma_server)
+    backend = env["EXPLAINER_RESULT_BACKEND"]
     logs = {q: tmp_path / f"{q}.log" for q in ("collect", "llm", "index")}
     with open(logs["collect"], "wb") as lc, open(logs["llm"], "wb") as ll, open(logs["index"], "wb") as li:
         workers = [
