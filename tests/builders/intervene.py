@@ -37,16 +37,25 @@ def collect_tiny(settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp")
     return cid, select_units(settings, cid, 4)
 
 
-def explain(store, collection_id: str, unit_id: str, text: str) -> str:
-    """Store an ok explanation of ``unit_id`` (a fake explainer's); returns its id."""
+def explain(
+    store,
+    collection_id: str,
+    unit_id: str,
+    text: str,
+    *,
+    explainer_model: str = "fake-llm",
+    prompt_hash: str = "a" * 64,
+    window_ids: tuple[str, ...] = ("top-0",),
+) -> str:
+    """Store an ok explanation of ``unit_id`` (a fake explainer's unless told); returns its id."""
     return store.save_explanation(
         unit_id=unit_id,
         collection_id=collection_id,
-        explainer_model="fake-llm",
+        explainer_model=explainer_model,
         prompt_name="explain",
         prompt_version="1",
-        prompt_hash="a" * 64,
+        prompt_hash=prompt_hash,
         status="ok",
         text=text,
-        window_ids=["top-0"],
+        window_ids=list(window_ids),
     )

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from builders.intervene import explain
 from explainer.collect.collector import CollectConfig
 from explainer.collect.corpus import default_corpus
 from explainer.explain.baseline import baseline_explanation
@@ -101,16 +102,9 @@ def retest_world(tiny_model, tiny_model_dir, tmp_path_factory):
             chosen[dom].append(r["unit_id"])
     units = chosen["code"] + chosen["legal"]
     for uid in units:
-        eid = store.save_explanation(
-            unit_id=uid,
-            collection_id=cid,
-            explainer_model="baseline",
-            prompt_name="explain",
-            prompt_version="1",
-            prompt_hash="b" * 64,
-            status="ok",
-            text=baseline_explanation(store.get_record(uid, cid)),
-            window_ids=["top-0", "top-2"],
+        text = baseline_explanation(store.get_record(uid, cid))
+        eid = explain(
+            store, cid, uid, text, explainer_model="baseline", prompt_hash="b" * 64, window_ids=("top-0", "top-2")
         )
         score_stage(settings, eid, LabelOptions(scorers=("simulation-embedding",)))
     control = save_checkpoint(tiny_model.model, tiny_model.tokenizer, root / "models" / "tiny-llama-control")

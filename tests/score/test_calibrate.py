@@ -9,6 +9,7 @@ import hashlib
 import json
 
 import pytest
+from builders.intervene import explain
 from builders.report import validate_report
 
 from explainer.collect.collector import CollectConfig
@@ -67,17 +68,7 @@ def labeled(settings, model_dir, tmp_path, monkeypatch):
     units = select_units(settings, cid, 2)
     store = get_store(settings)
     for uid, text in zip(units, ["sums of numbers in Python code", "warranty disclaimers in licenses"]):
-        eid = store.save_explanation(
-            unit_id=uid,
-            collection_id=cid,
-            explainer_model="fake-llm",
-            prompt_name="explain",
-            prompt_version="1",
-            prompt_hash="a" * 64,
-            status="ok",
-            text=text,
-            window_ids=["top-0", "top-2"],
-        )
+        eid = explain(store, cid, uid, text, window_ids=("top-0", "top-2"))
         score_stage(settings, eid, LabelOptions(scorers=("simulation-embedding",)))
     return settings, cid, units
 
