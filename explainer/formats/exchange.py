@@ -22,7 +22,7 @@ from typing import Any
 from explainer.errors import InputError
 from explainer.formats.read import read
 from explainer.formats.record import PortableExplanation, PortableScore, Sequence, layer_of, same_model
-from explainer.formats.write import write
+from explainer.formats.write import unwritable_scores, write
 from explainer.runtime import get_store
 from explainer.settings import Settings
 from store.records import Explanation, ImportedFrom, Score, UnitRecord, make_unit_id, parse_unit_id
@@ -98,6 +98,12 @@ def _examples(score: Score, record: UnitRecord | None) -> tuple[dict[str, Any], 
     return tuple(rows)
 
 
+def _kept_examples(score: Score) -> tuple[dict[str, Any], ...]:
+    """The per-example rows an imported delphi score brought with it (kept in its details)."""
+    rows = (score.details or {}).get("examples")
+    return tuple(r for r in rows if isinstance(r, dict)) if isinstance(rows, list) else ()
+
+
 def to_records(
     settings: Settings, fmt: str, run: str | None = None, units: list[str] | None = None
 ) -> list[PortableExplanation]:
@@ -128,7 +134,7 @@ def to_records(
         else:
             record = store.get_record(e.unit_id, e.collection_id) if fmt == "delphi" and mine else None
             kept = tuple(
-                PortableScore(s.scorer, float(s.value), s.simulator_model, _examples(s, record))
+                PortableScore(s.scorer, float(s.value), s.simulator_model, _kept_examples(s) or _examples(s, record))
                 for s in mine
                 if s.value is not None
             )
@@ -164,8 +170,15 @@ def export_explanations(
     if target.exists() and not force:  # before reading the store: fail fast
         raise InputError(f"{target} exists; pass --force to replace it")
     records = to_records(settings, fmt, run, units)
+    left_out = unwritable_scores(fmt, records)
     n = write(fmt, records, target, force=force)
-    return {"format": fmt, "path": str(target), "explanations": len(records), "units": n}
+    summary: dict[str, Any] = {"format": fmt, "path": str(target), "explanations": len(records), "units": n}
+    if left_out:
+        summary["scores_left_out"] = len(left_out)
+        summary["scores_left_out_why"] = (
+            f"a {fmt} score file is per-example rows, and these scores have none: " + ", ".join(left_out[:5])
+        ) + (" …" if len(left_out) > 5 else "")
+    return summary
 
 
 # -- import -------------------------------------------------------------------------------------
@@ -253,7 +266,13 @@ def import_explanations(
                 simulator_model=s.model,
                 status="ok",
                 value=s.value,
-                details={"kind": _score_kind(s.name), "imported": True, "tool": fmt, "type": s.name},
+                details={
+                    "kind": _score_kind(s.name),
+                    "imported": True,
+                    "tool": fmt,
+                    "type": s.name,
+                    **({"examples": list(s.examples)} if s.examples else {}),
+                },
             )
         written.append(eid)
     if rescore:

@@ -11,7 +11,8 @@ is an :class:`~explainer.errors.InputError` naming the file and what is wrong.
 - **delphi**: a run folder with ``explanations/{module}_latent{i}.txt`` (a JSON string), optional
   ``scores/{scorer}/{module}_latent{i}.txt`` and ``run_config.json`` (the model and explainer model).
   A score file of per-example results (``activating``, ``prediction``) gives delphi's balanced
-  accuracy; one with ``final_score`` gives the mean of it.
+  accuracy; one with ``final_score`` gives the mean of it. The rows are kept with the score (an
+  import stores them in the score's details; an export writes them back).
 """
 
 from __future__ import annotations
@@ -147,20 +148,22 @@ def read_neuronpedia(path: Path) -> list[PortableExplanation]:
 _LATENT = re.compile(r"(?P<module>.+)_latent(?P<index>\d+)\.txt")
 
 
-def _delphi_score(f: Path) -> float | None:
+def _delphi_score(f: Path) -> tuple[float | None, tuple[dict[str, Any], ...]]:
+    """The score of a delphi score file and its per-example rows (kept so that an export writes them back)."""
     rows = _load_json(f, f.read_text(encoding="utf-8"))
     if not isinstance(rows, list):
         raise InputError(f"{f}: a delphi score file holds a JSON list, got {type(rows).__name__}")
-    judged = [r for r in rows if isinstance(r, dict) and r.get("prediction") is not None and "activating" in r]
+    examples = tuple(r for r in rows if isinstance(r, dict))
+    judged = [r for r in examples if r.get("prediction") is not None and "activating" in r]
     if judged:  # delphi's balanced accuracy of its calls (prediction >= 0.5 against activating)
         pos = [r for r in judged if r["activating"]]
         neg = [r for r in judged if not r["activating"]]
         hit = lambda r: float(r["prediction"]) >= 0.5  # noqa: E731  (bool or probability)
         tpr = sum(hit(r) for r in pos) / len(pos) if pos else 0.0
         tnr = sum(not hit(r) for r in neg) / len(neg) if neg else 0.0
-        return (tpr + tnr) / 2
-    finals = [x for r in rows if isinstance(r, dict) and (x := _finite(r.get("final_score"))) is not None]
-    return sum(finals) / len(finals) if finals else None
+        return (tpr + tnr) / 2, examples
+    finals = [x for r in examples if (x := _finite(r.get("final_score"))) is not None]
+    return (sum(finals) / len(finals) if finals else None), examples
 
 
 def read_delphi(path: Path) -> list[PortableExplanation]:
@@ -185,9 +188,9 @@ def read_delphi(path: Path) -> list[PortableExplanation]:
         for d in scorers:
             sf = d / f.name
             if sf.is_file():
-                value = _delphi_score(sf)
+                value, examples = _delphi_score(sf)
                 if value is not None:
-                    scores.append(PortableScore(d.name, value, config.get("explainer_model")))
+                    scores.append(PortableScore(d.name, value, config.get("explainer_model"), examples))
         module = m.group("module")
         out.append(
             PortableExplanation(

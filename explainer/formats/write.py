@@ -15,6 +15,10 @@ refused unless ``force``.
   ``distance``: the quantile, -1 for a random window; ``activating``; ``prediction``, ``probability``
   and ``correct`` from our detection scorer's P(yes), ``None`` for scorers that make no yes/no call),
   each row also carrying our figure as ``final_score`` (and a simulator's prediction as ``simulated``).
+  An imported delphi score writes back the rows it came with. A score with no rows (an imported
+  Neuronpedia score, say) has no file: delphi cannot read one without rows
+  (:func:`unwritable_scores` names them, and the export's summary counts them). A score folder is the
+  scorer's name with ``/`` and ``:`` as ``--`` (``scores/delphi--detection/`` for an imported one).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import gzip
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -171,24 +176,58 @@ def delphi_module(r: PortableExplanation) -> str:
     return r.hookpoint.split(".sae-", 1)[0]
 
 
-def _write_delphi(records: list[PortableExplanation], out: Path) -> int:
-    (out / "explanations").mkdir()
+DELPHI_ROW_FIELDS = ("str_tokens", "distance", "activating", "prediction", "probability", "correct", "activations")
+"""The fields of a per-example row that delphi's ``result_analysis.load_data`` reads (``str_tokens`` a list)."""
+
+
+def delphi_folder(scorer: str) -> str:
+    """A score's folder name: its name with ``/`` and ``:`` (an imported ``{tool}:{type}``) as ``--``."""
+    return re.sub(r"[/:\\]", "--", scorer)
+
+
+def delphi_readable(examples: tuple[dict[str, Any], ...]) -> bool:
+    """Whether delphi can read these rows as a score file: at least one, each with every field it reads."""
+    return bool(examples) and all(
+        all(k in e for k in DELPHI_ROW_FIELDS) and isinstance(e["str_tokens"], list) for e in examples
+    )
+
+
+def _delphi_latents(records: list[PortableExplanation]) -> Iterator[tuple[str, PortableExplanation]]:
+    """One record per latent (the first: the caller orders the best first) with its file stem."""
     seen: set[str] = set()
     for r in records:
         latent = f"{delphi_module(r)}_latent{r.index}"
-        if latent in seen:
-            continue  # one explanation per latent: the first (the caller orders the best first)
-        seen.add(latent)
+        if latent not in seen:
+            seen.add(latent)
+            yield latent, r
+
+
+def unwritable_scores(fmt: str, records: list[PortableExplanation]) -> list[str]:
+    """The scores (``{latent}:{scorer}``) an export in ``fmt`` leaves out: in delphi, those without
+    per-example rows (an imported Neuronpedia or neuron-explainer score, a score whose held-out
+    windows are gone), since delphi reads a score file only as such rows."""
+    if fmt != "delphi":
+        return []
+    return [
+        f"{latent}:{s.name}"
+        for latent, r in _delphi_latents(records)
+        for s in r.scores
+        if math.isfinite(s.value) and not delphi_readable(s.examples)
+    ]
+
+
+def _write_delphi(records: list[PortableExplanation], out: Path) -> int:
+    (out / "explanations").mkdir()
+    n = 0
+    for latent, r in _delphi_latents(records):
+        n += 1
         (out / "explanations" / f"{latent}.txt").write_text(json.dumps(r.text), encoding="utf-8")
         for s in r.scores:
-            if not math.isfinite(s.value):
-                continue
-            folder = out / "scores" / s.name.replace("/", "--")
+            if not math.isfinite(s.value) or not delphi_readable(s.examples):
+                continue  # see unwritable_scores
+            folder = out / "scores" / delphi_folder(s.name)
             folder.mkdir(parents=True, exist_ok=True)
-            empty = dict.fromkeys(("str_tokens", "activations", "distance", "activating", "prediction"), None)
-            rows = [dict(e) for e in s.examples] or [{**empty, "probability": None, "correct": None}]
-            for row in rows:
-                row.update(final_score=s.value, score_type=s.name, scorer_model=s.model)
+            rows = [{**e, "final_score": s.value, "score_type": s.name, "scorer_model": s.model} for e in s.examples]
             (folder / f"{latent}.txt").write_text(json.dumps(rows, allow_nan=False), encoding="utf-8")
     first = records[0] if records else None
     config = {
@@ -199,7 +238,7 @@ def _write_delphi(records: list[PortableExplanation], out: Path) -> int:
         "written_by": "activation-explainer export",
     }
     (out / "run_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return len(seen)
+    return n
 
 
 _WRITERS: dict[str, Callable[[list[PortableExplanation], Path], int]] = {
