@@ -6,7 +6,8 @@ refused unless ``force``.
   (every object with its ``dataclass_name``), as its ``load_neuron_explanations(out, layer, index)``
   reads it. ``ev_correlation_score`` is our simulation score; the sequences are the held-out windows
   with their simulated activations (when the score recorded them).
-- **Neuronpedia**: ``{out}/batch-{n}.jsonl.gz``, one explanation per line with ``modelId``, ``layer``
+- **Neuronpedia**: ``{out}/v1/{model}/{source}/explanations/batch-{n}.jsonl.gz`` (the layout of
+  Neuronpedia's dumps; ``source`` is the ``layer`` field), one explanation per line with ``modelId``, ``layer``
   (``{L}-{site}``), ``index`` (a string), ``description``, ``typeName``, ``explanationModelName`` and
   ``scores`` as ``{value, explanationScoreTypeName, explanationScoreModelName}``.
 - **delphi**: ``{out}/explanations/{module}_latent{index}.txt`` (the explanation as a JSON string),
@@ -159,11 +160,23 @@ def neuronpedia_json(r: PortableExplanation) -> dict[str, Any]:
     }
 
 
+def neuronpedia_folder(r: PortableExplanation) -> Path:
+    """Where a record's line goes, as Neuronpedia lays out its dumps: ``v1/{MODEL_ID}/{SOURCE_ID}/explanations``
+    (a ``/`` in a name, as in a hub id ``org/model``, becomes ``--``)."""
+    model = (r.model or "unknown-model").replace("/", "--")
+    return Path("v1", model, neuronpedia_source(r).replace("/", "--"), "explanations")
+
+
 def _write_neuronpedia(records: list[PortableExplanation], out: Path) -> int:
-    for n in range(0, max(len(records), 1), NEURONPEDIA_BATCH):
-        lines = [json.dumps(neuronpedia_json(r), allow_nan=False) for r in records[n : n + NEURONPEDIA_BATCH]]
-        with gzip.open(out / f"batch-{n // NEURONPEDIA_BATCH}.jsonl.gz", "wt", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in lines))
+    groups: dict[Path, list[PortableExplanation]] = {}
+    for r in records:
+        groups.setdefault(neuronpedia_folder(r), []).append(r)
+    for folder, group in sorted(groups.items()):
+        (out / folder).mkdir(parents=True)
+        for n in range(0, len(group), NEURONPEDIA_BATCH):
+            lines = [json.dumps(neuronpedia_json(r), allow_nan=False) for r in group[n : n + NEURONPEDIA_BATCH]]
+            with gzip.open(out / folder / f"batch-{n // NEURONPEDIA_BATCH}.jsonl.gz", "wt", encoding="utf-8") as fh:
+                fh.write("".join(line + "\n" for line in lines))
     return len(records)
 
 

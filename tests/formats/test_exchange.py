@@ -145,7 +145,10 @@ def test_neuronpedia_lines_follow_the_documented_fields_and_import_back(labeled,
     settings, _ = labeled
     out = tmp_path / "np"
     export_explanations(settings, "neuronpedia", out)
-    lines = [json.loads(x) for x in gzip.decompress((out / "batch-0.jsonl.gz").read_bytes()).decode().splitlines()]
+    # Neuronpedia's dump layout: v1/{MODEL_ID}/{SOURCE_ID}/explanations/batch-N.jsonl.gz
+    batch = out / "v1" / "tiny" / "1-mlp" / "explanations" / "batch-0.jsonl.gz"
+    assert [p for p in out.rglob("*") if p.is_file()] == [batch]
+    lines = [json.loads(x) for x in gzip.decompress(batch.read_bytes()).decode().splitlines()]
     assert len(lines) == 3
     for line in lines:
         assert set(line) == {"modelId", "layer", "index", "description", "typeName", "explanationModelName", "scores"}
@@ -186,7 +189,8 @@ def test_neuronpedia_lines_follow_the_documented_fields_and_import_back(labeled,
     )
     back = tmp_path / "np2"
     export_explanations(settings, "neuronpedia", back, units=["tiny/layers.1.mlp/1"])
-    lines = [json.loads(x) for x in gzip.decompress((back / "batch-0.jsonl.gz").read_bytes()).decode().splitlines()]
+    batch = back / "v1" / "tiny" / "1-mlp" / "explanations" / "batch-0.jsonl.gz"
+    lines = [json.loads(x) for x in gzip.decompress(batch.read_bytes()).decode().splitlines()]
     mine = next(x for x in lines if x["description"] == "def keyword before function names")
     assert mine["typeName"] == "oai_token-act-pair" and mine["explanationModelName"] == "gpt-4o-mini"
     assert {
