@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping, select, update
 
-from store.db import StoreBase, as_utc, decode_json, now
+from store.db import StoreBase, as_utc, decode_json, dialect_insert, now
 from store.records import (
     Explanation,
     ExplanationDetail,
@@ -276,6 +276,46 @@ class ExplanationsRepo(StoreBase):
                 t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
                 for t in (collections, units, explanations, scores)
             }
+
+    # -- undo (an all-or-nothing import) ----------------------------------------------
+    def explanation_state(self, explanation_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The stored rows of these explanations and of their scores as they are now (none for an
+        explanation not yet written): what :meth:`restore_explanations` puts back."""
+        with self.engine.connect() as conn:
+            return {
+                "explanations": [
+                    dict(r)
+                    for r in conn.execute(select(explanations).where(explanations.c.id.in_(explanation_ids))).mappings()
+                ],
+                "scores": [
+                    dict(r)
+                    for r in conn.execute(select(scores).where(scores.c.explanation_id.in_(explanation_ids))).mappings()
+                ],
+            }
+
+    def restore_explanations(self, explanation_ids: list[str], state: dict[str, list[dict[str, Any]]]) -> None:
+        """Put these explanations and their scores back as :meth:`explanation_state` read them, in one
+        transaction: rows written since are deleted, rows changed since get their old values back;
+        then their keyword rows follow."""
+        from store.keyword import sync
+        from store.schema import keyword_docs
+
+        old_expl = {r["id"] for r in state["explanations"]}
+        old_scores = {r["id"] for r in state["scores"]}
+        new_expl = sorted(set(explanation_ids) - old_expl)
+        with self.engine.begin() as conn:
+            conn.execute(
+                scores.delete().where(scores.c.explanation_id.in_(explanation_ids), scores.c.id.not_in(old_scores))
+            )
+            if new_expl:
+                conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(new_expl)))
+                conn.execute(explanations.delete().where(explanations.c.id.in_(new_expl)))
+            for table, rows in ((explanations, state["explanations"]), (scores, state["scores"])):
+                if rows:
+                    stmt = dialect_insert(self.engine, table)
+                    cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c != "id"}
+                    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=cols), rows)
+        sync(self, sorted(old_expl))
 
     # -- keyword index (search, HTTP API) ---------------------------------------------
     def rebuild_keyword_index(self) -> int:

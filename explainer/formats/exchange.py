@@ -10,7 +10,9 @@ naming both), its layer against the collection's hookpoint, and every unit again
 Each explanation keeps its origin in ``settings["imported"]`` (:class:`store.records.ImportedFrom`:
 tool, explainer model, original score); its original scores become score rows named
 ``{tool}:{type}``; it is indexed for search at once and, with ``rescore``, scored by our scorers on
-the collection's own held-out windows, side by side with the original score.
+the collection's own held-out windows, side by side with the original score. An import is all or
+nothing: when any write fails part-way (a score, the re-scoring, the indexing), its explanations and
+scores, their keyword rows and vectors are put back as they were before it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from explainer.formats.record import PortableExplanation, PortableScore, Sequenc
 from explainer.formats.write import unwritable_scores, write
 from explainer.runtime import get_store
 from explainer.settings import Settings
-from store.records import Explanation, ImportedFrom, Score, UnitRecord, make_unit_id, parse_unit_id
+from store.records import (
+    Explanation,
+    ImportedFrom,
+    Score,
+    UnitRecord,
+    make_explanation_id,
+    make_unit_id,
+    parse_unit_id,
+)
 
 
 def _chosen_explanations(store: Any, run: str | None, units: list[str] | None) -> list[Explanation]:
@@ -205,6 +215,76 @@ def _score_kind(name: str) -> str:
     return "simulation" if name == "ev_correlation_score" else "imported"
 
 
+def _planned(
+    fmt: str, r: PortableExplanation, unit_id: str, collection_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The explanation row (``save_explanation``'s arguments) and score rows an imported record becomes."""
+    first = r.scores[0] if r.scores else None
+    origin = ImportedFrom(
+        tool=fmt,
+        explainer_model=r.explainer_model,
+        score=first.value if first else None,
+        score_type=first.name if first else None,
+        score_model=first.model if first else None,
+        explanation_type=r.explanation_type,
+        file=r.source_file,
+    )
+    expl: dict[str, Any] = dict(
+        unit_id=unit_id,
+        collection_id=collection_id,
+        explainer_model=r.explainer_model or f"{fmt}:unknown",
+        prompt_name="import",
+        prompt_version=fmt,
+        prompt_hash=hashlib.sha256(f"{fmt}\x1f{r.text}".encode()).hexdigest(),
+        status="ok",
+        text=r.text,
+        settings={"imported": origin.to_dict()},
+    )
+    scores: list[dict[str, Any]] = [
+        dict(
+            scorer=f"{fmt}:{s.name}"[:100],
+            simulator_model=s.model,
+            status="ok",
+            value=s.value,
+            details={
+                "kind": _score_kind(s.name),
+                "imported": True,
+                "tool": fmt,
+                "type": s.name,
+                **({"examples": list(s.examples)} if s.examples else {}),
+            },
+        )
+        for s in r.scores
+    ]
+    return expl, scores
+
+
+def _undo(settings: Settings, ids: list[str], before: dict[str, Any], vectors: bool, exc: BaseException) -> None:
+    """Put the store back as it was before an import that failed part-way: its explanations and scores
+    (and their keyword rows) as ``before`` holds them and, when indexing had begun, the vector index."""
+    store = get_store(settings)
+    try:
+        store.restore_explanations(ids, before)
+        if vectors:
+            from explainer.runtime import get_index
+            from explainer.search.index import expected_metadata
+            from store.keyword import iter_docs
+
+            indexed = sorted(r["id"] for r in before["explanations"] if r["indexed_at"] is not None)
+            index = get_index(settings)
+            index.delete(sorted(set(ids) - set(indexed)))
+            docs = list(iter_docs(store, indexed))
+            if docs:  # indexed before this import: their vectors as they were
+                index.upsert(
+                    [d.explanation_id for d in docs], [d.text for d in docs], [expected_metadata(d) for d in docs]
+                )
+    except Exception as undo_exc:  # the first failure is the one to report; say what may be left
+        exc.add_note(
+            f"undoing the import failed too ({type(undo_exc).__name__}: {undo_exc}): "
+            "`explainer check` shows what is left, `explainer reindex` rebuilds the search indexes"
+        )
+
+
 def import_explanations(
     settings: Settings,
     fmt: str,
@@ -236,57 +316,35 @@ def import_explanations(
             + ", ".join(missing[:5])
             + (" …" if len(missing) > 5 else "")
         )
-    written = []
-    for r, uid in zip(records, unit_ids):
-        first = r.scores[0] if r.scores else None
-        origin = ImportedFrom(
-            tool=fmt,
-            explainer_model=r.explainer_model,
-            score=first.value if first else None,
-            score_type=first.name if first else None,
-            score_model=first.model if first else None,
-            explanation_type=r.explanation_type,
-            file=r.source_file,
-        )
-        eid = store.save_explanation(
-            unit_id=uid,
-            collection_id=collection_id,
-            explainer_model=r.explainer_model or f"{fmt}:unknown",
-            prompt_name="import",
-            prompt_version=fmt,
-            prompt_hash=hashlib.sha256(f"{fmt}\x1f{r.text}".encode()).hexdigest(),
-            status="ok",
-            text=r.text,
-            settings={"imported": origin.to_dict()},
-        )
-        for s in r.scores:
-            store.save_score(
-                explanation_id=eid,
-                scorer=f"{fmt}:{s.name}"[:100],
-                simulator_model=s.model,
-                status="ok",
-                value=s.value,
-                details={
-                    "kind": _score_kind(s.name),
-                    "imported": True,
-                    "tool": fmt,
-                    "type": s.name,
-                    **({"examples": list(s.examples)} if s.examples else {}),
-                },
-            )
-        written.append(eid)
-    if rescore:
-        from explainer.pipeline.options import LabelOptions
-        from explainer.pipeline.stages import score_stage
+    planned = [_planned(fmt, r, uid, collection_id) for r, uid in zip(records, unit_ids)]
+    ids = sorted(
+        {make_explanation_id(e["unit_id"], collection_id, e["explainer_model"], e["prompt_hash"]) for e, _ in planned}
+    )
+    before = store.explanation_state(ids)  # what an undo puts back (a re-import finds its own rows)
+    indexing = False
+    try:
+        written = []
+        for expl, score_rows in planned:
+            eid = store.save_explanation(**expl)
+            for row in score_rows:
+                store.save_score(explanation_id=eid, **row)
+            written.append(eid)
+        if rescore:
+            from explainer.pipeline.options import LabelOptions
+            from explainer.pipeline.stages import score_stage
 
-        opts = LabelOptions(scorers=tuple(rescore))
-        for eid in written:
-            score_stage(settings, eid, opts)
-    if index:
-        from explainer.search.index import index_stage
+            opts = LabelOptions(scorers=tuple(rescore))
+            for eid in written:
+                score_stage(settings, eid, opts)
+        if index:
+            from explainer.search.index import index_stage
 
-        for eid in written:
-            index_stage(settings, eid)
+            indexing = True
+            for eid in written:
+                index_stage(settings, eid)
+    except BaseException as exc:
+        _undo(settings, ids, before, indexing, exc)
+        raise
     return {
         "format": fmt,
         "path": str(path),
