@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from store.records import Calibration, Explanation, Score, UnitRecord
+from store.records import Calibration, Explanation, ImportedFrom, Score, UnitRecord
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 """Version of ``schemas/report.schema.json`` that :func:`report_json` follows."""
 FORMATS = ("html", "md", "json", "pdf")
 LOW_SCORE = 0.2
@@ -96,8 +96,16 @@ class ReportExplanation:
 
     @property
     def source(self) -> str | None:
-        """Which candidate was kept: ``llm-0``… or ``baseline`` (the no-LLM explainer)."""
-        return self.explanation.source if self.explanation else None
+        """Which candidate was kept: ``llm-0``… or ``baseline`` (the no-LLM explainer), ``imported``
+        for an explanation made by another tool (:attr:`imported` says which)."""
+        if self.explanation is None:
+            return None
+        return self.explanation.source or ("imported" if self.explanation.imported else None)
+
+    @property
+    def imported(self) -> ImportedFrom | None:
+        """Where an imported explanation came from (tool, explainer model, original score); ``None`` for ours."""
+        return self.explanation.imported if self.explanation else None
 
     @property
     def created_at(self) -> str | None:

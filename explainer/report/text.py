@@ -151,3 +151,21 @@ def steering_lines(effect: dict[str, Any] | None, k: int = 8) -> list[str]:
 
     how = f"steered (strength {d.get('strength', 0):.3g}, KL {d.get('kl', 0):.2f} over {d.get('prompts', '?')} prompts)"
     return [f"{how}, rose: {toks(effect['promoted'])}", f"fell: {toks(effect['suppressed'])}"]
+
+
+def origin_text(e: ReportExplanation) -> str | None:
+    """``imported from neuronpedia (explainer gpt-4, original score oai_simulation 0.900 by gpt-4)``
+    for an imported explanation; ``None`` for ours."""
+    o = e.imported
+    if o is None:
+        return None
+    parts = [f"explainer {o.explainer_model or 'not named'}"]
+    if o.explanation_type:
+        parts.append(f"type {o.explanation_type}")
+    if o.score_type is not None:
+        parts.append(
+            f"original score {o.score_type} {fmt(o.score)}" + (f" by {o.score_model}" if o.score_model else "")
+        )
+    else:
+        parts.append("no original score")
+    return f"imported from {o.tool} ({', '.join(parts)})"

@@ -21,6 +21,7 @@ from explainer.report.text import (
     histogram_axis_label,
     histogram_data,
     interval,
+    origin_text,
     output_side_lines,
     score_ok,
     steering_lines,
@@ -121,7 +122,9 @@ word-break:break-all}
 def _explanation_html(x: ReportExplanation) -> str:
     if has_text(x):
         source = f' <span class="domains">(source: {_esc(x.source)})</span>' if x.source else ""
-        return f'<p class="expl">{_esc(x.text)}{source}</p>'
+        origin = origin_text(x)
+        badge = f'<p class="imported"><span class="badge">{_esc(origin)}</span></p>' if origin else ""
+        return f'<p class="expl">{_esc(x.text)}{source}</p>{badge}'
     if x.status == "failed":
         return f'<p class="failed">failed: {_esc(x.error or "unknown error")}</p>'
     return f'<p class="pending">{_esc(x.status)}</p>'

@@ -74,6 +74,7 @@ def _explanation_json(e: ReportExplanation, primary: bool) -> dict[str, Any]:
         "text": e.text if has_text(e) else None,
         "error": e.error,
         "source": e.source,
+        "imported": e.imported.to_dict() if e.imported else None,
         "explainer_model": e.explainer_model,
         "prompt": _prompt_json(e.prompt, e.provenance),
         "created_at": e.created_at,

@@ -15,6 +15,7 @@ from explainer.report.text import (
     has_text,
     histogram_data,
     interval,
+    origin_text,
     output_side_lines,
     score_line,
     score_ok,
@@ -61,6 +62,8 @@ def _md_explanation(x: ReportExplanation, primary: bool) -> list[str]:
     else:
         body = f"> *{_md(x.status)}*"
     lines = [f"**{head}**", "", body, ""]
+    if origin := origin_text(x):
+        lines += [f"*{_md(origin)}*", ""]
     if x.explainer_model or x.prompt:
         lines += [f"explainer `{_md(x.explainer_model or '—')}`, prompt `{_md(x.prompt or '—')}`", ""]
     lines += [f"- {_md(score_line(s))} — {_md(discrimination_text(s))}" for s in x.scores] or (

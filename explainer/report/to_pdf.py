@@ -23,6 +23,7 @@ from explainer.report.text import (
     has_text,
     histogram_axis_label,
     histogram_data,
+    origin_text,
     output_side_lines,
     score_line,
     steering_lines,
@@ -231,6 +232,8 @@ def _explanation_flow(x: ReportExplanation, primary: bool, st: dict[str, Any]) -
     if has_text(x):
         src = f' <font size="8" color="#666666">(source: {_t(x.source)})</font>' if x.source else ""
         out.append(Paragraph(_t(x.text) + src, st["expl"]))
+        if origin := origin_text(x):
+            out.append(Paragraph(_t(origin), st["small"]))
     elif x.status == "failed":
         out.append(Paragraph(_t(f"failed: {x.error or 'unknown error'}"), st["failed"]))
     else:

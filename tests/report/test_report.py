@@ -109,7 +109,7 @@ def test_markdown_and_json_contain_same_units():
     md = render_markdown(entries, title="Report")
     data = report_json(entries)
     json.dumps(data, allow_nan=False)  # plain JSON
-    assert data["schema_version"] == "1.0"
+    assert data["schema_version"] == "1.1"
     validate_report(data)
     ids = [e.record.unit_id for e in entries]
     assert [u["unit_id"] for u in data["units"]] == ids
