@@ -16,7 +16,7 @@ file holding anything but tensors is refused.
   ``b_dec``; top-k of ``x @ W_enc.T + b_enc`` (no ``b_dec`` subtracted), residual stream after
   block n. ``k`` is given, or read from the release's name (``…-L0_50``). The model card's demo
   keeps a selected pre-activation even when it is negative; here activations are ≥ 0, so such a
-  feature reads 0 (with 50 of 16× width selected, a rare case).
+  feature reads 0, as in SAELens's ``qwen_scope`` loader (with 50 of 16× width selected, a rare case).
 - **Goodfire** (``Llama-3.1-8B-Instruct-SAE-l19.pth``): ``encoder_linear.weight`` [d_sae, d_in],
   ``encoder_linear.bias``, ``decoder_linear.weight`` [d_in, d_sae], ``decoder_linear.bias``;
   ``relu(encoder_linear(x))``, residual stream after the block named by ``-lN`` in the file name.

@@ -52,9 +52,9 @@ def write_gemma(folder, lowercase=False):
     return folder / "params.npz"
 
 
-def write_qwen(folder, layer=1):
+def write_qwen(folder, layer=1, b_enc_shift=0.5):
     folder.mkdir(parents=True, exist_ok=True)
-    sd = {"W_enc": _rand(D_SAE, D_IN), "W_dec": _rand(D_IN, D_SAE), "b_enc": _rand(D_SAE, scale=0.1) + 0.5}
+    sd = {"W_enc": _rand(D_SAE, D_IN), "W_dec": _rand(D_IN, D_SAE), "b_enc": _rand(D_SAE, scale=0.1) + b_enc_shift}
     sd["b_dec"] = _rand(D_IN, scale=0.1)
     torch.save(sd, folder / f"layer{layer}.sae.pt")
     return folder / f"layer{layer}.sae.pt"
@@ -154,6 +154,30 @@ def test_qwen_scope_pt_equals_saelens_with_k_from_the_release_name(tmp_path, act
     pre = acts @ sd["W_enc"].T + sd["b_enc"]
     vals, idx = pre.topk(K, dim=-1)
     torch.testing.assert_close(got, torch.zeros_like(pre).scatter_(-1, idx, vals), atol=1e-5, rtol=0)
+
+
+def test_qwen_scope_negative_pre_activations_read_0_as_in_saelens_not_as_in_the_model_card_demo(
+    tmp_path, acts, monkeypatch
+):
+    """A negative b_enc makes some of the k selected pre-activations negative: SAELens's qwen_scope
+    loader and we read them as 0; the model card's demo (top-k values scattered as they are) keeps them."""
+    pt = write_qwen(tmp_path / f"SAE-Res-Qwen3-1.7B-Base-W32K-L0_{K}", b_enc_shift=-0.4)
+    sd = torch.load(pt, weights_only=True)
+    pre = acts @ sd["W_enc"].T + sd["b_enc"]
+    vals, idx = pre.topk(K, dim=-1)
+    negative = vals < 0
+    assert 0 < negative.float().mean() < 1  # selected features with negative pre-activations, and positive ones
+    ours = load_sae(pt).encode(acts)
+    sl = theirs(
+        monkeypatch, loaders.qwen_scope_sae_huggingface_loader, f"Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_{K}", pt.name, pt
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(ours, sl.encode(acts), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, torch.zeros_like(pre).scatter_(-1, idx, vals.clamp_min(0)), atol=1e-5, rtol=0)
+    assert (ours >= 0).all()
+    demo = torch.zeros_like(pre).scatter_(-1, idx, vals)  # the demo's encoding
+    differs = (demo - ours).abs() > 1e-6
+    assert differs.sum() == negative.sum() and (demo[differs] < 0).all()  # only where it keeps a negative value
 
 
 def test_qwen_scope_folder_of_layers_and_k(tmp_path):
