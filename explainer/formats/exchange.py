@@ -6,7 +6,8 @@ predictions the simulation score recorded, and writes them with :mod:`explainer.
 
 Import reads a file with :mod:`explainer.formats.read` into an existing collection. Everything is
 checked before the first row is written: the file's model against the collection's (a clear error
-naming both), its layer against the collection's hookpoint, and every unit against the collection.
+naming both), its layer and the part of the block (residual stream, MLP, attention, where both
+names say) against the collection's hookpoint, and every unit against the collection.
 Each explanation keeps its origin in ``settings["imported"]`` (:class:`store.records.ImportedFrom`:
 tool, explainer model, original score); its original scores become score rows named
 ``{tool}:{type}``; it is indexed for search at once and, with ``rescore``, scored by our scorers on
@@ -23,7 +24,15 @@ from typing import Any
 
 from explainer.errors import InputError
 from explainer.formats.read import read
-from explainer.formats.record import PortableExplanation, PortableScore, Sequence, layer_of, same_model
+from explainer.formats.record import (
+    SITES,
+    PortableExplanation,
+    PortableScore,
+    Sequence,
+    layer_of,
+    same_model,
+    site_of,
+)
 from explainer.formats.write import unwritable_scores, write
 from explainer.runtime import get_store
 from explainer.settings import Settings
@@ -202,12 +211,18 @@ def _check(records: list[PortableExplanation], coll: dict[str, Any], cid: str, f
                 f"{r.source_file} is for model {r.model!r}, but collection {cid} holds model {coll['model']!r}"
                 + (f" (imported as {file_model!r})" if file_model else "")
             )
-    layer = layer_of(coll["hookpoint"])
+    layer, site = layer_of(coll["hookpoint"]), site_of(coll["hookpoint"])
     for r in records:
         if r.layer is not None and layer is not None and r.layer != layer:
             raise InputError(
                 f"{r.source_file}: unit {r.index} is in layer {r.layer} ({r.module or r.hookpoint or 'layer index'}), "
                 f"but collection {cid} holds {coll['hookpoint']} (layer {layer})"
+            )
+        theirs = site_of(r.module or r.hookpoint)
+        if theirs and site and theirs != site:
+            raise InputError(
+                f"{r.source_file}: unit {r.index} is from {r.module or r.hookpoint}, the {SITES[theirs]}, "
+                f"but collection {cid} holds {coll['hookpoint']}, the {SITES[site]}"
             )
 
 

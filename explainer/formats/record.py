@@ -68,6 +68,33 @@ def layer_of(name: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
+SITES = {"res": "residual stream", "mlp": "MLP", "att": "attention"}
+
+
+def site_of(name: str | None) -> str | None:
+    """Which part of a block a hookpoint, module or Neuronpedia source is in: ``res`` (the residual
+    stream: ``layers.6``, ``6-res-jb``, ``blocks.6.hook_resid_post``), ``mlp`` (``layers.6.mlp``,
+    ``6-mlp-out``) or ``att`` (``layers.6.self_attn``, ``6-att-kk``); ``None`` when the name does not
+    say (an SAE's own hookpoint name, another module)."""
+    if not name:
+        return None
+    m = re.match(r"\d+-([a-z]+)", name)
+    if m:
+        part = m.group(1)
+    else:
+        m = re.search(r"(?:^|\.)(?:layers|h|blocks)\.\d+(?:\.([A-Za-z_]+))?(?:[.-]|$)", name)
+        if not m:
+            return None
+        part = m.group(1) or "resid"
+    if part.startswith("res") or "resid" in part:
+        return "res"
+    if "mlp" in part:
+        return "mlp"
+    if part.startswith("att") or "attn" in part:
+        return "att"
+    return None
+
+
 def same_model(a: str, b: str) -> bool:
     """Whether two model names mean the same model: equal up to case and a leading path or hub owner."""
 

@@ -354,6 +354,11 @@ def _np_line(**kw):
             _np_line(layer="3-res-jb"),
             r"unit 0 is in layer 3 \(3-res-jb\), but collection \w+ holds layers.1.mlp \(layer 1\)",
         ),
+        (
+            _np_line(layer="1-res-jb"),  # the right layer, another part of the block
+            r"bad.jsonl: unit 0 is from 1-res-jb, the residual stream, but collection \w+ holds layers.1.mlp, the MLP$",
+        ),
+        (_np_line(layer="1-att-kk"), r"unit 0 is from 1-att-kk, the attention, but collection \w+ holds layers.1.mlp"),
         (_np_line(index="999"), r"1 unit\(s\) of the file are not in collection \w+: tiny/layers.1.mlp/999"),
         (_np_line(index="-1"), r"index '-1' is not a non-negative integer"),
         (_np_line(description=""), "the description is empty"),
