@@ -81,7 +81,7 @@ _settings: list[Settings] = []
 
 def configure(settings: Settings) -> Celery:
     """Point the app at ``settings``' broker before the first task is sent from this process, and
-    make them the settings this process's tasks and LLM rate limits use."""
+    make them the settings this process's tasks, LLM rate limits and model cache use."""
     _use(settings)
     app.conf.update(celery_config(settings))
     return app
@@ -94,10 +94,12 @@ def worker_settings() -> Settings:
 
 
 def _use(settings: Settings) -> None:
+    from explainer import runtime
     from explainer.llm import ratelimit
 
     _settings[:] = [settings]
     ratelimit.configure(settings)
+    runtime.configure(settings)
 
 
 def _settings_at_start() -> Settings:

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
+from explainer import runtime
 from explainer.api import models as m
 from explainer.api.audit import monitor_router
 from explainer.api.auth import API_KEY_HEADER, ApiConfig, key_dependencies, load_api_config
@@ -207,7 +208,7 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         from explainer.report.render import render_report
 
         return Response(
-            render_report(entries, fmt, meta),
+            render_report(entries, fmt, meta, secrets=settings.secrets),
             media_type=report_types[fmt],
             headers={"Content-Disposition": f'inline; filename="report.{fmt}"'},
         )
@@ -323,6 +324,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     settings = settings or load_settings()
     config = config or load_api_config()
     configure_limits(settings)
+    runtime.configure(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:

@@ -124,7 +124,9 @@ def test_markdown_and_json_contain_same_units():
 
 
 def test_write_html_creates_file(tmp_path):
-    path = write_report(sample_entries(), tmp_path / "nested" / "dir" / "report.html", "html", ReportMeta(title="T"))
+    path = write_report(
+        sample_entries(), tmp_path / "nested" / "dir" / "report.html", "html", ReportMeta(title="T"), secrets=()
+    )
     assert path.exists()
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "<title>T</title>" in text
