@@ -360,3 +360,10 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
+
+
+def serve(settings: Settings, config: ApiConfig, host: str, port: int) -> None:
+    """Run the API and web page with uvicorn until stopped (``explainer serve``), models warmed up first."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings, config, warm_up=True), host=host, port=port, log_level="info")
