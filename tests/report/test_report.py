@@ -1,3 +1,7 @@
+"""The report renderers on built entries (no store): HTML (escaping, highlights, badges, histograms,
+no external URLs), Markdown and JSON agreeing on the units, the warnings (domain drops, workflow
+domains, too few windows, low scores by scorer kind) and writing a report file."""
+
 import html
 import json
 import re
