@@ -6,6 +6,8 @@ per process at its entry point, never at import:
 - a ``celery -A workers …`` process (a worker, flower) reads the environment the first time Celery
   asks for its configuration, which is that command's start, before it connects to anything.
 
+Brokers:
+
 - ``EXPLAINER_BROKER_URL`` unset: memory transport, for the in-process worker the CLI starts.
 - ``EXPLAINER_BROKER_URL=redis://…``: Redis broker and result backend; run workers with
   ``celery -A workers worker -Q collect`` (GPU hosts), ``-Q llm`` and ``-Q index``.
