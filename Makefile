@@ -38,7 +38,7 @@ audit-demo: $(STAMP)
 test: $(STAMP) browser lint
 	$(PY) -m pytest -q
 
-## make lint: import-linter contracts (no cycles, one-way layers), ruff lint and format, mypy on the package
+## make lint: import-linter contracts (no cycles, one-way layers, forbidden imports), ruff lint and format, mypy on the package
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .

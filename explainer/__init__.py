@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "Window": "store.records",
     "UnitStats": "store.records",
     "UnitRecord": "store.records",
+    "Explanation": "store.records",
+    "Score": "store.records",
+    "Calibration": "store.records",
     "make_unit_id": "store.records",
     "parse_unit_id": "store.records",
     # collect
@@ -39,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     # score
     "Scorer": "explainer.score.base",
     "Simulator": "explainer.score.base",
+    "UnitScorer": "explainer.score.base",
     "ScoreResult": "explainer.score.base",
     "make_scorer": "explainer.score.registry",
     "scorer_names": "explainer.score.registry",
@@ -55,19 +59,23 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "Calibration",
     "CollectConfig",
     "ConfigError",
     "Document",
     "ExplainerError",
+    "Explanation",
     "InputError",
     "LLMError",
     "LabelOptions",
+    "Score",
     "ScoreResult",
     "Scorer",
     "SearchFilters",
     "Settings",
     "Simulator",
     "UnitRecord",
+    "UnitScorer",
     "UnitStats",
     "Window",
     "collect_stage",
@@ -106,13 +114,16 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs
     from explainer.pipeline.options import LabelOptions
     from explainer.pipeline.stages import explain_stage, score_stage
     from explainer.report.render import write_report
-    from explainer.score.base import Scorer, ScoreResult, Simulator
+    from explainer.score.base import Scorer, ScoreResult, Simulator, UnitScorer
     from explainer.score.registry import make_scorer, scorer_names
     from explainer.search.hybrid import SearchFilters, search_page
     from explainer.search.index import index_stage
     from explainer.settings import Settings, load_settings
     from store.records import (
+        Calibration,
         Document,
+        Explanation,
+        Score,
         UnitRecord,
         UnitStats,
         Window,

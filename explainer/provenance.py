@@ -18,10 +18,12 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from explainer import runtime
 from store.records import Explanation, Score
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,12 @@ _lock = threading.Lock()
 
 
 def _hash_cache_file() -> Path:
-    root = Path(os.environ.get("EXPLAINER_MODEL_CACHE") or Path.home() / ".cache" / "activation-explainer")
-    return root / "file-hashes.json"
+    return runtime.model_cache() / "file-hashes.json"
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 (hex) of a file, cached by (absolute path, size, mtime) in the model cache directory."""
+    """sha256 (hex) of a file, cached by (absolute path, size, mtime) in the model cache directory
+    (:func:`explainer.runtime.model_cache`)."""
     p = Path(path).resolve()
     st = p.stat()
     key = f"{p}\x1f{st.st_size}\x1f{st.st_mtime_ns}"
@@ -204,26 +206,11 @@ def explanation_provenance(
     }
 
 
-_SECRET_ENV_RE = re.compile(r"(KEY|KEYS|TOKEN|TOKENS|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
 _URL_CREDENTIALS_RE = re.compile(r"(://)[^/\s@]+@")
 REDACTED = "[redacted]"
 
 
-def secret_values(env: dict[str, str] | None = None) -> list[str]:
-    """Values of environment variables whose names mark a secret (``*_API_KEY``, ``*_KEYS``,
-    ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``…), comma-separated lists split; longest first."""
-    env = dict(os.environ if env is None else env)
-    found = {
-        part.strip()
-        for name, value in env.items()
-        if _SECRET_ENV_RE.search(name)
-        for part in str(value).split(",")
-        if len(part.strip()) >= 6
-    }
-    return sorted(found, key=len, reverse=True)
-
-
-def scrub(value: Any, secrets: list[str]) -> Any:
+def scrub(value: Any, secrets: Sequence[str]) -> Any:
     """``value`` (a string, or dicts and lists of them) with every secret value and every URL's
     user:password replaced by ``[redacted]``."""
     if isinstance(value, str):

@@ -1,4 +1,5 @@
-"""Per-process singletons: one SQL engine and one vector index per configuration.
+"""Per-process singletons: one SQL engine and one vector index per configuration, and the model cache
+directory the process's entry point chose.
 
 Created lazily (never at import), so a Celery worker creates them after it forks.
 """
@@ -6,9 +7,10 @@ Created lazily (never at import), so a Celery worker creates them after it forks
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explainer.settings import Settings
+from explainer.settings import Settings, default_model_cache
 
 if TYPE_CHECKING:
     from store.sql import SQLStore
@@ -17,6 +19,22 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _stores: dict[str, SQLStore] = {}
 _indexes: dict[str, VectorIndex] = {}
+_model_cache: list[Path] = []
+
+
+def configure(settings: Settings) -> None:
+    """Use ``settings``' model cache directory (``EXPLAINER_MODEL_CACHE``) for this process's model
+    loads and file hashes. Called once by each entry point (the CLI, the API factory, the worker
+    start) with the settings it read."""
+    with _lock:
+        _model_cache[:] = [settings.model_cache]
+
+
+def model_cache() -> Path:
+    """Where dequantised GGUF copies and the file-hash cache live: the directory the entry point
+    handed to :func:`configure`, else :func:`explainer.settings.default_model_cache`."""
+    with _lock:
+        return _model_cache[0] if _model_cache else default_model_cache()
 
 
 def get_store(settings: Settings) -> SQLStore:

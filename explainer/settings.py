@@ -7,7 +7,8 @@ run use the same configuration keys. See the README's "Configuration" table.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from explainer.errors import ConfigError
@@ -23,6 +24,27 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_model_cache() -> Path:
+    """Where dequantised GGUF copies and the file-hash cache live when ``EXPLAINER_MODEL_CACHE`` is unset."""
+    return Path.home() / ".cache" / APP_NAME
+
+
+_SECRET_ENV_RE = re.compile(r"(KEY|KEYS|TOKEN|TOKENS|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
+
+
+def secret_values(env: dict[str, str]) -> tuple[str, ...]:
+    """Values of the variables in ``env`` whose names mark a secret (``*_API_KEY``, ``*_KEYS``,
+    ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``…), comma-separated lists split; longest first."""
+    found = {
+        part.strip()
+        for name, value in env.items()
+        if _SECRET_ENV_RE.search(name)
+        for part in str(value).split(",")
+        if len(part.strip()) >= 6
+    }
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,11 @@ class Settings:
     """Context window of an endpoint explainer (``EXPLAINER_LLM_CONTEXT``): prompts are shrunk to fit it."""
     data_dir_origin: str = "EXPLAINER_DATA_DIR"
     """What chose ``data_dir``: ``--data-dir``, ``EXPLAINER_DATA_DIR`` or ``default`` (:func:`default_data_dir`)."""
+    model_cache: Path = field(default_factory=default_model_cache)
+    """Dequantised copies of GGUF models and the cache of model files' sha256 (``EXPLAINER_MODEL_CACHE``)."""
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Values of the process's secret environment variables (:func:`secret_values`), scrubbed from every
+    report; never printed."""
 
     def describe_store(self) -> str:
         """Which SQL store this is, for messages that found nothing in it (credentials left out)."""
@@ -161,6 +188,8 @@ def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None
         simulator_method=_choice(env, "EXPLAINER_SIMULATOR_METHOD", SIMULATOR_METHODS),
         llm_context_tokens=int(_number(env, "EXPLAINER_LLM_CONTEXT", int) or 8192),
         data_dir_origin=origin,
+        model_cache=Path(env.get("EXPLAINER_MODEL_CACHE") or default_model_cache()).expanduser(),
+        secrets=secret_values(env),
     )
 
 

@@ -21,6 +21,8 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import Engine, select, text
 
+from store.records import Score
+
 SEARCH_SCORER = "simulation-context"
 """The scorer whose value both search indexes filter on (``--min-score``): the first of
 ``explainer.score.registry.DEFAULT_SCORERS``, which ``pipeline.index_stage`` uses (a test keeps them equal;
@@ -114,9 +116,9 @@ class IndexDoc:
     explainer_model: str
     text: str
     domains: tuple[str, ...]
-    score: dict[str, Any] | None
-    """The score row (``status``, ``value``, ``ci_low``, ``ci_high``, ``created_at``) of the scorer
-    :func:`iter_docs` was asked for (:data:`SEARCH_SCORER` unless told), if any."""
+    score: Score | None
+    """The score (``status``, ``value``, ``ci_low``, ``ci_high``, ``created_at``; no details) by the
+    scorer :func:`iter_docs` was asked for (:data:`SEARCH_SCORER` unless told), if any."""
     name: str | None = None
     """The unit's own name (a direction named with ``--directions``): searchable by keyword."""
     indexed_at: datetime | None = None
@@ -126,8 +128,7 @@ class IndexDoc:
     def row(self) -> dict[str, Any]:
         """The ``keyword_docs`` row."""
         layer, source = hookpoint_fields(self.hookpoint)
-        score = self.score or {}
-        ok = score.get("status") == "ok" and score.get("value") is not None
+        value = self.score.value if self.score is not None and self.score.status == "ok" else None
         return dict(
             explanation_id=self.explanation_id,
             unit_id=self.unit_id,
@@ -138,7 +139,7 @@ class IndexDoc:
             source=source,
             explainer_model=self.explainer_model,
             domains=domains_field(self.domains),
-            score=float(score["value"]) if ok else UNSCORED,
+            score=float(value) if value is not None else UNSCORED,
             text=f"{self.text}\n{self.name}" if self.name else self.text,
         )
 
@@ -199,14 +200,15 @@ def iter_docs(
             score = (
                 None
                 if r["score_status"] is None
-                else {
-                    "explanation_id": r["id"],
-                    "status": r["score_status"],
-                    "value": r["score_value"],
-                    "ci_low": r["score_ci_low"],
-                    "ci_high": r["score_ci_high"],
-                    "created_at": r["score_at"],
-                }
+                else Score(
+                    scorer=scorer,
+                    value=r["score_value"],
+                    ci_low=r["score_ci_low"],
+                    ci_high=r["score_ci_high"],
+                    status=r["score_status"],
+                    created_at=r["score_at"],
+                    explanation_id=r["id"],
+                )
             )
             yield IndexDoc(
                 r["id"],

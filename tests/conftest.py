@@ -69,6 +69,18 @@ def settings(tmp_path, monkeypatch):
     return load_settings()
 
 
+@pytest.fixture
+def model_cache(tmp_path, monkeypatch):
+    """A model cache directory of this test's own (dequantised GGUF copies, file hashes), for the
+    library functions it calls and for the CLI commands it runs."""
+    from explainer import runtime
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EXPLAINER_MODEL_CACHE", str(cache))
+    monkeypatch.setattr(runtime, "_model_cache", [cache])
+    return cache
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (for servers the tests start)."""
     with socket.socket() as s:

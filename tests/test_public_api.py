@@ -17,6 +17,16 @@ def test_every_public_name_resolves_to_what_its_module_defines():
         assert value is getattr(importlib.import_module(module), name), name
 
 
+def test_the_typed_records_are_public_and_are_the_stores_own_classes():
+    """One shape per concept: a unit record, an explanation, a score and a calibration are the
+    store's classes, importable from ``explainer`` (the CLI, the API and the reports use them)."""
+    import store.records
+
+    for name in ("UnitRecord", "Window", "Explanation", "Score", "Calibration"):
+        assert name in explainer.__all__
+        assert getattr(explainer, name) is getattr(store.records, name)
+
+
 def test_an_unknown_name_is_an_attribute_error():
     import pytest
 

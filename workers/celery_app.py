@@ -1,4 +1,12 @@
-"""The Celery application. Configuration comes only from environment variables.
+"""The Celery application. Its configuration comes from :class:`explainer.settings.Settings`, read once
+per process at its entry point, never at import:
+
+- the ``explainer`` command (CLI, HTTP API) reads its settings and hands them to :func:`configure`
+  before it sends a task or starts the in-process worker;
+- a ``celery -A workers …`` process (a worker, flower) reads the environment the first time Celery
+  asks for its configuration, which is that command's start, before it connects to anything.
+
+Brokers:
 
 - ``EXPLAINER_BROKER_URL`` unset: memory transport, for the in-process worker the CLI starts.
 - ``EXPLAINER_BROKER_URL=redis://…``: Redis broker and result backend; run workers with
@@ -12,8 +20,11 @@ is not safe to share between processes); with a Chroma server, any number.
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 
+from explainer.errors import ConfigError
 from explainer.settings import Settings, load_settings
 
 
@@ -72,19 +83,39 @@ _settings: list[Settings] = []
 
 def configure(settings: Settings) -> Celery:
     """Point the app at ``settings``' broker before the first task is sent from this process, and
-    make them the settings this process's tasks and LLM rate limits use."""
-    from explainer.llm import ratelimit
-
-    _settings[:] = [settings]
-    ratelimit.configure(settings)
+    make them the settings this process's tasks, LLM rate limits and model cache use."""
+    _use(settings)
     app.conf.update(celery_config(settings))
     return app
 
 
 def worker_settings() -> Settings:
-    """The settings tasks run with: read once when the worker process starts (this module's import,
-    which ``celery -A workers worker`` does first), or those the CLI handed to :func:`configure`."""
+    """The settings tasks run with: those the entry point of this process handed to :func:`configure`,
+    or, in a process the ``celery`` command started, those read from the environment at its start."""
+    return _settings_at_start()
+
+
+def _use(settings: Settings) -> None:
+    from explainer import runtime
+    from explainer.llm import ratelimit
+
+    _settings[:] = [settings]
+    ratelimit.configure(settings)
+    runtime.configure(settings)
+
+
+def _settings_at_start() -> Settings:
+    """The settings of a process the ``celery`` command started (a worker, flower): read from the
+    environment once, the first time Celery asks for its configuration, before it connects to
+    anything. A bad value ends the command with one line on stderr and exit status 2, as the CLI
+    does. A process the ``explainer`` command started has handed its own to :func:`configure` first."""
+    if not _settings:
+        try:
+            _use(load_settings())
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     return _settings[0]
 
 
-configure(load_settings())  # the worker's (and any process's) start: the one read of the environment
+app.add_defaults(lambda: celery_config(_settings_at_start()))

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import StringConstraints
 from starlette.exceptions import HTTPException
 
+from explainer import runtime
 from explainer.api import models as m
 from explainer.api.audit import monitor_router
 from explainer.api.auth import API_KEY_HEADER, ApiConfig, key_dependencies, load_api_config
@@ -207,7 +208,7 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         from explainer.report.render import render_report
 
         return Response(
-            render_report(entries, fmt, meta),
+            render_report(entries, fmt, meta, secrets=settings.secrets),
             media_type=report_types[fmt],
             headers={"Content-Disposition": f'inline; filename="report.{fmt}"'},
         )
@@ -323,6 +324,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     settings = settings or load_settings()
     config = config or load_api_config()
     configure_limits(settings)
+    runtime.configure(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
@@ -358,3 +360,10 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
+
+
+def serve(settings: Settings, config: ApiConfig, host: str, port: int) -> None:
+    """Run the API and web page with uvicorn until stopped (``explainer serve``), models warmed up first."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings, config, warm_up=True), host=host, port=port, log_level="info")

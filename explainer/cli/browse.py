@@ -56,9 +56,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    import uvicorn
-
-    from explainer.api.app import create_app, load_api_config
+    from explainer.api.app import load_api_config, serve
     from explainer.errors import ConfigError
 
     config = load_api_config()
@@ -68,7 +66,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(args.torch_threads)  # per request; requests run side by side
-    uvicorn.run(create_app(settings, config, warm_up=True), host=args.host, port=args.port, log_level="info")
+    serve(settings, config, args.host, args.port)
     return {"stopped": True}
 
 

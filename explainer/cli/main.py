@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 
+from explainer import runtime
 from explainer.cli import audit, browse, formats, labeling, reports, retest, steer
 from explainer.cli.common import print_fields
 from explainer.llm.ratelimit import configure as configure_limits
@@ -54,6 +55,7 @@ def _main(argv: list[str] | None, backend: LabelBackend | None) -> int:
     show_progress(not args.json)
     settings = load_settings(data_dir=args.data_dir)
     configure_limits(settings)
+    runtime.configure(settings)
     result = args.func(settings, args)
     if args.json:
         print(json.dumps(result, indent=2, default=str))

@@ -37,7 +37,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         generated_by="explainer report",
     )
     out = Path(args.output) if args.output else settings.data_dir / f"report.{fmt}"
-    write_report(entries, out, fmt, meta)
+    write_report(entries, out, fmt, meta, secrets=settings.secrets)
     note = f"{meta.note} ({settings.describe_store()})" if meta.note and not entries else meta.note
     return {"path": str(out), "units": len(entries), "format": fmt, **({"note": note} if note else {})}
 

@@ -69,7 +69,7 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         doc["probe"] = retest_probe(args.probe, args.cases, args.model)
     doc["gate"] = {"rules": rules, "failed": gate_failures(rules, doc["summary"], doc.get("probe"))} if rules else None
     for out in outputs:
-        write_drift_report(doc, out)
+        write_drift_report(doc, out, secrets=settings.secrets)
     doc["written"] = outputs
     return doc
 

@@ -169,7 +169,9 @@ def unit_hookpoint(hp: Hookpoint, encoder: Encoder | None) -> str:
     SAE features, ``layers.3.dir-NAME-HASH`` for directions."""
     if encoder is None:
         return hp.name
-    kind = "dir" if hasattr(encoder, "vectors") else "sae"
+    from explainer.collect.directions import Directions
+
+    kind = "dir" if isinstance(encoder, Directions) else "sae"
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", encoder.name).strip("-")[:40] or kind
     return f"{hp.name}.{kind}-{slug}-{encoder.fingerprint[:6]}"
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from explainer import runtime
 from explainer.errors import ModelLoadError
 from explainer.progress import loading
 
@@ -114,8 +115,7 @@ def _gguf_cache_dir(source: ModelSource) -> Path:
     """Where the dequantised float32 copy of a GGUF model is kept (keyed by file size and mtime)."""
     gguf = source.directory / (source.gguf_file or "")
     st = gguf.stat()
-    root = Path(os.environ.get("EXPLAINER_MODEL_CACHE") or Path.home() / ".cache" / "activation-explainer")
-    return root / f"{source.name}-{st.st_size}-{int(st.st_mtime)}"
+    return runtime.model_cache() / f"{source.name}-{st.st_size}-{int(st.st_mtime)}"
 
 
 def _load(source: ModelSource, device: str) -> LoadedModel:

@@ -21,13 +21,14 @@ neither library is imported at run time: the files are read with ``safetensors``
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from explainer.collect import sae_formats
 from explainer.collect.hooks import Hookpoint, from_sparsify, from_transformer_lens
 from explainer.collect.paths import is_symlink_loop, loops_under
+from explainer.collect.sae_formats import check_shape, fingerprint, need_weights
 from explainer.errors import HookpointError, SAEError
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -197,28 +198,6 @@ def _read_weights(path: Path) -> dict[str, Any]:
     return {k: t.float() for k, t in tensors.items()}
 
 
-def _need(weights: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
-    missing = [k for k in keys if k not in weights]
-    if missing:
-        raise SAEError(
-            f"{path}: missing weight(s) {', '.join(missing)}; the file has {', '.join(sorted(weights)) or 'none'}"
-        )
-
-
-def _shape(t: Any, shape: tuple[int, ...], what: str, path: Path) -> None:
-    if tuple(t.shape) != shape:
-        raise SAEError(f"{path}: {what} has shape {list(t.shape)}, expected {list(shape)}")
-
-
-def _fingerprint(*files: Path) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def _int(cfg: dict[str, Any], key: str, path: Path) -> int:
     value = cfg.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -268,22 +247,22 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
         "gated": ("W_enc", "b_gate", "r_mag", "b_mag", "b_dec"),
         "jumprelu": ("W_enc", "b_enc", "b_dec", "threshold"),
     }
-    _need(weights, need.get(activation, ("W_enc", "b_enc", "b_dec")), path / SAELENS_WEIGHTS)
-    _shape(weights["W_enc"], (d_in, d_sae), "W_enc", path)
+    need_weights(weights, need.get(activation, ("W_enc", "b_enc", "b_dec")), path / SAELENS_WEIGHTS)
+    check_shape(weights["W_enc"], (d_in, d_sae), "W_enc", path)
     # transcoders never subtract b_dec (it lives in the output space)
     apply_b_dec = cfg.get("apply_b_dec_to_input", True) and "transcoder" not in arch
     if apply_b_dec:
-        _shape(weights["b_dec"], (d_in,), "b_dec", path)
+        check_shape(weights["b_dec"], (d_in,), "b_dec", path)
     w = {"W_enc": weights["W_enc"], "b_in": weights["b_dec"] if apply_b_dec else torch.zeros(d_in)}
     if activation == "gated":
         for key in ("b_gate", "r_mag", "b_mag"):
-            _shape(weights[key], (d_sae,), key, path)
+            check_shape(weights[key], (d_sae,), key, path)
         w.update(b_gate=weights["b_gate"], b_mag=weights["b_mag"], W_mag=weights["W_enc"] * weights["r_mag"].exp())
     else:
-        _shape(weights["b_enc"], (d_sae,), "b_enc", path)
+        check_shape(weights["b_enc"], (d_sae,), "b_enc", path)
         w["b_enc"] = weights["b_enc"]
     if activation == "jumprelu":
-        _shape(weights["threshold"], (d_sae,), "threshold", path)
+        check_shape(weights["threshold"], (d_sae,), "threshold", path)
         w["threshold"] = weights["threshold"]
     k = None
     rescale = bool(cfg.get("rescale_acts_by_decoder_norm", False))
@@ -293,7 +272,7 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
         if not isinstance(k, int) or not 0 < k <= d_sae:
             raise SAEError(f"{path / CFG}: a topk SAE needs 0 < k <= d_sae, got k={k!r}")
         if rescale:
-            _need(weights, ("W_dec",), path / SAELENS_WEIGHTS)
+            need_weights(weights, ("W_dec",), path / SAELENS_WEIGHTS)
             w["dec_norm"] = weights["W_dec"].norm(dim=-1)
     return SparseAutoencoder(
         name=name,
@@ -306,7 +285,7 @@ def _load_saelens(path: Path, name: str) -> SparseAutoencoder:
         k=k,
         normalize=normalize,
         rescale_by_decoder_norm=rescale,
-        fingerprint=_fingerprint(path / CFG, path / SAELENS_WEIGHTS),
+        fingerprint=fingerprint(path / CFG, path / SAELENS_WEIGHTS),
     )
 
 
@@ -323,12 +302,12 @@ def _load_sparsify(path: Path, name: str, hook_name: str) -> SparseAutoencoder:
     except HookpointError as exc:
         raise SAEError(f"{path}: the folder name is the hookpoint: {exc}") from exc
     weights = _read_weights(path / SPARSIFY_WEIGHTS)
-    _need(weights, ("encoder.weight", "encoder.bias", "b_dec"), path / SPARSIFY_WEIGHTS)
+    need_weights(weights, ("encoder.weight", "encoder.bias", "b_dec"), path / SPARSIFY_WEIGHTS)
     n = int(weights["encoder.weight"].shape[0])
     expected = cfg.get("num_latents") or d_in * int(cfg.get("expansion_factor", 32))
-    _shape(weights["encoder.weight"], (expected, d_in), "encoder.weight", path)
-    _shape(weights["encoder.bias"], (n,), "encoder.bias", path)
-    _shape(weights["b_dec"], (d_in,), "b_dec", path)
+    check_shape(weights["encoder.weight"], (expected, d_in), "encoder.weight", path)
+    check_shape(weights["encoder.bias"], (n,), "encoder.bias", path)
+    check_shape(weights["b_dec"], (d_in,), "b_dec", path)
     if k > n or (activation == "groupmax" and n % k):
         raise SAEError(f"{path / CFG}: k={k} does not fit {n} latents with activation {activation!r}")
     import torch
@@ -347,7 +326,7 @@ def _load_sparsify(path: Path, name: str, hook_name: str) -> SparseAutoencoder:
         hookpoint=hookpoint,
         weights=w,
         k=k,
-        fingerprint=_fingerprint(path / CFG, path / SPARSIFY_WEIGHTS),
+        fingerprint=fingerprint(path / CFG, path / SPARSIFY_WEIGHTS),
     )
 
 
@@ -359,8 +338,6 @@ def load_sae(
     a folder of one needs none); or from a Gemma Scope ``params.npz``, a Qwen-Scope
     ``layer{n}.sae.pt`` (``k`` from its release's name unless given) or a Goodfire ``.pth``
     (:mod:`explainer.collect.sae_formats`)."""
-    from explainer.collect import sae_formats
-
     path = Path(path).expanduser()
     if path.exists() and sae_formats.detect(path):
         kwargs = sae_formats.read_sae_file(path, hookpoint, k)

@@ -123,7 +123,11 @@ def _load_npz(path: Path) -> dict[str, Any]:
     return _check_tensors(path, tensors)
 
 
-def _need(weights: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
+# -- checks shared with the SAELens and sparsify readers of explainer.collect.sae -----------------
+
+
+def need_weights(weights: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
+    """SAEError naming the weights of ``keys`` that ``weights`` (read from ``path``) lacks, if any."""
     missing = [k for k in keys if k not in weights]
     if missing:
         raise SAEError(
@@ -131,16 +135,19 @@ def _need(weights: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
         )
 
 
-def _shape(t: Any, shape: tuple[int, ...], what: str, path: Path) -> None:
+def check_shape(t: Any, shape: tuple[int, ...], what: str, path: Path) -> None:
+    """SAEError unless the tensor ``t`` (``what``, read from ``path``) has ``shape``."""
     if tuple(t.shape) != shape:
         raise SAEError(f"{path}: {what} has shape {list(t.shape)}, expected {list(shape)}")
 
 
-def _fingerprint(path: Path) -> str:
+def fingerprint(*files: Path) -> str:
+    """The first 16 hex digits of the sha256 of ``files``' bytes, one after the other."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -185,14 +192,14 @@ def _gemma(path: Path, hookpoint: str | None) -> dict[str, Any]:
     import torch
 
     w = _load_npz(path)
-    _need(w, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), path)
+    need_weights(w, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), path)
     if w["W_enc"].ndim != 2:
         raise SAEError(f"{path}: W_enc has shape {list(w['W_enc'].shape)}, expected [d_in, d_sae]")
     d_in, d_sae = (int(n) for n in w["W_enc"].shape)
-    _shape(w["W_dec"], (d_sae, d_in), "W_dec", path)
+    check_shape(w["W_dec"], (d_sae, d_in), "W_dec", path)
     for key in ("b_enc", "threshold"):
-        _shape(w[key], (d_sae,), key, path)
-    _shape(w["b_dec"], (d_in,), "b_dec", path)
+        check_shape(w[key], (d_sae,), key, path)
+    check_shape(w["b_dec"], (d_in,), "b_dec", path)
     hook_name, ours = _hookpoint(path, hookpoint, _gemma_hook(path), "layer_L under a …-res or …-mlp release")
     parts = [p.name for p in path.resolve().parents][:2][::-1]  # e.g. width_16k/average_l0_82
     name = "-".join(p for p in parts if re.fullmatch(r"width_\w+|average_l0_\d+", p)) or path.stem
@@ -204,7 +211,7 @@ def _gemma(path: Path, hookpoint: str | None) -> dict[str, Any]:
         hook_name=hook_name,
         hookpoint=ours,
         weights={"W_enc": w["W_enc"], "b_enc": w["b_enc"], "b_in": torch.zeros(d_in), "threshold": w["threshold"]},
-        fingerprint=_fingerprint(path),
+        fingerprint=fingerprint(path),
     )
 
 
@@ -228,13 +235,13 @@ def _pick_qwen_layer(folder: Path, hookpoint: str | None) -> Path:
 
 def _qwen(path: Path, hookpoint: str | None, k: int | None, tensors: dict[str, Any] | None = None) -> dict[str, Any]:
     w = _load_pt(path) if tensors is None else tensors
-    _need(w, ("W_enc", "W_dec", "b_enc", "b_dec"), path)
+    need_weights(w, ("W_enc", "W_dec", "b_enc", "b_dec"), path)
     if w["W_enc"].ndim != 2:
         raise SAEError(f"{path}: W_enc has shape {list(w['W_enc'].shape)}, expected [d_sae, d_in]")
     d_sae, d_in = (int(n) for n in w["W_enc"].shape)
-    _shape(w["W_dec"], (d_in, d_sae), "W_dec", path)
-    _shape(w["b_enc"], (d_sae,), "b_enc", path)
-    _shape(w["b_dec"], (d_in,), "b_dec", path)
+    check_shape(w["W_dec"], (d_in, d_sae), "W_dec", path)
+    check_shape(w["b_enc"], (d_sae,), "b_enc", path)
+    check_shape(w["b_dec"], (d_in,), "b_dec", path)
     m = re.fullmatch(r"layer(\d+)\.sae\.pt", path.name)
     found = f"blocks.{m.group(1)}.hook_resid_post" if m else None
     hook_name, ours = _hookpoint(path, hookpoint, found, "layer{n}.sae.pt")
@@ -258,21 +265,23 @@ def _qwen(path: Path, hookpoint: str | None, k: int | None, tensors: dict[str, A
         hookpoint=ours,
         weights={"W_enc": w["W_enc"].T.contiguous(), "b_enc": w["b_enc"], "b_in": torch.zeros(d_in)},
         k=k,
-        fingerprint=_fingerprint(path),
+        fingerprint=fingerprint(path),
     )
 
 
 def _goodfire(path: Path, w: dict[str, Any], hookpoint: str | None) -> dict[str, Any]:
     import torch
 
-    _need(w, ("encoder_linear.weight", "encoder_linear.bias", "decoder_linear.weight", "decoder_linear.bias"), path)
+    need_weights(
+        w, ("encoder_linear.weight", "encoder_linear.bias", "decoder_linear.weight", "decoder_linear.bias"), path
+    )
     enc = w["encoder_linear.weight"]
     if enc.ndim != 2:
         raise SAEError(f"{path}: encoder_linear.weight has shape {list(enc.shape)}, expected [d_sae, d_in]")
     d_sae, d_in = (int(n) for n in enc.shape)
-    _shape(w["encoder_linear.bias"], (d_sae,), "encoder_linear.bias", path)
-    _shape(w["decoder_linear.weight"], (d_in, d_sae), "decoder_linear.weight", path)
-    _shape(w["decoder_linear.bias"], (d_in,), "decoder_linear.bias", path)
+    check_shape(w["encoder_linear.bias"], (d_sae,), "encoder_linear.bias", path)
+    check_shape(w["decoder_linear.weight"], (d_in, d_sae), "decoder_linear.weight", path)
+    check_shape(w["decoder_linear.bias"], (d_in,), "decoder_linear.bias", path)
     m = re.search(r"-l(\d+)\.pth?$", path.name)
     found = f"blocks.{m.group(1)}.hook_resid_post" if m else None
     hook_name, ours = _hookpoint(path, hookpoint, found, "…-lN.pth")
@@ -284,5 +293,5 @@ def _goodfire(path: Path, w: dict[str, Any], hookpoint: str | None) -> dict[str,
         hook_name=hook_name,
         hookpoint=ours,
         weights={"W_enc": enc.T.contiguous(), "b_enc": w["encoder_linear.bias"], "b_in": torch.zeros(d_in)},
-        fingerprint=_fingerprint(path),
+        fingerprint=fingerprint(path),
     )

@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from explainer.errors import ExplainerError, LLMError, ScoreError, TransientLLMError
-from explainer.explain.explainer import explain_unit
+from explainer.explain.explainer import RejectedAnswer, explain_unit
 from explainer.llm.chat import ChatClientFactory, make_chat_model
 from explainer.llm.prompts import load_template
 from explainer.pipeline.options import LabelOptions
@@ -96,7 +96,7 @@ def _candidates(
                     "source": f"llm-{i}",
                     "text": None,
                     "error": f"{type(exc).__name__}: {exc}",
-                    **({"raw": exc.raw_answers} if hasattr(exc, "raw_answers") else {}),
+                    **({"raw": exc.raw_answers} if isinstance(exc, RejectedAnswer) else {}),
                 }
             )
     if opts.baseline_candidate:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Sequence
 from dataclasses import replace
 
 from explainer.errors import InputError
-from explainer.provenance import scrub, secret_values
+from explainer.provenance import scrub
 from explainer.report.model import FORMATS, ReportEntry, ReportExplanation, ReportMeta, ReportScore
 from explainer.report.to_html import render_html
 from explainer.report.to_json import report_json
@@ -20,11 +21,11 @@ def schema_path() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent / "schemas" / "report.schema.json"
 
 
-def _scrub_score(s: ReportScore, secrets: list[str]) -> ReportScore:
+def _scrub_score(s: ReportScore, secrets: Sequence[str]) -> ReportScore:
     return replace(s, error=scrub(s.error, secrets), details=scrub(s.details, secrets))
 
 
-def _scrub_explanation(x: ReportExplanation, secrets: list[str]) -> ReportExplanation:
+def _scrub_explanation(x: ReportExplanation, secrets: Sequence[str]) -> ReportExplanation:
     """A copy of a :class:`ReportExplanation` with secrets scrubbed from every free text that came
     from an LLM, an error or a settings mapping."""
     e = x.explanation
@@ -37,17 +38,18 @@ def _scrub_explanation(x: ReportExplanation, secrets: list[str]) -> ReportExplan
     )
 
 
-def _scrub_entry(x: ReportEntry, secrets: list[str]) -> ReportEntry:
+def _scrub_entry(x: ReportEntry, secrets: Sequence[str]) -> ReportEntry:
     return replace(
         x, main=_scrub_explanation(x.main, secrets), others=tuple(_scrub_explanation(o, secrets) for o in x.others)
     )
 
 
-def scrub_report(entries: list[ReportEntry], meta: ReportMeta) -> tuple[list[ReportEntry], ReportMeta]:
-    """Entries and metadata with the values of secret environment variables (API keys, tokens,
-    passwords) and URL credentials replaced by ``[redacted]``, wherever they might have been
-    stored (an LLM error message, a settings mapping, a query)."""
-    secrets = secret_values()
+def scrub_report(
+    entries: list[ReportEntry], meta: ReportMeta, secrets: Sequence[str]
+) -> tuple[list[ReportEntry], ReportMeta]:
+    """Entries and metadata with ``secrets`` (the values of secret environment variables: API keys,
+    tokens, passwords, :attr:`explainer.settings.Settings.secrets`) and URL credentials replaced by
+    ``[redacted]``, wherever they might have been stored (an LLM error message, a settings mapping, a query)."""
     return (
         [_scrub_entry(e, secrets) for e in entries],
         replace(
@@ -59,10 +61,12 @@ def scrub_report(entries: list[ReportEntry], meta: ReportMeta) -> tuple[list[Rep
     )
 
 
-def render_report(entries: list[ReportEntry], fmt_: str, meta: ReportMeta | None = None) -> bytes:
-    """The report in one of :data:`FORMATS`, as bytes (UTF-8 text, or a PDF file); secrets are
+def render_report(
+    entries: list[ReportEntry], fmt_: str, meta: ReportMeta | None = None, *, secrets: Sequence[str]
+) -> bytes:
+    """The report in one of :data:`FORMATS`, as bytes (UTF-8 text, or a PDF file); ``secrets`` are
     scrubbed first (:func:`scrub_report`)."""
-    entries, meta = scrub_report(list(entries), meta or ReportMeta())
+    entries, meta = scrub_report(list(entries), meta or ReportMeta(), secrets)
     if fmt_ == "html":
         return render_html(entries, meta).encode("utf-8")
     if fmt_ == "md":
@@ -75,13 +79,18 @@ def render_report(entries: list[ReportEntry], fmt_: str, meta: ReportMeta | None
 
 
 def write_report(
-    entries: list[ReportEntry], path: str | pathlib.Path, fmt_: str, meta: ReportMeta | None = None
+    entries: list[ReportEntry],
+    path: str | pathlib.Path,
+    fmt_: str,
+    meta: ReportMeta | None = None,
+    *,
+    secrets: Sequence[str],
 ) -> pathlib.Path:
-    """Render and write a report, creating parent directories."""
+    """Render and write a report (``secrets`` scrubbed), creating parent directories."""
     p = pathlib.Path(path)
     if p.is_dir():
         raise InputError(f"{p} is a directory: give -o a file name, e.g. {p / ('report.' + fmt_)}")
-    data = render_report(entries, fmt_, meta)
+    data = render_report(entries, fmt_, meta, secrets=secrets)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)

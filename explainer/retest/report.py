@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -254,11 +255,11 @@ def drift_document(doc: dict[str, Any]) -> Any:
     return Document(f"Re-test of {doc['from']} on {doc['models']['new'].get('name')}", "drift report", blocks)
 
 
-def write_drift_report(doc: dict[str, Any], path: str | Path, fmt: str | None = None) -> str:
-    """Write ``doc`` to ``path`` as ``fmt`` (default: from the suffix), secrets scrubbed; returns the format."""
-    from explainer.provenance import scrub, secret_values
+def write_drift_report(doc: dict[str, Any], path: str | Path, fmt: str | None = None, *, secrets: Sequence[str]) -> str:
+    """Write ``doc`` to ``path`` as ``fmt`` (default: from the suffix), ``secrets`` scrubbed; returns the format."""
+    from explainer.provenance import scrub
 
-    doc = scrub(doc, secret_values())
+    doc = scrub(doc, secrets)
     path = Path(path)
     fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:

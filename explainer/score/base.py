@@ -4,7 +4,7 @@ Two kinds of scorer, one protocol: a **simulator** (``kind == "simulation"``) pr
 activation from the explanation (:class:`Simulator` adds ``simulate``) and scores the pooled
 correlation of its predictions (:func:`simulation_result`); a **window-level** scorer
 (``kind == "window"``) computes its own figure (detection's balanced accuracy, the embedding
-scorer's AUROC).
+scorer's AUROC). A scorer that acts on the unit itself (steering it) is also a :class:`UnitScorer`.
 """
 
 from __future__ import annotations
@@ -51,6 +51,16 @@ class Scorer(Protocol):
 
     def score(self, explanation: str, windows: list[Window]) -> ScoreResult:
         """This scorer's verdict on ``explanation`` over the held-out ``windows``."""
+
+
+@runtime_checkable
+class UnitScorer(Protocol):
+    """A scorer that can judge an explanation on the unit itself rather than on its windows (the
+    intervention scorers steer the unit): :func:`explainer.score.registry.evaluate` calls
+    ``score_unit`` when it knows the unit. Methods only, so ``isinstance`` reads no property."""
+
+    def score_unit(self, explanation: str, unit_id: str) -> ScoreResult:
+        """This scorer's verdict on ``explanation`` for the unit ``unit_id``."""
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from explainer.errors import ConfigError
-from explainer.score.base import Scorer, ScoreResult, Simulator
+from explainer.score.base import Scorer, ScoreResult, Simulator, UnitScorer
 
 if TYPE_CHECKING:
     from explainer.score.contextual import ContextualSimulator
@@ -77,8 +77,8 @@ def make_simulator(
 def evaluate(scorer: Scorer, explanation: str, windows: list[Window], unit_id: str | None = None) -> ScoreResult:
     """Score ``explanation`` on ``windows`` with any scorer (simulator or window-level); the
     intervention scorers steer the unit ``unit_id`` instead."""
-    if hasattr(scorer, "score_unit") and unit_id is not None:
-        return cast(ScoreResult, scorer.score_unit(explanation, unit_id))
+    if unit_id is not None and isinstance(scorer, UnitScorer):
+        return scorer.score_unit(explanation, unit_id)
     return scorer.score(explanation, windows)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explainer.runtime import get_index, get_store
 from explainer.score.registry import DEFAULT_SCORERS
 from explainer.settings import Settings
+
+if TYPE_CHECKING:
+    from store.keyword import IndexDoc
 
 
 def index_metadata(
@@ -43,14 +46,14 @@ def index_stage(settings: Settings, explanation_id: str, scorer: str = DEFAULT_S
     return explanation_id
 
 
-def expected_metadata(doc: Any) -> dict[str, Any]:
-    """The vector-index metadata of an index document (``store.keyword.IndexDoc``), from its score."""
+def expected_metadata(doc: IndexDoc) -> dict[str, Any]:
+    """The vector-index metadata of an index document, from its score."""
     s = doc.score
     return index_metadata(
         doc.unit_id,
         doc.collection_id,
         doc.explainer_model,
-        s["value"] if s and s["status"] == "ok" else None,
+        s.value if s is not None and s.status == "ok" else None,
         doc.domains,
     )
 
@@ -66,7 +69,7 @@ def index_many(settings: Settings, explanation_ids: Sequence[str], scorer: str =
         d
         for d in iter_docs(store, list(dict.fromkeys(explanation_ids)), scorer=scorer)
         if d.indexed_at is None
-        or (d.score is not None and d.score["created_at"] is not None and d.score["created_at"] > d.indexed_at)
+        or (d.score is not None and d.score.created_at is not None and d.score.created_at > d.indexed_at)
     ]
     if not todo:
         return 0

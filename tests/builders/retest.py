@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from builders.intervene import explain
+from explainer import runtime
 from explainer.collect.collector import CollectConfig
 from explainer.collect.corpus import default_corpus
 from explainer.explain.baseline import baseline_explanation
@@ -84,7 +85,7 @@ def retest_world(tiny_model, tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("retest")
     mp = pytest.MonkeyPatch()
     mp.setenv("EXPLAINER_DATA_DIR", str(root / "data"))
-    mp.setenv("EXPLAINER_MODEL_CACHE", str(root / "cache"))
+    mp.setattr(runtime, "_model_cache", [root / "cache"])  # the model files' hashes of this world
     settings = load_settings()
     docs = [d for d in default_corpus(6000) if d.domain in ("code", "legal")]
     corpus = root / "corpus.jsonl"

@@ -63,3 +63,16 @@ def test_empty_query_is_an_error(settings, capsys):
 def test_bad_collect_numbers(settings, capsys):
     code, _, err = run(capsys, "collect", "--window", "2")
     assert code == 2 and "--window" in err
+
+
+def test_serve_runs_the_api_app_with_uvicorn(settings, capsys, monkeypatch):
+    import uvicorn
+    from fastapi import FastAPI
+
+    served = {}
+    monkeypatch.setenv("EXPLAINER_API_READ_KEYS", "reader-key-123")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    code, out, err = run(capsys, "serve", "--host", "127.0.0.2", "--port", "8123", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"stopped": True}
+    assert isinstance(served["app"], FastAPI) and (served["host"], served["port"]) == ("127.0.0.2", 8123)

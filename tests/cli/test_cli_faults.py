@@ -1,7 +1,7 @@
 """Inputs that used to end in a traceback (or a wrong result) now end in one line and exit 2:
-a cfg.json nested 100k levels deep, sizes memory cannot hold (checked before anything is stored),
-`report -o` a directory or a suffix that is no report format, a closed stdout pipe, and any
-exception the commands did not expect."""
+a malformed setting in the environment, a cfg.json nested 100k levels deep, sizes memory cannot
+hold (checked before anything is stored), `report -o` a directory or a suffix that is no report
+format, a closed stdout pipe, and any exception the commands did not expect."""
 
 from __future__ import annotations
 
@@ -105,3 +105,14 @@ def test_a_collection_the_workers_stored_elsewhere_is_named(settings, tiny_model
     assert cli_main(argv, backend=ElsewhereBackend()) == 2
     line = _one_line_error(capsys.readouterr().err)
     assert "0000000000000000 was reported collected but is not in" in line and "EXPLAINER_DATABASE_URL" in line
+
+
+@pytest.mark.parametrize("command", [["-m", "workers.cli", "runs"], ["-m", "celery", "-A", "workers", "worker"]])
+def test_a_bad_setting_in_the_environment_is_one_line(tmp_path, command):
+    """The ``explainer`` command and a ``celery -A workers worker`` started with a malformed
+    variable: one line naming it, exit 2, no traceback (the settings are read at the entry point)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINER_")}
+    env.update(PYTHONPATH=str(ROOT), EXPLAINER_DATA_DIR=str(tmp_path / "data"), EXPLAINER_LLM_TIMEOUT="abc")
+    proc = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "EXPLAINER_LLM_TIMEOUT must be a number of seconds, got 'abc'" in _one_line_error(proc.stderr)

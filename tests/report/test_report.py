@@ -1,3 +1,7 @@
+"""The report renderers on built entries (no store): HTML (escaping, highlights, badges, histograms,
+no external URLs), Markdown and JSON agreeing on the units, the warnings (domain drops, workflow
+domains, too few windows, low scores by scorer kind) and writing a report file."""
+
 import html
 import json
 import re
@@ -124,7 +128,9 @@ def test_markdown_and_json_contain_same_units():
 
 
 def test_write_html_creates_file(tmp_path):
-    path = write_report(sample_entries(), tmp_path / "nested" / "dir" / "report.html", "html", ReportMeta(title="T"))
+    path = write_report(
+        sample_entries(), tmp_path / "nested" / "dir" / "report.html", "html", ReportMeta(title="T"), secrets=()
+    )
     assert path.exists()
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "<title>T</title>" in text

@@ -31,6 +31,6 @@ def test_pdf_first_page_shows_a_unit_and_provenance_reads_as_text():
     settings = {"selected": "baseline", "temperature": 0.0, "candidates": [{"source": "llm-0", "text": None}]}
     prov = {"explainer": {"model": "m", "settings": settings}, "hookpoint": "layers.1.mlp"}
     entries[0] = replace(entry, main=replace(entry.main, provenance=prov))
-    _, texts = pdf_pages(render_report(entries, "pdf"))
+    _, texts = pdf_pages(render_report(entries, "pdf", secrets=()))
     assert "Contents" in texts[0] and entries[0].record.unit_id in texts[0].split("Contents", 1)[1]
     assert "{'" not in "\n".join(texts) and "selected baseline" in "\n".join(texts)

@@ -18,7 +18,7 @@ def test_pdf_pages_are_drawn_and_hold_the_report(tmp_path):
     good = entries[0]
     stats = dc_replace(good.record.stats, histogram=(4, 9, 3, 1), histogram_edges=(1.0, 1.19, 1.41, 1.68, 2.0))
     entries[0] = replace(good, record=replace(good.record, stats=stats))
-    data = render_report(entries, "pdf", ReportMeta(title="Audit of three units", generated_by="test"))
+    data = render_report(entries, "pdf", ReportMeta(title="Audit of three units", generated_by="test"), secrets=())
     images, texts = pdf_pages(data)
     assert len(images) >= len(entries)  # contents and the first unit, then a page (at least) per unit
     for img in images:
@@ -35,7 +35,9 @@ def test_pdf_pages_are_drawn_and_hold_the_report(tmp_path):
 
 
 def test_empty_pdf_says_so():
-    images, texts = pdf_pages(render_report([], "pdf", ReportMeta(note="No units: the query 'x' matched nothing.")))
+    images, texts = pdf_pages(
+        render_report([], "pdf", ReportMeta(note="No units: the query 'x' matched nothing."), secrets=())
+    )
     assert len(images) == 1 and ink(images[0]) > 0 and "No units: the query" in texts[0]
 
 
@@ -44,5 +46,5 @@ def test_unsupported_characters_do_not_break_the_pdf():
     assert entry.main.explanation is not None
     text = "数字 and emoji 🎉 then plain words"
     entry = replace(entry, main=replace(entry.main, explanation=replace(entry.main.explanation, text=text)))
-    images, texts = pdf_pages(render_report([entry], "pdf"))
+    images, texts = pdf_pages(render_report([entry], "pdf", secrets=()))
     assert "plain words" in "\n".join(texts)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from explainer.api.app import ApiConfig, create_app
 from explainer.runtime import get_store
+from explainer.settings import load_settings
 from workers.cli import main
 
 MARKER = "sk-test-SECRET-marker-0123456789"
@@ -83,7 +84,7 @@ def reported(settings, monkeypatch):
         per_domain={"tickets": 0.05},
         n_tokens=64,
     )
-    return settings
+    return load_settings()  # what an entry point reads now: with the secret values set above
 
 
 def _run(capsys, *argv):

@@ -60,7 +60,7 @@ def test_fine_tuned_domain_moves_most(world, tmp_path):
     for fmt in ("json", "md", "html", "pdf"):
         from explainer.retest.report import write_drift_report
 
-        write_drift_report(doc, tmp_path / f"drift.{fmt}")
+        write_drift_report(doc, tmp_path / f"drift.{fmt}", secrets=())
     md = (tmp_path / "drift.md").read_text()
     assert doc["units"][0]["unit_id"] in md and doc["models"]["new"]["files"][0]["sha256"] in md
     assert json.loads((tmp_path / "drift.json").read_text())["schema_version"] == 1

@@ -53,9 +53,8 @@ def model_dir(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture
-def labeled(settings, model_dir, tmp_path, monkeypatch):
+def labeled(settings, model_dir, tmp_path, model_cache):
     """Two units of a real collection, explained and scored; returns (settings, collection id, unit ids)."""
-    monkeypatch.setenv("EXPLAINER_MODEL_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "\n".join(

@@ -105,3 +105,35 @@ def test_llm_errors_pickle_with_their_data():
 
     err = pickle.loads(pickle.dumps(TransientLLMError("slow", status=429, retry_after=2.5)))
     assert (type(err), str(err), err.status, err.retry_after) == (TransientLLMError, "slow", 429, 2.5)
+
+
+def test_evaluate_steers_the_unit_only_with_a_unit_scorer_and_a_unit_id(settings):
+    """Dispatch by protocol: an intervention scorer is a UnitScorer (checked without loading a model);
+    the window-level and simulator scorers are not, and ``evaluate`` scores their windows."""
+    from dataclasses import replace
+
+    from explainer.score.base import ScoreResult, UnitScorer
+    from explainer.score.registry import evaluate, make_scorer
+
+    s = replace(settings, simulator_base_url="http://127.0.0.1:9/v1", simulator_model="m")
+    assert isinstance(make_scorer("intervention", settings=s), UnitScorer)
+    assert not any(isinstance(make_scorer(n, settings=s), UnitScorer) for n in ("simulation-logits", "detection"))
+
+    def result(how: str) -> ScoreResult:
+        return ScoreResult(1.0, None, None, {}, 0, "fake", {"how": how})
+
+    class Steering:
+        method, kind, model_name = "fake-steer", "window", "fake"
+
+        def score(self, explanation, windows):
+            return result("windows")
+
+        def score_unit(self, explanation, unit_id):
+            return result(f"steered {unit_id}")
+
+    class Windows(Steering):
+        score_unit = None  # type: ignore[assignment]  # a scorer without the unit-level method
+
+    assert evaluate(Steering(), "x", [WINDOW], unit_id="m/l/1").details["how"] == "steered m/l/1"
+    assert evaluate(Steering(), "x", [WINDOW]).details["how"] == "windows"  # no unit: its windows
+    assert evaluate(Windows(), "x", [WINDOW], unit_id="m/l/1").details["how"] == "windows"

@@ -25,6 +25,11 @@ def test_index_many_indexes_what_index_stage_would_and_only_what_changed(setting
     assert check(settings)["in_sync"]  # both the vector metadata and the keyword row hold 0.93
     meta = get_index(settings).collection.get(ids=[ok[0]], include=["metadatas"])["metadatas"][0]
     assert meta["score"] == 0.93
+    from store.keyword import iter_docs
+    from store.records import Score
+
+    [doc] = iter_docs(store, [ok[0]])
+    assert isinstance(doc.score, Score) and (doc.score.scorer, doc.score.value) == (SEARCH_SCORER, 0.93)
 
     # the same explanations indexed one by one in another data dir store the same entries
     monkeypatch.setenv("EXPLAINER_DATA_DIR", str(tmp_path / "one-by-one"))

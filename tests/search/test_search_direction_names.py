@@ -34,5 +34,5 @@ def test_direction_names_are_shown_and_searchable(settings, capsys):
     assert json.loads(capsys.readouterr().out)["unit_name"] == "melancholy"
 
     entries, meta = select_report(settings, unit_ids=[u.unit_id])
-    assert "“melancholy”" in render_report(entries, "html", meta).decode()
-    assert "“melancholy”" in render_report(entries, "md", meta).decode()
+    assert "“melancholy”" in render_report(entries, "html", meta, secrets=()).decode()
+    assert "“melancholy”" in render_report(entries, "md", meta, secrets=()).decode()
