@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from explainer.cli.common import ci, int_in
-from explainer.errors import InputError
+from explainer.errors import InputError, UnknownUnitError
 from explainer.settings import Settings
 from store.keyword import SOURCES
 
@@ -24,7 +24,9 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> Any:
     found = runs.find_runs(store, args.run_id)
     if len(found) != 1:
         raise InputError(
-            f"no run {args.run_id!r}" if not found else f"run id {args.run_id!r} is ambiguous: give more of it"
+            f"no run {args.run_id!r} in {settings.describe_store()}"
+            if not found
+            else f"run id {args.run_id!r} is ambiguous: give more of it"
         )
     return runs.run_detail(store, found[0], failures_limit=args.limit)
 
@@ -88,7 +90,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
                 else f"collection {args.collection!r} is ambiguous for unit {args.unit_id}: give more of it"
             )
         chosen = match[0]
-    entry = unit_entries(settings, [args.unit_id], chosen)[0]
+    try:
+        entry = unit_entries(settings, [args.unit_id], chosen)[0]
+    except UnknownUnitError as exc:
+        raise UnknownUnitError(exc.missing, settings.describe_store()) from None
     out = entry_summary(entry)
     out["collection_id"] = entry.collection_id
     out["other_collections"] = [c for c in held if c != entry.collection_id]

@@ -35,6 +35,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         run=args.run,
         limit=args.limit,
         generated_by="explainer report",
+        where=settings.describe_store(),
     )
     out = Path(args.output) if args.output else settings.data_dir / f"report.{fmt}"
     write_report(entries, out, fmt, meta)
