@@ -23,6 +23,7 @@ from explainer.report.text import (
     has_text,
     histogram_axis_label,
     histogram_data,
+    level_text,
     output_side_lines,
     score_line,
     steering_lines,
@@ -286,7 +287,10 @@ def _contents(entries: list[ReportEntry], st: dict[str, Any]) -> Any:
     rows = [[Paragraph(f"<b>{h}</b>", st["cell"]) for h in ("Unit", "Explanation", "Scores")]]
     for e in entries:
         expl = e.explanation if has_text(e) else e.explanation_status
-        scores = "; ".join(f"{s.scorer} {fmt(s.value)}" if s.status == "ok" else f"{s.scorer} failed" for s in e.scores)
+        scores = "; ".join(
+            f"{s.scorer} {fmt(s.value)} ({level_text(s)})" if s.status == "ok" else f"{s.scorer} failed"
+            for s in e.scores
+        )
         rows.append(
             [
                 Paragraph(_t(e.record.unit_id), st["cell"]),
