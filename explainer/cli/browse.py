@@ -11,6 +11,9 @@ from explainer.errors import InputError, UnknownUnitError
 from explainer.settings import Settings
 from store.keyword import SOURCES
 
+NO_MATCH_SHOWN = 3
+"""Hits printed when none is a good match (``--json`` gives them all)."""
+
 
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> Any:
     from explainer.runtime import get_store
@@ -149,7 +152,12 @@ def print_search(result: Any, settings: Settings | None = None) -> None:
     if not result:
         print("no hits" + (f" in {settings.describe_store()}" if settings else ""))
     elif all(h.get("match") == "weak" for h in result):
-        print("no good match: no explanation shares a word with the query or is close to it; the closest:")
+        result = result[:NO_MATCH_SHOWN]
+        print(
+            "no good match: no explanation shares a word with the query or is close to it; "
+            f"the {len(result)} closest (all with --json):"
+        )
+    mixed = any(h.get("match") != "weak" for h in result)
     for h in result:
         s = h["score"]
         score = f"{s['value']:+.3f} {ci(s['ci95'])}" if s else "unscored"
@@ -158,6 +166,7 @@ def print_search(result: Any, settings: Settings | None = None) -> None:
         causal = "" if h.get("intervention_score") is None else f"  intervention={h['intervention_score']:+.3f}"
         origin = "  [no-LLM baseline]" if h.get("explanation_source") == "baseline" else ""
         named = f' "{h["unit_name"]}"' if h.get("unit_name") else ""
+        named += "  [weak match]" if mixed and h.get("match") == "weak" else ""
         print(
             f"{h['rank']:2d}. {h['unit_id']}{named}  score={score}{causal}  sim={sim}  ({ranks})\n"
             f"    {h['explanation']}{origin}"
