@@ -77,9 +77,9 @@ class SAEError(InputError):
 class UnknownUnitError(InputError):
     """Unit ids were asked for that the store does not hold."""
 
-    def __init__(self, missing: list[str]):
+    def __init__(self, missing: list[str], where: str | None = None):
         self.missing = list(missing)
-        super().__init__("unknown unit id(s): " + ", ".join(self.missing))
+        super().__init__("unknown unit id(s): " + ", ".join(self.missing) + (f" in {where}" if where else ""))
 
 
 class InterventionError(InputError):

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
@@ -110,6 +111,45 @@ class LocalEmbedder:
         return [v.tolist() for v in vecs]
 
 
+REOPEN_TRIES = 4
+"""Tries of a Chroma call while other processes keep changing the directory under it."""
+
+
+class _Gate:
+    """Many Chroma calls at once, or one reopen of the client alone (it closes the client the
+    calls in flight use)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closing = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._closing)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._closing)
+            self._closing = True
+            self._cond.wait_for(lambda: self._active == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closing = False
+                self._cond.notify_all()
+
+
 class VectorIndex:
     """Upsert and query explanation embeddings with metadata filters."""
 
@@ -137,6 +177,7 @@ class VectorIndex:
         self.scan: VectorScan | None = None
         """The in-memory exact scan, once :meth:`load_scan` filled it; kept in step with our writes."""
         self._scan_lock = threading.Lock()
+        self._gate = _Gate()
         self.collection = self.client.get_or_create_collection(
             COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
@@ -158,17 +199,24 @@ class VectorIndex:
         )
 
     def _call(self, call: Callable[[Any], T]) -> T:
-        """``call(collection)`` (a read or an idempotent write); when another process changed the directory under this process's
-        Chroma view (``InternalError``), reopen the client and try once more."""
+        """``call(collection)`` (a read or an idempotent write); when another process changed the
+        directory under this process's Chroma view (``InternalError``), reopen the client and try
+        again. Calls run side by side; a reopen waits for the calls in flight and runs alone, once
+        for all the threads that saw the same stale view."""
         from chromadb.errors import InternalError
 
-        try:
-            return call(self.collection)
-        except InternalError:
-            if self.path is None:
-                raise
-            self._reopen()
-            return call(self.collection)
+        for attempt in range(REOPEN_TRIES):
+            with self._gate.shared():
+                collection = self.collection
+                try:
+                    return call(collection)
+                except InternalError:
+                    if self.path is None or attempt == REOPEN_TRIES - 1:
+                        raise
+            with self._gate.exclusive():
+                if self.collection is collection:  # no other thread reopened it meanwhile
+                    self._reopen()
+        raise AssertionError("unreachable")
 
     def upsert(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
         """Embed ``texts`` and upsert them with their metadata."""

@@ -45,8 +45,7 @@ QUERY_RE = r"[^\s\x1c-\x1f\x85\x00]"
 """A query holds a character that is not blank for Python's ``str.strip`` (which also strips the
 information separators U+001C–U+001F and U+0085) nor for the OpenAPI regex (``\\s``), and is not
 NUL; other NULs in it are read as spaces (``search.hybrid.check_query``)."""
-NO_NUL_RE = r"^[^\x00]+$"
-UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NO_NUL_RE)]
+UnitId = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=m.NO_NUL_RE)]
 Model = Annotated[
     str | None, Query(max_length=200, pattern=NAME_RE.pattern, description="subject model, e.g. smollm2-135m")
 ]
@@ -103,7 +102,7 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
     )
     def unit_route(
         unit_id: Annotated[
-            str, PathParam(min_length=1, max_length=300, pattern=NO_NUL_RE, description="MODEL/HOOKPOINT/INDEX")
+            str, PathParam(min_length=1, max_length=300, pattern=m.NO_NUL_RE, description="MODEL/HOOKPOINT/INDEX")
         ],
         collection_id: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-f]{1,64}$")] = None,
     ) -> dict[str, Any]:

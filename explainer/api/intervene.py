@@ -39,7 +39,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 class _SteerBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    unit_id: str = Field(min_length=1, max_length=300, description="MODEL/HOOKPOINT/INDEX of a stored unit")
+    unit_id: str = Field(
+        min_length=1, max_length=300, pattern=m.NO_NUL_RE, description="MODEL/HOOKPOINT/INDEX of a stored unit"
+    )
     prompt: str = Field(
         min_length=1, max_length=MAX_PROMPT_CHARS, pattern=r"[^\s\x1c-\x1f\x85]", description="text to continue"
     )

@@ -21,6 +21,7 @@ from store.records import Score as ScoreRecord
 
 __all__ = [
     "DERIVED",
+    "NO_NUL_RE",
     "CheckResult",
     "CollectionsPage",
     "ErrorBody",
@@ -32,6 +33,9 @@ __all__ = [
     "UnitDetail",
     "derived",
 ]
+
+NO_NUL_RE = r"^[^\x00]+$"
+"""Text that reaches SQL holds no NUL byte (PostgreSQL refuses NUL in text): a 422, not a 500."""
 
 
 class ErrorDetail(BaseModel):

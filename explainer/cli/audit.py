@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from explainer.audit.cases import MIN_PER_CLASS, CaseSetError, class_counts, read_cases, usable_domains
+from explainer.cli.common import int_in
 from explainer.settings import Settings
 
 DEFAULT_CASES = Path(__file__).resolve().parents[1] / "audit" / "data" / "cases_smollm2.jsonl"
+MAX_PER_DOMAIN = 1000
+"""More questions than a domain has (the arithmetic one is generated: about 1,000 distinct)."""
+MAX_SAMPLES = 64
+MIN_PER_CLASS_ARG = int_in(1, 1_000_000)
 
 
 def register(sub: Any) -> None:
@@ -22,15 +28,19 @@ def register(sub: Any) -> None:
     mk = csub.add_parser("make", help="ask the model offline factual questions; keep consistently right/wrong ones")
     mk.add_argument("--model", default="smollm2-135m", help="subject model (default: %(default)s)")
     mk.add_argument("--out", required=True, help="JSONL file to write")
-    mk.add_argument("--per-domain", type=int, default=36, help="questions asked per domain (default: %(default)s)")
-    mk.add_argument("--samples", type=int, default=4, help="sampled answers per question (default: %(default)s)")
-    mk.add_argument("--temperature", type=float, default=0.7, help="default: %(default)s")
+    mk.add_argument(
+        "--per-domain", type=int_in(1, MAX_PER_DOMAIN), default=36, help="questions asked per domain (default: 36)"
+    )
+    mk.add_argument(
+        "--samples", type=int_in(1, MAX_SAMPLES), default=4, help="sampled answers per question (default: 4)"
+    )
+    mk.add_argument("--temperature", type=_temperature, default=0.7, help="sampling temperature, > 0 (default: 0.7)")
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--json", action="store_true", help="print machine-readable JSON")
     mk.set_defaults(func=cmd_cases_make)
     ck = csub.add_parser("check", help="validate a case set and count its classes per domain")
     ck.add_argument("file", nargs="?", default=str(DEFAULT_CASES), help="JSONL case set (default: the shipped one)")
-    ck.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS)
+    ck.add_argument("--min-per-class", type=MIN_PER_CLASS_ARG, default=MIN_PER_CLASS)
     ck.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ck.set_defaults(func=cmd_cases_check)
 
@@ -47,7 +57,7 @@ def register(sub: Any) -> None:
     au.add_argument("--directions", help="directions file: audit its directions at --hookpoint")
     au.add_argument("--out", required=True, help="folder for probe.json and the report (audit.json/.md/.html/.pdf)")
     au.add_argument("--test-frac", type=float, default=0.3, help="held-out share per domain and label")
-    au.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS, help="per-domain fit minimum")
+    au.add_argument("--min-per-class", type=MIN_PER_CLASS_ARG, default=MIN_PER_CLASS, help="per-domain fit minimum")
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--no-causal", action="store_true", help="skip the scaling test")
     au.add_argument("--causal-cases", type=int, default=24, help="held-out questions in the scaling test")
@@ -77,7 +87,9 @@ def register(sub: Any) -> None:
     dwhere.add_argument("--layer", type=int, help="the residual stream after this block (hookpoint layers.L)")
     dwhere.add_argument("--hookpoint", help="any activation hookpoint, e.g. layers.12 or layers.12.mlp_out")
     dm.add_argument("--method", choices=["mean-diff", "probe"], default="mean-diff", help="default: %(default)s")
-    dm.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS, help="per-domain minimum of each class")
+    dm.add_argument(
+        "--min-per-class", type=MIN_PER_CLASS_ARG, default=MIN_PER_CLASS, help="per-domain minimum of each class"
+    )
     dm.add_argument("-o", "--out", required=True, help="directions file to write (.safetensors)")
     dm.add_argument("--json", action="store_true", help="print machine-readable JSON")
     dm.set_defaults(func=cmd_directions_make, show=print_directions)
@@ -104,6 +116,16 @@ def register(sub: Any) -> None:
     mo.set_defaults(func=cmd_monitor, show=print_monitor)
 
 
+def _temperature(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(t) or t <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (answers are sampled), got {text!r}")
+    return t
+
+
 def _alphas(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -119,8 +141,6 @@ def cmd_cases_make(settings: Settings, args: argparse.Namespace) -> dict[str, An
     from explainer.audit.make import make_cases
     from explainer.collect.models import load_model
 
-    if args.per_domain < 1 or args.samples < 1:
-        raise CaseSetError("--per-domain and --samples must be at least 1")
     lm = load_model(args.model, settings.device)
     cases, stats = make_cases(
         lm, per_domain=args.per_domain, samples=args.samples, temperature=args.temperature, seed=args.seed

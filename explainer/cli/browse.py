@@ -7,9 +7,12 @@ import argparse
 from typing import Any
 
 from explainer.cli.common import ci, int_in
-from explainer.errors import InputError
+from explainer.errors import InputError, UnknownUnitError
 from explainer.settings import Settings
 from store.keyword import SOURCES
+
+NO_MATCH_SHOWN = 3
+"""Hits printed when none is a good match (``--json`` gives them all)."""
 
 
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> Any:
@@ -24,7 +27,9 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> Any:
     found = runs.find_runs(store, args.run_id)
     if len(found) != 1:
         raise InputError(
-            f"no run {args.run_id!r}" if not found else f"run id {args.run_id!r} is ambiguous: give more of it"
+            f"no run {args.run_id!r} in {settings.describe_store()}"
+            if not found
+            else f"run id {args.run_id!r} is ambiguous: give more of it"
         )
     return runs.run_detail(store, found[0], failures_limit=args.limit)
 
@@ -86,7 +91,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
                 else f"collection {args.collection!r} is ambiguous for unit {args.unit_id}: give more of it"
             )
         chosen = match[0]
-    entry = unit_entries(settings, [args.unit_id], chosen)[0]
+    try:
+        entry = unit_entries(settings, [args.unit_id], chosen)[0]
+    except UnknownUnitError as exc:
+        raise UnknownUnitError(exc.missing, settings.describe_store()) from None
     out = entry_summary(entry)
     out["collection_id"] = entry.collection_id
     out["other_collections"] = [c for c in held if c != entry.collection_id]
@@ -142,7 +150,12 @@ def print_search(result: Any, settings: Settings | None = None) -> None:
     if not result:
         print("no hits" + (f" in {settings.describe_store()}" if settings else ""))
     elif all(h.get("match") == "weak" for h in result):
-        print("no good match: no explanation shares a word with the query or is close to it; the closest:")
+        result = result[:NO_MATCH_SHOWN]
+        print(
+            "no good match: no explanation shares a word with the query or is close to it; "
+            f"the {len(result)} closest (all with --json):"
+        )
+    mixed = any(h.get("match") != "weak" for h in result)
     for h in result:
         s = h["score"]
         score = f"{s['value']:+.3f} {ci(s['ci95'])}" if s else "unscored"
@@ -151,6 +164,7 @@ def print_search(result: Any, settings: Settings | None = None) -> None:
         causal = "" if h.get("intervention_score") is None else f"  intervention={h['intervention_score']:+.3f}"
         origin = "  [no-LLM baseline]" if h.get("explanation_source") == "baseline" else ""
         named = f' "{h["unit_name"]}"' if h.get("unit_name") else ""
+        named += "  [weak match]" if mixed and h.get("match") == "weak" else ""
         print(
             f"{h['rank']:2d}. {h['unit_id']}{named}  score={score}{causal}  sim={sim}  ({ranks})\n"
             f"    {h['explanation']}{origin}"

@@ -328,7 +328,8 @@ def print_label(result: Any, settings: Settings | None = None) -> None:
         text = u["explanation"] if u["status"] == "ok" else f"[{u['status']}] {u['error']}"
         if u.get("source") == "baseline":
             text += "  [no-LLM baseline]"
-        print(f"  {u['unit_id']:40s} {format(s['value'], '+.3f') if s else '   -  '}  {text}")
+        level = s["meaning"].split(":", 1)[0] if s and s.get("meaning") else ""
+        print(f"  {u['unit_id']:40s} {format(s['value'], '+.3f') + ' ' + level if s else '   -  '}  {text}")
     for uid, err in result["task_errors"].items():
         print(f"  task error {uid}: {err}")
 

@@ -35,6 +35,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         run=args.run,
         limit=args.limit,
         generated_by="explainer report",
+        where=settings.describe_store(),
     )
     out = Path(args.output) if args.output else settings.data_dir / f"report.{fmt}"
     write_report(entries, out, fmt, meta, secrets=settings.secrets)
@@ -55,9 +56,16 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any
 
 
 def print_calibrate(result: Any, settings: Settings | None = None) -> None:
+    from explainer.score.meaning import score_meaning
+
     print(f"workflow domain {result['domain']} ({result['corpus']}):")
     for r in result["results"]:
-        score = f"{r['value']:+.3f} {ci(r['ci95'])}" if r["status"] == "ok" else f"failed: {r['error']}"
+        if r["status"] == "ok":
+            low, high = (list(r["ci95"] or ()) + [None, None])[:2]
+            words = score_meaning(r["value"], low, high, window_level=r.get("kind") == "window")["words"]
+            score = f"{r['value']:+.3f} {ci(r['ci95'])} {words}"
+        else:
+            score = f"failed: {r['error']}"
         print(f"  {r['unit_id']:40s} {r['scorer']:22s} {score}")
     for s in result["skipped"]:
         print(f"  {s['unit_id']:40s} skipped: {s['reason']}")

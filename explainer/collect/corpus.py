@@ -73,6 +73,7 @@ PIECE_CHARS = 1 << 18
 READ_BYTES = 1 << 16
 DOMAIN_RE = re.compile(r"^[^\x00-\x1f\x7f,]{1,200}$")
 """What a corpus domain may be; search's ``--domain`` accepts exactly the same."""
+DOMAIN_RULE = "a non-empty string of up to 200 characters without a comma or control characters (search filters on it)"
 
 # Preferred cut points, best first: before a top-level def/class/decorator, before any
 # unindented line after a blank line, after any blank line, after any newline.
@@ -309,10 +310,7 @@ def _iter_jsonl(path: Path, rel: str, default_domain: str | None) -> Iterator[Do
             domain = obj.get("domain", default_domain or "default")
             doc_id = obj.get("id", f"{rel}#{lineno}")
             if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
-                raise CorpusError(
-                    f"{where}: 'domain' must be a non-empty string of up to 200 characters without a comma "
-                    "or control characters (search filters on it)"
-                )
+                raise CorpusError(f"{where}: 'domain' must be {DOMAIN_RULE}")
             if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
                 raise CorpusError(f"{where}: 'id' must be a string or an integer")
             if obj["text"].strip():
@@ -348,7 +346,11 @@ def _iter_corpus(path: Path, pairs: list[tuple[Path, str]], default_domain: str 
     seen: dict[str, Path] = {}
     for file, rel in pairs:
         if file.suffix.lower() == ".txt":
-            docs = _iter_txt(file, rel, default_domain or file.stem)
+            domain = default_domain or file.stem
+            if not DOMAIN_RE.match(domain):
+                what = "the domain given" if default_domain else "its file name, the domain of a .txt file,"
+                raise CorpusError(f"{file}: {what} must be {DOMAIN_RULE}: {domain!r}")
+            docs = _iter_txt(file, rel, domain)
         else:
             docs = _iter_jsonl(file, rel, default_domain)
         first = True

@@ -119,6 +119,7 @@ def _score_one(
                 "status": "ok",
                 "value": s.value,
                 "ci95": [s.ci_low, s.ci_high],
+                "kind": (s.details or {}).get("kind", "simulation"),
                 "per_domain": s.per_domain,
             }
         )

@@ -31,12 +31,14 @@ def select_report(
     limit: int = 20,
     generated_by: str = "",
     title: str = "Activation explanations",
+    where: str | None = None,
 ) -> tuple[list[ReportEntry], ReportMeta]:
     """The entries and metadata of a report of ``unit_ids``, of the units a search for ``query``
     (with search ``filters``) returns, of a labeling run or collection ``run``, or of every
     labeled unit. Unknown unit ids raise :class:`UnknownUnitError` (all listed); an unknown run
-    :class:`InputError`; a query without hits gives no entries and a note that says so."""
-    from explainer.errors import InputError
+    :class:`InputError`; a query without hits gives no entries and a note that says so. ``where``
+    (the store's description) ends the messages of ids that are not found."""
+    from explainer.errors import InputError, UnknownUnitError
     from explainer.report.entries import unit_entries
     from explainer.runtime import get_store
 
@@ -63,10 +65,10 @@ def select_report(
         try:
             run = resolve_run(store, run)
         except LookupError as exc:
-            raise InputError(str(exc)) from exc
+            raise InputError(str(exc) + (f" in {where}" if where else "")) from exc
         found = store.report_selection(run)
         if found is None:
-            raise InputError(f"unknown run or collection id {run!r}")
+            raise InputError(f"unknown run or collection id {run!r}" + (f" in {where}" if where else ""))
         ids, prefer, collection_id = found["unit_ids"], found["explanation_ids"], found["collection_id"]
         selection = {"kind": "run", "run": run, "run_kind": found["kind"], "collection_id": collection_id}
         if not ids:
@@ -76,5 +78,8 @@ def select_report(
         selection = {"kind": "all"}
         if not ids:
             note = "No units: nothing has been labeled yet."
-    entries = unit_entries(settings, ids, collection_id, prefer=prefer) if ids else []
+    try:
+        entries = unit_entries(settings, ids, collection_id, prefer=prefer) if ids else []
+    except UnknownUnitError as exc:
+        raise UnknownUnitError(exc.missing, where) from None
     return entries, ReportMeta(title=title, generated_by=generated_by, selection=selection, note=note)

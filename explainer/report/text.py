@@ -63,20 +63,34 @@ def discrimination_text(s: ReportScore) -> str:
     )
 
 
+def meaning_text(s: ReportScore) -> str:
+    """The score's level in words (:func:`explainer.score.meaning.score_meaning`)."""
+    from explainer.score.meaning import score_meaning
+
+    return score_meaning(s.value, s.ci_low, s.ci_high, window_level=(s.details or {}).get("kind") == "window")["words"]
+
+
+def level_text(s: ReportScore) -> str:
+    """The score's level alone (``weak``, ``good``, …; ``no evidence``), for summary tables."""
+    return meaning_text(s).split(":", 1)[0]
+
+
 def score_line(s: ReportScore) -> str:
-    """``scorer (simulator): value, 95% CI [lo, hi]; per domain …`` as plain text."""
+    """``scorer (simulator): value, 95% CI [lo, hi] — meaning in words; per domain …`` as plain text."""
     sim = f" (simulator {s.simulator_model})" if s.simulator_model else ""
     if not score_ok(s):
         return f"{s.scorer}{sim}: failed: {s.error or 'unknown error'}"
     dom = ", ".join(f"{d} {fmt(v)}" for d, v in sorted(s.per_domain.items()))
-    return f"{s.scorer}{sim}: {fmt(s.value)}, {interval(s)}" + (f"; per domain: {dom}" if dom else "")
+    return f"{s.scorer}{sim}: {fmt(s.value)}, {interval(s)} — {meaning_text(s)}" + (
+        f"; per domain: {dom}" if dom else ""
+    )
 
 
 def calibration_line(c: ReportCalibration) -> str:
     s = c.score
     if not score_ok(s):
         return f"workflow domain {c.domain} ({s.scorer}): failed: {s.error or 'unknown error'}"
-    return f"workflow domain {c.domain}: score {fmt(s.value)} ({s.scorer}, {interval(s)})"
+    return f"workflow domain {c.domain}: score {fmt(s.value)} ({s.scorer}, {interval(s)}) — {meaning_text(s)}"
 
 
 def strong_tokens(w: Window, umax: float) -> list[bool]:

@@ -21,6 +21,8 @@ from explainer.report.text import (
     histogram_axis_label,
     histogram_data,
     interval,
+    level_text,
+    meaning_text,
     origin_text,
     output_side_lines,
     score_ok,
@@ -141,7 +143,7 @@ def _score_html(s: ReportScore) -> str:
     dom_html = f' <span class="domains">(per domain: {dom})</span>' if dom else ""
     return (
         f'<div class="score">{_esc(s.scorer)}: <span class="val">{fmt(s.value)}</span> '
-        f'<span class="domains">{interval(s)}</span>{sim}{dom_html}'
+        f'<span class="domains">{interval(s)}</span> <span class="meaning">{_esc(meaning_text(s))}</span>{sim}{dom_html}'
         f' <span class="domains disc">— {_esc(discrimination_text(s))}</span></div>'
     )
 
@@ -229,7 +231,13 @@ def _toc_html(entries: list[ReportEntry]) -> str:
                 f"{_esc(e.explanation_status)}</span>"
             )
         scores = (
-            "<br>".join(f"{_esc(s.scorer)} {fmt(s.value) if s.status == 'ok' else 'failed'}" for s in e.scores) or "—"
+            "<br>".join(
+                f"{_esc(s.scorer)} {fmt(s.value)} ({_esc(level_text(s))})"
+                if s.status == "ok"
+                else f"{_esc(s.scorer)} failed"
+                for s in e.scores
+            )
+            or "—"
         )
         warn = ' <span class="badge">⚠</span>' if warnings_for(e) else ""
         rows.append(

@@ -15,6 +15,7 @@ from explainer.report.text import (
     has_text,
     histogram_data,
     interval,
+    meaning_text,
     origin_text,
     output_side_lines,
     score_line,
@@ -109,7 +110,7 @@ def render_markdown(entries: list[ReportEntry], title: str | None = None, meta: 
             expl = f"*{_md(e.explanation_status)}*"
         scores = (
             "; ".join(
-                f"{s.scorer} {fmt(s.value)} ({interval(s)}; {discrimination_text(s)})"
+                f"{s.scorer} {fmt(s.value)} ({interval(s)}; {meaning_text(s)}; {discrimination_text(s)})"
                 if score_ok(s)
                 else f"{s.scorer} failed"
                 for s in e.scores

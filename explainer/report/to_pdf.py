@@ -23,6 +23,7 @@ from explainer.report.text import (
     has_text,
     histogram_axis_label,
     histogram_data,
+    level_text,
     origin_text,
     output_side_lines,
     score_line,
@@ -169,13 +170,26 @@ def _plain(text: str) -> str:
     return "".join(c if ord(c) in chars else "?" for c in text)
 
 
+def _kv_text(value: Any) -> str:
+    """A value as text a reader can scan: a mapping as ``key value`` pairs (nested ones in
+    parentheses), a list joined by commas; never a Python dict or list."""
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{k} ({_kv_text(v)})" if isinstance(v, dict) and len(v) > 1 else f"{k} {_kv_text(v)}"
+            for k, v in value.items()
+        )
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_kv_text(v) for v in value)
+    return str(value)
+
+
 def _settings_text(settings: Any) -> str:
     """Explainer settings as ``key value`` pairs a reader can scan (not a Python dict); the candidates'
     raw answers are left to the JSON report."""
     if not isinstance(settings, dict) or not settings:
         return "—"
     shown = {k: v for k, v in settings.items() if k != "candidates" and v not in (None, "", [], {})}
-    return ", ".join(f"{k} {v}" for k, v in sorted(shown.items())) or "—"
+    return ", ".join(f"{k} {_kv_text(v)}" for k, v in sorted(shown.items())) or "—"
 
 
 def _provenance_table(prov: dict[str, Any], st: dict[str, Any]) -> Any:
@@ -210,9 +224,10 @@ def _provenance_table(prov: dict[str, Any], st: dict[str, Any]) -> Any:
         ("windows held out", ", ".join(windows.get("held_out") or []) or "—"),
         (
             "tokens",
-            f"prompt {tokens.get('prompt')}, completion {tokens.get('completion')}, scored {tokens.get('scored')}",
+            f"prompt {tokens.get('prompt')}, completion {tokens.get('completion')}, "
+            f"scored {_kv_text(tokens.get('scored'))}",
         ),
-        ("timestamps", "; ".join(f"{k} {v}" for k, v in times.items() if v)),
+        ("timestamps", "; ".join(f"{k} {_kv_text(v)}" for k, v in times.items() if v)),
         ("software", f"{(prov.get('software') or {}).get('name')} {(prov.get('software') or {}).get('version')}"),
     ]
     data = [[Paragraph(_t(k), st["cell"]), Paragraph(_t(v), st["cell"])] for k, v in rows]
@@ -289,7 +304,10 @@ def _contents(entries: list[ReportEntry], st: dict[str, Any]) -> Any:
     rows = [[Paragraph(f"<b>{h}</b>", st["cell"]) for h in ("Unit", "Explanation", "Scores")]]
     for e in entries:
         expl = e.explanation if has_text(e) else e.explanation_status
-        scores = "; ".join(f"{s.scorer} {fmt(s.value)}" if s.status == "ok" else f"{s.scorer} failed" for s in e.scores)
+        scores = "; ".join(
+            f"{s.scorer} {fmt(s.value)} ({level_text(s)})" if s.status == "ok" else f"{s.scorer} failed"
+            for s in e.scores
+        )
         rows.append(
             [
                 Paragraph(_t(e.record.unit_id), st["cell"]),

@@ -57,7 +57,13 @@ class RetestOptions:
 
 
 def resolve_from(store: Any, ref: str) -> tuple[dict[str, Any], list[str]]:
-    """The old collection row and the unit ids of a labeling run or collection id."""
+    """The old collection row and the unit ids of a labeling run or collection id (or a unique prefix)."""
+    from explainer.report.select import resolve_run
+
+    try:
+        ref = resolve_run(store, ref)
+    except LookupError as exc:
+        raise InputError(str(exc)) from exc
     found = store.report_selection(ref)
     if found is None:
         raise InputError(f"unknown run or collection id {ref!r}")

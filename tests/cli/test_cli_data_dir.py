@@ -44,3 +44,17 @@ def test_data_dir_flag_before_or_after_the_command_and_empty_results_name_the_st
     assert "no hits" not in capsys.readouterr().out
     assert main(["report", "--data-dir", str(empty), "-o", str(tmp_path / "r.md")]) == 0
     assert f"(the store at {empty / 'explainer.db'}" in capsys.readouterr().out
+
+
+def test_lookups_that_find_nothing_name_the_store(settings, tmp_path, capsys):
+    where = f"the store at {settings.data_dir / 'explainer.db'} (data directory from EXPLAINER_DATA_DIR)"
+    for argv in (
+        ["show", "tiny/layers.1.mlp/0"],
+        ["runs", "show", "abcd"],
+        ["report", "--run", "abcd", "-o", str(tmp_path / "r.md")],
+        ["report", "--units", "tiny/layers.1.mlp/0", "-o", str(tmp_path / "r.md")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and len(err.splitlines()) == 1 and where in err, (argv, err)
+    assert not (tmp_path / "r.md").exists()

@@ -112,7 +112,7 @@ def _value(name: str, action: argparse.Action, paths: dict) -> st.SearchStrategy
 
 
 def _argv(draw, command: str, sub: argparse.ArgumentParser, paths: dict) -> list[str]:
-    argv = [command]
+    argv = command.split()
     for action in sub._actions:
         if isinstance(action, argparse._HelpAction) or action.dest in ("json", "data_dir"):
             continue  # --data-dir would scatter stores over the disk; the deployment fixture sets it
@@ -122,7 +122,7 @@ def _argv(draw, command: str, sub: argparse.ArgumentParser, paths: dict) -> list
                 continue
             argv.append(draw(_value(action.dest, action, paths)))
             continue
-        if name == "--model" and command in ("collect", "label"):
+        if name == "--model" and action.default is not None:
             argv += [name, draw(st.sampled_from(paths["model"]))]  # never the default (a 135M model)
             continue
         if name == "--corpus" and command in ("collect", "label"):
@@ -141,10 +141,17 @@ def _argv(draw, command: str, sub: argparse.ArgumentParser, paths: dict) -> list
     return argv
 
 
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
+def _subparsers(parser: argparse.ArgumentParser | None = None, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every command the parser runs, nested ones by their full words (``cases make``)."""
+    parser = parser or build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
+    out: dict[str, argparse.ArgumentParser] = {}
+    for name, p in sub.choices.items():
+        if any(isinstance(a, argparse._SubParsersAction) for a in p._actions):
+            out.update(_subparsers(p, f"{prefix}{name} "))
+        else:
+            out[f"{prefix}{name}"] = p
+    return out
 
 
 COMMANDS = sorted(_subparsers())

@@ -42,6 +42,32 @@ def test_the_wrong_flag_is_named(settings, capsys, args, named):
     assert not any(f"{flag} must" in err for flag in others), err
 
 
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["cases", "make", "--out", "c.jsonl", "--temperature", "nan"], "--temperature"),
+        (["cases", "make", "--out", "c.jsonl", "--temperature", "-1"], "--temperature"),
+        (["cases", "make", "--out", "c.jsonl", "--temperature", "0"], "--temperature"),
+        (["cases", "make", "--out", "c.jsonl", "--temperature", "inf"], "--temperature"),
+        (["cases", "make", "--out", "c.jsonl", "--per-domain", "1000000000"], "--per-domain"),
+        (["cases", "make", "--out", "c.jsonl", "--samples", "1000000"], "--samples"),
+        (["cases", "check", "--min-per-class", "-5"], "--min-per-class"),
+        (["cases", "check", "--min-per-class", "0"], "--min-per-class"),
+        (["directions", "make", "--layer", "1", "-o", "d.safetensors", "--min-per-class", "0"], "--min-per-class"),
+        (["audit", "--layer", "1", "--out", "a", "--min-per-class", "-1"], "--min-per-class"),
+    ],
+)
+def test_nested_commands_refuse_numbers_out_of_range(settings, tmp_path, monkeypatch, capsys, argv, named):
+    monkeypatch.chdir(tmp_path)
+    model = [] if argv[:2] == ["cases", "check"] else ["--model", "/nonexistent"]
+    try:
+        code, _, err = run(capsys, *argv, *model)
+    except SystemExit as exc:  # argparse's refusal
+        code, err = exc.code, capsys.readouterr().err.strip()
+    assert code == 2 and named in err.splitlines()[-1] and "unexpected" not in err, err
+    assert not (tmp_path / "c.jsonl").exists()
+
+
 def test_layer_and_hookpoint_that_disagree_are_refused(settings, tiny_model_dir, capsys):
     code, _, err = run(capsys, "collect", "--model", tiny_model_dir, "--layer", 3, "--hookpoint", "layers.4")
     assert code == 2 and "--layer 3 (layers.3.mlp) and --hookpoint layers.4 name different hookpoints" in err

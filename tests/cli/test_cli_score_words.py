@@ -73,3 +73,57 @@ def test_a_search_without_a_good_match_says_so(searchable, capsys):
     assert main(["search", "zqxv wobbly pterodactyl", "--limit", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("no good match:")
+
+
+def _hit(rank, match, value=0.62, low=0.52):
+    return {
+        "rank": rank,
+        "unit_id": f"tiny/layers.1.mlp/{rank}",
+        "explanation": f"explanation {rank}",
+        "match": match,
+        "similarity": 0.5,
+        "semantic_rank": rank,
+        "keyword_rank": None,
+        "score": {
+            "value": value,
+            "ci95": [low, value + 0.1],
+            "scorer": SCORER,
+            "meaning": score_meaning(value, low)["words"],
+            "scorer_discrimination": "d",
+        },
+    }
+
+
+def test_search_marks_weak_hits_and_lists_few_when_none_is_good(capsys):
+    from explainer.cli.browse import print_search
+
+    print_search([_hit(1, "good"), _hit(2, "weak")])
+    out = capsys.readouterr().out.splitlines()
+    assert not any("weak match" in ln for ln in out[:2]) and any("[weak match]" in ln for ln in out[2:])
+    print_search([_hit(i, "weak") for i in range(1, 11)])
+    out = capsys.readouterr().out
+    assert out.startswith("no good match:") and "tiny/layers.1.mlp/3 " in out and "tiny/layers.1.mlp/4 " not in out
+
+
+def test_label_and_calibrate_summaries_give_the_level(capsys):
+    from explainer.cli.labeling import print_label
+    from explainer.cli.reports import print_calibrate
+
+    score = {"scorer": SCORER, "value": 0.15, "ci95": [0.05, 0.25], "meaning": score_meaning(0.15, 0.05)["words"]}
+    unit_row = {"unit_id": "u/1", "status": "ok", "explanation": "dates", "error": None, "score": score}
+    run = {"done": 1, "failed": 0, "pending": 0, "units": 1, "tokens": 9}
+    print_label(
+        {
+            "run_id": "r" * 16,
+            "run": run,
+            "already_finished": 0,
+            "submitted": 1,
+            "seconds": 1.0,
+            "units": [unit_row],
+            "task_errors": {},
+        }
+    )
+    assert "+0.150 weak" in capsys.readouterr().out
+    ok = {"unit_id": "u/1", "scorer": SCORER, "status": "ok", "value": 0.62, "ci95": [0.52, 0.7], "kind": "simulation"}
+    print_calibrate({"domain": "mine", "corpus": "c.txt", "results": [ok], "skipped": []})
+    assert "+0.620 [+0.52, +0.70] good: the explanation predicts well" in capsys.readouterr().out

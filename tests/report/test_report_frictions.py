@@ -29,8 +29,19 @@ def test_pdf_first_page_shows_a_unit_and_provenance_reads_as_text():
     entries = sample_entries()
     entry = make_entry(entries[0].record, "words", source="baseline")
     settings = {"selected": "baseline", "temperature": 0.0, "candidates": [{"source": "llm-0", "text": None}]}
-    prov = {"explainer": {"model": "m", "settings": settings}, "hookpoint": "layers.1.mlp"}
+    prov = {
+        "explainer": {"model": "m", "settings": settings},
+        "hookpoint": "layers.1.mlp",
+        "tokens": {"prompt": 812, "completion": 40, "scored": {"simulation-context": 40}},
+        "timestamps": {
+            "explained": "2026-01-02T00:00:00+00:00",
+            "scored": {"simulation-context": "2026-01-02T00:01:00+00:00"},
+        },
+    }
     entries[0] = replace(entry, main=replace(entry.main, provenance=prov))
     _, texts = pdf_pages(render_report(entries, "pdf", secrets=()))
     assert "Contents" in texts[0] and entries[0].record.unit_id in texts[0].split("Contents", 1)[1]
-    assert "{'" not in "\n".join(texts) and "selected baseline" in "\n".join(texts)
+    text = " ".join("\n".join(texts).split())
+    assert "{'" not in text and "{" not in text and "selected baseline" in text
+    assert "scored simulation-context 40" in text
+    assert "scored simulation-context 2026-01-02T00:01:00+00:00" in text

@@ -31,6 +31,20 @@ def test_corpus_and_filter_accept_the_same_domains(tmp_path):
             load_corpus(path)
 
 
+def test_a_txt_file_name_is_a_domain_by_the_same_rule(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "legal docs.txt").write_text("a contract between parties", encoding="utf-8")
+    assert {d.domain for d in load_corpus(folder)} == {"legal docs"}
+    SearchFilters(domain="legal docs").validate()
+    (folder / "legal,docs.txt").write_text("a second contract", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"legal,docs\.txt.*without a comma") as exc:
+        load_corpus(folder)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(CorpusError, match="without a comma"):
+        load_corpus(folder / "legal docs.txt", default_domain="a,b")
+
+
 def test_search_filters_on_a_domain_with_spaces_and_accents(settings, capsys):
     from dataclasses import replace
 
