@@ -1,22 +1,22 @@
 """Pydantic models of the HTTP API's responses (they make its OpenAPI spec).
 
 Pydantic stays at this edge: the library returns plain dicts and dataclasses, and these models
-only describe and validate what the routes send back. The views of a score and an explanation
-take their stored fields — names and types — from :class:`store.records.Score` and
-:class:`store.records.Explanation` (:func:`derived`), and add only what the view computes
-(``ci95``, ``prompt``, finite-only ``per_domain``), so the two cannot drift apart.
+only describe and validate what the routes send back. The views of a unit, its statistics and
+windows, a search hit, an explanation and a score take their stored fields — names and types — from
+the records of :mod:`store.records` (:func:`~explainer.api.derive.derived`), and add only what the
+view computes (``ci95``, ``prompt``, a window's ``levels``, finite-only numbers, a unit's ``layer``),
+so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field
 
-from store.records import Explanation
+from explainer.api.derive import DERIVED, From, derived
+from store.records import Explanation, UnitRecord, UnitStats, Window
 from store.records import Score as ScoreRecord
 
 __all__ = [
@@ -49,32 +49,6 @@ class ErrorBody(BaseModel):
     """Every error the API returns has this shape."""
 
     error: ErrorDetail
-
-
-DERIVED: dict[str, tuple[type, tuple[str, ...]]] = {}
-"""Response model name → (the record it derives from, the fields it takes from it)."""
-
-
-def derived(
-    name: str, record: type, fields: tuple[str, ...], doc: str | None = None, **view_fields: Any
-) -> type[BaseModel]:
-    """A response model named ``name`` with ``fields`` of the dataclass ``record`` (their names
-    and types as the record declares them) followed by ``view_fields`` (``(type, Field(...))``)
-    that the view computes."""
-    hints = typing.get_type_hints(record)
-    known = {f.name for f in dataclasses.fields(record)}
-    unknown = [f for f in fields if f not in known]
-    if unknown:
-        raise TypeError(f"{record.__name__} has no fields {unknown}")
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
-        name,
-        __doc__=doc or f"A view of :class:`{record.__name__}`.",
-        __module__=__name__,
-        **{f: (hints[f], ...) for f in fields},
-        **view_fields,
-    )
-    DERIVED[name] = (record, fields)
-    return model
 
 
 _CI95 = (list[float | None], Field(description="95% bootstrap interval [low, high]"))
@@ -113,60 +87,91 @@ class Token(BaseModel):
     level: int = Field(ge=0, le=10, description="activation on the 0–10 scale of the unit's maximum")
 
 
-class Stats(BaseModel):
-    max: float | None = Field(description="largest activation over the corpus (raw units)")
-    mean: float | None
-    density: float | None = Field(description="share of tokens with activation > 0")
+Stats = derived(
+    "Stats",
+    UnitStats,
+    (
+        From("max", finite=True, description="largest activation over the corpus (raw units)"),
+        From("mean", finite=True),
+        From("density", finite=True, description="share of tokens with activation > 0"),
+    ),
+    "A unit's statistics over the corpus (null where not finite).",
+)
 
 
-class Hit(BaseModel):
-    rank: int = Field(description="1-based position in the fused ranking")
-    unit_id: str
-    unit_name: str | None = Field(description="the direction's name (--directions with names); null otherwise")
-    explanation_id: str
-    explanation: str
-    explanation_source: Literal["llm", "baseline"] = Field(
-        description="baseline: the no-LLM explainer's list of frequent tokens, not a description"
-    )
-    match: Literal["good", "weak"] = Field(
-        description="weak: the explanation shares no word with the query and is not close to it: the closest there "
-        "is, not an answer"
-    )
-    explainer_model: str
-    collection_id: str
-    model: str
-    hookpoint: str
-    layer: int
-    source: str
-    score: Score | None = Field(description="null when the explanation has no ok score")  # type: ignore[valid-type]
-    intervention_score: float | None = Field(
-        description="the output-side (intervention) score when one is stored: does steering the unit move the output "
-        "toward the explanation"
-    )
-    similarity: float | None = Field(description="cosine similarity of query and explanation (MiniLM)")
-    semantic_rank: int | None
-    keyword_rank: int | None
-    rrf: float = Field(description="reciprocal-rank-fusion score")
-    stats: Stats | None
-    top_example: str | None = Field(description="the top window, firing tokens in «guillemets»")
-    top_example_tokens: list[Token] | None
+_UNIT_NAME = "the direction's name (--directions with names); null otherwise"
+
+Hit = derived(
+    "Hit",
+    Explanation,
+    (
+        "rank",
+        "unit_id",
+        From("name", name="unit_name", record=UnitRecord, description=_UNIT_NAME),
+        From("id", name="explanation_id"),
+        "explanation",
+        "explanation_source",
+        "match",
+        "explainer_model",
+        "collection_id",
+    ),
+    "One ok explanation found by a search, with its unit and its ranking.",
+    rank=(int, Field(description="1-based position in the fused ranking")),
+    explanation=(str, ...),  # an ok explanation's text: never null
+    explanation_source=(
+        Literal["llm", "baseline"],
+        Field(description="baseline: the no-LLM explainer's list of frequent tokens, not a description"),
+    ),
+    match=(
+        Literal["good", "weak"],
+        Field(
+            description="weak: the explanation shares no word with the query and is not close to it: the closest "
+            "there is, not an answer"
+        ),
+    ),
+    model=(str, ...),  # parsed from the unit id (the unit's row may be gone)
+    hookpoint=(str, ...),
+    layer=(int, ...),
+    source=(str, ...),
+    score=(Score | None, Field(description="null when the explanation has no ok score")),
+    intervention_score=(
+        float | None,
+        Field(
+            description="the output-side (intervention) score when one is stored: does steering the unit move the "
+            "output toward the explanation"
+        ),
+    ),
+    similarity=(float | None, Field(description="cosine similarity of query and explanation (MiniLM)")),
+    semantic_rank=(int | None, ...),
+    keyword_rank=(int | None, ...),
+    rrf=(float, Field(description="reciprocal-rank-fusion score")),
+    stats=(Stats | None, ...),
+    top_example=(str | None, Field(description="the top window, firing tokens in «guillemets»")),
+    top_example_tokens=(list[Token] | None, ...),
+)
 
 
 class SearchPage(BaseModel):
     query: str
     filters: dict[str, Any]
-    hits: list[Hit]
+    hits: list[Hit]  # type: ignore[valid-type]
     offset: int
     limit: int
     next_offset: int | None = Field(description="offset of the next page; null on the last one")
 
 
-class FullStats(BaseModel):
-    max: float | None
-    mean: float | None
-    std: float | None
-    density: float | None
-    n_tokens: int
+FullStats = derived(
+    "FullStats",
+    UnitStats,
+    (
+        From("max", finite=True),
+        From("mean", finite=True),
+        From("std", finite=True),
+        From("density", finite=True),
+        "n_tokens",
+    ),
+    "A unit's statistics over the corpus (null where not finite).",
+)
 
 
 class Histogram(BaseModel):
@@ -211,16 +216,23 @@ ExplanationView = derived(
 )
 
 
-class WindowView(BaseModel):
-    id: str
-    kind: str
-    split: str
-    domain: str
-    doc_id: str
-    max: float | None
-    tokens: list[str]
-    activations: list[float | None]
-    levels: list[int]
+WindowView = derived(
+    "WindowView",
+    Window,
+    (
+        From("window_id", name="id"),
+        "kind",
+        "split",
+        "domain",
+        "doc_id",
+        "max",
+        "tokens",
+        From("activations", finite=True),
+    ),
+    "One window of a unit with its raw activations (null where not finite) and their 0–10 levels.",
+    max=(float | None, ...),  # the window's max activation, null where not finite
+    levels=(list[int], ...),  # the 0–10 scale of the unit's maximum
+)
 
 
 class OutputToken(BaseModel):
@@ -247,29 +259,43 @@ class SteeringEffect(BaseModel):
     details: dict[str, Any] = Field(description="strength, KL reached, target KL, number of prompts")
 
 
-class UnitDetail(BaseModel):
-    unit_id: str
-    name: str | None = Field(description="the direction's name (--directions with names); null otherwise")
-    model: str
-    hookpoint: str
-    index: int
-    layer: int
-    source: str
-    collection_id: str
-    stats: FullStats
-    histogram: Histogram
-    output_side: OutputSide | None = Field(
-        description="the tokens the unit promotes and suppresses (computed when it is labeled); null when not computed"
-    )
-    steering_effect: SteeringEffect | None = Field(
-        description="what steering the unit did to the next token (an intervention scorer's measurement); null when "
-        "none ran"
-    )
-    warnings: list[UnitWarning] = Field(
-        description="the report's reasons to distrust the primary explanation or the unit"
-    )
-    explanations: list[ExplanationView]  # type: ignore[valid-type]
-    windows: list[WindowView]
+UnitDetail = derived(
+    "UnitDetail",
+    UnitRecord,
+    (
+        "unit_id",
+        From("name", description=_UNIT_NAME),
+        "model",
+        "hookpoint",
+        "index",
+    ),
+    "Everything about one unit of one collection.",
+    layer=(int, ...),
+    source=(str, ...),
+    collection_id=(str, ...),
+    stats=(FullStats, ...),  # a view of the record's stats
+    histogram=(Histogram, ...),
+    output_side=(
+        OutputSide | None,
+        Field(
+            description="the tokens the unit promotes and suppresses (computed when it is labeled); null when not "
+            "computed"
+        ),
+    ),
+    steering_effect=(
+        SteeringEffect | None,
+        Field(
+            description="what steering the unit did to the next token (an intervention scorer's measurement); null "
+            "when none ran"
+        ),
+    ),
+    warnings=(
+        list[UnitWarning],
+        Field(description="the report's reasons to distrust the primary explanation or the unit"),
+    ),
+    explanations=(list[ExplanationView], ...),  # type: ignore[valid-type]
+    windows=(list[WindowView], ...),  # type: ignore[valid-type]  # views of the record's windows
+)
 
 
 class CollectionSummary(BaseModel):
