@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from explainer.cli.common import backend_of
+from explainer.cli.common import add_explainer_args, backend_of, explainer_llm
 from explainer.errors import InputError
 from explainer.settings import Settings
 
@@ -46,7 +46,9 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         from explainer.pipeline.options import LabelOptions
 
         backend = backend_of(args)
-        opts = LabelOptions(scorers=tuple(args.scorer)) if args.scorer else LabelOptions()
+        opts = LabelOptions(explainer=explainer_llm(settings, args))
+        if args.scorer:
+            opts = dataclasses.replace(opts, scorers=tuple(dict.fromkeys(args.scorer)))
 
         def relabel(collection_id: str, unit_ids: list[str]) -> dict[str, Any]:
             r = backend.label_units(settings, collection_id, unit_ids, opts, progress=not args.json)
@@ -107,6 +109,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--relabel", action="store_true", help="re-explain units whose best explanation broke, as a labeling run"
     )
+    add_explainer_args(p)
     p.add_argument(
         "--fail-if",
         action="append",
