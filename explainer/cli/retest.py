@@ -31,16 +31,14 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("--probe and --cases go together: the probe is re-tested on the same case set")
     if any(r.replace(" ", "").startswith("probe:") for r in rules) and args.probe is None:
         raise InputError("a --fail-if probe:… rule needs --probe and --cases")
-    if args.probe is not None:  # both read and checked before anything is collected
-        from explainer.audit.cases import read_cases
-        from explainer.audit.probefile import read_probe
-
-        read_probe(args.probe)
-        read_cases(args.cases)
     outputs = args.output or []
     for out in outputs:
         if out.rsplit(".", 1)[-1].lower() not in FORMATS:
             raise InputError(f"-o {out}: the suffix must be one of .{', .'.join(FORMATS)}")
+    if args.probe is not None:  # read, and its width checked on both models, before anything is collected
+        from explainer.retest.probe import check_probe
+
+        check_probe(args.probe, args.cases, args.model, device=settings.device)
     relabel = None
     if args.relabel:
         from explainer.pipeline.options import LabelOptions
@@ -68,7 +66,7 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     if args.probe is not None:
         from explainer.retest.probe import retest_probe
 
-        doc["probe"] = retest_probe(args.probe, args.cases, args.model)
+        doc["probe"] = retest_probe(args.probe, args.cases, args.model, device=settings.device)
     doc["gate"] = {"rules": rules, "failed": gate_failures(rules, doc["summary"], doc.get("probe"))} if rules else None
     for out in outputs:
         write_drift_report(doc, out)
