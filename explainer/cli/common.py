@@ -51,3 +51,28 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
         return n
 
     return parse
+
+
+def add_explainer_args(p: argparse.ArgumentParser) -> None:
+    """``--explainer-model`` and ``--explainer-base-url``, as every command that explains units takes them."""
+    p.add_argument(
+        "--explainer-model", default=None, help="explainer LLM (default: EXPLAINER_LLM_MODEL or the packaged SmolLM2)"
+    )
+    p.add_argument(
+        "--explainer-base-url",
+        default=None,
+        help="OpenAI-compatible endpoint (default: EXPLAINER_LLM_BASE_URL; unset = in-process)",
+    )
+
+
+def explainer_llm(settings: Settings, args: argparse.Namespace) -> Any:
+    """The explainer's :class:`~explainer.llm.chat.LLMConfig`: the command line's model and endpoint,
+    else the deployment's (``EXPLAINER_LLM_MODEL``, ``EXPLAINER_LLM_BASE_URL``)."""
+    from explainer.llm.chat import LLMConfig
+
+    return LLMConfig(
+        model=args.explainer_model or settings.llm_model,
+        base_url=args.explainer_base_url or settings.llm_base_url,
+        timeout_s=settings.llm_timeout_s,
+        device=settings.device,
+    )

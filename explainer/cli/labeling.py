@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from explainer.cli.common import backend_of, notice
+from explainer.cli.common import add_explainer_args, backend_of, explainer_llm, notice
 from explainer.collect.collector import CollectConfig
 from explainer.errors import InputError
 from explainer.settings import DEFAULT_MODEL, Settings
@@ -219,7 +219,6 @@ def _collection_summary(settings: Settings, cid: str) -> dict[str, Any]:
 
 
 def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from explainer.llm.chat import LLMConfig
     from explainer.pipeline.collection import select_units
     from explainer.pipeline.options import LabelOptions
     from explainer.runtime import get_store
@@ -237,13 +236,7 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         unit_ids = select_units(settings, cid, None if n == "all" else int(n))
     if not unit_ids:
         raise InputError("no live units to label in this collection")
-    base_url = args.explainer_base_url or settings.llm_base_url
-    llm = LLMConfig(
-        model=args.explainer_model or settings.llm_model,
-        base_url=base_url,
-        timeout_s=settings.llm_timeout_s,
-        device=settings.device,
-    )
+    llm = explainer_llm(settings, args)
     if args.best_of < 1:
         raise InputError("--best-of must be at least 1")
     from explainer.score.registry import make_scorer
@@ -351,14 +344,7 @@ def register(sub: Any) -> None:
         help="label this many live units, the most selective first, or 'all' (default: all with --sae, else 12)",
     )
     p.add_argument("--unit-ids", nargs="+", default=None, help="label exactly these unit ids")
-    p.add_argument(
-        "--explainer-model", default=None, help="explainer LLM (default: EXPLAINER_LLM_MODEL or the packaged SmolLM2)"
-    )
-    p.add_argument(
-        "--explainer-base-url",
-        default=None,
-        help="OpenAI-compatible endpoint (default: EXPLAINER_LLM_BASE_URL; unset = in-process)",
-    )
+    add_explainer_args(p)
     p.add_argument("--retry-failed", action="store_true", help="retry units whose explanation or score failed before")
     p.add_argument(
         "--scorer",

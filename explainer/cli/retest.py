@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from explainer.cli.common import backend_of
+from explainer.cli.common import add_explainer_args, backend_of, explainer_llm
 from explainer.errors import InputError
 from explainer.settings import Settings
 
@@ -31,22 +31,22 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("--probe and --cases go together: the probe is re-tested on the same case set")
     if any(r.replace(" ", "").startswith("probe:") for r in rules) and args.probe is None:
         raise InputError("a --fail-if probe:… rule needs --probe and --cases")
-    if args.probe is not None:  # both read and checked before anything is collected
-        from explainer.audit.cases import read_cases
-        from explainer.audit.probefile import read_probe
-
-        read_probe(args.probe)
-        read_cases(args.cases)
     outputs = args.output or []
     for out in outputs:
         if out.rsplit(".", 1)[-1].lower() not in FORMATS:
             raise InputError(f"-o {out}: the suffix must be one of .{', .'.join(FORMATS)}")
+    if args.probe is not None:  # read, and its width checked on both models, before anything is collected
+        from explainer.retest.probe import check_probe
+
+        check_probe(args.probe, args.cases, args.model, device=settings.device)
     relabel = None
     if args.relabel:
         from explainer.pipeline.options import LabelOptions
 
         backend = backend_of(args)
-        opts = LabelOptions(scorers=tuple(args.scorer)) if args.scorer else LabelOptions()
+        opts = LabelOptions(explainer=explainer_llm(settings, args))
+        if args.scorer:
+            opts = dataclasses.replace(opts, scorers=tuple(dict.fromkeys(args.scorer)))
 
         def relabel(collection_id: str, unit_ids: list[str]) -> dict[str, Any]:
             r = backend.label_units(settings, collection_id, unit_ids, opts, progress=not args.json)
@@ -66,7 +66,7 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     if args.probe is not None:
         from explainer.retest.probe import retest_probe
 
-        doc["probe"] = retest_probe(args.probe, args.cases, args.model)
+        doc["probe"] = retest_probe(args.probe, args.cases, args.model, device=settings.device)
     doc["gate"] = {"rules": rules, "failed": gate_failures(rules, doc["summary"], doc.get("probe"))} if rules else None
     for out in outputs:
         write_drift_report(doc, out, secrets=settings.secrets)
@@ -107,6 +107,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--relabel", action="store_true", help="re-explain units whose best explanation broke, as a labeling run"
     )
+    add_explainer_args(p)
     p.add_argument(
         "--fail-if",
         action="append",

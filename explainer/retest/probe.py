@@ -55,32 +55,21 @@ def probe_verdict(old: dict[str, Any], new: dict[str, Any], calibrated: bool) ->
     return "holds" if drop <= AUROC_DROP and calibrated else "weakened"
 
 
-def retest_probe(
-    probe_path: str | Path,
-    cases_path: str | Path,
-    new_model: str,
-    *,
-    old_model: str | None = None,
-    device: str = "cpu",
-    bootstrap: int = 1000,
-    seed: int = 0,
-    batch: int = 8,
-) -> dict[str, Any]:
-    """The probe section of a retest document (``probe`` in ``retest.schema.json``)."""
-    from explainer.audit.cases import case_set_hash, read_cases
-    from explainer.audit.probe import auroc_ci
-    from explainer.audit.probefile import read_probe, score_rows
-    from explainer.audit.stats import case_statistics, unit_space
-    from explainer.collect.models import load_model, resolve_model
-    from explainer.provenance import model_provenance
+def check_probe(
+    probe_path: str | Path, cases_path: str | Path, new_model: str, *, old_model: str | None = None, device: str = "cpu"
+) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
+    """Read the probe and its case set and load both models, checking that each gives the probe's
+    hookpoint as many units, of the same statistic, as it was fitted on; ``InputError`` otherwise.
+    Returns (probe document, cases, {side: (model name, loaded model, unit space)})."""
+    from explainer.audit.cases import read_cases
+    from explainer.audit.probefile import read_probe
+    from explainer.audit.stats import unit_space
+    from explainer.collect.models import load_model
 
     doc = read_probe(probe_path)
     cases = read_cases(cases_path)
-    labels = np.array([1 if c.label == "fail" else 0 for c in cases])
-    if labels.min() == labels.max():
+    if len({c.label == "fail" for c in cases}) < 2:
         raise InputError(f"{cases_path}: the case set holds one class only: no AUROC can be measured")
-    expected = (doc.get("provenance") or {}).get("case_set_sha256")
-    same_cases = expected is None or expected == case_set_hash(cases)
     sides: dict[str, Any] = {}
     for side, name in (("old", old_model or doc.get("model_source") or doc["model"]), ("new", new_model)):
         lm = load_model(name, device)
@@ -93,6 +82,33 @@ def retest_probe(
         if space.statistic != doc["statistic"]:
             raise InputError(f"the probe reads {doc['statistic']!r} statistics, {name!r} gives {space.statistic!r}")
         sides[side] = (name, lm, space)
+    return doc, cases, sides
+
+
+def retest_probe(
+    probe_path: str | Path,
+    cases_path: str | Path,
+    new_model: str,
+    *,
+    old_model: str | None = None,
+    device: str = "cpu",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    batch: int = 8,
+) -> dict[str, Any]:
+    """The probe section of a retest document (``probe`` in ``retest.schema.json``); everything
+    :func:`check_probe` checks is checked before any case runs."""
+    from explainer.audit.cases import case_set_hash
+    from explainer.audit.probe import auroc_ci
+    from explainer.audit.probefile import score_rows
+    from explainer.audit.stats import case_statistics
+    from explainer.collect.models import resolve_model
+    from explainer.provenance import model_provenance
+
+    doc, cases, sides = check_probe(probe_path, cases_path, new_model, old_model=old_model, device=device)
+    labels = np.array([1 if c.label == "fail" else 0 for c in cases])
+    expected = (doc.get("provenance") or {}).get("case_set_sha256")
+    same_cases = expected is None or expected == case_set_hash(cases)
     domains = [c.domain for c in cases]
     z: dict[str, np.ndarray] = {}
     for side, (_, lm, space) in sides.items():

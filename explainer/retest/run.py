@@ -165,7 +165,7 @@ class _Scoring:
         windows = record.windows_for("heldout")
         if not windows:
             raise InputError("no held-out windows to score on")
-        s = evaluate(self.scorer(name), text, windows)
+        s = evaluate(self.scorer(name), text, windows, unit_id=record.unit_id)
         return Figure(s.value, s.ci_low, s.ci_high)
 
 

@@ -39,7 +39,9 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def summarize(units: list[dict[str, Any]]) -> dict[str, Any]:
-    """Verdict counts and shares over the units re-tested (units without a verdict count as failed)."""
+    """Verdict counts and shares over all the units re-tested: a unit whose scoring failed has no
+    verdict and counts as ``failed``, in the denominator of every share (the shares, with
+    ``failed_share``, sum to 1), so failures never make the other shares look better."""
     n = len(units)
     counts = Counter(u["verdict"] for u in units)
     out: dict[str, Any] = {"units": n}
@@ -47,6 +49,7 @@ def summarize(units: list[dict[str, Any]]) -> dict[str, Any]:
         out[v] = counts.get(v, 0)
         out[f"{v}_share"] = counts.get(v, 0) / n if n else 0.0
     out["failed"] = counts.get(None, 0)
+    out["failed_share"] = out["failed"] / n if n else 0.0
     out["mean_drop"] = _mean([u["drop"] for u in units if u["drop"] is not None])
     return out
 

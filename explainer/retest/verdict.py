@@ -33,6 +33,8 @@ WEAKEN_MIN_DROP = 0.05
 """Smallest significant drop reported as weakened (smaller ones hold)."""
 BROKEN_KEEP = 0.5
 """Broken when the new margin over chance is at most this share of the old margin."""
+GATE_TERMS: tuple[str, ...] = (*VERDICTS, "failed")
+"""What a ``--fail-if`` rule counts: a verdict, or ``failed`` (units whose scoring failed: no verdict)."""
 CHANCE = {"simulation": 0.0, "window": 0.5}
 """Chance level of each scorer kind."""
 
@@ -103,10 +105,13 @@ def activation_drift(old: Any, new: Any) -> dict[str, Any]:
 def gate_failures(rules: list[str], summary: dict[str, Any], probe: dict[str, Any] | None = None) -> list[str]:
     """The ``--fail-if`` rules that ``summary`` (or, for ``probe:`` rules, the re-tested probe's
     domains) trips, each as written. A rule is ``VERDICT>LIMIT`` or ``VERDICT>=LIMIT`` (VERDICT one
-    of holds, weakened, broken, dead, or ``broken+dead``), LIMIT a share (``5%`` or ``0.05``) of the
-    units re-tested, or a count (``3``); ``probe:broken>0`` counts the probe's domains instead. A
-    malformed rule, or a ``probe:`` rule without a re-tested probe, raises ``ValueError`` naming it."""
+    of holds, weakened, broken, dead, failed — units whose scoring failed — or a sum such as
+    ``broken+dead``), LIMIT a share (``5%`` or ``0.05``) of all the units re-tested, failed ones
+    included, or a count (``3``); ``probe:broken>0`` counts the probe's domains instead. When units
+    failed and no unit rule names ``failed``, ``failed>0`` is reported tripped. A malformed rule, or
+    a ``probe:`` rule without a re-tested probe, raises ``ValueError`` naming it."""
     failed = []
+    unit_rules = [r for r in rules if not r.replace(" ", "").startswith(PROBE_PREFIX)]
     for rule in rules:
         if rule.replace(" ", "").startswith(PROBE_PREFIX):
             if probe is None:
@@ -116,7 +121,15 @@ def gate_failures(rules: list[str], summary: dict[str, Any], probe: dict[str, An
                 failed.append(rule)
         elif _tripped(parse_rule(rule), summary):
             failed.append(rule)
+    names_failed = any("failed" in parse_rule(r)[0] for r in unit_rules)
+    if unit_rules and not names_failed and int(summary.get("failed", 0)) > 0:
+        failed.append(UNSCORED_RULE)
     return failed
+
+
+UNSCORED_RULE = "failed>0"
+"""Added to the tripped rules when units could not be scored and no rule names ``failed``: a unit
+without a verdict cannot be shown to hold, so a gate never passes on it silently."""
 
 
 PROBE_PREFIX = "probe:"
@@ -130,8 +143,8 @@ def parse_rule(rule: str) -> tuple[tuple[str, ...], str, float, bool]:
         raise ValueError(f"--fail-if {rule!r}: expected VERDICT>LIMIT, e.g. broken>5%")
     name, limit = text.split(op, 1)
     names = tuple(name.split("+"))
-    if not name or any(n not in VERDICTS for n in names):
-        raise ValueError(f"--fail-if {rule!r}: the verdict must be one of {', '.join(VERDICTS)} (or joined by +)")
+    if not name or any(n not in GATE_TERMS for n in names):
+        raise ValueError(f"--fail-if {rule!r}: the verdict must be one of {', '.join(GATE_TERMS)} (or joined by +)")
     try:
         if limit.endswith("%"):
             value, share = float(limit[:-1]) / 100, True

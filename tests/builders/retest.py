@@ -27,8 +27,19 @@ from explainer.settings import load_settings
 
 
 def save_checkpoint(model: Any, tokenizer: Any, path: Path) -> Path:
-    """``model`` and ``tokenizer`` saved as a Hugging Face folder at ``path``."""
-    model.save_pretrained(path)
+    """``model`` and ``tokenizer`` saved as a Hugging Face folder at ``path``. A model loaded from a
+    GGUF file (dequantised to float32; transformers refuses to save it as such) is written as its
+    config without the GGUF marking and its float32 weights."""
+    config = model.config.to_dict()
+    if "quantization_config" in config:
+        from safetensors.torch import save_model
+
+        path.mkdir(parents=True, exist_ok=True)
+        del config["quantization_config"]
+        (path / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        save_model(model, str(path / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -48,19 +59,36 @@ def other_shape(tokenizer: Any, path: Path, intermediate_size: int = 128, layers
     return save_checkpoint(LlamaForCausalLM(config), tokenizer, path)
 
 
-def fine_tuned(model: Any, tokenizer: Any, texts: list[str], steps: int, lr: float, seq_len: int = 32) -> Any:
-    """A copy of ``model`` trained for ``steps`` next-token steps (AdamW) on chunks of ``texts``."""
+def fine_tuned(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    steps: int,
+    lr: float,
+    seq_len: int = 32,
+    batch: int = 4,
+    up_to: int | None = None,
+) -> Any:
+    """A copy of ``model`` trained for ``steps`` next-token steps (AdamW, ``batch`` chunks of
+    ``seq_len`` tokens of ``texts`` each); with ``up_to``, only blocks 0…``up_to`` are trained (the
+    others and the embeddings stay frozen: the units of a hookpoint in those blocks move, for a
+    fraction of the optimiser's memory)."""
     import torch
 
     tuned = copy.deepcopy(model).train()
+    if up_to is not None:
+        for name, p in tuned.named_parameters():
+            parts = name.split(".")
+            block = int(parts[parts.index("layers") + 1]) if "layers" in parts else None
+            p.requires_grad_(block is not None and block <= up_to)
     ids = tokenizer("\n".join(texts), return_tensors="pt").input_ids[0]
     chunks = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len, seq_len)] or [ids[:seq_len]]
-    opt = torch.optim.AdamW(tuned.parameters(), lr=lr)
+    opt = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=lr)
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        pick = torch.randint(len(chunks), (min(4, len(chunks)),), generator=gen)
-        batch = torch.stack([chunks[int(i)] for i in pick])
-        loss = tuned(input_ids=batch, labels=batch).loss
+        pick = torch.randint(len(chunks), (min(batch, len(chunks)),), generator=gen)
+        x = torch.stack([chunks[int(i)] for i in pick])
+        loss = tuned(input_ids=x, labels=x).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

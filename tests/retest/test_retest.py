@@ -157,3 +157,29 @@ def test_another_checkpoint_under_a_collected_name_is_refused(world, tmp_path, c
         retest(settings, cid, RetestOptions(model=str(impostor)), progress=False)
     code = main(["retest", "--from", cid, "--model", str(control), "-o", str(tmp_path / "drift.docx")])
     assert code == 2 and "the suffix must be one of .json, .md, .html, .pdf" in capsys.readouterr().err
+
+
+def test_intervention_scorers_steer_the_old_and_the_new_unit(world, tiny_model_dir, monkeypatch):
+    """An intervention scorer needs the unit, not its windows: the old unit is steered on the old
+    model and the new unit on the new one (here the control, so every figure is the same)."""
+    from explainer.intervene.service import load_unit
+    from explainer.retest.run import _Scoring
+    from explainer.score.intervention import InterventionConfig, InterventionScorer
+
+    settings, cid, units, _, control, _, _ = world
+    steered: list[str] = []
+
+    def load(unit_id):
+        steered.append(unit_id)
+        return load_unit(settings, unit_id)
+
+    cheap = InterventionConfig(target_kl=0.01, tolerance=0.002, n_prompts=2, new_tokens=3, n_boot=50)
+    scorer = InterventionScorer(load, "logprob", judge_model=str(tiny_model_dir), config=cheap)
+    monkeypatch.setattr(_Scoring, "scorer", lambda self, name: scorer)
+    doc = retest(settings, cid, RetestOptions(model=str(control), scorers=("intervention",)), progress=False)
+    assert doc["summary"]["units"] == len(units) and doc["summary"]["failed"] == 0
+    assert sorted(steered) == sorted([*units, *(u.replace("tiny-llama/", "tiny-llama-control/") for u in units)])
+    for u in doc["units"]:
+        [score] = u["explanations"][0]["scores"]
+        assert score["status"] == "ok" and score["old_source"] == "recomputed"
+        assert score["new"]["value"] == pytest.approx(score["old"]["value"], abs=1e-6) and score["verdict"] == "holds"

@@ -109,3 +109,19 @@ def test_bad_probe_input_is_refused_before_anything_runs(world, audited, tiny_mo
     narrow_dir = other_shape(smol_tokenizer, tmp_path / "tiny-llama-narrow", intermediate_size=96)
     with pytest.raises(InputError, match="gives layers.1.mlp 96 units; the probe was fitted on 128"):
         retest_probe(probe, cases, str(narrow_dir))
+
+
+def test_probe_width_is_checked_before_the_units_are_collected(
+    world, audited, smol_tokenizer, tmp_path, monkeypatch, capsys
+):
+    cid = world[1]
+    probe, cases, _ = audited
+    narrow_dir = other_shape(smol_tokenizer, tmp_path / "tiny-llama-narrow", intermediate_size=96)
+
+    def collected(*args, **kwargs):
+        raise AssertionError("the units were re-tested before the probe was checked")
+
+    monkeypatch.setattr("explainer.retest.run.retest", collected)
+    argv = ["retest", "--from", cid, "--model", str(narrow_dir), "--probe", str(probe), "--cases", str(cases)]
+    assert main(argv) == 2
+    assert "gives layers.1.mlp 96 units; the probe was fitted on 128" in capsys.readouterr().err

@@ -56,3 +56,26 @@ def test_gate_rules():
     ]:
         with pytest.raises(ValueError, match=msg):
             parse_rule(bad)
+
+
+def _unit(verdict, drop=None):
+    return {"verdict": verdict, "drop": drop, "domain": "code", "drift": None}
+
+
+def test_failed_units_count_in_every_share_and_trip_the_gate():
+    from explainer.retest.summary import summarize
+
+    every_score_failed = summarize([_unit(None) for _ in range(4)])
+    assert every_score_failed["failed"] == 4 and every_score_failed["failed_share"] == 1.0
+    assert every_score_failed["broken_share"] == 0.0
+    # nothing could be shown to hold: a broken-share gate must not pass
+    assert gate_failures(["broken>5%"], every_score_failed) == ["failed>0"]
+    some = summarize([_unit("holds", 0.0), _unit("broken", 0.4), _unit(None), _unit(None)])
+    assert (some["broken_share"], some["holds_share"], some["failed_share"]) == (0.25, 0.25, 0.5)
+    assert sum(some[f"{v}_share"] for v in ("holds", "weakened", "broken", "dead", "failed")) == 1.0
+    # a rule that names failed decides how many failures are tolerated
+    assert gate_failures(["broken>30%", "failed>60%"], some) == []
+    assert gate_failures(["broken+failed>50%"], some) == ["broken+failed>50%"]
+    assert gate_failures(["failed>=2"], some) == ["failed>=2"]
+    assert gate_failures(["broken>5%"], summarize([_unit("holds", 0.0)])) == []
+    assert parse_rule("failed>0") == (("failed",), ">", 0.0, False)
