@@ -3,11 +3,14 @@ MLP layer over the default corpus and a few units per domain are explained (no-L
 scored (``simulation-embedding``); the fixture then writes two checkpoints as Hugging Face folders —
 the same weights saved again (the control) and a copy whose blocks up to the hooked one are
 fine-tuned on the legal domain of the default corpus — and the tests re-test both. The recipe is the
-one ``bench/bench_retest.py`` runs by default. The control must hold everywhere; that the legal
-units move most does not hold on SmolLM2 with this recipe (measured, see the README), and is
-expected to fail until a recipe is found that makes it hold."""
+one ``bench/bench_retest.py`` runs by default. The control must hold everywhere. The fine-tune costs
+11–20 minutes on this 2-core machine, so its tests run only with ``EXPLAINER_TEST_FINETUNE=1``; that
+the legal units move most does not hold on SmolLM2 with this recipe (measured, see the README), and
+is expected to fail until a recipe is found that makes it hold."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from builders.retest import fine_tuned, save_checkpoint, validate
@@ -35,9 +38,7 @@ STEPS, LR = 120, 1e-4
 
 @pytest.fixture(scope="module")
 def smol_world(tmp_path_factory):
-    """(settings, old collection id, explained unit ids, control folder, fine-tuned folder)."""
-    from transformers import AutoModelForCausalLM
-
+    """(settings, old collection id, explained unit ids, control folder, the loaded packaged model)."""
     from explainer.collect.models import load_model
 
     root = tmp_path_factory.mktemp("retest-smollm2")
@@ -59,17 +60,26 @@ def smol_world(tmp_path_factory):
         score_stage(settings, explain_stage(settings, cid, uid, opts), opts)
     lm = load_model("smollm2-135m")
     control = save_checkpoint(lm.model, lm.tokenizer, root / "models" / "smollm2-135m-control")
-    base = AutoModelForCausalLM.from_pretrained(control)  # the float32 weights, as a model that trains
-    legal = [d.text for d in default_corpus() if d.domain == "legal"]
-    tuned = fine_tuned(base, lm.tokenizer, legal, steps=STEPS, lr=LR, batch=2, up_to=LAYER)
-    tuned_dir = save_checkpoint(tuned, lm.tokenizer, root / "models" / "smollm2-135m-legal")
-    del base, tuned
-    yield settings, cid, units, control, tuned_dir
+    yield settings, cid, units, control, lm
     mp.undo()
 
 
-def test_control_holds_and_the_fine_tune_moves_units(smol_world):
-    settings, cid, units, control, tuned = smol_world
+@pytest.fixture(scope="module")
+def tuned(smol_world, tmp_path_factory):
+    """The control's weights fine-tuned on the legal domain, as a Hugging Face folder."""
+    if os.environ.get("EXPLAINER_TEST_FINETUNE") != "1":
+        pytest.skip("the SmolLM2 fine-tune takes 11-20 min here: set EXPLAINER_TEST_FINETUNE=1 to run it")
+    from transformers import AutoModelForCausalLM
+
+    _, _, _, control, lm = smol_world
+    base = AutoModelForCausalLM.from_pretrained(control)  # the float32 weights, as a model that trains
+    legal = [d.text for d in default_corpus() if d.domain == "legal"]
+    model = fine_tuned(base, lm.tokenizer, legal, steps=STEPS, lr=LR, batch=2, up_to=LAYER)
+    return save_checkpoint(model, lm.tokenizer, tmp_path_factory.mktemp("tuned") / "smollm2-135m-legal")
+
+
+def test_control_holds_everywhere(smol_world):
+    settings, cid, units, control, _ = smol_world
     assert len(units) == PER_DOMAIN * len(DOMAINS)
     doc = retest(settings, cid, RetestOptions(model=str(control)), progress=False)
     validate(doc)
@@ -79,6 +89,9 @@ def test_control_holds_and_the_fine_tune_moves_units(smol_world):
     assert all(u["drift"]["max"]["ratio"] == pytest.approx(1.0, abs=1e-4) for u in doc["units"])
     assert doc["models"]["same_files"] is False  # a float32 folder against the packaged GGUF
 
+
+def test_the_fine_tune_moves_units(smol_world, tuned):
+    settings, cid, units, _, _ = smol_world
     doc = retest(settings, cid, RetestOptions(model=str(tuned)), progress=False)
     validate(doc)
     assert doc["summary"]["units"] == len(units) and doc["summary"]["failed"] == 0
@@ -91,8 +104,8 @@ def test_control_holds_and_the_fine_tune_moves_units(smol_world):
     "(mean |log2 max ratio| code 0.26, docs 0.14, legal 0.08; all 9 hold); no recipe found yet that "
     "moves the fine-tuned domain's units most on SmolLM2",
 )
-def test_legal_units_move_most(smol_world):
-    settings, cid, _, _, tuned = smol_world
+def test_legal_units_move_most(smol_world, tuned):
+    settings, cid, _, _, _ = smol_world
     doc = retest(settings, cid, RetestOptions(model=str(tuned)), progress=False)
     shift = {d: doc["by_domain"][d]["mean_shift"] for d in DOMAINS}
     assert shift["legal"] > max(shift["code"], shift["docs"]), shift
