@@ -27,21 +27,11 @@ from explainer.settings import load_settings
 
 
 def save_checkpoint(model: Any, tokenizer: Any, path: Path) -> Path:
-    """``model`` and ``tokenizer`` saved as a Hugging Face folder at ``path``. A model loaded from a
-    GGUF file (dequantised to float32; transformers refuses to save it as such) is written as its
-    config without the GGUF marking and its float32 weights."""
-    config = model.config.to_dict()
-    if "quantization_config" in config:
-        from safetensors.torch import save_model
+    """``model`` and ``tokenizer`` saved as a Hugging Face folder at ``path``, as the retest bench saves
+    its checkpoints (a model loaded from a GGUF file is written as float32 weights)."""
+    from bench.bench_retest import save
 
-        path.mkdir(parents=True, exist_ok=True)
-        del config["quantization_config"]
-        (path / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        save_model(model, str(path / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return Path(save(model, tokenizer, path))
 
 
 def other_shape(tokenizer: Any, path: Path, intermediate_size: int = 128, layers: int = 4) -> Path:
