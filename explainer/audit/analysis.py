@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from explainer.audit.cases import MIN_PER_CLASS, Case, class_counts, usable_domains
+from explainer.audit.cases import MIN_PER_CLASS, Case, CaseSetError, class_counts, usable_domains
 from explainer.audit.probe import Probe, auroc, auroc_ci, calibrate, cv_decision, fit_probe, random_comparison, split
 
 CROSS_DOMAIN_DROP = 0.1
@@ -47,7 +47,11 @@ def analyse(
     test = split(dom, y, test_frac, seed)
     tr = ~test
     if len(set(y[tr].tolist())) < 2 or len(set(y[test].tolist())) < 2:
-        raise ValueError("the held-out split lost a class; give more cases")
+        n_fail, n = int(y.sum()), len(y)
+        raise CaseSetError(
+            f"the held-out split ({test_frac:.0%} of {n} cases: {n_fail} fail, {n - n_fail} pass) lost a class; "
+            "give more cases of the rarer class"
+        )
     pooled = fit_probe(x[tr], y[tr], seed=seed)
     per_domain: dict[str, Any] = {}
     for d in sorted(set(dom.tolist())):

@@ -107,3 +107,15 @@ def test_make_cases_keeps_only_consistent_questions(tiny_model):
     for c in cases:
         assert c.prompt.endswith("Answer:") and c.truth
         assert (c.label == "pass") == is_right(c.response, c.truth)
+
+
+def test_a_held_out_split_without_both_classes_is_a_case_set_error():
+    import numpy as np
+
+    from explainer.audit.analysis import analyse
+
+    cases = [c for c in planted_cases(per_class=8) if c.label == "pass"]
+    cases += [c for c in planted_cases(per_class=1) if c.label == "fail"]  # one fail per domain: all kept to train
+    x = np.random.default_rng(0).normal(size=(len(cases), 4))
+    with pytest.raises(CaseSetError, match="held-out split .* lost a class"):
+        analyse(x, cases, [f"u{i}" for i in range(4)], min_per_class=1)
