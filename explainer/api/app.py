@@ -55,6 +55,13 @@ Source = Annotated[
     Query(description="kind of unit: MLP neurons, residual stream, SAE features, directions, ..."),
 ]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="lowest simulation score")]
+MinIntervention = Annotated[
+    float | None,
+    Query(
+        allow_inf_nan=False,
+        description="lowest intervention (output-side) score; explanations without an ok one are left out",
+    ),
+]
 Domain = Annotated[
     str | None,
     Query(
@@ -83,15 +90,24 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         layer: Layer = None,
         source: Source = None,
         min_score: MinScore = None,
+        min_intervention: MinIntervention = None,
         domain: Domain = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 10,
         offset: Annotated[int, Query(ge=0, le=DEPTH - MAX_LIMIT, description="hits to skip")] = 0,
     ) -> dict[str, Any]:
         from explainer.search.hybrid import search_page
 
-        filters = SearchFilters(model=model, layer=layer, source=source, min_score=min_score, domain=domain)
+        filters = SearchFilters(
+            model=model,
+            layer=layer,
+            source=source,
+            min_score=min_score,
+            domain=domain,
+            min_intervention=min_intervention,
+        )
         page = search_page(settings, q, filters, limit=limit, offset=offset)
-        return {"query": q, "filters": {k: v for k, v in filters.sql().items() if v is not None}, **page}
+        echoed = {**filters.sql(), "min_intervention": min_intervention}
+        return {"query": q, "filters": {k: v for k, v in echoed.items() if v is not None}, **page}
 
     @router.get(
         "/units/{unit_id:path}",

@@ -1,5 +1,6 @@
 """The intervention-score filter of search: explanations without an ok intervention score never
-pass it; hits show the input-side (simulation) and output-side (intervention) scores side by side."""
+pass it; hits show the input-side (simulation) and output-side (intervention) scores side by side,
+in the library and through the HTTP API."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import math
 
 import pytest
 from builders.search import UNITS, write_units
+from fastapi.testclient import TestClient
 
+from explainer.api.app import ApiConfig, create_app
 from explainer.errors import InputError
 from explainer.runtime import get_store
 from explainer.search.hybrid import SearchFilters, search
+
+KEY = {"X-API-Key": "k"}
 
 
 def test_min_intervention_filters_and_hits_show_both_sides(settings):
@@ -38,3 +43,14 @@ def test_min_intervention_filters_and_hits_show_both_sides(settings):
     } & set(shown)
     with pytest.raises(InputError, match="min-intervention"):
         search(settings, query, SearchFilters(min_intervention=math.nan))
+
+    with TestClient(create_app(settings, ApiConfig(read_keys=("k",)))) as client:
+        resp = client.get("/api/v1/search", params={"q": query, "min_intervention": 1.0, "limit": 50}, headers=KEY)
+        assert resp.status_code == 200, resp.text
+        page = resp.json()
+        assert {h["unit_id"] for h in page["hits"]} == {scored[0].unit_id} & set(shown)
+        assert page["filters"]["min_intervention"] == 1.0
+        assert all(h["intervention_score"] >= 1.0 for h in page["hits"])
+        for bad in ("nan", "inf", "-inf"):
+            params = {"q": query, "min_intervention": bad}
+            assert client.get("/api/v1/search", params=params, headers=KEY).status_code == 422
