@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import configure_runtime
 from explainer.audit.analysis import analyse
 from explainer.audit.cases import Case, read_cases
 from explainer.audit.probe import auroc
@@ -77,6 +78,7 @@ def fires_on_concept(lm, space, concept, cases: list[Case], units: list[int]) ->
 
 
 def main() -> None:
+    configure_runtime()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--concepts", default=None, help="planted-concepts YAML (default: bench/concepts.yaml)")
     ap.add_argument(

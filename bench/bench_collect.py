@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import configure_runtime
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -237,6 +239,7 @@ def layers_section(lm, seqs: list, n_batches: int) -> dict:
 
 
 def main() -> None:
+    configure_runtime()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batches", type=int, default=5, help="measured batches for the layer-15 MLP section")
     p.add_argument("--sae-batches", type=int, default=4, help="measured batches for the SAE section")

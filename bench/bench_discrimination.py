@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import configure_runtime
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -193,6 +195,7 @@ def write_discrimination(summary: dict, sets: dict[str, list[str]], files: list[
 
 
 def main(argv: list[str] | None = None) -> dict:
+    configure_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--concepts",

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import configure_runtime
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -67,6 +69,7 @@ def plant_directions(lm, hookpoint, concepts, windows, align: str, min_tokens: i
 
 
 def main(argv: list[str] | None = None) -> dict:
+    configure_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concepts", default=None, help="planted concepts YAML (default: bench/concepts.yaml)")
     ap.add_argument("--units", type=int, default=6, help="planted units (concepts) at most")

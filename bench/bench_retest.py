@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import configure_runtime
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -145,6 +147,7 @@ def show(name: str, doc: dict) -> dict:
 
 
 def main() -> None:
+    configure_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layer", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=6_000)

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import configure_runtime
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -293,6 +295,7 @@ def million(n: int, index: object, vecs: object, metas: list[dict], qs: list) ->
 
 
 def main() -> int:
+    configure_runtime()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=100_000, help="explanations to index (default: %(default)s)")
     ap.add_argument("--queries", type=int, default=200, help="timed queries (default: %(default)s)")

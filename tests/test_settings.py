@@ -80,3 +80,13 @@ def test_no_module_below_the_entry_points_reads_the_environment():
     ]
     assert len(below) > 50
     assert [hit for p in below for hit in _reads_the_environment(p)] == []
+
+
+def test_a_bench_hands_the_model_cache_to_the_runtime_as_the_cli_does(tmp_path, monkeypatch):
+    from bench import configure_runtime
+
+    monkeypatch.setenv("EXPLAINER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EXPLAINER_MODEL_CACHE", str(tmp_path / "bench-mc"))
+    monkeypatch.setattr(runtime, "_model_cache", [])
+    configure_runtime()
+    assert runtime.model_cache() == tmp_path / "bench-mc"
