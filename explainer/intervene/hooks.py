@@ -10,15 +10,18 @@ An :class:`Edit` is one unit, a mode and a strength:
   its collection corpus (``"mean"``); ``strength`` is ignored.
 
 All edits at one hookpoint read the *unedited* tensor and are applied together, so several units
-at once (a whole layer's neurons, a set of SAE features) compose exactly. :func:`intervene` is a
-context manager that installs the hooks for the length of a ``with`` block, on every position of
-every forward pass (generation included).
+at once (a whole layer's neurons, a set of SAE features) compose exactly. A transcoder feature is
+read at the MLP input and written at the MLP output: its value (the transcoder's encoding of the
+MLP input, as the MLP receives it) is captured by a hook at the read site in the same forward pass,
+and the change ``(new value − value) × decoder row`` is added to the MLP output, which keeps the
+transcoder's error term as it was. :func:`intervene` is a context manager that installs the hooks
+for the length of a ``with`` block, on every position of every forward pass (generation included).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -62,24 +65,22 @@ def check_edit(edit: Edit) -> None:
     if edit.mode not in MODES:
         raise InterventionError(f"unknown mode {edit.mode!r}; modes: {', '.join(MODES)}")
     check_strength(edit.strength)
-    if edit.mode != "add" and not edit.target.clampable:
-        raise InterventionError(
-            f"{edit.target.unit_id}: a transcoder feature is read at {edit.target.read_at.name} and written at "
-            f"{edit.target.write_at.name}; only mode 'add' is supported"
-        )
     if edit.mode == "ablate" and edit.ablate_to == "mean" and edit.target.mean is None:
         raise InterventionError(f"{edit.target.unit_id}: its mean activation is unknown; ablate to zero instead")
 
 
-def apply_edits(x: Any, edits: list[Edit]) -> Any:
-    """``x`` ``[..., width]`` with every edit applied; every read is of the unedited ``x``."""
+def apply_edits(x: Any, edits: list[Edit], values: Sequence[Any] | None = None) -> Any:
+    """``x`` ``[..., width]`` with every edit applied; every read is of the unedited ``x``, except
+    that ``values[i]`` (when given and not ``None``) is edit ``i``'s value read elsewhere in the same
+    forward pass (a transcoder feature, read at the MLP input)."""
     out = x
-    for edit in edits:
+    for i, edit in enumerate(edits):
         w = edit.target.write.to(device=x.device, dtype=x.dtype)
         if edit.mode == "add":
             out = out + edit.strength * w
             continue
-        value = edit.target.read(x).to(x.dtype)
+        read = values[i] if values is not None else None
+        value = (edit.target.read(x) if read is None else read).to(device=x.device, dtype=x.dtype)
         if edit.mode == "scale":
             delta = (edit.strength - 1.0) * value
         elif edit.mode == "clamp":
@@ -91,21 +92,60 @@ def apply_edits(x: Any, edits: list[Edit]) -> Any:
     return out
 
 
-def _install(model: Any, edits: list[Edit]) -> Any:
-    hp = edits[0].target.write_at
-    module, where = hook_module(model, hp)
+def _reads_elsewhere(edit: Edit) -> bool:
+    """Whether the edit needs the unit's value from another hookpoint (a transcoder feature's, read at
+    the MLP input and written at the MLP output; ``add`` needs no value)."""
+    return edit.mode != "add" and edit.target.read_at != edit.target.write_at
+
+
+def _install(model: Any, group: list[tuple[int, Edit]], read: dict[int, Any]) -> Any:
+    """The hook that writes ``group`` (``(index, edit)`` pairs, one write hookpoint); the values of
+    edits read elsewhere come from ``read`` (filled by :func:`_install_read` in the same pass)."""
+    edits = [e for _, e in group]
+    module, where = hook_module(model, edits[0].target.write_at)
+
+    def edit(x: Any) -> Any:
+        values = None
+        if any(_reads_elsewhere(e) for e in edits):
+            missing = [e.target.unit_id for i, e in group if _reads_elsewhere(e) and i not in read]
+            if missing:
+                raise InterventionError(f"{missing[0]}: its value was not read at {edits[0].target.read_at.name}")
+            values = [read.get(i) if _reads_elsewhere(e) else None for i, e in group]
+        return apply_edits(x, edits, values)
 
     if where == "pre":
 
         def pre_hook(_module: Any, args: tuple) -> tuple:
-            return (apply_edits(args[0], edits), *args[1:])
+            return (edit(args[0]), *args[1:])
 
         return module.register_forward_pre_hook(pre_hook)
 
     def post_hook(_module: Any, _args: tuple, output: Any) -> Any:
         if isinstance(output, tuple):
-            return (apply_edits(output[0], edits), *output[1:])
-        return apply_edits(output, edits)
+            return (edit(output[0]), *output[1:])
+        return edit(output)
+
+    return module.register_forward_hook(post_hook)
+
+
+def _install_read(model: Any, group: list[tuple[int, Edit]], read: dict[int, Any]) -> Any:
+    """The hook that stores, in ``read``, the value of each edit of ``group`` at its read hookpoint
+    (the tensor as the module receives it: after any edit written there)."""
+    module, where = hook_module(model, group[0][1].target.read_at)
+
+    def store(x: Any) -> None:
+        for i, e in group:
+            read[i] = e.target.read(x)
+
+    if where == "pre":
+
+        def pre_hook(_module: Any, args: tuple) -> None:
+            store(args[0])
+
+        return module.register_forward_pre_hook(pre_hook)
+
+    def post_hook(_module: Any, _args: tuple, output: Any) -> None:
+        store(output[0] if isinstance(output, tuple) else output)
 
     return module.register_forward_hook(post_hook)
 
@@ -115,12 +155,19 @@ def intervene(model: Any, edits: list[Edit]) -> Iterator[None]:
     """Within the block, every forward pass of ``model`` runs with ``edits`` applied."""
     for edit in edits:
         check_edit(edit)
-    by_hook: dict[str, list[Edit]] = {}
-    for edit in edits:
-        by_hook.setdefault(edit.target.write_at.name, []).append(edit)
-    handles = [_install(model, group) for group in by_hook.values()]
+    by_hook: dict[str, list[tuple[int, Edit]]] = {}
+    by_read: dict[str, list[tuple[int, Edit]]] = {}
+    for i, edit in enumerate(edits):
+        by_hook.setdefault(edit.target.write_at.name, []).append((i, edit))
+        if _reads_elsewhere(edit):
+            by_read.setdefault(edit.target.read_at.name, []).append((i, edit))
+    read: dict[int, Any] = {}
+    # the writing hooks first: a read hook on the same module then sees what the module receives
+    handles = [_install(model, group, read) for group in by_hook.values()]
+    handles += [_install_read(model, group, read) for group in by_read.values()]
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+        read.clear()

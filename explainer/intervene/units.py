@@ -6,8 +6,9 @@ Every unit reads one number per token from the hooked tensor ``x`` and has a *wr
 - a raw unit (an MLP neuron, the input of ``down_proj``; or one coordinate of any other
   hookpoint): reads ``x[..., i]``, writes the basis vector ``e_i``;
 - an SAE or transcoder feature: reads ``encode(x)[..., i]``, writes the decoder row ``W_dec[i]``
-  (at the SAE's own hookpoint; for a transcoder, at the MLP output of its block). Moving a feature
-  this way keeps the SAE's error term ``x - decode(encode(x))`` untouched;
+  (at the SAE's own hookpoint; for a transcoder, at the MLP output of its block, its value read at
+  the MLP input in the same forward pass). Moving a feature this way keeps the SAE's error term
+  ``x - decode(encode(x))`` untouched, in every mode;
 - a direction: reads the projection ``x · v`` (``v`` of unit length), writes ``v``.
 
 :func:`resolve_unit` makes a :class:`UnitTarget` from a unit id and the SAE or directions file
@@ -45,15 +46,10 @@ class UnitTarget:
     write: Any
     """The write vector ``[write_at.width]`` (float32): one unit of change of the unit's value."""
     read: Callable[[Any], Any]
-    """``x [..., read_at.width]`` → the unit's value ``[...]``."""
+    """``x [..., read_at.width]`` → the unit's value ``[...]`` (read at ``read_at``)."""
     mean: float | None = None
     """The unit's mean activation over its collection corpus (for mean ablation), when known."""
     name: str | None = None
-
-    @property
-    def clampable(self) -> bool:
-        """Whether the unit's value can be read where it is written (all but transcoder features)."""
-        return self.read_at == self.write_at
 
 
 @dataclass(frozen=True)

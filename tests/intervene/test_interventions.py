@@ -178,3 +178,62 @@ def test_bad_units_and_prompts_are_refused(tiny_model):
         steer(tiny_model, "   ", [Edit(target, "add", 1.0)])
     with pytest.raises(InterventionError, match="mean activation"):
         next_token_logprobs(tiny_model, [PROMPT], [Edit(target, "ablate", ablate_to="mean")])
+
+
+def _write_transcoder(path, d=64, d_sae=96, layer=1):
+    """A SAELens transcoder (6.x config) reading the MLP input of block ``layer``, writing its output."""
+    torch.manual_seed(2)
+    w = {
+        "W_enc": torch.randn(d, d_sae) * 0.3,
+        "b_enc": torch.rand(d_sae) * 0.2,  # positive: most features fire, so clamping has values to move
+        "W_dec": torch.randn(d_sae, d),
+        "b_dec": torch.randn(d) * 0.3,
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(w, path / "sae_weights.safetensors")
+    cfg = {
+        "architecture": "transcoder",
+        "d_in": d,
+        "d_sae": d_sae,
+        "d_out": d,
+        "apply_b_dec_to_input": False,
+        "normalize_activations": "none",
+        "metadata": {"hook_name": f"blocks.{layer}.ln2.hook_normalized"},
+    }
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    return w
+
+
+def test_transcoder_feature_clamp_scale_and_ablate_change_the_mlp_output_by_the_decoder_row(tiny_model, tmp_path):
+    """A transcoder feature is read at the MLP input and written at the MLP output: clamping it to c
+    adds exactly (c − value) × W_dec[i] to the MLP output, with value the transcoder's encoding of
+    that pass's MLP input (so its error term is kept); ablating equals clamping to 0, scaling by α
+    equals clamping to α × value."""
+    w = _write_transcoder(tmp_path / "tc")
+    target = resolve_unit(tiny_model, "tiny-llama/layers.1.mlp_in.sae-tc-abcdef/5", sae=str(tmp_path / "tc"))
+    assert (target.read_at.name, target.write_at.name) == ("layers.1.mlp_in", "layers.1.mlp_out")
+    mlp_in = resolve_hookpoint(tiny_model.model, "layers.1.mlp_in")
+    mlp_out = resolve_hookpoint(tiny_model.model, "layers.1.mlp_out")
+    ids, mask = _ids(tiny_model)
+    clean, clean_in = capture(tiny_model.model, mlp_out, ids, mask), capture(tiny_model.model, mlp_in, ids, mask)
+    value = target.read(clean_in)
+    assert (value > 0).float().mean() > 0.5  # the feature fires on most tokens: the checks below move it
+
+    def mlp_output(edit):
+        with intervene(tiny_model.model, [edit]):
+            return capture(tiny_model.model, mlp_out, ids, mask)
+
+    row = w["W_dec"][5]
+    clamped = mlp_output(Edit(target, "clamp", 3.0))
+    torch.testing.assert_close(clamped - clean, (3.0 - value).unsqueeze(-1) * row, atol=1e-5, rtol=0)
+    ablated = mlp_output(Edit(target, "ablate"))
+    torch.testing.assert_close(ablated - clean, (-value).unsqueeze(-1) * row, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ablated, mlp_output(Edit(target, "clamp", 0.0)), atol=1e-6, rtol=0)
+    scaled = mlp_output(Edit(target, "scale", -1.5))
+    torch.testing.assert_close(scaled - clean, (-2.5 * value).unsqueeze(-1) * row, atol=1e-5, rtol=0)
+    # the MLP input is untouched (the edit writes after the MLP), and the hooks are gone after the block
+    with intervene(tiny_model.model, [Edit(target, "clamp", 3.0)]):
+        torch.testing.assert_close(capture(tiny_model.model, mlp_in, ids, mask), clean_in, rtol=0, atol=0)
+    torch.testing.assert_close(capture(tiny_model.model, mlp_out, ids, mask), clean, rtol=0, atol=0)
+    # through generation too (one token per forward pass, with the KV cache)
+    assert steer(tiny_model, PROMPT, [Edit(target, "clamp", 8.0)], max_new_tokens=3).kl > 0
