@@ -19,6 +19,7 @@ from explainer.llm.chat import ChatClientFactory, make_chat_model
 from explainer.llm.prompts import load_template
 from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
+from explainer.score.base import UnitScorer
 from explainer.score.correlation import score_simulation
 from explainer.score.registry import evaluate, make_scorer, make_simulator
 from explainer.search.index import index_metadata, index_stage  # noqa: F401  (the pipeline's last stage)
@@ -234,7 +235,8 @@ def score_stage(
     final_attempt: bool = True,
     record: UnitRecord | None = None,
 ) -> str:
-    """Score the explanation on the held-out windows with every configured scorer and store one
+    """Score the explanation on the held-out windows with every configured scorer (the intervention
+    scorers steer the unit instead, so a unit without held-out windows is scored by them) and store one
     score per scorer: its figure (pooled correlation for simulators, balanced accuracy or AUROC
     for window-level scorers), 95% interval, per-domain split, model, held-out ids and, in
     ``details``, how it was computed. A transient endpoint error (429, 5xx, timeout) is raised for
@@ -263,7 +265,7 @@ def score_stage(
         )
         try:
             sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device, settings=settings)
-            if not windows:
+            if not windows and not isinstance(sim, UnitScorer):  # intervention scorers steer the unit instead
                 raise ExplainerError("no held-out windows to score on")
             s = evaluate(sim, expl.text, windows, unit_id=expl.unit_id)
         except TransientLLMError as exc:

@@ -24,7 +24,9 @@ TEXTS = [
 ]
 
 
-def collect_tiny(settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp") -> tuple[str, list[str]]:
+def collect_tiny(
+    settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp", config: CollectConfig = CFG
+) -> tuple[str, list[str]]:
     """Collect ``hookpoint`` of the tiny model over a small corpus; (collection id, live unit ids)."""
     from explainer.pipeline.collection import collect_stage, select_units
 
@@ -33,7 +35,7 @@ def collect_tiny(settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp")
         "\n".join(json.dumps({"id": i, "domain": d, "text": t}) for i, (d, t) in enumerate(TEXTS * 2)),
         encoding="utf-8",
     )
-    cid = collect_stage(settings, str(model_dir), hookpoint, str(corpus), CFG, progress=False)
+    cid = collect_stage(settings, str(model_dir), hookpoint, str(corpus), config, progress=False)
     return cid, select_units(settings, cid, 4)
 
 

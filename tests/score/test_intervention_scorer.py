@@ -74,6 +74,35 @@ def test_score_stage_stores_an_unreached_target_as_a_failed_score(settings, tiny
     assert make_scorer("intervention", settings=settings).method == "intervention"
 
 
+def test_a_unit_without_held_out_windows_is_scored_by_steering_not_by_windows(
+    settings, tiny_model, tiny_model_dir, tmp_path, monkeypatch
+):
+    """Intervention scorers steer the unit, so a unit whose record holds no held-out window gets an
+    intervention score; a window scorer still fails on it, with the reason."""
+    import dataclasses
+
+    from builders.intervene import CFG as COLLECT
+
+    from explainer.pipeline import stages
+
+    only_top = dataclasses.replace(COLLECT, top_k=1, n_random=0, n_quantiles=0)  # one window, in the explain split
+    cid, units = collect_tiny(settings, tiny_model_dir, tmp_path, config=only_top)
+    store = get_store(settings)
+    assert store.get_record(units[0], cid).windows_for("heldout") == []
+    eid = explain(store, cid, units[0], "sums of numbers in Python code")
+    steering = InterventionScorer(lambda uid: (tiny_model, resolve_unit(tiny_model, uid)), "embedding", config=CFG)
+    real = stages.make_scorer
+    monkeypatch.setattr(
+        stages, "make_scorer", lambda name, **k: steering if name == "intervention-embedding" else real(name, **k)
+    )
+    score_stage(settings, eid, LabelOptions(scorers=("intervention-embedding", "simulation-embedding")))
+    s = store.get_score(eid, "intervention-embedding")
+    assert s.status == "ok" and math.isfinite(s.value) and s.details["kind"] == "intervention"
+    assert len(s.details["per_prompt"]) == CFG.n_prompts
+    window = store.get_score(eid, "simulation-embedding")
+    assert window.status == "failed" and "no held-out windows" in window.error
+
+
 def test_endpoint_variant_judges_with_echoed_prompt_logprobs(tiny_model, tiny_model_dir, fake_endpoint):
     """`intervention-endpoint` over real HTTP: log P(explanation | text) is the sum of the echoed
     logprobs of the tokens that start inside the explanation. The fake server's judge finds a word
