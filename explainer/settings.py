@@ -6,10 +6,12 @@ run use the same configuration keys. See the README's "Configuration" table.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from explainer.errors import ConfigError
 
@@ -97,6 +99,17 @@ class Settings:
     ``logprobs`` (either logprob method, never the JSON answer), ``completions``, ``chat`` or ``json``."""
     llm_context_tokens: int = 8192
     """Context window of an endpoint explainer (``EXPLAINER_LLM_CONTEXT``): prompts are shrunk to fit it."""
+    intervention_target_kl: float = 1.0
+    """Mean next-token KL (nats) over the neutral prompts that the intervention scorers bisect the
+    steering strength to (``EXPLAINER_INTERVENTION_TARGET_KL``, ``--intervention-target-kl``); the
+    bisection accepts ±10% of it."""
+    intervention_prompts: str = "neutral_prompts"
+    """The intervention scorers' neutral prompts: a file in ``prompts/`` by name, or a YAML file with
+    ``prompts`` and ``judge_prefix`` (``EXPLAINER_INTERVENTION_PROMPTS``, ``--intervention-prompts``)."""
+    intervention_prompts_n: int = 8
+    """How many of those prompts (the first n) are steered per unit (``EXPLAINER_INTERVENTION_PROMPTS_N``)."""
+    intervention_new_tokens: int = 8
+    """Greedy tokens generated per clean and steered continuation (``EXPLAINER_INTERVENTION_NEW_TOKENS``)."""
     data_dir_origin: str = "EXPLAINER_DATA_DIR"
     """What chose ``data_dir``: ``--data-dir``, ``EXPLAINER_DATA_DIR`` or ``default`` (:func:`default_data_dir`)."""
     model_cache: Path = field(default_factory=default_model_cache)
@@ -187,6 +200,7 @@ def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None
         ),
         simulator_method=_choice(env, "EXPLAINER_SIMULATOR_METHOD", SIMULATOR_METHODS),
         llm_context_tokens=int(_number(env, "EXPLAINER_LLM_CONTEXT", int) or 8192),
+        **_intervention(env),
         data_dir_origin=origin,
         model_cache=Path(env.get("EXPLAINER_MODEL_CACHE") or default_model_cache()).expanduser(),
         secrets=secret_values(env),
@@ -216,3 +230,61 @@ def _number(env: dict[str, str], key: str, kind: type) -> float | int | None:
     if value < 0:
         raise ConfigError(f"{key} must be >= 0, got {raw!r}")
     return value
+
+
+INTERVENTION_LIMITS: dict[str, tuple[float, float]] = {
+    "intervention_target_kl": (0.0, 20.0),
+    "intervention_prompts_n": (1, 256),
+    "intervention_new_tokens": (1, 256),
+}
+"""Accepted ranges of the intervention scorers' numbers: a target KL in (0, 20] nats (a KL of the
+next-token distribution beyond that is noise, not steering), 1–256 prompts, 1–256 new tokens."""
+
+INTERVENTION_ENV = {
+    "intervention_target_kl": "EXPLAINER_INTERVENTION_TARGET_KL",
+    "intervention_prompts": "EXPLAINER_INTERVENTION_PROMPTS",
+    "intervention_prompts_n": "EXPLAINER_INTERVENTION_PROMPTS_N",
+    "intervention_new_tokens": "EXPLAINER_INTERVENTION_NEW_TOKENS",
+}
+"""Settings field → environment variable of the intervention scorers' configuration."""
+
+
+def check_intervention(field_name: str, raw: str | float | int, name: str) -> str | float | int:
+    """The value of the intervention setting ``field_name`` parsed from ``raw`` and checked; a
+    :class:`ConfigError` naming ``name`` (the variable or flag it came from) otherwise. A prompt file
+    given as a path (``….yaml``) must exist and is returned absolute, so workers read the same file."""
+    if field_name == "intervention_prompts":
+        text = str(raw).strip()
+        if not text:
+            raise ConfigError(f"{name} must name a prompt file, got an empty value")
+        if text.endswith((".yaml", ".yml")):
+            try:
+                path = Path(text).expanduser()
+                found = path.is_file()
+            except (OSError, ValueError, RuntimeError):  # a NUL byte, a name too long, no home folder
+                found = False
+            if not found:
+                raise ConfigError(f"{name}: no such prompt file {text!r}")
+            return str(path.resolve())
+        return text
+    low, high = INTERVENTION_LIMITS[field_name]
+    whole = field_name != "intervention_target_kl"
+    try:
+        value: float | int = int(raw) if whole else float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a {'whole ' if whole else ''}number, got {raw!r}") from None
+    if whole:
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+    elif not (math.isfinite(value) and low < value <= high):
+        raise ConfigError(f"{name} must be a finite number of nats above {low:g} and at most {high:g}, got {raw!r}")
+    return value
+
+
+def _intervention(env: dict[str, str]) -> dict[str, Any]:
+    """The intervention scorers' settings set in ``env``, checked (unset or empty: the defaults)."""
+    return {
+        field_name: check_intervention(field_name, env[key], key)
+        for field_name, key in INTERVENTION_ENV.items()
+        if env.get(key, "").strip()
+    }

@@ -76,3 +76,63 @@ def explainer_llm(settings: Settings, args: argparse.Namespace) -> Any:
         timeout_s=settings.llm_timeout_s,
         device=settings.device,
     )
+
+
+INTERVENTION_FLAGS = {
+    "intervention_target_kl": "--intervention-target-kl",
+    "intervention_prompts": "--intervention-prompts",
+    "intervention_prompts_n": "--intervention-prompts-n",
+    "intervention_new_tokens": "--intervention-new-tokens",
+}
+"""Settings field → the flag that replaces it for one command (as ``EXPLAINER_INTERVENTION_*`` set it)."""
+
+
+def add_intervention_args(p: argparse.ArgumentParser) -> None:
+    """The intervention scorers' flags, as every command that chooses scorers takes them."""
+    g = p.add_argument_group("intervention scorers (intervention, intervention-embedding, intervention-endpoint)")
+    g.add_argument(
+        "--intervention-target-kl",
+        default=None,
+        metavar="NATS",
+        help="mean next-token KL the steering strength is bisected to (default: EXPLAINER_INTERVENTION_TARGET_KL, "
+        "else 1.0)",
+    )
+    g.add_argument(
+        "--intervention-prompts",
+        default=None,
+        metavar="FILE",
+        help="neutral prompts: a name in prompts/ or a YAML file with 'prompts' and 'judge_prefix' "
+        "(default: EXPLAINER_INTERVENTION_PROMPTS, else neutral_prompts)",
+    )
+    g.add_argument(
+        "--intervention-prompts-n",
+        default=None,
+        metavar="N",
+        help="how many of the prompts are steered (default: EXPLAINER_INTERVENTION_PROMPTS_N, else 8)",
+    )
+    g.add_argument(
+        "--intervention-new-tokens",
+        default=None,
+        metavar="N",
+        help="tokens generated per continuation (default: EXPLAINER_INTERVENTION_NEW_TOKENS, else 8)",
+    )
+
+
+def intervention_overrides(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
+    """``(settings field, value)`` of each ``--intervention-*`` flag given, checked; a bad value is a
+    one-line :class:`ConfigError` naming the flag."""
+    from explainer.settings import check_intervention
+
+    return tuple(
+        (field, check_intervention(field, raw, flag))
+        for field, flag in INTERVENTION_FLAGS.items()
+        if (raw := getattr(args, field, None)) is not None
+    )
+
+
+def with_intervention(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` with the command's ``--intervention-*`` flags in place."""
+    import dataclasses
+
+    overrides = intervention_overrides(args)
+    return dataclasses.replace(settings, **dict(overrides)) if overrides else settings

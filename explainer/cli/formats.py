@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from explainer.cli.common import add_intervention_args, with_intervention
 from explainer.formats import FORMATS
 from explainer.settings import Settings
 
@@ -20,7 +21,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.formats.exchange import import_explanations
 
     result = import_explanations(
-        settings,
+        with_intervention(settings, args),  # the --intervention-* flags, for --rescore
         args.format,
         args.path,
         args.collection,
@@ -66,6 +67,7 @@ def register(sub: Any) -> None:
         metavar="SCORER",
         help="also score them with this scorer of ours (repeatable)",
     )
+    add_intervention_args(p)
     p.add_argument("--no-index", action="store_true", help="do not index them for search now")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_import)

@@ -7,7 +7,14 @@ import argparse
 import dataclasses
 from typing import Any
 
-from explainer.cli.common import add_explainer_args, backend_of, explainer_llm, notice
+from explainer.cli.common import (
+    add_explainer_args,
+    add_intervention_args,
+    backend_of,
+    explainer_llm,
+    intervention_overrides,
+    notice,
+)
 from explainer.collect.collector import CollectConfig
 from explainer.errors import InputError
 from explainer.settings import DEFAULT_MODEL, Settings
@@ -223,6 +230,7 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.pipeline.options import LabelOptions
     from explainer.runtime import get_store
 
+    steering = intervention_overrides(args)  # the --intervention-* flags, checked first; they travel with the tasks
     cid = _collect(settings, args)
     if args.unit_ids:
         unit_ids = list(dict.fromkeys(args.unit_ids))
@@ -241,9 +249,10 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("--best-of must be at least 1")
     from explainer.score.registry import make_scorer
 
+    scoring = dataclasses.replace(settings, **dict(steering))
     for name in (args.scorer or []) + ([args.cascade_scorer] if args.cascade_scorer else []):
-        make_scorer(name, settings=settings)  # unknown names fail here, before any work is queued
-    if args.cascade_scorer and make_scorer(args.cascade_scorer, settings=settings).kind != "simulation":
+        make_scorer(name, settings=scoring)  # unknown names and bad settings fail here, before any work is queued
+    if args.cascade_scorer and make_scorer(args.cascade_scorer, settings=scoring).kind != "simulation":
         raise InputError(
             f"--cascade-scorer must be a simulator (it ranks candidates on the top windows the "
             f"explainer saw, which hold no non-activating windows); {args.cascade_scorer!r} is not"
@@ -258,6 +267,7 @@ def cmd_label(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         baseline_candidate=not args.no_baseline,
         cascade_scorer=args.cascade_scorer,
         explain_prompt=args.explain_prompt,
+        intervention=steering,
     )
     if args.scorer:
         opts = dataclasses.replace(opts, scorers=tuple(dict.fromkeys(args.scorer)))
@@ -352,8 +362,9 @@ def register(sub: Any) -> None:
         default=None,
         metavar="NAME",
         help="scorer to store (repeatable; default: simulation-context, chosen by make bench-discrimination; "
-        "also: simulation-embedding, simulation-logits)",
+        "also: simulation-embedding, simulation-logits, intervention, intervention-embedding…)",
     )
+    add_intervention_args(p)
     p.add_argument(
         "--best-of", type=int, default=1, help="LLM answers per unit; the best by the cheap scorer is kept (default: 1)"
     )

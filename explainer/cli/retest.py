@@ -8,7 +8,13 @@ import argparse
 import dataclasses
 from typing import Any
 
-from explainer.cli.common import add_explainer_args, backend_of, explainer_llm
+from explainer.cli.common import (
+    add_explainer_args,
+    add_intervention_args,
+    backend_of,
+    explainer_llm,
+    intervention_overrides,
+)
 from explainer.errors import InputError
 from explainer.settings import Settings
 
@@ -25,6 +31,8 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             parse_rule(rule)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    steering = intervention_overrides(args)
+    settings = dataclasses.replace(settings, **dict(steering))  # the --intervention-* flags
     for name in args.scorer or []:
         make_scorer(name, settings=settings)  # unknown names fail before anything is collected
     if (args.probe is None) != (args.cases is None):
@@ -44,7 +52,7 @@ def cmd_retest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         from explainer.pipeline.options import LabelOptions
 
         backend = backend_of(args)
-        opts = LabelOptions(explainer=explainer_llm(settings, args))
+        opts = LabelOptions(explainer=explainer_llm(settings, args), intervention=steering)
         if args.scorer:
             opts = dataclasses.replace(opts, scorers=tuple(dict.fromkeys(args.scorer)))
 
@@ -101,6 +109,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--scorer", action="append", default=None, metavar="NAME", help="scorer (repeatable; default: those stored)"
     )
+    add_intervention_args(p)
     p.add_argument(
         "--max-tokens", type=int, default=None, help="corpus tokens to read (default: as the old collection)"
     )

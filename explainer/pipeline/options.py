@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from explainer.llm.chat import LLMConfig
 from explainer.score.registry import DEFAULT_SCORERS
+from explainer.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,28 @@ class LabelOptions:
     """Expensive scorer spent only on the ``cascade_top`` best-ranked candidates."""
     cascade_top: int = 2
     retry_failed: bool = False
+    intervention: tuple[tuple[str, Any], ...] = ()
+    """``(settings field, value)`` pairs that replace the intervention scorers' settings for this run
+    (the ``--intervention-*`` flags of the command that started it); they travel with the tasks, so
+    workers steer with the run's target KL and prompts, whatever their own environment says."""
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        payload = asdict(self)
+        if not self.intervention:  # absent when unused: a run's key without these flags is unchanged
+            payload.pop("intervention")
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> LabelOptions:
-        return cls(**{**payload, "explainer": LLMConfig(**payload["explainer"]), "scorers": tuple(payload["scorers"])})
+        return cls(
+            **{
+                **payload,
+                "explainer": LLMConfig(**payload["explainer"]),
+                "scorers": tuple(payload["scorers"]),
+                "intervention": tuple((str(k), v) for k, v in payload.get("intervention", ())),
+            }
+        )
+
+    def scorer_settings(self, settings: Settings) -> Settings:
+        """``settings`` with this run's intervention settings in place (the scorers are built from them)."""
+        return dataclasses.replace(settings, **dict(self.intervention)) if self.intervention else settings

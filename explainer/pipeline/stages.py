@@ -264,7 +264,12 @@ def score_stage(
             explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows]
         )
         try:
-            sim = make_scorer(name, simulator_model=opts.simulator_model, device=settings.device, settings=settings)
+            sim = make_scorer(
+                name,
+                simulator_model=opts.simulator_model,
+                device=settings.device,
+                settings=opts.scorer_settings(settings),
+            )
             if not windows and not isinstance(sim, UnitScorer):  # intervention scorers steer the unit instead
                 raise ExplainerError("no held-out windows to score on")
             s = evaluate(sim, expl.text, windows, unit_id=expl.unit_id)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from explainer.errors import InterventionError
+from explainer.errors import ConfigError, InterventionError
 from explainer.intervene.effects import bisect_strength, generate
 from explainer.intervene.hooks import Edit
 from explainer.score.base import ScoreResult, ScorerKind
@@ -98,8 +98,16 @@ class InterventionScorer:
         if variant == "endpoint" and remote is None:
             raise InterventionError("the intervention-endpoint scorer needs an endpoint to judge with")
         self.remote = remote
-        self.template = load_template(self.config.prompts_file)
-        prompts = [str(p) for p in self.template["prompts"]][: self.config.n_prompts]
+        try:
+            self.template = load_template(self.config.prompts_file)
+        except ConfigError as exc:
+            raise ConfigError(f"intervention prompts (EXPLAINER_INTERVENTION_PROMPTS): {exc}") from None
+        listed, prefix = self.template.get("prompts"), self.template.get("judge_prefix")
+        if not isinstance(listed, list) or not isinstance(prefix, str) or "{text}" not in prefix:
+            raise ConfigError(
+                f"intervention prompts {self.template.key}: need a list 'prompts' and a 'judge_prefix' holding {{text}}"
+            )
+        prompts = [str(p) for p in listed][: self.config.n_prompts]
         if not prompts or not all(p.strip() for p in prompts):
             raise InterventionError(f"{self.template.key}: no usable neutral prompts")
         self.prompts = prompts
@@ -222,6 +230,8 @@ class InterventionScorer:
             **({"judge": "endpoint, echoed prompt logprobs"} if self.variant == "endpoint" else {}),
             "prompt_file": self.template.key,
             "target_kl": self.config.target_kl,
+            "tolerance": self.config.tolerance,
+            "new_tokens": self.config.new_tokens,
             "strength": texts["strength"],
             "kl": texts["kl"],
             "bisection_steps": texts["bisection_steps"],

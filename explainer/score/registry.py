@@ -22,6 +22,7 @@ from explainer.score.base import Scorer, ScoreResult, Simulator, UnitScorer
 if TYPE_CHECKING:
     from explainer.score.contextual import ContextualSimulator
     from explainer.score.embedding import EmbeddingScorer, EmbeddingSimulator
+    from explainer.score.intervention import InterventionConfig
     from explainer.settings import Settings
     from store.records import Window
 
@@ -155,11 +156,33 @@ def _window_embedding(simulator_model: str, device: str, settings: Settings | No
     return _embedding_sims["window"]
 
 
+INTERVENTION_TOLERANCE = 0.1
+"""The bisection accepts a mean KL within this fraction of the target."""
+
+
+def intervention_config(settings: Settings) -> InterventionConfig:
+    """The intervention scorers' configuration from ``settings`` (``EXPLAINER_INTERVENTION_*``, or the
+    flags that replaced them), each value checked again: a :class:`ConfigError` names the variable."""
+    from explainer.score.intervention import InterventionConfig
+    from explainer.settings import INTERVENTION_ENV, check_intervention
+
+    v = {f: check_intervention(f, getattr(settings, f), env) for f, env in INTERVENTION_ENV.items()}
+    target = float(v["intervention_target_kl"])
+    return InterventionConfig(
+        target_kl=target,
+        tolerance=INTERVENTION_TOLERANCE * target,
+        n_prompts=int(v["intervention_prompts_n"]),
+        new_tokens=int(v["intervention_new_tokens"]),
+        prompts_file=str(v["intervention_prompts"]),
+    )
+
+
 def _intervention(variant: str, name: str, simulator_model: str, device: str, settings: Settings | None) -> Scorer:
     from explainer.intervene.service import load_unit
     from explainer.score.intervention import InterventionScorer
 
     settings = _need(settings, name)
+    config = intervention_config(settings)
     embedder = None
     if variant == "embedding":
         from explainer.score.embedding import EmbeddingScorer
@@ -177,6 +200,7 @@ def _intervention(variant: str, name: str, simulator_model: str, device: str, se
         variant,  # type: ignore[arg-type]
         judge_model=simulator_model,
         device=device,
+        config=config,
         embedder=embedder,
         remote=remote,
     )
