@@ -29,6 +29,7 @@ from explainer.api.auth import API_KEY_HEADER, ApiConfig, key_dependencies, load
 from explainer.api.errors import ERRORS, install_error_handlers
 from explainer.api.intervene import steer_router
 from explainer.llm.ratelimit import configure as configure_limits
+from explainer.score.registry import InterventionScorerName
 from explainer.search.hybrid import DEPTH, DOMAIN_RE, MAX_LIMIT, MAX_QUERY_CHARS, NAME_RE, SearchFilters
 from explainer.settings import Settings, load_settings
 from store.keyword import UnitSource
@@ -62,6 +63,14 @@ MinIntervention = Annotated[
         description="lowest intervention (output-side) score; explanations without an ok one are left out",
     ),
 ]
+InterventionScorer = Annotated[
+    InterventionScorerName | None,
+    Query(
+        description="which intervention scorer min_intervention reads and hits show (their scales differ: "
+        "log-probability for intervention and intervention-endpoint, cosine for intervention-embedding); "
+        "default: the filter reads intervention, each hit shows the first intervention score it has"
+    ),
+]
 Domain = Annotated[
     str | None,
     Query(
@@ -91,6 +100,7 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
         source: Source = None,
         min_score: MinScore = None,
         min_intervention: MinIntervention = None,
+        intervention_scorer: InterventionScorer = None,
         domain: Domain = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 10,
         offset: Annotated[int, Query(ge=0, le=DEPTH - MAX_LIMIT, description="hits to skip")] = 0,
@@ -104,9 +114,10 @@ def _api_router(settings: Settings, config: ApiConfig) -> APIRouter:
             min_score=min_score,
             domain=domain,
             min_intervention=min_intervention,
+            intervention_scorer=intervention_scorer,
         )
         page = search_page(settings, q, filters, limit=limit, offset=offset)
-        echoed = {**filters.sql(), "min_intervention": min_intervention}
+        echoed = {**filters.sql(), "min_intervention": min_intervention, "intervention_scorer": intervention_scorer}
         return {"query": q, "filters": {k: v for k, v in echoed.items() if v is not None}, **page}
 
     @router.get(

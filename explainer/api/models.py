@@ -138,7 +138,14 @@ Hit = derived(
         float | None,
         Field(
             description="the output-side (intervention) score when one is stored: does steering the unit move the "
-            "output toward the explanation"
+            "output toward the explanation (of intervention_scorer)"
+        ),
+    ),
+    intervention_scorer=(
+        str | None,
+        Field(
+            description="the intervention scorer intervention_score comes from (the one asked for, else the first "
+            "of intervention, intervention-embedding, intervention-endpoint the explanation has); null with no score"
         ),
     ),
     similarity=(float | None, Field(description="cosine similarity of query and explanation (MiniLM)")),

@@ -44,6 +44,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> list[dict[str, A
         min_score=args.min_score,
         domain=args.domain,
         min_intervention=args.min_intervention,
+        intervention_scorer=args.intervention_scorer,
     )
     return search(settings, args.query, filters, args.limit, args.offset)
 
@@ -161,7 +162,11 @@ def print_search(result: Any, settings: Settings | None = None) -> None:
         score = f"{s['value']:+.3f} {ci(s['ci95'])}" if s else "unscored"
         sim = "—" if h["similarity"] is None else f"{h['similarity']:.3f}"
         ranks = f"sem #{h['semantic_rank'] or '–'} kw #{h['keyword_rank'] or '–'}"
-        causal = "" if h.get("intervention_score") is None else f"  intervention={h['intervention_score']:+.3f}"
+        causal = (
+            ""
+            if h.get("intervention_score") is None
+            else f"  {h.get('intervention_scorer') or 'intervention'}={h['intervention_score']:+.3f}"
+        )
         origin = "  [no-LLM baseline]" if h.get("explanation_source") == "baseline" else ""
         named = f' "{h["unit_name"]}"' if h.get("unit_name") else ""
         named += "  [weak match]" if mixed and h.get("match") == "weak" else ""
@@ -254,7 +259,15 @@ def register(sub: Any) -> None:
         "--min-intervention",
         type=float,
         default=None,
-        help="only explanations whose intervention score is at least this",
+        help="only explanations whose intervention score (of --intervention-scorer) is at least this",
+    )
+    p.add_argument(
+        "--intervention-scorer",
+        default=None,
+        metavar="NAME",
+        help="the intervention scorer --min-intervention reads and hits show: intervention (the filter's default), "
+        "intervention-embedding or intervention-endpoint (their scales differ; default for hits: the first one "
+        "each has)",
     )
     p.add_argument("--domain", default=None, help="only units whose top windows include this corpus domain")
     p.add_argument("--limit", type=int, default=10, help="hits per page, at most 50 (default: %(default)s)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from explainer.errors import ConfigError
 from explainer.score.base import Scorer, ScoreResult, Simulator, UnitScorer
@@ -225,7 +225,9 @@ def _intervention_endpoint(simulator_model: str, device: str, settings: Settings
     return _intervention("endpoint", "intervention-endpoint", simulator_model, device, settings)
 
 
-SUBJECT_MODEL_SCORERS = frozenset({"intervention", "intervention-embedding", "intervention-endpoint"})
+InterventionScorerName = Literal["intervention", "intervention-embedding", "intervention-endpoint"]
+"""The intervention scorers, by name (the search filter and the HTTP API take one of them)."""
+SUBJECT_MODEL_SCORERS = frozenset(get_args(InterventionScorerName))
 """Scorers that steer the subject model: their score tasks go to the ``collect`` queue, where the
 subject model lives, not to the LLM workers."""
 

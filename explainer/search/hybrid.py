@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from explainer.collect.corpus import DOMAIN_RE as CORPUS_DOMAIN_RE
 from explainer.errors import InputError
 from explainer.runtime import get_index, get_store
+from explainer.score.registry import SUBJECT_MODEL_SCORERS
 from explainer.settings import Settings
 from store.keyword import SOURCES
 from store.records import finite as _finite
@@ -77,9 +79,15 @@ class SearchFilters:
     domain: str | None = None
     """Corpus domain that must appear among the unit's top-activating windows, e.g. ``legal``."""
     min_intervention: float | None = None
-    """Lowest ``intervention`` score (output side: KL-normalised log-probability gain of the
-    explanation on steered text); explanations without one never pass. Applied to the fused
-    ranking from the SQL scores, not inside the indexes."""
+    """Lowest score of the intervention scorer ``intervention_scorer`` (output side: KL-normalised
+    gain of the explanation on steered text); explanations without an ok one never pass. Applied to
+    the fused ranking from the SQL scores, not inside the indexes."""
+    intervention_scorer: str | None = None
+    """Which intervention scorer ``min_intervention`` reads and hits show (one of
+    :data:`INTERVENTION_SCORERS`; ``None``: the filter reads ``intervention`` and each hit shows the
+    first of them it has). One named scorer, never a maximum over all: their scales differ
+    (log-probability for ``intervention`` and ``intervention-endpoint``, cosine for
+    ``intervention-embedding``)."""
 
     def validate(self) -> SearchFilters:
         """Raise :class:`InputError` for values no unit can have; returns ``self``."""
@@ -95,6 +103,10 @@ class SearchFilters:
             raise InputError(f"invalid domain filter {self.domain!r}")
         if self.min_intervention is not None and not math.isfinite(self.min_intervention):
             raise InputError(f"min-intervention must be a finite number, got {self.min_intervention}")
+        if self.intervention_scorer is not None and self.intervention_scorer not in INTERVENTION_SCORERS:
+            raise InputError(
+                f"intervention-scorer must be one of {', '.join(INTERVENTION_SCORERS)}, got {self.intervention_scorer!r}"
+            )
         return self
 
     def where(self) -> dict[str, Any] | None:
@@ -107,6 +119,7 @@ class SearchFilters:
         """The filters as keyword arguments of ``SQLStore.keyword_search`` and ``VectorIndex.query_vector``."""
         out = asdict(self)
         out.pop("min_intervention")
+        out.pop("intervention_scorer")
         return out
 
 
@@ -164,7 +177,9 @@ def rank(settings: Settings, query: str, filters: SearchFilters = SearchFilters(
     sim = {eid: round(1.0 - dist, 4) for eid, dist, _ in semantic}
     fused = rrf_fuse([[e for e, _, _ in semantic], [e for e, _ in keyword]])
     if filters.min_intervention is not None:
-        causal = intervention_scores(settings, [eid for eid, _ in fused])
+        causal = intervention_scores(
+            settings, [eid for eid, _ in fused], filters.intervention_scorer or INTERVENTION_SCORER
+        )
         fused = [(e, f) for e, f in fused if _at_least(causal.get(e), filters.min_intervention)]
     return [Ranked(eid, round(score, 6), sem_rank.get(eid), kw_rank.get(eid), sim.get(eid)) for eid, score in fused]
 
@@ -205,7 +220,7 @@ def search_page(
         raise InputError(f"offset + limit must be between 1 and {DEPTH}, got {offset} + {limit}")
     ranked = rank(settings, query, filters)
     page = ranked[offset : offset + limit]
-    hits = _hits(settings, page, first_rank=offset + 1)
+    hits = _hits(settings, page, first_rank=offset + 1, intervention_scorer=filters.intervention_scorer)
     more = len(ranked) > offset + limit and offset + limit < DEPTH
     return {"hits": hits, "offset": offset, "limit": limit, "next_offset": offset + limit if more else None}
 
@@ -218,19 +233,36 @@ def search(
 
 
 INTERVENTION_SCORER = "intervention"
+"""The intervention scorer the ``min_intervention`` filter reads unless told another."""
+INTERVENTION_SCORERS: tuple[str, ...] = tuple(
+    sorted(SUBJECT_MODEL_SCORERS, key=lambda n: (n != INTERVENTION_SCORER, n))
+)
+"""The intervention scorers, ``intervention`` first: the order in which a hit shows the first it has."""
 
 
 def _at_least(value: float | None, floor: float) -> bool:
     return value is not None and value >= floor
 
 
-def intervention_scores(settings: Settings, explanation_ids: list[str]) -> dict[str, float | None]:
-    """explanation id → its ok ``intervention`` score (output side), where it has one."""
+def intervention_scores(
+    settings: Settings, explanation_ids: list[str], scorer: str = INTERVENTION_SCORER
+) -> dict[str, float | None]:
+    """explanation id → its ok score (output side) from the intervention scorer ``scorer``, where it has one."""
     return {
         s.explanation_id or "": _finite(s.value)
         for s in get_store(settings).scores_for(explanation_ids)
-        if s.scorer == INTERVENTION_SCORER and s.status == "ok"
+        if s.scorer == scorer and s.status == "ok"
     }
+
+
+def _shown_intervention(scores: Iterable[Any], scorer: str | None) -> tuple[float | None, str | None]:
+    """(value, scorer) of the intervention score a hit shows: ``scorer``'s, or with none named the
+    first ok one in :data:`INTERVENTION_SCORERS` order; ``(None, None)`` when there is none."""
+    ok = {x.scorer: _finite(x.value) for x in scores if x.scorer in INTERVENTION_SCORERS and x.status == "ok"}
+    for name in (scorer,) if scorer else INTERVENTION_SCORERS:
+        if ok.get(name) is not None:
+            return ok[name], name
+    return None, None
 
 
 GOOD_MATCH_SIMILARITY = 0.3
@@ -238,8 +270,11 @@ GOOD_MATCH_SIMILARITY = 0.3
 this (cosine, all-MiniLM-L6-v2) is a ``weak`` match: the closest there is, not an answer."""
 
 
-def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[dict[str, Any]]:
-    """Hit views of ranked explanations, joined from the SQL store."""
+def _hits(
+    settings: Settings, page: list[Ranked], first_rank: int = 1, intervention_scorer: str | None = None
+) -> list[dict[str, Any]]:
+    """Hit views of ranked explanations, joined from the SQL store; each shows the intervention score
+    of ``intervention_scorer`` (with none named, the first it has) and which scorer that was."""
     from explainer.score.meaning import discrimination_words, score_meaning
     from explainer.score.registry import measured_discrimination
     from store.keyword import SEARCH_SCORER, hookpoint_fields
@@ -257,6 +292,7 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
         layer, source = hookpoint_fields(hookpoint)
         s = max(d.scores, key=lambda x: (x.status == "ok", x.scorer == SEARCH_SCORER), default=None)
         rec = d.record
+        causal, causal_scorer = _shown_intervention(d.scores, intervention_scorer)
         top = rec.windows_for("explain", "top") if rec is not None else []
         unit_max = rec.stats.max if rec is not None else 0.0
         out.append(
@@ -284,10 +320,8 @@ def _hits(settings: Settings, page: list[Ranked], first_rank: int = 1) -> list[d
                     )["words"],
                     "scorer_discrimination": discrimination_words(discrimination.get(s.scorer)),
                 },
-                "intervention_score": next(
-                    (_finite(x.value) for x in d.scores if x.scorer == INTERVENTION_SCORER and x.status == "ok"),
-                    None,
-                ),
+                "intervention_score": causal,
+                "intervention_scorer": causal_scorer,
                 "explanation_source": "baseline" if (e.settings or {}).get("selected") == "baseline" else "llm",
                 "match": "good"
                 if r.keyword_rank is not None or (r.similarity or 0.0) >= GOOD_MATCH_SIMILARITY

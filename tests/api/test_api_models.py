@@ -41,6 +41,7 @@ VIEW_ONLY = {
         "source",
         "score",
         "intervention_score",
+        "intervention_scorer",
         "similarity",
         "semantic_rank",
         "keyword_rank",

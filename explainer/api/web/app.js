@@ -80,7 +80,7 @@ function hitNode(h) {
     li.append(el("div", { class: "meta meaning", text: `${h.score.meaning} — ${h.score.scorer_discrimination}` }));
   }
   if (h.intervention_score !== null && h.intervention_score !== undefined) {
-    li.append(el("div", { class: "meta", text: `output side (intervention): ${fmt(h.intervention_score)}` }));
+    li.append(el("div", { class: "meta", text: `output side (${h.intervention_scorer || "intervention"}): ${fmt(h.intervention_score)}` }));
   }
   if (h.top_example_tokens) {
     li.append(tokensNode(h.top_example_tokens.map((t) => t.text), h.top_example_tokens.map((t) => t.level)));
