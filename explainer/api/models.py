@@ -62,7 +62,13 @@ Score = derived(
     value=(float, Field(description="Pearson correlation of simulated and true activations, −1…1")),
     ci95=_CI95,
     per_domain=_PER_DOMAIN,
-    meaning=(str, Field(description="what the score says in words (none, weak, partial or good), from its interval")),
+    meaning=(
+        str,
+        Field(
+            description="what the score says in words (none, weak, partial or good; an intervention score: none or "
+            "positive), from its interval"
+        ),
+    ),
     scorer_discrimination=(
         str,
         Field(description="how well this scorer tells right from wrong explanations (make bench-discrimination)"),
@@ -71,8 +77,9 @@ Score = derived(
 
 
 class Meaning(BaseModel):
-    level: Literal["none", "weak", "partial", "good"] = Field(
-        description="none: the 95% interval reaches chance; else weak, partial or good"
+    level: Literal["none", "weak", "partial", "good", "positive"] = Field(
+        description="none: the 95% interval reaches chance; else weak, partial or good (simulation and window "
+        "scores), or positive (intervention scores, which have no bands)"
     )
     words: str = Field(description="the level in a sentence")
 

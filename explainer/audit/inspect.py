@@ -36,7 +36,7 @@ def inspect_text(
 
     from explainer.audit.stats import unit_space
     from explainer.collect.hooks import capture
-    from explainer.score.meaning import score_meaning
+    from explainer.score.meaning import score_kind, score_meaning
 
     if not text.strip():
         raise CaseSetError("the text to inspect is empty")
@@ -92,7 +92,7 @@ def inspect_text(
                     else {
                         "scorer": s.scorer,
                         "value": s.value,
-                        "meaning": score_meaning(s.value, s.ci_low, s.ci_high)["level"],
+                        "meaning": score_meaning(s.value, s.ci_low, s.ci_high, kind=score_kind(s.details))["level"],
                     },
                 }
             )

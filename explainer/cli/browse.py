@@ -193,7 +193,7 @@ def print_check(result: Any, settings: Settings | None = None) -> None:
 
 
 def print_show(result: Any, settings: Settings | None = None) -> None:
-    from explainer.score.meaning import score_meaning
+    from explainer.score.meaning import score_kind, score_meaning
 
     s, st = result["score"], result["stats"]
     origin = "  [no-LLM baseline]" if result.get("source") == "baseline" else ""
@@ -201,7 +201,7 @@ def print_show(result: Any, settings: Settings | None = None) -> None:
     print(f"{result['unit_id']}{named}  [{result['status']}]  {result['explanation'] or result['error'] or ''}{origin}")
     if s:
         low, high = (list(s["ci95"] or ()) + [None, None])[:2]
-        words = score_meaning(s["value"], low, high, window_level=s.get("kind") == "window")["words"]
+        words = score_meaning(s["value"], low, high, kind=score_kind(s))["words"]
         domains = ", ".join(f"{d} {v:+.3f}" for d, v in sorted((s.get("per_domain") or {}).items()) if v is not None)
         print(f"  score: {s['scorer']} {s['value']:+.3f} {ci(s['ci95'])}: {words}")
         print(f"         {s.get('discrimination') or ''}" + (f"; per domain: {domains}" if domains else ""))

@@ -56,13 +56,13 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> dict[str, Any
 
 
 def print_calibrate(result: Any, settings: Settings | None = None) -> None:
-    from explainer.score.meaning import score_meaning
+    from explainer.score.meaning import score_kind, score_meaning
 
     print(f"workflow domain {result['domain']} ({result['corpus']}):")
     for r in result["results"]:
         if r["status"] == "ok":
             low, high = (list(r["ci95"] or ()) + [None, None])[:2]
-            words = score_meaning(r["value"], low, high, window_level=r.get("kind") == "window")["words"]
+            words = score_meaning(r["value"], low, high, kind=score_kind(r))["words"]
             score = f"{r['value']:+.3f} {ci(r['ci95'])} {words}"
         else:
             score = f"failed: {r['error']}"

@@ -122,7 +122,7 @@ def unit_entries(
 
 def entry_summary(entry: ReportEntry) -> dict[str, Any]:
     """A compact JSON-able view of a unit for the CLI (a score with what it means in words)."""
-    from explainer.score.meaning import discrimination_words, score_meaning
+    from explainer.score.meaning import discrimination_words, score_kind, score_meaning
 
     score = next((s for s in entry.scores if s.status == "ok"), None)
     top = entry.record.windows_for("explain", "top")
@@ -141,9 +141,7 @@ def entry_summary(entry: ReportEntry) -> dict[str, Any]:
             "ci95": [score.ci_low, score.ci_high],
             "per_domain": score.per_domain,
             "kind": (score.details or {}).get("kind", "simulation"),
-            "meaning": score_meaning(
-                score.value, score.ci_low, score.ci_high, window_level=(score.details or {}).get("kind") == "window"
-            )["words"],
+            "meaning": score_meaning(score.value, score.ci_low, score.ci_high, kind=score_kind(score.details))["words"],
             "discrimination": discrimination_words(score.discrimination),
         },
         "stats": {
@@ -182,7 +180,7 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
     statistics, activation histogram, the report's warnings, every explanation with its source and
     its scores (each with what it means in words), every window."""
     from explainer.report.warnings import report_warnings
-    from explainer.score.meaning import score_meaning
+    from explainer.score.meaning import score_kind, score_meaning
     from explainer.score.registry import measured_discrimination
     from store.keyword import hookpoint_fields
     from store.records import scale_0_10
@@ -235,9 +233,7 @@ def unit_detail(settings: Settings, unit_id: str, collection_id: str | None = No
                     {
                         **score_view(s),
                         "discrimination": discrimination.get(s.scorer),
-                        "meaning": score_meaning(
-                            s.value, s.ci_low, s.ci_high, window_level=(s.details or {}).get("kind") == "window"
-                        )
+                        "meaning": score_meaning(s.value, s.ci_low, s.ci_high, kind=score_kind(s.details))
                         if s.status == "ok"
                         else None,
                     }

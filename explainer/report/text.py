@@ -65,9 +65,9 @@ def discrimination_text(s: ReportScore) -> str:
 
 def meaning_text(s: ReportScore) -> str:
     """The score's level in words (:func:`explainer.score.meaning.score_meaning`)."""
-    from explainer.score.meaning import score_meaning
+    from explainer.score.meaning import score_kind, score_meaning
 
-    return score_meaning(s.value, s.ci_low, s.ci_high, window_level=(s.details or {}).get("kind") == "window")["words"]
+    return score_meaning(s.value, s.ci_low, s.ci_high, kind=score_kind(s.details))["words"]
 
 
 def level_text(s: ReportScore) -> str:

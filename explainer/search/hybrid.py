@@ -275,7 +275,7 @@ def _hits(
 ) -> list[dict[str, Any]]:
     """Hit views of ranked explanations, joined from the SQL store; each shows the intervention score
     of ``intervention_scorer`` (with none named, the first it has) and which scorer that was."""
-    from explainer.score.meaning import discrimination_words, score_meaning
+    from explainer.score.meaning import discrimination_words, score_kind, score_meaning
     from explainer.score.registry import measured_discrimination
     from store.keyword import SEARCH_SCORER, hookpoint_fields
     from store.records import parse_unit_id
@@ -315,9 +315,7 @@ def _hits(
                     "value": _finite(s.value),
                     "ci95": [_finite(s.ci_low), _finite(s.ci_high)],
                     "per_domain": {k: _finite(v) for k, v in s.per_domain.items()},
-                    "meaning": score_meaning(
-                        s.value, s.ci_low, s.ci_high, window_level=(s.details or {}).get("kind") == "window"
-                    )["words"],
+                    "meaning": score_meaning(s.value, s.ci_low, s.ci_high, kind=score_kind(s.details))["words"],
                     "scorer_discrimination": discrimination_words(discrimination.get(s.scorer)),
                 },
                 "intervention_score": causal,

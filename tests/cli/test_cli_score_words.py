@@ -10,26 +10,86 @@ import pytest
 from builders.search import SCORER, unit
 
 from explainer.runtime import get_store
-from explainer.score.meaning import discrimination_words, score_meaning
+from explainer.score.meaning import discrimination_words, score_kind, score_meaning
 from workers.cli import main
 
 
 @pytest.mark.parametrize(
-    "value, lo, window, level",
+    "value, lo, kind, level",
     [
-        (0.004, -0.24, False, "none"),
-        (0.15, 0.05, False, "weak"),
-        (0.31, 0.2, False, "partial"),
-        (0.62, 0.52, False, "good"),
-        (0.55, 0.52, True, "weak"),
-        (0.55, 0.45, True, "none"),
-        (0.8, 0.7, True, "good"),
-        (None, None, False, "none"),
+        (0.004, -0.24, "simulation", "none"),
+        (0.15, 0.05, "simulation", "weak"),
+        (0.31, 0.2, "simulation", "partial"),
+        (0.62, 0.52, "simulation", "good"),
+        (0.55, 0.52, "window", "weak"),
+        (0.55, 0.45, "window", "none"),
+        (0.8, 0.7, "window", "good"),
+        (None, None, "simulation", "none"),
+        (0.06, 0.01, "intervention", "positive"),
+        (0.55, 0.45, "intervention", "positive"),  # chance is 0, not the window scorers' 0.5
+        (0.06, -0.01, "intervention", "none"),
+        (0.06, None, "intervention", "positive"),
+        (None, None, "intervention", "none"),
     ],
 )
-def test_score_meaning_bands(value, lo, window, level):
-    m = score_meaning(value, lo, None, window_level=window)
+def test_score_meaning_bands(value, lo, kind, level):
+    m = score_meaning(value, lo, None, kind=kind)
     assert m["level"] == level and m["words"].startswith({"none": "no evidence"}.get(level, level))
+
+
+def test_intervention_scores_say_what_steering_does_not_when_the_unit_fires():
+    yes = score_meaning(0.057, 0.012, 0.1, kind="intervention")["words"]
+    assert yes == (
+        "positive: the text steered by this unit matches the explanation better than the clean text "
+        "(+0.057 per nat of KL)"
+    )
+    assert "fires" not in yes
+    none = score_meaning(0.2, -0.1, 0.5, kind="intervention")["words"]
+    assert none.startswith("no evidence: steering this unit does not") and "interval includes 0" in none
+    against = score_meaning(-0.3, -0.5, -0.1, kind="intervention")["words"]
+    assert against.startswith("no evidence: the text steered by this unit matches the explanation worse") and (
+        "-0.300 per nat of KL" in against
+    )
+    assert score_kind({"kind": "intervention"}) == "intervention" and score_kind(None) == "simulation"
+    assert score_kind({"kind": "window"}) == "window" and score_kind({}) == "simulation"
+
+
+def test_every_view_words_an_intervention_score_as_one(searchable, tmp_path, capsys):
+    """show, search (CLI and HTTP), the unit page and the reports word a stored intervention score
+    by what steering does, not by when the unit fires."""
+    from fastapi.testclient import TestClient
+
+    from explainer.api.app import ApiConfig, create_app
+
+    store = get_store(searchable)
+    uid = "tiny/layers.1.mlp/9"  # explained, no other score
+    (e,) = store.explanations_for([uid])
+    store.save_score(
+        explanation_id=e.id,
+        scorer="intervention-embedding",
+        simulator_model="all-MiniLM-L6-v2",
+        status="ok",
+        value=0.08,
+        ci_low=0.02,
+        ci_high=0.14,
+        details={"kind": "intervention", "method": "intervention-embedding"},
+    )
+    steered = "positive: the text steered by this unit matches the explanation better than the clean text"
+    assert main(["show", uid]) == 0
+    out = capsys.readouterr().out
+    assert f"score: intervention-embedding +0.080 [+0.02, +0.14]: {steered} (+0.080 per nat of KL)" in out
+    assert main(["search", "negation words such as not", "--limit", "3", "--json"]) == 0
+    hit = next(h for h in json.loads(capsys.readouterr().out) if h["unit_id"] == uid)
+    assert hit["score"]["meaning"].startswith(steered) and hit["intervention_scorer"] == "intervention-embedding"
+    with TestClient(create_app(searchable, ApiConfig(read_keys=("k",)))) as client:
+        page = client.get(f"/api/v1/units/{uid}", headers={"X-API-Key": "k"}).json()
+        (score,) = page["explanations"][0]["scores"]
+        assert score["meaning"]["level"] == "positive" and score["meaning"]["words"].startswith(steered)
+        found = client.get("/api/v1/search", params={"q": "negation words such as not"}, headers={"X-API-Key": "k"})
+        assert next(h for h in found.json()["hits"] if h["unit_id"] == uid)["score"]["meaning"].startswith(steered)
+    assert main(["report", "--units", uid, "-o", str(tmp_path / "r.md")]) == 0
+    capsys.readouterr()
+    assert steered in (tmp_path / "r.md").read_text()
 
 
 def test_discrimination_words():
