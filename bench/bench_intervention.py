@@ -68,10 +68,36 @@ def plant_directions(lm, hookpoint, concepts, windows, align: str, min_tokens: i
     return out, counts
 
 
+def mean_or_none(xs: list[float], digits: int | None = None) -> float | None:
+    """The mean of ``xs`` (rounded to ``digits``), or ``None`` when there is nothing to average."""
+    if not xs:
+        return None
+    m = statistics.mean(xs)
+    return round(m, digits) if digits is not None else m
+
+
+def figures(scores: dict[str, dict[str, float]], names: list[str]) -> dict:
+    """AUROC (right description = positive), share of (right, wrong) pairs ranked correctly and mean
+    gap of ``{unit: {description: score}}``; ``None`` where no unit was scored."""
+    pos = [scores[n][n] for n in scores]
+    neg = [scores[n][o] for n in scores for o in names if o != n]
+    pairs = [
+        (scores[n][n] > scores[n][o]) + 0.5 * (scores[n][n] == scores[n][o]) for n in scores for o in names if o != n
+    ]
+    return {
+        "auroc": round(auroc(pos, neg), 4) if pos and neg else None,
+        "pairs_correct": round(sum(pairs) / len(pairs), 4) if pairs else None,
+        "mean_gap": round(statistics.mean(pos) - statistics.mean(neg), 4) if pos and neg else None,
+        "n_units": len(scores),
+        "n_pairs": len(pairs),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     configure_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concepts", default=None, help="planted concepts YAML (default: bench/concepts.yaml)")
+    ap.add_argument("--model", default="smollm2-135m", help="subject model, also the judge (default smollm2-135m)")
     ap.add_argument("--units", type=int, default=6, help="planted units (concepts) at most")
     ap.add_argument("--layer", type=int, default=15)
     ap.add_argument("--align", choices=["next", "same"], default="next")
@@ -94,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     concepts = load_concepts(args.concepts)
-    lm = load_model("smollm2-135m")
+    lm = load_model(args.model)
     windows = tokenize_windows(default_corpus(), lm.tokenizer, window=32, max_windows=args.windows)
     hookpoint = f"layers.{args.layer}"
     dirs, counts = plant_directions(lm, hookpoint, concepts, windows, args.align, 20, progress)
@@ -115,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         return lm, resolve_unit(lm, uid, directions=str(dfile))
 
     cfg = InterventionConfig(target_kl=args.target_kl, n_prompts=args.prompts, new_tokens=args.new_tokens)
-    scorers = {v: InterventionScorer(loader, v, config=cfg) for v in ("logprob", "embedding")}
+    scorers = {v: InterventionScorer(loader, v, judge_model=args.model, config=cfg) for v in ("logprob", "embedding")}
     method = {v: s.method for v, s in scorers.items()}
     rows: dict[str, dict] = {}
     cost = {"forward_passes": [], "generated_tokens": [], "seconds_texts": [], "seconds_judge": {}}
@@ -123,18 +149,28 @@ def main(argv: list[str] | None = None) -> dict:
     for n in names:
         try:
             texts = scorers["logprob"].continuations(unit_ids[n])
-        except Exception as exc:  # an unreachable KL is reported, not scored
+            row = {"strength": texts["strength"], "kl": texts["kl"], "texts": texts, "scores": {}, "right": {}}
+            seconds = {}
+            for v, scorer in scorers.items():
+                t0 = time.perf_counter()
+                judged = {o: scorer.judge(descriptions[o], texts) for o in names}
+                seconds[method[v]] = (time.perf_counter() - t0) / len(names)
+                row["scores"][method[v]] = {o: r.value for o, r in judged.items()}
+                row["right"][method[v]] = {
+                    "value": judged[n].value,
+                    "ci_low": judged[n].ci_low,
+                    "ci_high": judged[n].ci_high,
+                }
+        except Exception as exc:  # an unreachable KL, an unloadable judge: reported per unit, not scored
             failed[n] = f"{type(exc).__name__}: {exc}"
             progress(f"{n:12s} failed: {failed[n]}")
             continue
+        rows[n] = row
         cost["forward_passes"].append(texts["forward_passes"])
         cost["generated_tokens"].append(texts["generated_tokens"])
         cost["seconds_texts"].append(texts["seconds"])
-        rows[n] = {"strength": texts["strength"], "kl": texts["kl"], "texts": texts, "scores": {}}
-        for v, scorer in scorers.items():
-            t0 = time.perf_counter()
-            rows[n]["scores"][method[v]] = {o: scorer.judge(descriptions[o], texts).value for o in names}
-            cost["seconds_judge"].setdefault(method[v], []).append((time.perf_counter() - t0) / len(names))
+        for m, sec in seconds.items():
+            cost["seconds_judge"].setdefault(m, []).append(sec)
         progress("unit " + json.dumps({"concept": n, **{k: rows[n][k] for k in ("strength", "kl", "scores")}}))
         s = rows[n]["scores"][method["logprob"]]
         wrong = [s[o] for o in names if o != n]
@@ -142,60 +178,43 @@ def main(argv: list[str] | None = None) -> dict:
             f"{n:12s} strength={texts['strength']:8.2f} kl={texts['kl']:.2f} right={s[n]:+.3f} "
             f"wrong(mean)={statistics.mean(wrong):+.3f}  steered: {' '.join(texts['steered'][0].split())[:60]!r}"
         )
-    results = {}
-    for v in scorers:
-        pos = [rows[n]["scores"][method[v]][n] for n in rows]
-        neg = [rows[n]["scores"][method[v]][o] for n in rows for o in names if o != n]
-        pairs = [
-            (rows[n]["scores"][method[v]][n] > rows[n]["scores"][method[v]][o])
-            + 0.5 * (rows[n]["scores"][method[v]][n] == rows[n]["scores"][method[v]][o])
-            for n in rows
-            for o in names
-            if o != n
-        ]
-        results[method[v]] = {
-            "auroc": round(auroc(pos, neg), 4),
-            "pairs_correct": round(sum(pairs) / len(pairs), 4) if pairs else None,
-            "mean_gap": round(statistics.mean(pos) - statistics.mean(neg), 4) if pos else None,
-            "n_units": len(rows),
-            "n_pairs": len(pairs),
-        }
+    results = {method[v]: figures({n: rows[n]["scores"][method[v]] for n in rows}, names) for v in scorers}
     # the simulation scorers' cost per unit on the same concepts (planted records over the same windows)
     records = [planted_record(c, windows) for c in concepts if c.name in rows]
     sim_cost = {}
     for name in ("simulation-embedding", "simulation-logits"):
-        sim = make_scorer(name)
+        if not records:
+            sim_cost[name] = None
+            continue
+        sim = make_scorer(name, simulator_model=args.model)
         t0 = time.perf_counter()
-        n_windows = []
-        for rec in records[:1]:
-            held = rec.windows_for("heldout")
-            n_windows.append(len(held))
-            pred = sim.simulate(descriptions[rec.unit_id.rsplit("/", 1)[1]], held)
-            score_simulation([list(w.activations) for w in held], pred, [w.domain for w in held], n_boot=10)
+        held = records[0].windows_for("heldout")
+        pred = sim.simulate(descriptions[records[0].unit_id.rsplit("/", 1)[1]], held)
+        score_simulation([list(w.activations) for w in held], pred, [w.domain for w in held], n_boot=10)
         sim_cost[name] = {
-            "forward_passes": statistics.mean(n_windows) if name == "simulation-logits" else 0,
+            "forward_passes": len(held) if name == "simulation-logits" else 0,
             "generated_tokens": 0,
-            "seconds_per_explanation": round((time.perf_counter() - t0) / max(1, len(n_windows)), 2),
+            "seconds_per_explanation": round(time.perf_counter() - t0, 2),
         }
     per_unit = {
-        "forward_passes": statistics.mean(cost["forward_passes"]) if rows else None,
-        "generated_tokens": statistics.mean(cost["generated_tokens"]) if rows else None,
-        "seconds_texts": round(statistics.mean(cost["seconds_texts"]), 2) if rows else None,
-        **{
-            f"seconds_judge_{k}_per_explanation": round(statistics.mean(v), 2) for k, v in cost["seconds_judge"].items()
-        },
+        "forward_passes": mean_or_none(cost["forward_passes"]),
+        "generated_tokens": mean_or_none(cost["generated_tokens"]),
+        "seconds_texts": mean_or_none(cost["seconds_texts"], 2),
+        **{f"seconds_judge_{k}_per_explanation": mean_or_none(v, 2) for k, v in cost["seconds_judge"].items()},
     }
     print(f"planted steering directions at {hookpoint} (align={args.align}), target KL {args.target_kl}")
     for m, r in results.items():
         print(
-            f"  {m:24s} AUROC {r['auroc']:.3f}  pairs correct {r['pairs_correct']}  gap {r['mean_gap']}  "
+            f"  {m:24s} AUROC {r['auroc']}  pairs correct {r['pairs_correct']}  gap {r['mean_gap']}  "
             f"({r['n_units']} units)"
         )
     print(f"  cost per unit (intervention): {per_unit}")
     for m, c in sim_cost.items():
         print(f"  cost per explanation ({m}): {c}")
+    if failed:
+        print(f"  {len(failed)} of {len(names)} units failed:")
     for n, err in failed.items():
-        print(f"  {n}: {err}")
+        print(f"    {n}: {err}")
     summary = {
         "model": lm.name,
         "hookpoint": hookpoint,
