@@ -11,7 +11,12 @@ unit, the strength is bisected to the target KL on the neutral prompts, clean an
 generated once, and every concept's description is judged against them. Prints per scorer the
 AUROC (right description = positive), the share of (right, wrong) pairs ranked correctly and the
 mean gap; the cost per unit (forward passes, generated tokens, seconds) beside the simulation
-scorers' (forward passes = held-out windows for ``simulation-logits``); and one JSON line at the end.
+scorers' (forward passes = held-out windows for ``simulation-logits``); each unit's own description
+scored on the input side too (``simulation-context`` on the planted record's held-out windows) beside
+its output-side ``intervention`` score, and the units where the two disagree by the reports' rule
+(``input_output_disagree``) with their first clean and steered texts; and one JSON line at the end.
+A unit that fails (a target KL no strength reaches) is listed with its reason; the figures are
+computed on the units left (null when none is).
 
     python -m bench.bench_intervention [--concepts FILE] [--units 10] [--layer 15] [--align next|same]
 """
@@ -91,6 +96,73 @@ def figures(scores: dict[str, dict[str, float]], names: list[str]) -> dict:
         "n_units": len(scores),
         "n_pairs": len(pairs),
     }
+
+
+INPUT_SCORER = "simulation-context"
+"""The input-side scorer each planted unit's right description is also scored with (the default)."""
+
+
+def input_side(sim, records, descriptions: dict[str, str]) -> dict[str, dict | None]:
+    """Per planted record, ``sim``'s score (value and 95% interval) of the unit's own description on
+    its held-out windows, as the score stage computes it; ``None`` (with the reason) where it fails."""
+    out: dict[str, dict | None] = {}
+    for rec in records:
+        n = rec.unit_id.rsplit("/", 1)[1]
+        try:
+            r = sim.score(descriptions[n], rec.windows_for("heldout"))
+            out[n] = {"value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high}
+        except Exception as exc:  # e.g. held-out windows where the concept never occurs: no correlation
+            out[n] = {"value": None, "ci_low": None, "ci_high": None, "error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def rounded(score: dict | None) -> dict | None:
+    """``{"value", "ci95"}`` of a score, rounded for the JSON line."""
+    if not score or score.get("value") is None:
+        return None
+
+    def r(x):
+        return None if x is None else round(x, 4)
+
+    return {"value": r(score["value"]), "ci95": [r(score["ci_low"]), r(score["ci_high"])]}
+
+
+def disagreements(rows: dict, inputs: dict, input_name: str, output_name: str) -> list[dict]:
+    """Units whose right description the input side (``input_name``) and the output side
+    (``output_name``) judge differently, by the rule of the reports' ``input_output_disagree``
+    warning, with the warning's words and the first neutral prompt's clean and steered texts."""
+    from explainer.report.model import ReportScore
+    from explainer.report.warnings import input_output_warnings
+
+    out = []
+    for n, row in rows.items():
+        sim, causal = inputs.get(n), row["right"].get(output_name)
+        if not sim or sim["value"] is None or not causal:
+            continue
+        scores = (
+            ReportScore(input_name, sim["value"], sim["ci_low"], sim["ci_high"], details={"kind": "simulation"}),
+            ReportScore(
+                output_name, causal["value"], causal["ci_low"], causal["ci_high"], details={"kind": "intervention"}
+            ),
+        )
+        for _, why in input_output_warnings(scores):
+            texts = row["texts"]
+            out.append(
+                {
+                    "unit": n,
+                    input_name: round(sim["value"], 4),
+                    output_name: round(causal["value"], 4),
+                    f"{output_name}_ci95": [
+                        None if causal["ci_low"] is None else round(causal["ci_low"], 4),
+                        None if causal["ci_high"] is None else round(causal["ci_high"], 4),
+                    ],
+                    "why": why,
+                    "prompt": texts["prompts"][0],
+                    "clean": texts["clean"][0],
+                    "steered": texts["steered"][0],
+                }
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -179,8 +251,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"wrong(mean)={statistics.mean(wrong):+.3f}  steered: {' '.join(texts['steered'][0].split())[:60]!r}"
         )
     results = {method[v]: figures({n: rows[n]["scores"][method[v]] for n in rows}, names) for v in scorers}
+    # the input side: each planted unit's own description scored by the default simulation scorer on
+    # the planted record's held-out windows (the concept's tokens are where it fires)
+    all_records = [planted_record(c, windows) for c in concepts if c.name in names]
+    inputs = input_side(make_scorer(INPUT_SCORER, simulator_model=args.model), all_records, descriptions)
+    disagree = disagreements(rows, inputs, INPUT_SCORER, method["logprob"])
     # the simulation scorers' cost per unit on the same concepts (planted records over the same windows)
-    records = [planted_record(c, windows) for c in concepts if c.name in rows]
+    records = [r for r in all_records if r.unit_id.rsplit("/", 1)[1] in rows]
     sim_cost = {}
     for name in ("simulation-embedding", "simulation-logits"):
         if not records:
@@ -211,6 +288,27 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  cost per unit (intervention): {per_unit}")
     for m, c in sim_cost.items():
         print(f"  cost per explanation ({m}): {c}")
+    out_name = method["logprob"]
+    print(f"  right descriptions, input side ({INPUT_SCORER}) vs output side ({out_name}):")
+    for n in names:
+        sim_v = (inputs.get(n) or {}).get("value")
+        causal = rows[n]["right"][out_name] if n in rows else None
+        print(
+            f"    {n:14s} {INPUT_SCORER} {'—' if sim_v is None else f'{sim_v:+.3f}'}   {out_name} "
+            + ("failed" if causal is None else f"{causal['value']:+.3f} {rounded(causal)['ci95']}")
+        )
+    for d in disagree:
+        print(f"  disagree: {d['unit']}: {d['why']}")
+        print(
+            f"    prompt {d['prompt']!r}  clean {' '.join(d['clean'].split())!r}  steered {' '.join(d['steered'].split())!r}"
+        )
+    disagree_note = None
+    if len(disagree) < 3:
+        disagree_note = (
+            f"only {len(disagree)} of {len(rows)} scored planted units have input- and output-side scores that "
+            "disagree (fewer than three)"
+        )
+        print(f"  {disagree_note}")
     if failed:
         print(f"  {len(failed)} of {len(names)} units failed:")
     for n, err in failed.items():
@@ -225,6 +323,10 @@ def main(argv: list[str] | None = None) -> dict:
         "units": names,
         "active_positions": {n: counts[n] for n in names},
         **results,
+        "input_side": {n: rounded(inputs.get(n)) for n in names},
+        "output_side": {n: rounded(rows[n]["right"][out_name]) for n in rows},
+        "disagree": disagree,
+        **({"disagree_note": disagree_note} if disagree_note else {}),
         "failed": failed,
         "cost_per_unit": {"intervention": per_unit, **sim_cost},
         "strengths": {n: round(rows[n]["strength"], 3) for n in rows},

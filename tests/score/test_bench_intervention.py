@@ -35,3 +35,47 @@ def test_every_unit_failing_is_reported_not_a_crash(tmp_path, tiny_model_dir, ca
     last = printed.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(json.dumps(out))
     assert f"{len(out['units'])} of {len(out['units'])} units failed" in printed
+
+
+def test_disagreeing_units_follow_the_report_rule():
+    from bench.bench_intervention import disagreements
+
+    def row(value, lo, hi):
+        texts = {"prompts": ["I think that"], "clean": [" it is"], "steered": [" 1 2 3"]}
+        return {"right": {"intervention": {"value": value, "ci_low": lo, "ci_high": hi}}, "texts": texts}
+
+    def sim(value):
+        return {"value": value, "ci_low": value - 0.1, "ci_high": value + 0.1}
+
+    rows = {
+        "fires_only": row(-0.2, -0.5, 0.1),  # simulation ≥ 0.2, intervention ≤ 0
+        "acts_only": row(0.3, 0.1, 0.5),  # intervention > 0 with its interval above 0, simulation < 0.2
+        "both": row(0.3, 0.1, 0.5),
+        "neither_sure": row(0.3, -0.1, 0.6),  # interval reaches 0: no claim on the output side
+        "no_input": row(-0.2, -0.5, 0.1),
+    }
+    inputs = {"fires_only": sim(0.5), "acts_only": sim(0.05), "both": sim(0.5), "neither_sure": sim(0.05)}
+    out = disagreements(rows, inputs, "simulation-context", "intervention")
+    assert [d["unit"] for d in out] == ["fires_only", "acts_only"]
+    assert "predicts when the unit fires" in out[0]["why"] and "but not when it fires" in out[1]["why"]
+    assert out[1]["steered"] == " 1 2 3" and out[1]["clean"] == " it is" and out[1]["simulation-context"] == 0.05
+
+
+def test_units_are_scored_on_both_sides(tmp_path, tiny_model_dir, capsys):
+    out = _run(tmp_path, tiny_model_dir, "--target-kl", "0.01")
+    printed = capsys.readouterr().out
+    scored = [n for n in out["units"] if n not in out["failed"]]
+    assert len(scored) >= 2 and out["intervention"]["n_units"] == len(scored)
+    assert set(out["input_side"]) == set(out["units"]) and set(out["output_side"]) == set(scored)
+    assert all(-1 <= s["value"] <= 1 for s in out["input_side"].values() if s)
+    expected = []
+    for n in scored:
+        sim, causal = out["input_side"][n], out["output_side"][n]
+        if sim is None:
+            continue
+        fires, lo = sim["value"] >= 0.2, causal["ci95"][0]
+        if (fires and causal["value"] <= 0) or (not fires and causal["value"] > 0 and lo is not None and lo > 0):
+            expected.append(n)
+    assert [d["unit"] for d in out["disagree"]] == expected
+    assert ("disagree_note" in out) == (len(expected) < 3)
+    assert "input side (simulation-context) vs output side (intervention)" in printed
