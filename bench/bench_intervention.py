@@ -18,7 +18,10 @@ its output-side ``intervention`` score, and the units where the two disagree by 
 A unit that fails (a target KL no strength reaches) is listed with its reason; the figures are
 computed on the units left (null when none is).
 
-    python -m bench.bench_intervention [--concepts FILE] [--units 10] [--layer 15] [--align next|same]
+``--write`` stores the intervention scorers' AUROC on these planted causal units in
+explainer/score/scorer_discrimination.json, which reports show beside every intervention score.
+
+    python -m bench.bench_intervention [--concepts FILE] [--units 10] [--layer 15] [--align next|same] [--write]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from bench import configure_runtime
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_discrimination import auroc  # noqa: E402
+from bench.bench_discrimination import CAUSAL_SCORERS, auroc  # noqa: E402
 from explainer.collect.corpus import default_corpus  # noqa: E402
 from explainer.collect.hooks import capture, resolve_hookpoint  # noqa: E402
 from explainer.collect.models import load_model  # noqa: E402
@@ -43,7 +46,7 @@ from explainer.collect.planted import concept_activations, load_concepts, plante
 from explainer.intervene import resolve_unit  # noqa: E402
 from explainer.score.correlation import score_simulation  # noqa: E402
 from explainer.score.intervention import InterventionConfig, InterventionScorer  # noqa: E402
-from explainer.score.registry import make_scorer  # noqa: E402
+from explainer.score.registry import DISCRIMINATION_FILE, make_scorer  # noqa: E402
 
 
 def plant_directions(lm, hookpoint, concepts, windows, align: str, min_tokens: int, progress):
@@ -165,6 +168,51 @@ def disagreements(rows: dict, inputs: dict, input_name: str, output_name: str) -
     return out
 
 
+CAUSAL_UNITS = (
+    "planted causal units: steering directions built from the subject model's own residuals (mean residual "
+    "where a concept's tokens come next minus elsewhere), each described by its concept; measured by "
+    "make bench-intervention, not on the input-side planted concepts of make bench-discrimination"
+)
+
+
+def write_causal_discrimination(results: dict, run: dict, command: str) -> list[str]:
+    """Store the intervention scorers' discrimination on planted causal units in the discrimination
+    file beside the simulation scorers' (which stay as they are): per scorer its AUROC, pairs
+    correct, mean gap, ``n_concepts`` and ``n_causal_units`` (numbers only, as reports and the API
+    read them), the date in ``measured_per_scorer``, and under ``causal`` what was measured how.
+    A scorer with no figure this run (every unit failed) keeps its last one. Returns the scorers
+    written."""
+    try:
+        old = json.loads(DISCRIMINATION_FILE.read_text())
+    except (OSError, ValueError):
+        old = {}
+    scorers = dict(old.get("scorers") or {})
+    measured = dict(old.get("measured_per_scorer") or {})
+    today = time.strftime("%Y-%m-%d")
+    written = []
+    for name in CAUSAL_SCORERS:
+        r = results.get(name)
+        if not r or r.get("auroc") is None:
+            continue
+        scorers[name] = {
+            "auroc": r["auroc"],
+            "pairs_correct": r["pairs_correct"],
+            "mean_gap": r["mean_gap"],
+            "n_concepts": r["n_units"],
+            "n_causal_units": r["n_units"],
+            "n_pairs": r["n_pairs"],
+        }
+        measured[name] = today
+        written.append(name)
+    if not written:
+        return []
+    causal = {"scorers": list(CAUSAL_SCORERS), "measured": today, "units": CAUSAL_UNITS, "command": command, **run}
+    DISCRIMINATION_FILE.write_text(
+        json.dumps({**old, "measured_per_scorer": measured, "causal": causal, "scorers": scorers}, indent=2) + "\n"
+    )
+    return written
+
+
 def main(argv: list[str] | None = None) -> dict:
     configure_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -179,6 +227,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--new-tokens", type=int, default=12)
     ap.add_argument("--out", default=None, help="also write the full results (texts included) to this JSON file")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared CPUs oversubscribe)")
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help=f"store the intervention scorers' figures (planted causal units) in {DISCRIMINATION_FILE.name}",
+    )
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -333,6 +386,13 @@ def main(argv: list[str] | None = None) -> dict:
         "kl": {n: round(rows[n]["kl"], 3) for n in rows},
         "seconds": round(time.perf_counter() - t_start, 1),
     }
+    if args.write:
+        args_given = sys.argv[1:] if argv is None else argv
+        run = {k: summary[k] for k in ("model", "hookpoint", "align", "target_kl", "prompts", "new_tokens")}
+        written = write_causal_discrimination(
+            results, run, " ".join(["python -m bench.bench_intervention", *args_given])
+        )
+        print(f"  written to {DISCRIMINATION_FILE.name}: {', '.join(written) or 'nothing (no unit was scored)'}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({**summary, "rows": rows}, indent=2, default=str))
