@@ -304,6 +304,22 @@ def main(argv: list[str] | None = None) -> dict:
             f"wrong(mean)={statistics.mean(wrong):+.3f}  steered: {' '.join(texts['steered'][0].split())[:60]!r}"
         )
     results = {method[v]: figures({n: rows[n]["scores"][method[v]] for n in rows}, names) for v in scorers}
+    # Side by side, from the same judge passes: the judge's log-probability gain normalised per
+    # explanation, so that a long description does not win or lose by its length alone — by its
+    # token count, or by its surprisal with no text to read (log P(explanation | "(nothing)")).
+    variants: dict[str, dict] = {}
+    if rows:
+        lp = method["logprob"]
+        n_tokens = {o: len(lm.tokenizer(" " + descriptions[o].strip())["input_ids"]) for o in names}
+        prior = {o: -scorers["logprob"]._logprob(descriptions[o], [""])[0] for o in names}
+        scale = {f"{lp}[per-token]": n_tokens, f"{lp}[prior-normalised]": prior}
+        for label, by in scale.items():
+            variant = {n: {o: rows[n]["scores"][lp][o] / by[o] for o in names} for n in rows}
+            variants[label] = figures(variant, names)
+        variants["normalisers"] = {
+            "tokens": n_tokens,
+            "surprisal_with_no_text": {o: round(v, 3) for o, v in prior.items()},
+        }
     # the input side: each planted unit's own description scored by the default simulation scorer on
     # the planted record's held-out windows (the concept's tokens are where it fires)
     all_records = [planted_record(c, windows) for c in concepts if c.name in names]
@@ -338,6 +354,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"  {m:24s} AUROC {r['auroc']}  pairs correct {r['pairs_correct']}  gap {r['mean_gap']}  "
             f"({r['n_units']} units)"
         )
+    for m, r in variants.items():
+        if m != "normalisers":
+            print(f"  {m:40s} AUROC {r['auroc']}  pairs correct {r['pairs_correct']}  (side by side; not shipped)")
     print(f"  cost per unit (intervention): {per_unit}")
     for m, c in sim_cost.items():
         print(f"  cost per explanation ({m}): {c}")
@@ -376,6 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
         "units": names,
         "active_positions": {n: counts[n] for n in names},
         **results,
+        "variants": variants,
         "input_side": {n: rounded(inputs.get(n)) for n in names},
         "output_side": {n: rounded(rows[n]["right"][out_name]) for n in rows},
         "disagree": disagree,

@@ -86,6 +86,10 @@ def test_units_are_scored_on_both_sides(tmp_path, tiny_model_dir, capsys, monkey
     scored = [n for n in out["units"] if n not in out["failed"]]
     assert len(scored) >= 2 and out["intervention"]["n_units"] == len(scored)
     assert set(out["input_side"]) == set(out["units"]) and set(out["output_side"]) == set(scored)
+    # the side-by-side normalisations rank the same judged gains, divided per description
+    for v in ("intervention[per-token]", "intervention[prior-normalised]"):
+        assert out["variants"][v]["n_pairs"] == out["intervention"]["n_pairs"]
+    assert all(n > 0 for n in out["variants"]["normalisers"]["surprisal_with_no_text"].values())
     assert all(-1 <= s["value"] <= 1 for s in out["input_side"].values() if s)
     expected = []
     for n in scored:
