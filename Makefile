@@ -78,9 +78,10 @@ bench-workers: $(STAMP)
 	$(PY) -m bench.bench_workers
 
 ## make bench-intervention [CONCEPTS=FILE]: planted steering directions on SmolLM2-135M (from its own residuals);
-## AUROC of the intervention scorers ranking each unit's description above the others'; cost per unit; JSON last
+## AUROC of the intervention scorers ranking each unit's description above the others' (written to
+## explainer/score/scorer_discrimination.json); input side vs output side per unit; cost per unit; JSON last
 bench-intervention: $(STAMP)
-	$(PY) -m bench.bench_intervention --out data/bench_intervention.json $(if $(CONCEPTS),--concepts $(CONCEPTS))
+	$(PY) -m bench.bench_intervention --out data/bench_intervention.json --write $(if $(CONCEPTS),--concepts $(CONCEPTS))
 
 ## make bench-retest: SmolLM2-135M re-tested on a control (same weights saved again) and on a copy fine-tuned
 ## on the legal domain: broken share and time per unit for each; JSON on the last line

@@ -138,6 +138,9 @@ def cascade(cheap: dict, expensive: dict, m: int) -> dict:
 
 SHIPPED = ("simulation-embedding", "simulation-context", "simulation-logits")
 """Scorers whose figures go to the discrimination file (reports show them beside scores)."""
+CAUSAL_SCORERS = ("intervention", "intervention-embedding")
+"""Scorers whose figures ``make bench-intervention --write`` measures on planted causal units and
+stores in the same file; this benchmark keeps them (and their ``causal`` block) as they are."""
 
 
 def cheap_scorers(embedder) -> dict:
@@ -169,7 +172,7 @@ def write_discrimination(summary: dict, sets: dict[str, list[str]], files: list[
         old = json.loads(DISCRIMINATION_FILE.read_text())
     except (OSError, ValueError):
         old = {}
-    scorers = {k: v for k, v in (old.get("scorers") or {}).items() if k in SHIPPED}
+    scorers = {k: v for k, v in (old.get("scorers") or {}).items() if k in SHIPPED or k in CAUSAL_SCORERS}
     measured = dict(old.get("measured_per_scorer") or {})
     for k, v in summary.items():
         if k in SHIPPED:
@@ -186,6 +189,7 @@ def write_discrimination(summary: dict, sets: dict[str, list[str]], files: list[
                     for f in files
                 ],
                 "command": command,
+                **({"causal": old["causal"]} if "causal" in old else {}),
                 "scorers": scorers,
             },
             indent=2,

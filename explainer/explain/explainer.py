@@ -73,15 +73,37 @@ def format_window(window: Window, unit_max: float, mark_threshold: int, max_char
 
 
 def output_context(output: dict[str, Any] | None, k: int = 8) -> dict[str, str]:
-    """``promoted`` and ``suppressed`` for a prompt: the unit's output side as quoted tokens (``""``
-    when it has none), for templates that show it (``prompts/explain_output.yaml``)."""
+    """``promoted`` and ``suppressed`` for a prompt: the unit's output side through the unembedding
+    as quoted tokens, and ``steered_promoted`` / ``steered_suppressed``: the measured change when
+    steered (``output["steering"]``, see :func:`stored_output_side`); ``""`` for what it lacks. For
+    templates that show them (``prompts/explain_output.yaml``)."""
 
     def tokens(rows: list[dict[str, Any]]) -> str:
         return ", ".join(json.dumps(r["token"], ensure_ascii=False) for r in rows[:k])
 
+    out = {"promoted": "", "suppressed": "", "steered_promoted": "", "steered_suppressed": ""}
     if not output:
-        return {"promoted": "", "suppressed": ""}
-    return {"promoted": tokens(output.get("promoted") or []), "suppressed": tokens(output.get("suppressed") or [])}
+        return out
+    steering = output.get("steering") or {}
+    out.update(
+        promoted=tokens(output.get("promoted") or []),
+        suppressed=tokens(output.get("suppressed") or []),
+        steered_promoted=tokens(steering.get("promoted") or []),
+        steered_suppressed=tokens(steering.get("suppressed") or []),
+    )
+    return out
+
+
+def stored_output_side(store: Any, unit_id: str) -> dict[str, Any] | None:
+    """The output side an output-aware prompt shows for ``unit_id``, from ``store``: the vocabulary
+    projection (``promoted``, ``suppressed``), with the measured steering effect under
+    ``steering`` when an intervention scorer stored one (for mid-layer units the better evidence);
+    ``None`` when the unit has neither."""
+    projection = store.output_sides([unit_id]).get(unit_id)
+    steering = store.output_sides([unit_id], method="steering").get(unit_id)
+    if projection is None and steering is None:
+        return None
+    return {**(projection or {}), **({"steering": steering} if steering else {})}
 
 
 def build_messages(
@@ -105,7 +127,9 @@ def build_messages(
     ]
     messages: list[tuple[str, str]] = [("system", template["system"])]
     for shot in template.get("few_shot", []) or []:
-        shown_output = {"promoted": shot.get("promoted", ""), "suppressed": shot.get("suppressed", "")}
+        shown_output = {
+            k: shot.get(k, "") for k in ("promoted", "suppressed", "steered_promoted", "steered_suppressed")
+        }
         messages.append(("user", template.render("user", windows=shot["windows"], **shown_output)))
         messages.append(("assistant", shot["answer"]))
     messages.append(("user", template.render("user", windows=fmt, **output_context(output))))

@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from explainer.errors import ExplainerError, LLMError, ScoreError, TransientLLMError
-from explainer.explain.explainer import RejectedAnswer, explain_unit
+from explainer.explain.explainer import RejectedAnswer, explain_unit, stored_output_side
 from explainer.llm.chat import ChatClientFactory, make_chat_model
 from explainer.llm.prompts import load_template
 from explainer.pipeline.options import LabelOptions
@@ -55,9 +55,7 @@ def _candidates(
     from explainer.explain.baseline import baseline_explanation
 
     out: list[dict[str, Any]] = []
-    output = (
-        get_store(settings).output_sides([record.unit_id]).get(record.unit_id) if template.get("output_side") else None
-    )
+    output = stored_output_side(get_store(settings), record.unit_id) if template.get("output_side") else None
     context_tokens = opts.explainer.context_tokens
     if opts.explainer.base_url and context_tokens is None:
         context_tokens = settings.llm_context_tokens  # EXPLAINER_LLM_CONTEXT

@@ -50,6 +50,11 @@ def discrimination_text(s: ReportScore) -> str:
     d = s.discrimination
     if not d:
         return "discrimination not measured"
+    if d.get("n_causal_units"):  # make bench-intervention: steering directions, not input-side concepts
+        return (
+            f"discrimination: AUROC {d['auroc']:.2f}, {d['pairs_correct']:.0%} of right/wrong pairs ranked "
+            f"correctly on {int(d['n_causal_units'])} planted causal (steering) units"
+        )
     per_set = [f"{d[f'auroc_{k}']:.2f} on {name}" for k, name in SET_NAMES.items() if d.get(f"auroc_{k}") is not None]
     if per_set:
         return (
