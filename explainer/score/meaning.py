@@ -95,7 +95,11 @@ def discrimination_words(d: dict[str, Any] | None) -> str:
     """How well the scorer tells right from wrong explanations, from its measured discrimination."""
     if not d or _finite(d.get("auroc")) is None:
         return "this scorer's discrimination was never measured"
+    causal = int(d.get("n_causal_units", 0) or 0)
     n = int(d.get("n_concepts", 0) or 0)
-    return f"this scorer tells right from wrong explanations with AUROC {d['auroc']:.2f}" + (
-        f" on {n} planted concepts" if n else ""
+    where = (
+        f" on {causal} planted causal (steering) units"
+        if causal
+        else (f" on {n} planted concepts" if n else "")
     )
+    return f"this scorer tells right from wrong explanations with AUROC {d['auroc']:.2f}{where}"

@@ -95,6 +95,11 @@ def test_every_view_words_an_intervention_score_as_one(searchable, tmp_path, cap
 def test_discrimination_words():
     assert "AUROC 0.81 on 24 planted concepts" in discrimination_words({"auroc": 0.81, "n_concepts": 24})
     assert "never measured" in discrimination_words(None)
+    # the intervention scorers were measured on planted steering units, not on input-side concepts
+    from explainer.score.registry import measured_discrimination
+
+    causal = discrimination_words(measured_discrimination()["intervention"])
+    assert causal.endswith("on 6 planted causal (steering) units") and "concepts" not in causal
 
 
 def test_search_and_show_put_scores_in_words(searchable, capsys):
