@@ -97,9 +97,5 @@ def discrimination_words(d: dict[str, Any] | None) -> str:
         return "this scorer's discrimination was never measured"
     causal = int(d.get("n_causal_units", 0) or 0)
     n = int(d.get("n_concepts", 0) or 0)
-    where = (
-        f" on {causal} planted causal (steering) units"
-        if causal
-        else (f" on {n} planted concepts" if n else "")
-    )
+    where = f" on {causal} planted causal (steering) units" if causal else (f" on {n} planted concepts" if n else "")
     return f"this scorer tells right from wrong explanations with AUROC {d['auroc']:.2f}{where}"
