@@ -113,6 +113,7 @@ def causal_test(
     return {
         "alphas": list(alphas),
         "questions": len(usable),
+        "case_ids": [c.id for c in usable],
         "fail_share": round(float(np.mean([c.failed for c in usable])), 4),
         "selected": {"units": list(selected), "curve": _curve(lm, usable, chosen, alphas, seed, new_tokens)},
         "random": {
