@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(VENV)/bin/explainer report -o data/report.pdf
 
 ## make audit-demo: the failure-mode audit on the shipped case set (SmolLM2-135M, MLP neurons of block 10), its
-## selected units labelled; report in data/audit/ (about 3 minutes here)
+## selected units labelled; report in data/audit/ (the audit alone: about 6 minutes of CPU on the 228-case set)
 audit-demo: $(STAMP)
 	$(VENV)/bin/explainer audit --layer 10 --out data/audit --label
 

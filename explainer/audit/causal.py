@@ -2,8 +2,8 @@
 measure the failure rate and the log-probability of the right answer, against as many random units
 of the same hookpoint as a control.
 
-Units are scaled with :mod:`explainer.intervene` (``scale`` edits; α = 1 changes nothing). A
-question needs its accepted answers (``truth``); the answer is the greedy continuation up to the
+Units are scaled with :mod:`explainer.intervene` (``scale`` edits; α = 1 changes nothing): MLP
+neurons, other raw units, SAE features and directions alike. A question needs its accepted answers (``truth``); the answer is the greedy continuation up to the
 first newline, right when it starts with an accepted answer (:func:`~explainer.audit.make.is_right`).
 Intervals are 95% percentile bootstraps over questions.
 """
@@ -16,7 +16,9 @@ import numpy as np
 
 from explainer.audit.cases import Case, CaseSetError
 from explainer.audit.make import is_right
+from explainer.errors import InterventionError
 from explainer.intervene import Edit, generate, intervene, resolve_unit
+from explainer.intervene.hooks import check_edit
 
 ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
@@ -79,9 +81,15 @@ def causal_test(
     max_cases: int = 24,
     new_tokens: int = 6,
 ) -> dict[str, Any]:
-    """Failure rate and mean log P(right answer) per α, for the selected units and random units."""
-    if space.encoder is not None or space.hookpoint.kind != "mlp":
-        raise CaseSetError("the causal test scales MLP neurons: audit at a layer (layers.L.mlp)")
+    """Failure rate and mean log P(right answer) per α, for the selected units and random units.
+
+    The units are those of ``space``: raw units of its hookpoint (MLP neurons, or coordinates of
+    another hookpoint), SAE features (their value scaled, the SAE's error term kept) or directions
+    (the projection scaled). A unit that cannot be scaled (a transcoder feature, read at the MLP
+    input and written at its output) is a :class:`CaseSetError` naming why. When the space has fewer
+    other units than selected ones (a small directions file), the random control has as many as
+    there are; with none, its curve is empty.
+    """
     usable = [c for c in cases if c.truth]
     if not usable:
         raise CaseSetError("the causal test needs held-out cases with their right answers (field 'truth')")
@@ -91,15 +99,25 @@ def causal_test(
     if len(usable) > max_cases:
         usable = [usable[i] for i in sorted(rng.choice(len(usable), max_cases, replace=False))]
     others = np.setdiff1d(np.arange(space.width), np.array(selected))
-    random_units = sorted(int(i) for i in rng.choice(others, len(selected), replace=False))
+    n_random = min(len(selected), len(others))
+    random_units = sorted(int(i) for i in rng.choice(others, n_random, replace=False))
 
     def targets(idx: list[int]) -> list[Any]:
-        return [resolve_unit(lm, space.unit_id(i)) for i in idx]
+        return [resolve_unit(lm, space.unit_id(i), sae=space.sae, directions=space.directions) for i in idx]
 
+    chosen = targets(selected)
+    try:
+        check_edit(Edit(chosen[0], "scale", 1.0))
+    except InterventionError as exc:
+        raise CaseSetError(f"the causal test cannot scale these units: {exc}") from None
     return {
         "alphas": list(alphas),
         "questions": len(usable),
+        "case_ids": [c.id for c in usable],
         "fail_share": round(float(np.mean([c.failed for c in usable])), 4),
-        "selected": {"units": list(selected), "curve": _curve(lm, usable, targets(selected), alphas, seed, new_tokens)},
-        "random": {"units": random_units, "curve": _curve(lm, usable, targets(random_units), alphas, seed, new_tokens)},
+        "selected": {"units": list(selected), "curve": _curve(lm, usable, chosen, alphas, seed, new_tokens)},
+        "random": {
+            "units": random_units,
+            "curve": _curve(lm, usable, targets(random_units), alphas, seed, new_tokens) if random_units else [],
+        },
     }

@@ -83,14 +83,15 @@ def _tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     causal = r.get("causal") or {}
     if "selected" in causal:
         rows = []
-        for a, b in zip(causal["selected"]["curve"], causal["random"]["curve"], strict=True):
+        control = causal["random"]["curve"] or [None] * len(causal["selected"]["curve"])  # no other unit
+        for a, b in zip(causal["selected"]["curve"], control, strict=True):
             rows.append(
                 [
                     f"{a['alpha']:g}",
                     _f(a["failure_rate"], 2) + _ci(a["failure_ci"]),
-                    _f(b["failure_rate"], 2) + _ci(b["failure_ci"]),
+                    _f(b["failure_rate"], 2) + _ci(b["failure_ci"]) if b else "—",
                     _f(a["logp_right"], 2) + _ci(a["logp_ci"]),
-                    _f(b["logp_right"], 2) + _ci(b["logp_ci"]),
+                    _f(b["logp_right"], 2) + _ci(b["logp_ci"]) if b else "—",
                 ]
             )
         tables.append(

@@ -89,6 +89,19 @@ def test_questions_cover_five_domains_with_true_answers():
         assert str(eval(expr)) == q.truth[0]
 
 
+def test_arithmetic_asks_each_difficulty_band_in_equal_shares():
+    """The 135M model gets only the easy band right: without it the domain has almost no passes."""
+    import random
+
+    from explainer.audit.make import arithmetic_band
+
+    qs = [q for q in _questions(random.Random(0), 90) if q.domain == "arithmetic"]
+    assert len(qs) == len({q.text for q in qs}) == 90
+    bands = [arithmetic_band(q.text) for q in qs]
+    assert [bands.count(i) for i in range(3)] == [30, 30, 30]
+    assert all(q.text not in ("What is 3 + 4?", "What is 6 * 2?") for q in qs)  # the prompt's own examples
+
+
 def test_shipped_case_set_reads_and_has_two_classes():
     cases = read_cases(DEFAULT_CASES)
     usable, _ = usable_domains(cases)

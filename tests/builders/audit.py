@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from explainer.audit.cases import Case
 
@@ -30,3 +31,32 @@ def planted_cases(per_class: int = 12, domains: tuple[str, ...] = ("alpha", "bet
                     )  # type: ignore[arg-type]
                 )
     return cases
+
+
+def write_sae(path: Any, d_in: int = 64, d_sae: int = 96, hook: str = "blocks.1.hook_resid_post") -> None:
+    """A random ReLU SAE in the SAELens layout (``cfg.json``, ``sae_weights.safetensors``) at ``hook``."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(1)
+    w = {
+        "W_enc": torch.randn(d_in, d_sae, generator=g) * 0.3,
+        "b_enc": torch.randn(d_sae, generator=g) * 0.1,
+        "W_dec": torch.randn(d_sae, d_in, generator=g),
+        "b_dec": torch.randn(d_in, generator=g) * 0.3,
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(w, path / "sae_weights.safetensors")
+    cfg = {
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "hook_point": hook,
+        "hook_point_layer": 1,
+        "activation_fn_str": "relu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": False,
+        "dtype": "float32",
+    }
+    (path / "cfg.json").write_text(json.dumps(cfg))
