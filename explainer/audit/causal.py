@@ -85,8 +85,8 @@ def causal_test(
 
     The units are those of ``space``: raw units of its hookpoint (MLP neurons, or coordinates of
     another hookpoint), SAE features (their value scaled, the SAE's error term kept) or directions
-    (the projection scaled). A unit that cannot be scaled (a transcoder feature, read at the MLP
-    input and written at its output) is a :class:`CaseSetError` naming why. When the space has fewer
+    (the projection scaled); transcoder features are scaled too (read at the MLP input, the change
+    written at its output). A unit the interventions refuse is a :class:`CaseSetError` naming why. When the space has fewer
     other units than selected ones (a small directions file), the random control has as many as
     there are; with none, its curve is empty.
     """
