@@ -6,11 +6,11 @@ by the no-LLM baseline through ``explain_stage`` and scored with ``simulation-em
 checkpoints are written as Hugging Face folders by the same code: the control (the same weights,
 saved again) and a copy whose blocks up to the hooked one are fine-tuned for a hundred-odd AdamW
 steps on the legal domain of the default corpus (the recipe of tests/retest/test_retest_smollm2.py:
-120 steps at lr 1e-4, 2 × 32 tokens a step). Each is re-tested with :func:`explainer.retest.run.retest`. Printed per checkpoint: the
-verdict counts, the broken share, the time per unit, the mean activation shift per domain and the
-three units that moved most with their old and new top windows. The last line is one JSON object.
+120 steps at lr 1e-3, 2 × 32 tokens a step). Each is re-tested with :func:`explainer.retest.run.retest`. Printed per checkpoint: the
+verdict counts, the broken share, the time per unit, the mean activation shift per domain (of the
+explained units, and of every unit of the hookpoint) and the three units that moved most with their old and new top windows. The last line is one JSON object.
 
-    python -m bench.bench_retest [--layer 3] [--units-per-domain 4] [--steps 120] [--lr 1e-4] [--max-tokens 6000]
+    python -m bench.bench_retest [--layer 3] [--units-per-domain 4] [--steps 120] [--lr 1e-3] [--max-tokens 6000]
 
 It exits with status 1 when the control reports a unit broken (the same weights must hold).
 """
@@ -122,6 +122,10 @@ def show(name: str, doc: dict) -> dict:
     for dom, d in doc["by_domain"].items():
         shift = "–" if d["mean_shift"] is None else f"{d['mean_shift']:.3f}"
         print(f"  {dom:6s} units {d['units']:2d}  mean drop {d['mean_drop']:+.3f}  mean |log2 max ratio| {shift}")
+    for dom, d in doc["hookpoint_by_domain"].items():
+        mean = "–" if d["mean_shift"] is None else f"{d['mean_shift']:.3f}"
+        median = "–" if d["median_shift"] is None else f"{d['median_shift']:.3f}"
+        print(f"  every unit of the hookpoint, {dom:6s}: {d['units']:4d} units, |log2 max ratio| mean {mean} median {median}")
     moved = sorted(doc["units"], key=lambda u: -((u["drift"] or {}).get("shift") or 0.0))[:3]
     for u in moved:
         d = u["drift"]
@@ -142,6 +146,10 @@ def show(name: str, doc: dict) -> dict:
         "collect_s": round(t["collect_s"], 1),
         "mean_shift_by_domain": {k: v["mean_shift"] for k, v in doc["by_domain"].items()},
         "mean_drop_by_domain": {k: v["mean_drop"] for k, v in doc["by_domain"].items()},
+        "hookpoint_shift_by_domain": {
+            k: {"units": v["units"], "mean": v["mean_shift"], "median": v["median_shift"]}
+            for k, v in doc["hookpoint_by_domain"].items()
+        },
         "most_moved": [u["unit_id"] for u in moved],
     }
 
@@ -153,7 +161,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=6_000)
     ap.add_argument("--units-per-domain", type=int, default=4)
     ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--domain", default="legal", choices=DOMAINS, help="the fine-tuning domain")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

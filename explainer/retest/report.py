@@ -85,6 +85,16 @@ def probe_table(probe: dict[str, Any]) -> tuple[str, list[str], list[str], list[
     return "Failure-mode probe", intro, header, rows
 
 
+def hookpoint_table(doc: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """Title, header and rows of the whole hookpoint's move per domain (``hookpoint_by_domain``)."""
+    rows = [
+        [dom, str(d["units"]), _num(d["mean_shift"], ".3f"), _num(d["median_shift"], ".3f"), str(d["dead_now"])]
+        for dom, d in (doc.get("hookpoint_by_domain") or {}).items()
+    ]
+    title = "Every unit of the hookpoint, by the domain of its old top windows (shift: |log2(new max / old max)|)"
+    return title, ["domain", "units", "mean shift", "median shift", "dead now"], rows
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     s = doc["summary"]
     out = [
@@ -112,6 +122,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"| {dom} | {d['units']} | {_num(d['mean_drop'])} | {_num(d['mean_shift'], '.3f')} | "
             f"{d['broken_share']:.0%} | {d['dead_share']:.0%} |"
         )
+    title, header, rows = hookpoint_table(doc)
+    if rows:
+        out += ["", f"{title}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
     out += ["", "| unit | verdict | scorer | old | new | drop | activations |", "|---|---|---|---|---|---|---|"]
     for u in doc["units"]:
         out.append(
@@ -171,6 +185,16 @@ def render_html(doc: dict[str, Any]) -> str:
             + "</table>"
             + evidence
         )
+    title, header, hrows = hookpoint_table(doc)
+    hookpoint = (
+        f"<h2>{e(title)}</h2><table><tr>"
+        + "".join(f"<th>{e(h)}</th>" for h in header)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in hrows)
+        + "</table>"
+        if hrows
+        else ""
+    )
     models = "".join(f"<li>{e(line[2:])}</li>" for line in _model_lines(doc["models"]))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Re-test</title><style>"
@@ -182,7 +206,7 @@ def render_html(doc: dict[str, Any]) -> str:
         f"<ul>{models}</ul><p><b>{s['units']} units: {s['holds']} hold, {s['weakened']} weakened, "
         f"{s['broken']} broken, {s['dead']} dead now</b> (broken share {s['broken_share']:.1%}).</p>"
         "<table><tr><th>unit</th><th>verdict</th><th>scorer</th><th>old</th><th>new</th><th>drop</th>"
-        f"<th>activations</th></tr>{rows}</table>{evidence}</body></html>\n"
+        f"<th>activations</th></tr>{rows}</table>{hookpoint}{evidence}</body></html>\n"
     )
 
 
@@ -218,6 +242,9 @@ def drift_document(doc: dict[str, Any]) -> Any:
             title="By domain",
         )
     )
+    title, header, hrows = hookpoint_table(doc)
+    if hrows:
+        blocks.append(Table(header, hrows, title=title))
     colours = {"broken": "#fde2e2", "dead": "#fde2e2", "weakened": "#fff4d6"}
     blocks.append(
         Table(

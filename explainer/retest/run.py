@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.errors import CorpusError, ExplainerError, HookpointError, InputError, ModelLoadError
-from explainer.retest.summary import build_output, unit_domain
+from explainer.retest.summary import build_output, hookpoint_drift, unit_domain
 from explainer.retest.verdict import CHANCE, Figure, is_dead, score_verdict
 from explainer.runtime import get_store
 from explainer.settings import Settings
@@ -270,6 +270,15 @@ def _unit_result(
     return unit
 
 
+def _hookpoint_moves(store: Any, old_cid: str, new_cid: str) -> dict[str, dict[str, Any]]:
+    """:func:`~explainer.retest.summary.hookpoint_drift` of every unit of the two collections (the
+    old records are read for their top windows' domain; the new side needs only its max)."""
+    old_ids = [r["unit_id"] for r in store.unit_rows(old_cid, live_only=False)]
+    old = {rec.index: (unit_domain(rec), float(rec.stats.max)) for _, rec in store.get_records(old_ids, old_cid).values()}
+    new = {int(r["idx"]): float(r["max_act"] or 0.0) for r in store.unit_rows(new_cid, live_only=False)}
+    return hookpoint_drift(old, new)
+
+
 def retest(
     settings: Settings, ref: str, opts: RetestOptions, progress: bool = True, relabel: Relabel | None = None
 ) -> dict[str, Any]:
@@ -338,6 +347,7 @@ def retest(
             )
         )
     score_s = time.perf_counter() - t_score
+    hookpoint_moves = _hookpoint_moves(store, base_cid, new_cid)
     relabeled = None
     if relabel is not None:
         todo = [u["new_unit_id"] for u in units if u["verdict"] == "broken" and u["new_skip_reason"] is None]
@@ -355,4 +365,5 @@ def retest(
             "total_s": time.perf_counter() - t0,
         },
         relabel=relabeled,
+        hookpoint_by_domain=hookpoint_moves,
     )

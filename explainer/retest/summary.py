@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from explainer.provenance import software_version
-from explainer.retest.verdict import VERDICTS, thresholds
+from explainer.retest.verdict import VERDICTS, max_shift, thresholds
 
 SCHEMA = "activation-explainer/retest"
 SCHEMA_VERSION = 1
@@ -72,6 +72,38 @@ def by_domain(units: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def hookpoint_drift(old: dict[int, tuple[str | None, float]], new: dict[int, float]) -> dict[str, dict[str, Any]]:
+    """How every unit of the hookpoint moved, explained or not, per the domain most of its old top
+    windows come from: ``old`` is unit index → (that domain, old max), ``new`` unit index → new max.
+    Per domain: units, mean and median |log2(new max / old max)|, and how many fired before and
+    never now. A handful of explained units is too few to say which domain a new checkpoint moved;
+    the whole hookpoint is not (units the old model never fired on are left out)."""
+    groups: dict[str, list[float]] = {}
+    dead: Counter[str] = Counter()
+    for idx, (domain, old_max) in old.items():
+        if not old_max > 0 or idx not in new:
+            continue
+        key = domain or "unknown"
+        shift = max_shift(old_max, new[idx])
+        if shift is None:
+            dead[key] += 1
+        groups.setdefault(key, [])
+        if shift is not None:
+            groups[key].append(shift)
+    out = {}
+    for domain, shifts in sorted(groups.items()):
+        ordered = sorted(shifts)
+        mid = len(ordered) // 2
+        median = (ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2) if ordered else None
+        out[domain] = {
+            "units": len(shifts) + dead[domain],
+            "mean_shift": _mean(shifts),
+            "median_shift": median,
+            "dead_now": dead[domain],
+        }
+    return out
+
+
 def build_output(
     *,
     ref: str,
@@ -82,6 +114,7 @@ def build_output(
     units: list[dict[str, Any]],
     timing: dict[str, Any],
     relabel: dict[str, Any] | None,
+    hookpoint_by_domain: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The retest document (``schema_version`` 1)."""
     ordered = sorted(units, key=lambda u: (-(u["drop"] if u["drop"] is not None else -math.inf), u["unit_id"]))
@@ -98,6 +131,7 @@ def build_output(
         "thresholds": thresholds(),
         "summary": summarize(units),
         "by_domain": by_domain(units),
+        "hookpoint_by_domain": hookpoint_by_domain or {},
         "timing": {**timing, "seconds_per_unit": timing["total_s"] / n if n else None},
         "units": ordered,
         "relabel": relabel,

@@ -98,8 +98,13 @@ def activation_drift(old: Any, new: Any) -> dict[str, Any]:
         o, n = float(getattr(old, key)), float(getattr(new, key))
         out[key] = {"old": o, "new": n, "ratio": _ratio(o, n)}
     out["quantiles"] = {"old": list(old.quantiles), "new": list(new.quantiles)}
-    out["shift"] = abs(math.log2(new.max / old.max)) if old.max > 0 and new.max > 0 else None
+    out["shift"] = max_shift(float(old.max), float(new.max))
     return out
+
+
+def max_shift(old_max: float, new_max: float) -> float | None:
+    """|log2(new max / old max)|: 0 on the same scale, 1 doubled or halved; ``None`` when either is ≤ 0."""
+    return abs(math.log2(new_max / old_max)) if old_max > 0 and new_max > 0 else None
 
 
 def gate_failures(rules: list[str], summary: dict[str, Any], probe: dict[str, Any] | None = None) -> list[str]:

@@ -6,6 +6,8 @@ control) and a copy fine-tuned on the legal domain are re-tested."""
 from __future__ import annotations
 
 import json
+import math
+import statistics
 
 import pytest
 from builders.report import pdf_pages
@@ -13,6 +15,7 @@ from builders.retest import PER_DOMAIN, other_shape, retest_world, validate
 
 from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
 from explainer.retest.run import RetestOptions, retest
+from explainer.retest.summary import unit_domain
 from explainer.runtime import get_store
 from workers.cli import main
 
@@ -39,6 +42,10 @@ def test_control_holds_everywhere(world):
         assert score["old_source"] == "stored" and score["verdict"] == "holds"
     new_sha = doc["models"]["new"]["files"][0]["sha256"]
     assert new_sha == doc["models"]["old"]["files"][0]["sha256"] and len(new_sha) == 64
+    # every unit of the hookpoint, explained or not: the same weights move nothing
+    whole = doc["hookpoint_by_domain"]
+    assert set(whole) == {"code", "legal"} and sum(d["units"] for d in whole.values()) > len(units)
+    assert all(d["mean_shift"] == pytest.approx(0.0, abs=1e-5) and d["dead_now"] == 0 for d in whole.values())
 
 
 def test_fine_tuned_domain_moves_most(world, tmp_path):
@@ -56,6 +63,20 @@ def test_fine_tuned_domain_moves_most(world, tmp_path):
     for u in doc["units"]:
         assert u["verdict"] in ("holds", "weakened", "broken", "dead")
         assert ("evidence" in u) == (u["verdict"] != "holds")
+    # the whole hookpoint, computed again here from the two collections' records
+    store = get_store(settings)
+    old_recs = [r for _, r in store.get_records([r["unit_id"] for r in store.unit_rows(cid, False)], cid).values()]
+    new_max = {r["idx"]: r["max_act"] for r in store.unit_rows(doc["collections"]["new"], False)}
+    expected: dict[str, list[float]] = {}
+    for r in old_recs:
+        if r.stats.max > 0 and new_max[r.index] > 0:
+            expected.setdefault(unit_domain(r), []).append(abs(math.log2(new_max[r.index] / r.stats.max)))
+    whole = doc["hookpoint_by_domain"]
+    assert {d: whole[d]["units"] - whole[d]["dead_now"] for d in whole} == {d: len(v) for d, v in expected.items()}
+    for d, shifts in expected.items():
+        assert whole[d]["mean_shift"] == pytest.approx(sum(shifts) / len(shifts), rel=1e-9)
+        assert whole[d]["median_shift"] == pytest.approx(statistics.median(shifts), rel=1e-9)
+    assert whole["legal"]["mean_shift"] > 0 and whole["code"]["mean_shift"] > 0
     # the drift report in the four formats
     for fmt in ("json", "md", "html", "pdf"):
         from explainer.retest.report import write_drift_report
@@ -63,6 +84,8 @@ def test_fine_tuned_domain_moves_most(world, tmp_path):
         write_drift_report(doc, tmp_path / f"drift.{fmt}", secrets=())
     md = (tmp_path / "drift.md").read_text()
     assert doc["units"][0]["unit_id"] in md and doc["models"]["new"]["files"][0]["sha256"] in md
+    assert "Every unit of the hookpoint" in md and f"| legal | {whole['legal']['units']} |" in md
+    assert "Every unit of the hookpoint" in (tmp_path / "drift.html").read_text()
     assert json.loads((tmp_path / "drift.json").read_text())["schema_version"] == 1
     assert "<table>" in (tmp_path / "drift.html").read_text()
     _, texts = pdf_pages((tmp_path / "drift.pdf").read_bytes())

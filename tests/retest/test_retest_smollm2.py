@@ -4,9 +4,10 @@ scored (``simulation-embedding``); the fixture then writes two checkpoints as Hu
 the same weights saved again (the control) and a copy whose blocks up to the hooked one are
 fine-tuned on the legal domain of the default corpus — and the tests re-test both. The recipe is the
 one ``bench/bench_retest.py`` runs by default. The control must hold everywhere. The fine-tune costs
-11–20 minutes on this 2-core machine, so its tests run only with ``EXPLAINER_TEST_FINETUNE=1``; that
-the legal units move most does not hold on SmolLM2 with this recipe (measured, see the README), and
-is expected to fail until a recipe is found that makes it hold."""
+5-20 minutes on this 2-core machine, so its tests run only with ``EXPLAINER_TEST_FINETUNE=1``. Which
+domain moved most is read over every unit of the hookpoint (``hookpoint_by_domain``): three
+explained units per domain are too few to tell (measured: their means put legal last or first from
+one recipe to the next)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ LAYER = 3
 CFG = CollectConfig(window=16, context=32, top_k=6, n_random=3, max_tokens=3000, batch_size=8, n_quantiles=2)
 DOMAINS = ("code", "docs", "legal")
 PER_DOMAIN = 3
-STEPS, LR = 120, 1e-4
+STEPS, LR = 120, 1e-3
 """The fine-tune: AdamW on blocks 0–3, 2 × 32 tokens of legal text a step (as bench_retest)."""
 
 
@@ -88,6 +89,8 @@ def test_control_holds_everywhere(smol_world):
     assert s["units"] == len(units) and s["broken"] == s["dead"] == s["failed"] == 0 and s["holds"] == len(units)
     assert all(u["drift"]["max"]["ratio"] == pytest.approx(1.0, abs=1e-4) for u in doc["units"])
     assert doc["models"]["same_files"] is False  # a float32 folder against the packaged GGUF
+    whole = doc["hookpoint_by_domain"]  # every unit of the hookpoint, explained or not
+    assert set(DOMAINS) <= set(whole) and all(d["mean_shift"] < 1e-3 and d["dead_now"] == 0 for d in whole.values())
 
 
 def test_the_fine_tune_moves_units(smol_world, tuned):
@@ -98,14 +101,15 @@ def test_the_fine_tune_moves_units(smol_world, tuned):
     assert all(doc["by_domain"][d]["mean_shift"] > 0 for d in DOMAINS)  # every domain's units moved
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured 2026-12-03: after 120 steps at lr 1e-4 on legal text the legal units moved least "
-    "(mean |log2 max ratio| code 0.26, docs 0.14, legal 0.08; all 9 hold); no recipe found yet that "
-    "moves the fine-tuned domain's units most on SmolLM2",
-)
 def test_legal_units_move_most(smol_world, tuned):
+    """Every unit of the hookpoint, by the domain of its old top windows: after a fine-tune on legal
+    text the legal units' maxima moved most, by mean and by median (measured 2026-12-03 with this
+    recipe: mean |log2 max ratio| legal 0.620, code 0.580, docs 0.572; medians 0.528, 0.474, 0.485;
+    at lr 5e-4 the means were 0.452, 0.422, 0.419)."""
     settings, cid, _, _, _ = smol_world
     doc = retest(settings, cid, RetestOptions(model=str(tuned)), progress=False)
-    shift = {d: doc["by_domain"][d]["mean_shift"] for d in DOMAINS}
-    assert shift["legal"] > max(shift["code"], shift["docs"]), shift
+    whole = doc["hookpoint_by_domain"]
+    assert set(DOMAINS) <= set(whole) and sum(whole[d]["units"] for d in DOMAINS) > 1000
+    for stat in ("mean_shift", "median_shift"):
+        shift = {d: whole[d][stat] for d in DOMAINS}
+        assert shift["legal"] > max(shift["code"], shift["docs"]), (stat, shift)
