@@ -1,7 +1,7 @@
 """Re-test tests' world: the tiny random LLaMA collected over a two-domain corpus (code and legal text
 from the default corpus), a dozen units explained with the no-LLM baseline and scored with the real
 embedding scorer; the same weights saved again (the control) and a copy fine-tuned on the legal
-domain, both as Hugging Face folders."""
+domain, both as Hugging Face folders; and a copy whose MLP neurons are permuted (sure to break units)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path) -> Path:
     from bench.bench_retest import save
 
     return Path(save(model, tokenizer, path))
+
+
+def permuted_neurons(model: Any, tokenizer: Any, path: Path, layer: int = 1, seed: int = 7) -> Path:
+    """A copy of ``model`` whose layer-``layer`` MLP neurons are permuted, saved at ``path``: neuron j
+    of the copy is neuron ``order[j]`` of the original, so the model computes the same function but
+    every unit index of that hookpoint now names another neuron (what a unit meant is gone)."""
+    import torch
+
+    permuted = copy.deepcopy(model)
+    mlp = permuted.model.layers[layer].mlp
+    order = torch.randperm(mlp.down_proj.weight.shape[1], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        mlp.gate_proj.weight.copy_(mlp.gate_proj.weight[order])
+        mlp.up_proj.weight.copy_(mlp.up_proj.weight[order])
+        mlp.down_proj.weight.copy_(mlp.down_proj.weight[:, order])
+    return save_checkpoint(permuted, tokenizer, path)
 
 
 def other_shape(tokenizer: Any, path: Path, intermediate_size: int = 128, layers: int = 4) -> Path:

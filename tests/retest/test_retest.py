@@ -5,13 +5,14 @@ control) and a copy fine-tuned on the legal domain are re-tested."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import statistics
 
 import pytest
 from builders.report import pdf_pages
-from builders.retest import PER_DOMAIN, other_shape, retest_world, validate
+from builders.retest import PER_DOMAIN, other_shape, permuted_neurons, retest_world, validate
 
 from explainer.errors import CorpusError, HookpointError, InputError, ModelLoadError
 from explainer.retest.run import RetestOptions, retest
@@ -109,34 +110,67 @@ def test_cli_gate_exit_status_and_reports(world, tmp_path, capsys):
     assert code == 2 and "unknown run or collection id 'nope'" in capsys.readouterr().err
 
 
-class FakeBackend:
-    """Records what ``--relabel`` asks to label (the labeling run itself is tested elsewhere)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def label_units(self, settings, collection_id, unit_ids, opts, progress=True):
-        from explainer.pipeline.backend import BatchResult
-
-        self.calls.append((collection_id, list(unit_ids), opts.scorers))
-        return BatchResult("run-1", list(unit_ids), {}, 0.1, submitted=len(unit_ids))
-
-
-def test_relabel_sends_the_broken_units_of_the_new_collection(world, capsys):
-    settings, cid, _, _, _, tuned, _ = world
-    from explainer.cli.main import main as cli_main
-
-    backend = FakeBackend()
-    code = cli_main(["retest", "--from", cid, "--model", str(tuned), "--relabel", "--json"], backend=backend)
+def test_relabel_re_explains_the_broken_units_of_the_new_collection(world, tiny_model, fake_endpoint, tmp_path, capsys):
+    """A checkpoint whose layer-1 MLP neurons are permuted computes the same function, but every unit
+    index names another neuron: explanations break. ``--relabel`` re-explains the broken units of the
+    new collection as a labeling run (the embedded Celery worker, the fake endpoint as explainer);
+    the same command again finds that run and adds nothing. The drift reports show old and new top
+    windows of a broken unit side by side."""
+    settings, cid, units, _, _, _, root = world
+    permuted = permuted_neurons(tiny_model.model, tiny_model.tokenizer, root / "models" / "tiny-llama-permuted")
+    server = fake_endpoint()
+    md, page = tmp_path / "drift.md", tmp_path / "drift.html"
+    argv = ["retest", "--from", cid, "--model", str(permuted), "--relabel", "--scorer", "simulation-embedding"]
+    argv += ["--explainer-base-url", server.base_url, "--explainer-model", "fake", "-o", str(md), "-o", str(page)]
+    assert main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    broken = [u["new_unit_id"] for u in doc["units"] if u["verdict"] == "broken" and u["new_skip_reason"] is None]
-    assert code == 0
-    if broken:
-        [(new_cid, sent, scorers)] = backend.calls
-        assert new_cid == doc["collections"]["new"] and sorted(sent) == sorted(broken)
-        assert doc["relabel"]["run_id"] == "run-1" and doc["relabel"]["submitted"] == len(broken)
-    else:
-        assert backend.calls == [] and doc["relabel"]["units"] == 0
+    validate({k: v for k, v in doc.items() if k != "written"})
+    new_cid = doc["collections"]["new"]
+    broken = [u for u in doc["units"] if u["verdict"] == "broken"]
+    assert broken and doc["summary"]["broken"] == len(broken) and all(u["new_skip_reason"] is None for u in broken)
+    sent = sorted(u["new_unit_id"] for u in broken)
+    assert all(uid.startswith("tiny-llama-permuted/layers.1.mlp/") for uid in sent)
+    assert not set(sent) & set(units)  # the units of the new model, not the old ones
+
+    relabel = doc["relabel"]
+    assert relabel["unit_ids"] == sent and relabel["submitted"] == len(sent) and relabel["task_errors"] == 0
+    assert relabel["counts"]["done"] == len(sent) and relabel["counts"]["failed"] == 0
+    store = get_store(settings)
+    from store import runs
+
+    run = runs.run_detail(store, relabel["run_id"])
+    assert run is not None and run["collection_id"] == new_cid and run["status"] == "done"
+    assert run["explainer_model"] == "fake" and run["simulator"] == ["simulation-embedding"]
+    assert list(runs.unit_states(store, relabel["run_id"])) == [(uid, "done") for uid in sent]
+    new_expls = store.explanations_for(sent, new_cid)
+    assert sorted(e.unit_id for e in new_expls) == sent
+    assert all(e.status == "ok" and e.text and e.explainer_model == "fake" for e in new_expls)
+    scores = store.scores_for([e.id for e in new_expls])
+    assert {(s.explanation_id, s.scorer, s.status) for s in scores} == {
+        (e.id, "simulation-embedding", "ok") for e in new_expls
+    }
+    calls = len(server.requests)
+
+    # the same command again: the same run, nothing explained twice, no call to the explainer
+    assert main([*argv, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["collections"]["new"] == new_cid and again["relabel"]["run_id"] == relabel["run_id"]
+    assert again["relabel"]["submitted"] == 0 and again["relabel"]["skipped"] == len(sent)
+    assert sorted(e.id for e in store.explanations_for(sent, new_cid)) == sorted(e.id for e in new_expls)
+    assert len(server.requests) == calls
+
+    # the drift reports: each broken unit's old and new top windows, side by side
+    md_text, html_text = md.read_text(), page.read_text()
+    for u in broken:
+        assert f"## `{u['unit_id']}` — broken" in md_text
+        assert f"<h2><code>{u['unit_id']}</code> — broken</h2>" in html_text
+        for side in ("old", "new"):
+            assert u["evidence"][side]
+            for w in u["evidence"][side]:
+                assert f"- ({w['domain']}, max {w['max']:.3g}) {w['text']}" in md_text
+                assert html.escape(w["text"]) in html_text
+    assert md_text.count("Old model, top windows:") == md_text.count("New model, top windows:") >= len(broken)
+    assert html_text.count("<b>old model</b>") == html_text.count("<b>new model</b>") >= len(broken)
 
 
 def test_bad_input_fails_before_anything_is_collected(world, tiny_model, smol_tokenizer, tmp_path):

@@ -5,14 +5,12 @@ permuted (the same function, the probe's units now other neurons: the probe must
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
-import torch
 from builders.audit import planted_cases
 from builders.report import pdf_pages
-from builders.retest import other_shape, retest_world, save_checkpoint, validate
+from builders.retest import other_shape, permuted_neurons, retest_world, validate
 
 from explainer.audit.cases import write_cases
 from explainer.errors import InputError
@@ -33,14 +31,7 @@ def audited(tiny_model, tiny_model_dir, tmp_path_factory):
     write_cases(d / "cases.jsonl", planted_cases(per_class=12))
     argv = ["audit", "--cases", str(d / "cases.jsonl"), "--model", str(tiny_model_dir), "--layer", "1"]
     assert main([*argv, "--out", str(d / "out"), "--no-causal", "--json"]) == 0
-    permuted = copy.deepcopy(tiny_model.model)
-    mlp = permuted.model.layers[1].mlp
-    order = torch.randperm(mlp.down_proj.weight.shape[1], generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():  # neuron j of the copy is neuron order[j] of the original: the outputs do not change
-        mlp.gate_proj.weight.copy_(mlp.gate_proj.weight[order])
-        mlp.up_proj.weight.copy_(mlp.up_proj.weight[order])
-        mlp.down_proj.weight.copy_(mlp.down_proj.weight[:, order])
-    perm_dir = save_checkpoint(permuted, tiny_model.tokenizer, d / "tiny-llama-permuted")
+    perm_dir = permuted_neurons(tiny_model.model, tiny_model.tokenizer, d / "tiny-llama-permuted", layer=1)
     return d / "out" / "probe.json", d / "cases.jsonl", perm_dir
 
 
