@@ -86,6 +86,16 @@ def print_retest(doc: dict[str, Any], settings: Settings | None = None) -> None:
     from explainer.retest.report import render_markdown
 
     print(render_markdown({k: v for k, v in doc.items() if k != "written"}), end="")
+    r = doc.get("relabel")
+    if r is not None and "run_id" in r:  # the labeling run of --relabel, to follow with `explainer runs show`
+        c = r["counts"]
+        print(
+            f"relabel: run {r['run_id']} re-explains {len(r['unit_ids'])} broken unit(s): {c['done']} done, "
+            f"{c['failed']} failed, {c['pending']} pending ({r['skipped']} finished before, {r['submitted']} sent "
+            f"now, {r['task_errors']} task error(s))"
+        )
+    elif r is not None:
+        print(f"relabel: {r['note']}")
     for out in doc["written"]:
         print(f"wrote {out}")
 
