@@ -6,11 +6,11 @@ by the no-LLM baseline through ``explain_stage`` and scored with ``simulation-em
 checkpoints are written as Hugging Face folders by the same code: the control (the same weights,
 saved again) and a copy whose blocks up to the hooked one are fine-tuned for a hundred-odd AdamW
 steps on the legal domain of the default corpus (the recipe of tests/retest/test_retest_smollm2.py:
-120 steps at lr 1e-3, 2 × 32 tokens a step). Each is re-tested with :func:`explainer.retest.run.retest`. Printed per checkpoint: the
+120 steps at lr 5e-4, 2 × 32 tokens a step). Each is re-tested with :func:`explainer.retest.run.retest`. Printed per checkpoint: the
 verdict counts, the broken share, the time per unit, the mean activation shift per domain (of the
 explained units, and of every unit of the hookpoint) and the three units that moved most with their old and new top windows. The last line is one JSON object.
 
-    python -m bench.bench_retest [--layer 3] [--units-per-domain 4] [--steps 120] [--lr 1e-3] [--max-tokens 6000]
+    python -m bench.bench_retest [--layer 3] [--units-per-domain 4] [--steps 120] [--lr 5e-4] [--max-tokens 6000]
 
 It exits with status 1 when the control reports a unit broken (the same weights must hold).
 """
@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=6_000)
     ap.add_argument("--units-per-domain", type=int, default=4)
     ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--domain", default="legal", choices=DOMAINS, help="the fine-tuning domain")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
