@@ -136,7 +136,7 @@ def cascade(cheap: dict, expensive: dict, m: int) -> dict:
     }
 
 
-SHIPPED = ("simulation-embedding", "simulation-context", "simulation-logits")
+SHIPPED = ("simulation-embedding", "simulation-context", "simulation-trained", "simulation-logits")
 """Scorers whose figures go to the discrimination file (reports show them beside scores)."""
 CAUSAL_SCORERS = ("intervention", "intervention-embedding")
 """Scorers whose figures ``make bench-intervention --write`` measures on planted causal units and
@@ -148,6 +148,7 @@ def cheap_scorers(embedder) -> dict:
     return {
         "simulation-embedding": lambda: make_scorer("simulation-embedding"),
         "simulation-context": lambda: make_scorer("simulation-context"),
+        "simulation-trained": lambda: make_scorer("simulation-trained"),
         "simulation-embedding[token-only]": lambda: EmbeddingSimulator(embedder),
         "simulation-embedding[context-only]": lambda: EmbeddingSimulator(
             embedder, context_tokens=4, context_weight=1.0
@@ -212,8 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--scorers",
         default=None,
-        help="comma-separated no-LLM scorers to measure (default: all of "
-        "simulation-embedding, simulation-context and the embedding ablations)",
+        help="comma-separated no-LLM scorers to measure (default: all of simulation-embedding, "
+        "simulation-context, simulation-trained and the embedding ablations)",
     )
     ap.add_argument(
         "--llm-concepts", type=int, default=12, help="concepts per set scored by the (slow) local LLM simulator"

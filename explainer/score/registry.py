@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from explainer.score.contextual import ContextualSimulator
     from explainer.score.embedding import EmbeddingScorer, EmbeddingSimulator
     from explainer.score.intervention import InterventionConfig
+    from explainer.score.trained import TrainedSimulator
     from explainer.settings import Settings
     from store.records import Window
 
@@ -97,7 +98,7 @@ def _logits(simulator_model: str, device: str, settings: Settings | None) -> Sco
     return LogitSimulator(load_template("simulate"), simulator_model, device)
 
 
-_embedding_sims: dict[str, EmbeddingSimulator | EmbeddingScorer | ContextualSimulator] = {}
+_embedding_sims: dict[str, EmbeddingSimulator | EmbeddingScorer | ContextualSimulator | TrainedSimulator] = {}
 EMBEDDING_CONTEXT_TOKENS = 4
 EMBEDDING_CONTEXT_WEIGHT = 0.5
 """Token and context mixed half and half: the best pairs-correct and AUROC in the benchmark."""
@@ -123,6 +124,21 @@ def _context(simulator_model: str, device: str, settings: Settings | None) -> Sc
     if "context" not in _embedding_sims:
         _embedding_sims["context"] = ContextualSimulator()
     return _embedding_sims["context"]
+
+
+@register("simulation-trained")
+def _trained(simulator_model: str, device: str, settings: Settings | None) -> Scorer:
+    """The head trained on generated planted concepts (explainer/score/weights/), over the same
+    span embeddings as ``simulation-context``: it shares that scorer's cache."""
+    from explainer.score.contextual import ContextualSimulator
+    from explainer.score.trained import TrainedSimulator
+
+    if "trained" not in _embedding_sims:
+        context = _embedding_sims.get("context")
+        if not isinstance(context, ContextualSimulator):
+            context = _embedding_sims["context"] = ContextualSimulator()
+        _embedding_sims["trained"] = TrainedSimulator(vectors=context)
+    return _embedding_sims["trained"]
 
 
 @register("simulation-endpoint")

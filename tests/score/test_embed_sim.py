@@ -141,7 +141,8 @@ def test_scorer_registry_rejects_unknown_and_duplicate_names():
     with pytest.raises(
         ConfigError,
         match="unknown scorer 'nope'; known scorers: detection, embedding, intervention, intervention-embedding, "
-        "intervention-endpoint, simulation-context, simulation-embedding, simulation-endpoint, simulation-logits$",
+        "intervention-endpoint, simulation-context, simulation-embedding, simulation-endpoint, simulation-logits, "
+        "simulation-trained$",
     ):
         make_scorer("nope")
     with pytest.raises(ConfigError, match="registered twice"):

@@ -22,6 +22,7 @@ WINDOW = Window("w0", "top", "heldout", "d:w0", "d", ("a",), (1.0,))
         "simulation-logits",
         "simulation-embedding",
         "simulation-context",
+        "simulation-trained",
         "detection",
         "embedding",
         "simulation-endpoint",
