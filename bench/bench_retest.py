@@ -37,7 +37,7 @@ from explainer.collect.models import load_model  # noqa: E402
 from explainer.llm.chat import LLMConfig  # noqa: E402
 from explainer.pipeline import collection  # noqa: E402
 from explainer.pipeline import stages as pipeline  # noqa: E402
-from explainer.retest.run import RetestOptions, retest  # noqa: E402
+from explainer.retest.run import RetestOptions, evidence, retest  # noqa: E402
 from explainer.retest.summary import unit_domain  # noqa: E402
 from explainer.runtime import get_store  # noqa: E402
 from explainer.settings import load_settings  # noqa: E402
@@ -112,7 +112,16 @@ def label_old(settings, layer: int, max_tokens: int, per_domain: int) -> tuple[s
     return cid, len(units)
 
 
-def show(name: str, doc: dict) -> dict:
+def moved_evidence(settings, doc: dict, unit: dict) -> dict:
+    """Old and new top windows of a unit that held (the retest output carries them only for the
+    others): read from the two collections it compared."""
+    store = get_store(settings)
+    old = store.get_records([unit["unit_id"]], doc["collections"]["old_on_corpus"]).get(unit["unit_id"])
+    new = store.get_records([unit["new_unit_id"]], doc["collections"]["new"]).get(unit["new_unit_id"])
+    return {"old": evidence(old[1] if old else None, 2), "new": evidence(new[1] if new else None, 2)}
+
+
+def show(settings, name: str, doc: dict) -> dict:
     s, t = doc["summary"], doc["timing"]
     print(
         f"\n{name}: {s['units']} units — {s['holds']} hold, {s['weakened']} weakened, {s['broken']} broken, "
@@ -125,7 +134,9 @@ def show(name: str, doc: dict) -> dict:
     for dom, d in doc["hookpoint_by_domain"].items():
         mean = "–" if d["mean_shift"] is None else f"{d['mean_shift']:.3f}"
         median = "–" if d["median_shift"] is None else f"{d['median_shift']:.3f}"
-        print(f"  every unit of the hookpoint, {dom:6s}: {d['units']:4d} units, |log2 max ratio| mean {mean} median {median}")
+        print(
+            f"  every unit of the hookpoint, {dom:6s}: {d['units']:4d} units, |log2 max ratio| mean {mean} median {median}"
+        )
     moved = sorted(doc["units"], key=lambda u: -((u["drift"] or {}).get("shift") or 0.0))[:3]
     for u in moved:
         d = u["drift"]
@@ -134,8 +145,9 @@ def show(name: str, doc: dict) -> dict:
             f"score {u['old']['value']:+.3f}→{(u['new'] or {}).get('value', float('nan')):+.3f}; "
             f"explanation: {u['explanations'][0]['text']}"
         )
+        shown = u.get("evidence") or moved_evidence(settings, doc, u)
         for side in ("old", "new"):
-            for w in (u.get("evidence") or {}).get(side, [])[:2]:
+            for w in shown[side][:2]:
                 print(f"      {side} ({w['domain']}, max {w['max']:.3g}): {w['text'][:110]}")
     return {
         "units": s["units"],
@@ -177,18 +189,28 @@ def main() -> None:
         t_ft = time.perf_counter()
         tuned, losses = fine_tune(lm.model, lm.tokenizer, texts, args.steps, args.lr, up_to=args.layer)
         ft_s = time.perf_counter() - t_ft
-        print(f"fine-tuned on {args.domain}: {args.steps} steps, loss {losses[0]:.2f} → {losses[-1]:.2f}, {ft_s:.0f} s")
+        k = max(1, min(10, len(losses) // 2))
+        first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+        print(
+            f"fine-tuned on {args.domain}: {args.steps} steps, mean loss of the first/last {k} steps {first:.2f} → {last:.2f}, {ft_s:.0f} s"
+        )
         tuned_dir = save(tuned, lm.tokenizer, Path(tmp) / f"smollm2-135m-{args.domain}")
         del tuned
         results = {}
         for name, path in (("control", control), ("fine_tuned", tuned_dir)):
-            results[name] = show(name, retest(settings, cid, RetestOptions(model=path), progress=False))
+            results[name] = show(settings, name, retest(settings, cid, RetestOptions(model=path), progress=False))
     out = {
         "benchmark": "retest",
         "model": "smollm2-135m",
         "hookpoint": f"layers.{args.layer}.mlp",
         "max_tokens": args.max_tokens,
-        "fine_tune": {"domain": args.domain, "steps": args.steps, "lr": args.lr, "seconds": round(ft_s, 1)},
+        "fine_tune": {
+            "domain": args.domain,
+            "steps": args.steps,
+            "lr": args.lr,
+            "loss_first_last": [round(first, 3), round(last, 3)],
+            "seconds": round(ft_s, 1),
+        },
         **results,
         "seconds": round(time.perf_counter() - t0, 1),
         "cpus": os.cpu_count(),

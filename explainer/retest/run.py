@@ -206,7 +206,8 @@ def _score_explanation(
     return out
 
 
-def _evidence(record: UnitRecord | None, n: int) -> list[dict[str, Any]]:
+def evidence(record: UnitRecord | None, n: int) -> list[dict[str, Any]]:
+    """A unit's ``n`` strongest top windows (domain, max, text with the firing tokens marked)."""
     from store.records import highlight
 
     if record is None:
@@ -266,7 +267,7 @@ def _unit_result(
     }
     if unit["verdict"] not in ("holds", None):
         n = scoring.opts.evidence_windows
-        unit["evidence"] = {"old": _evidence(old_rec, n), "new": _evidence(new_rec, n)}
+        unit["evidence"] = {"old": evidence(old_rec, n), "new": evidence(new_rec, n)}
     return unit
 
 
@@ -274,7 +275,9 @@ def _hookpoint_moves(store: Any, old_cid: str, new_cid: str) -> dict[str, dict[s
     """:func:`~explainer.retest.summary.hookpoint_drift` of every unit of the two collections (the
     old records are read for their top windows' domain; the new side needs only its max)."""
     old_ids = [r["unit_id"] for r in store.unit_rows(old_cid, live_only=False)]
-    old = {rec.index: (unit_domain(rec), float(rec.stats.max)) for _, rec in store.get_records(old_ids, old_cid).values()}
+    old = {
+        rec.index: (unit_domain(rec), float(rec.stats.max)) for _, rec in store.get_records(old_ids, old_cid).values()
+    }
     new = {int(r["idx"]): float(r["max_act"] or 0.0) for r in store.unit_rows(new_cid, live_only=False)}
     return hookpoint_drift(old, new)
 
