@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
     where.add_argument("--layer", type=int, help="MLP neurons of this block (contribution statistic)")
     where.add_argument("--hookpoint", help="any hookpoint, e.g. layers.12 (activations)")
     where.add_argument(
-        "--layers", help="layer sweep instead: the pooled probe's held-out AUROC at every MLP layer, e.g. 0-29"
+        "--layers",
+        help="layer sweep instead: the pooled probe's and each class's held-out AUROC at every MLP layer, e.g. 0-29",
     )
     au.add_argument("--sae", help="SAE folder: audit its features at --hookpoint")
     au.add_argument("--directions", help="directions file: audit its directions at --hookpoint")
