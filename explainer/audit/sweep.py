@@ -267,10 +267,10 @@ def _svg(doc: dict[str, Any]) -> str:
 
 
 def _class_svg(doc: dict[str, Any]) -> str:
-    """One line per class: a colour per group (all cases, each domain), solid for ``fail``, dashed
-    for ``pass`` (drawn over its ``fail`` twin, which it equals with two labels), dotted for others."""
-    groups = sorted({c.partition("@")[2] for c in doc["classes"]}, key=lambda g: (g != "", g))
-    colour = {g: ("#2f6fb0" if g == "" else COLOURS[i % len(COLOURS)]) for i, g in enumerate(groups)}
+    """One line per class: a colour per group (all cases, each domain: the colours of the pooled and
+    per-domain plot), solid for ``fail``, dashed for ``pass`` (drawn over its ``fail`` twin, which it
+    equals with two labels), dotted for any other label."""
+    colour = {"": "#2f6fb0"} | {d: COLOURS[i % len(COLOURS)] for i, d in enumerate(doc["domains"])}  # as _svg's
     dash = {"fail": "", "pass": "6 4"}
     series = []
     for c in doc["classes"]:

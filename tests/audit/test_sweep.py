@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -97,6 +98,9 @@ def test_per_class_curves_equal_a_direct_computation(swept, tiny_model):
     assert page.count("<polyline") == 1 + 2 + len(names)  # pooled, each domain; each class
     assert all(f"<title>{n}</title>" in page and f"</svg> {n}" in page for n in names)  # a line and a legend entry
     assert 'stroke-dasharray="6 4"' in page  # pass drawn dashed over its fail twin
+    lines = re.findall(r'<polyline fill="none" stroke="(#\w+)"[^>]*><title>([^<]+)</title>', page)
+    colour = {name: c for c, name in lines}  # the same colour for a domain in both plots
+    assert colour["fail@alpha"] == colour["pass@alpha"] == colour["alpha"] != colour["fail@beta"] == colour["beta"]
     text = " ".join(pdf_pages((d / "out" / "sweep.pdf").read_bytes())[1])
     assert "per class: fail, pass, fail@alpha, pass@alpha" in text and "per class: fail@beta, pass@beta" in text
     assert json.loads((d / "out" / "sweep.json").read_text())["layers"][2]["classes"] == layer2
