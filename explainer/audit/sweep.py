@@ -327,7 +327,7 @@ def to_html(doc: dict[str, Any]) -> str:
     warn = "".join(f"<li>{e(w)}</li>" for w in doc["warnings"])
     classes = ""
     if doc.get("classes") or doc.get("classes_left_out"):
-        classes = f"<h2>Per class</h2><p>{e(_class_intro(doc))}</p>"
+        classes = f"<h2>Per class</h2><p>{e(_class_intro(doc).replace('`', ''))}</p>"
         if doc["classes"]:
             classes += _class_svg(doc) + _html_table(*_class_table(doc))
         left = "".join(f"<li>{e(c['class'])}: {e(c['reason'])}</li>" for c in doc["classes_left_out"])
