@@ -29,10 +29,10 @@ demo: $(STAMP)
 	$(VENV)/bin/explainer report -o data/report.json
 	$(VENV)/bin/explainer report -o data/report.pdf
 
-## make audit-demo: the failure-mode audit on the shipped case set (SmolLM2-135M, MLP neurons of block 10), its
-## selected units labelled; report in data/audit/ (the audit alone: about 6 minutes of CPU on the 228-case set)
+## make audit-demo: the failure-mode audit on the shipped case set (SmolLM2-135M, MLP neurons of block 10), the 12
+## selected units with the largest probe weights labelled; report in data/audit/
 audit-demo: $(STAMP)
-	$(VENV)/bin/explainer audit --layer 10 --out data/audit --label
+	$(VENV)/bin/explainer audit --layer 10 --out data/audit --label --label-top 12
 
 ## make test: the whole test suite (needs the local Redis and PostgreSQL of this machine kind)
 test: $(STAMP) browser lint

@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
     where.add_argument("--layer", type=int, help="MLP neurons of this block (contribution statistic)")
     where.add_argument("--hookpoint", help="any hookpoint, e.g. layers.12 (activations)")
     where.add_argument(
-        "--layers", help="layer sweep instead: the pooled probe's held-out AUROC at every MLP layer, e.g. 0-29"
+        "--layers",
+        help="layer sweep instead: the pooled probe's and each class's held-out AUROC at every MLP layer, e.g. 0-29",
     )
     au.add_argument("--sae", help="SAE folder: audit its features at --hookpoint")
     au.add_argument("--directions", help="directions file: audit its directions at --hookpoint")
@@ -72,6 +73,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="also label the selected units that have no explanation (a labeling run over the default corpus) "
         "and show each with its explanation, score and top example",
+    )
+    au.add_argument(
+        "--label-top",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --label: label only the N selected units with the largest probe weights (default: all)",
     )
     au.add_argument("--json", action="store_true", help="print machine-readable JSON")
     au.set_defaults(func=cmd_audit, show=print_audit)
@@ -165,6 +173,12 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from explainer.audit.service import run_audit
     from explainer.cli.common import backend_of, notice
 
+    if args.label_top is not None and (args.label_top < 1 or not args.label):
+        raise CaseSetError(
+            f"--label-top must be at least 1, not {args.label_top}"
+            if args.label_top < 1
+            else "--label-top picks which selected units --label labels: give --label too"
+        )
     if args.layers is not None:
         return _sweep(settings, args)
 
@@ -227,8 +241,10 @@ def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[s
             sae=args.sae,
             directions=args.directions,
         )
+    selected = result["selected_units"]
+    chosen = _top_weighted(selected["ids"], selected["weights"], args.label_top)
     live = {r["unit_id"] for r in get_store(settings).unit_rows(cid, live_only=True)}
-    ids = [u for u in result["selected_units"]["ids"] if u in live]
+    ids = [u for u in chosen if u in live]
     llm = LLMConfig(
         model=settings.llm_model,
         base_url=settings.llm_base_url,
@@ -237,12 +253,28 @@ def _label_selected(settings: Settings, args: argparse.Namespace, result: dict[s
     )  # the explainer `explainer label` uses by default (EXPLAINER_LLM_*)
     opts = LabelOptions(explainer=llm)
     run = backend_of(args).label_units(settings, cid, ids, opts, progress=not args.json) if ids else None
-    explained: dict[str, Any] = {u: {"status": "dead in the default corpus"} for u in result["selected_units"]["ids"]}
+    skipped = {"status": f"not labelled (outside --label-top {args.label_top})"}
+    explained: dict[str, Any] = {u: skipped for u in selected["ids"] if u not in chosen}
+    explained.update({u: {"status": "dead in the default corpus"} for u in chosen})
     explained.update({e.record.unit_id: entry_summary(e) for e in unit_entries(settings, ids, cid)} if ids else {})
     result["selected_units"]["explained"] = explained
-    result["labeling"] = {"collection_id": cid, "run_id": run.run_id if run else None, "labeled": len(ids)}
+    result["labeling"] = {
+        "collection_id": cid,
+        "run_id": run.run_id if run else None,
+        "labeled": len(ids),
+        "label_top": args.label_top,
+    }
     result["inspected"] = _inspect_failures(settings, args, hookpoint, result.get("confident_failures") or [])
     result["report_files"] = write_report(result, Path(args.out))
+
+
+def _top_weighted(ids: list[str], weights: list[float], n: int | None) -> list[str]:
+    """The ``n`` units with the largest probe weights (all of them when ``n`` is ``None``), in
+    their audit order."""
+    if n is None or n >= len(ids):
+        return list(ids)
+    keep = set(sorted(range(len(ids)), key=lambda i: (-weights[i], i))[:n])
+    return [u for i, u in enumerate(ids) if i in keep]
 
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

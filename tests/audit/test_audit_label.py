@@ -47,3 +47,30 @@ def test_audit_label_attaches_explanations(settings, tiny_model_dir, tmp_path, f
     assert again["labeling"]["run_id"] == r["labeling"]["run_id"]
     assert again["labeling"]["collection_id"] == r["labeling"]["collection_id"]
     assert sum(1 for p in server.paths if p.endswith("/chat/completions")) == first_calls
+
+
+def test_label_top_labels_only_the_strongest_units(
+    settings, tiny_model_dir, tmp_path, fake_endpoint, monkeypatch, capsys
+):
+    server = fake_endpoint()
+    monkeypatch.setenv("EXPLAINER_LLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("EXPLAINER_LLM_MODEL", "fake")
+    write_cases(tmp_path / "cases.jsonl", planted_cases(per_class=12))
+    argv = ["audit", "--cases", str(tmp_path / "cases.jsonl"), "--model", str(tiny_model_dir), "--layer", "1"]
+    argv += ["--out", str(tmp_path / "out"), "--no-causal"]
+    for bad, message in (("0", "at least 1, not 0"), ("-3", "at least 1, not -3")):
+        assert main([*argv, "--label", "--label-top", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+    assert main([*argv, "--label-top", "2"]) == 2
+    assert "give --label too" in capsys.readouterr().err
+    assert main([*argv, "--label", "--label-top", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    ids, weights, explained = (r["selected_units"][k] for k in ("ids", "weights", "explained"))
+    assert len(ids) > 2, "the planted failure selects more than two units"
+    strongest = sorted(ids, key=lambda u: -weights[ids.index(u)])[:2]
+    tried = {u for u, e in explained.items() if not e["status"].startswith("not labelled")}
+    assert tried == set(strongest) and r["labeling"]["labeled"] <= 2 and r["labeling"]["label_top"] == 2
+    assert all(explained[u]["status"] == "not labelled (outside --label-top 2)" for u in set(ids) - tried)
+    assert any(explained[u].get("explanation") for u in strongest)
+    assert "not labelled (outside --label-top 2)" in (tmp_path / "out" / "audit.md").read_text()
