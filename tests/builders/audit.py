@@ -33,8 +33,9 @@ def planted_cases(per_class: int = 12, domains: tuple[str, ...] = ("alpha", "bet
     return cases
 
 
-def write_sae(path: Any, d_in: int = 64, d_sae: int = 96, hook: str = "blocks.1.hook_resid_post") -> None:
-    """A random ReLU SAE in the SAELens layout (``cfg.json``, ``sae_weights.safetensors``) at ``hook``."""
+def write_sae(path: Any, d_in: int = 64, d_sae: int = 96, hook: str = "blocks.1.hook_resid_post") -> dict[str, Any]:
+    """A random ReLU SAE in the SAELens layout (``cfg.json``, ``sae_weights.safetensors``) at ``hook``;
+    returns its weights."""
     import json
 
     import torch
@@ -60,3 +61,4 @@ def write_sae(path: Any, d_in: int = 64, d_sae: int = 96, hook: str = "blocks.1.
         "dtype": "float32",
     }
     (path / "cfg.json").write_text(json.dumps(cfg))
+    return w

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from builders.audit import write_sae
 from safetensors.torch import save_file
 
 from explainer.collect.hooks import capture, decoder_layers, resolve_hookpoint
@@ -29,30 +30,6 @@ def _ids(tiny_model, text=PROMPT):
     return ids, torch.ones_like(ids)
 
 
-def _write_sae(path, d_in=64, d_sae=96, hook="blocks.1.hook_resid_post"):
-    torch.manual_seed(1)
-    w = {
-        "W_enc": torch.randn(d_in, d_sae) * 0.3,
-        "b_enc": torch.randn(d_sae) * 0.1,
-        "W_dec": torch.randn(d_sae, d_in),
-        "b_dec": torch.randn(d_in) * 0.3,
-    }
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(w, path / "sae_weights.safetensors")
-    cfg = {
-        "d_in": d_in,
-        "d_sae": d_sae,
-        "hook_point": hook,
-        "hook_point_layer": 1,
-        "activation_fn_str": "relu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": False,
-        "dtype": "float32",
-    }
-    (path / "cfg.json").write_text(json.dumps(cfg))
-    return w
-
-
 def test_clamped_neuron_reads_back_the_clamped_value(tiny_model):
     target = resolve_unit(tiny_model, "tiny-llama/layers.2.mlp/17")
     hp = resolve_hookpoint(tiny_model.model, "layers.2.mlp")
@@ -71,7 +48,7 @@ def test_clamped_neuron_reads_back_the_clamped_value(tiny_model):
 
 
 def test_added_sae_feature_moves_the_residual_by_strength_times_decoder_row(tiny_model, tmp_path):
-    w = _write_sae(tmp_path / "sae")
+    w = write_sae(tmp_path / "sae")
     target = resolve_unit(tiny_model, "tiny-llama/layers.1.sae-sae-abcdef/5", sae=str(tmp_path / "sae"))
     assert target.kind == "feature" and target.write_at.name == "layers.1"
     hp = resolve_hookpoint(tiny_model.model, "layers.1")
@@ -83,7 +60,7 @@ def test_added_sae_feature_moves_the_residual_by_strength_times_decoder_row(tiny
 
 
 def test_clamped_sae_feature_keeps_the_reconstruction_error(tiny_model, tmp_path):
-    w = _write_sae(tmp_path / "sae")
+    w = write_sae(tmp_path / "sae")
     target = resolve_unit(tiny_model, "tiny-llama/layers.1.sae-sae-abcdef/7", sae=str(tmp_path / "sae"))
     hp = resolve_hookpoint(tiny_model.model, "layers.1")
     ids, mask = _ids(tiny_model)
