@@ -107,7 +107,8 @@ INPUT_SCORER = "simulation-context"
 
 def input_side(sim, records, descriptions: dict[str, str]) -> dict[str, dict | None]:
     """Per planted record, ``sim``'s score (value and 95% interval) of the unit's own description on
-    its held-out windows, as the score stage computes it; ``None`` (with the reason) where it fails."""
+    its held-out windows, as the score stage computes it; where it fails, ``value`` is ``None`` and
+    ``error`` holds the reason (kept in the JSON line)."""
     out: dict[str, dict | None] = {}
     for rec in records:
         n = rec.unit_id.rsplit("/", 1)[1]
@@ -121,8 +122,10 @@ def input_side(sim, records, descriptions: dict[str, str]) -> dict[str, dict | N
 
 def rounded(score: dict | None) -> dict | None:
     """``{"value", "ci95"}`` of a score, rounded for the JSON line."""
-    if not score or score.get("value") is None:
+    if not score:
         return None
+    if score.get("value") is None:
+        return {"value": None, "error": score["error"]} if score.get("error") else None
 
     def r(x):
         return None if x is None else round(x, 4)

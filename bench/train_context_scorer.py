@@ -169,9 +169,12 @@ def train(train_set: list[Generated], windows, train_ids, cache: Cache, desc_vec
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     rng = random.Random(args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    steps = args.epochs * max(1, len(train_set) // args.batch)
+    usable = [c for c in range(len(train_set)) if len(own[c])]  # a concept with no positive window teaches nothing
+    if not usable:
+        raise SystemExit("train-context-scorer: no training concept fires in the training windows (--top-windows?)")
+    steps = args.epochs * max(1, len(usable) // args.batch)
     for step in range(steps):
-        batch = rng.sample(range(len(train_set)), min(args.batch, len(train_set)))
+        batch = rng.sample(usable, min(args.batch, len(usable)))
         e = torch.tensor(np.stack([desc_vec[rng.choice(train_set[c].descriptions)] for c in batch]))
         wins = []
         for c in batch:
@@ -261,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--embed-only", action="store_true", help="fill the embedding cache and stop")
     ap.add_argument("--no-baseline", action="store_true", help="skip simulation-context on the held-out concepts")
     args = ap.parse_args(argv)
+    for flag in ("top_windows", "epochs", "batch", "pos_windows"):
+        if getattr(args, flag, 1) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1")
     progress = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
 

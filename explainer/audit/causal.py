@@ -18,7 +18,6 @@ from explainer.audit.cases import Case, CaseSetError
 from explainer.audit.make import is_right
 from explainer.errors import InterventionError
 from explainer.intervene import Edit, generate, intervene, resolve_unit
-from explainer.intervene.hooks import check_edit
 
 ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
@@ -105,9 +104,8 @@ def causal_test(
     def targets(idx: list[int]) -> list[Any]:
         return [resolve_unit(lm, space.unit_id(i), sae=space.sae, directions=space.directions) for i in idx]
 
-    chosen = targets(selected)
     try:
-        check_edit(Edit(chosen[0], "scale", 1.0))
+        chosen = targets(selected)
     except InterventionError as exc:
         raise CaseSetError(f"the causal test cannot scale these units: {exc}") from None
     return {

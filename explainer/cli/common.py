@@ -88,7 +88,8 @@ INTERVENTION_FLAGS = {
 
 
 def add_intervention_args(p: argparse.ArgumentParser) -> None:
-    """The intervention scorers' flags, as every command that chooses scorers takes them."""
+    """The intervention scorers' flags (``label``, ``retest``, ``import``: the commands that can run them;
+    ``calibrate`` scores windows of a corpus and takes none)."""
     g = p.add_argument_group("intervention scorers (intervention, intervention-embedding, intervention-endpoint)")
     g.add_argument(
         "--intervention-target-kl",
@@ -121,13 +122,21 @@ def add_intervention_args(p: argparse.ArgumentParser) -> None:
 def intervention_overrides(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
     """``(settings field, value)`` of each ``--intervention-*`` flag given, checked; a bad value is a
     one-line :class:`ConfigError` naming the flag."""
+    from explainer.llm.prompts import load_template
     from explainer.settings import check_intervention
 
-    return tuple(
-        (field, check_intervention(field, raw, flag))
-        for field, flag in INTERVENTION_FLAGS.items()
-        if (raw := getattr(args, field, None)) is not None
-    )
+    out = []
+    for field, flag in INTERVENTION_FLAGS.items():
+        if (raw := getattr(args, field, None)) is None:
+            continue
+        value = check_intervention(field, raw, flag)
+        if field == "intervention_prompts":  # a template name must exist now, not after collecting
+            try:
+                load_template(str(value))
+            except ConfigError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
+        out.append((field, value))
+    return tuple(out)
 
 
 def with_intervention(settings: Settings, args: argparse.Namespace) -> Settings:

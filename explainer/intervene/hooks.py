@@ -107,9 +107,11 @@ def _install(model: Any, group: list[tuple[int, Edit]], read: dict[int, Any]) ->
     def edit(x: Any) -> Any:
         values = None
         if any(_reads_elsewhere(e) for e in edits):
-            missing = [e.target.unit_id for i, e in group if _reads_elsewhere(e) and i not in read]
+            missing = [e for i, e in group if _reads_elsewhere(e) and i not in read]
             if missing:
-                raise InterventionError(f"{missing[0]}: its value was not read at {edits[0].target.read_at.name}")
+                raise InterventionError(
+                    f"{missing[0].target.unit_id}: its value was not read at {missing[0].target.read_at.name}"
+                )
             values = [read.get(i) if _reads_elsewhere(e) else None for i, e in group]
         return apply_edits(x, edits, values)
 

@@ -6,9 +6,10 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from explainer.errors import ConfigError
 from explainer.llm.chat import LLMConfig
 from explainer.score.registry import DEFAULT_SCORERS
-from explainer.settings import Settings
+from explainer.settings import INTERVENTION_ENV, Settings, check_intervention
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,18 @@ class LabelOptions:
                 **payload,
                 "explainer": LLMConfig(**payload["explainer"]),
                 "scorers": tuple(payload["scorers"]),
-                "intervention": tuple((str(k), v) for k, v in payload.get("intervention", ())),
+                "intervention": tuple(_intervention_setting(str(k), v) for k, v in payload.get("intervention", ())),
             }
         )
 
     def scorer_settings(self, settings: Settings) -> Settings:
         """``settings`` with this run's intervention settings in place (the scorers are built from them)."""
         return dataclasses.replace(settings, **dict(self.intervention)) if self.intervention else settings
+
+
+def _intervention_setting(field_name: str, value: Any) -> tuple[str, Any]:
+    """One ``(settings field, value)`` pair of a task's options, checked: only the intervention
+    scorers' settings may travel with a run, never another setting (a data folder, secrets)."""
+    if field_name not in INTERVENTION_ENV:
+        raise ConfigError(f"a run's options name {field_name!r}, which is not an intervention setting")
+    return field_name, check_intervention(field_name, value, f"the run's {field_name}")

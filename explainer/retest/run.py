@@ -271,13 +271,18 @@ def _unit_result(
     return unit
 
 
+HOOKPOINT_CHUNK = 2000
+"""Records read per query when every unit of a hookpoint is compared."""
+
+
 def _hookpoint_moves(store: Any, old_cid: str, new_cid: str) -> dict[str, dict[str, Any]]:
     """:func:`~explainer.retest.summary.hookpoint_drift` of every unit of the two collections (the
     old records are read for their top windows' domain; the new side needs only its max)."""
     old_ids = [r["unit_id"] for r in store.unit_rows(old_cid, live_only=False)]
-    old = {
-        rec.index: (unit_domain(rec), float(rec.stats.max)) for _, rec in store.get_records(old_ids, old_cid).values()
-    }
+    old: dict[int, tuple[str | None, float]] = {}
+    for start in range(0, len(old_ids), HOOKPOINT_CHUNK):  # bounded memory and SQL parameters (a 65k SAE)
+        chunk = store.get_records(old_ids[start : start + HOOKPOINT_CHUNK], old_cid)
+        old.update((rec.index, (unit_domain(rec), float(rec.stats.max))) for _, rec in chunk.values())
     new = {int(r["idx"]): float(r["max_act"] or 0.0) for r in store.unit_rows(new_cid, live_only=False)}
     return hookpoint_drift(old, new)
 

@@ -67,15 +67,16 @@ def test_a_small_directions_file_gives_the_random_control_what_is_left(tiny_mode
 
 
 def test_a_unit_that_cannot_be_scaled_is_a_case_set_error(tiny_model, tmp_path, monkeypatch):
-    """The causal test checks its first edit before running; a refusal is named, not a crash."""
+    """A unit the interventions refuse (resolving it raises) is named in a case-set error, which the
+    audit records as "causal test skipped", not a crash."""
     from explainer.audit import causal
     from explainer.audit.cases import CaseSetError
     from explainer.errors import InterventionError
 
-    def refuse(edit):
-        raise InterventionError(f"{edit.target.unit_id}: only mode 'add' is supported")
+    def refuse(lm, unit_id, **kw):
+        raise InterventionError(f"{unit_id}: this SAE has no decoder to write with")
 
-    monkeypatch.setattr(causal, "check_edit", refuse)
+    monkeypatch.setattr(causal, "resolve_unit", refuse)
     space = _space("sae", tiny_model, tmp_path)
-    with pytest.raises(CaseSetError, match="the causal test cannot scale these units: .* only mode 'add'"):
+    with pytest.raises(CaseSetError, match="the causal test cannot scale these units: .* no decoder to write with"):
         causal_test(tiny_model, space, [0], planted_cases(per_class=1))

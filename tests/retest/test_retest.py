@@ -78,6 +78,15 @@ def test_fine_tuned_domain_moves_most(world, tmp_path):
         assert whole[d]["mean_shift"] == pytest.approx(sum(shifts) / len(shifts), rel=1e-9)
         assert whole[d]["median_shift"] == pytest.approx(statistics.median(shifts), rel=1e-9)
     assert whole["legal"]["mean_shift"] > 0 and whole["code"]["mean_shift"] > 0
+    # read in chunks (a 65k-feature SAE would exceed the SQL parameter limit in one query): same figures
+    from explainer.retest import run as retest_run
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(retest_run, "HOOKPOINT_CHUNK", 7)
+    try:
+        assert retest_run._hookpoint_moves(store, cid, doc["collections"]["new"]) == whole
+    finally:
+        mp.undo()
     # the drift report in the four formats
     for fmt in ("json", "md", "html", "pdf"):
         from explainer.retest.report import write_drift_report

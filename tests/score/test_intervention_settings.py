@@ -98,6 +98,14 @@ def test_the_score_stage_steers_with_the_runs_flags_not_the_workers_settings(set
     opts = LabelOptions(scorers=("intervention-embedding",), intervention=steering)
     assert LabelOptions.from_payload(json.loads(json.dumps(opts.to_payload()))) == opts
     assert "intervention" not in LabelOptions().to_payload()  # runs without the flags keep their keys
+    # a task's options carry only the intervention settings, each checked again
+    payload = json.loads(json.dumps(opts.to_payload()))
+    for bad, says in [
+        ([["data_dir", "/elsewhere"]], "'data_dir', which is not an intervention setting"),
+        ([["intervention_target_kl", "inf"]], "the run's intervention_target_kl must be a finite number"),
+    ]:
+        with pytest.raises(ConfigError, match=says):
+            LabelOptions.from_payload({**payload, "intervention": bad})
     score_stage(settings, eid, opts)
     s = store.get_score(eid, "intervention-embedding")
     assert s.status == "ok", s.error
@@ -123,6 +131,7 @@ def test_label_flags_reach_the_score_and_bad_ones_are_one_line(
         ("--intervention-target-kl", "-0.5"),
         ("--intervention-prompts-n", "many"),
         ("--intervention-prompts", str(tmp_path / "none.yaml")),
+        ("--intervention-prompts", "nothing"),  # a template name that does not exist: now, not after collecting
     ]:
         assert main([*argv, flag, bad]) == 2
         err = capsys.readouterr().err.strip()

@@ -20,10 +20,8 @@ class HashEmbedder:
 
     def __init__(self, dim: int):
         self.dim = dim
-        self.texts: list[str] = []
 
     def embed(self, texts):
-        self.texts += texts
         out = []
         for t in texts:
             rng = np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16))
@@ -85,7 +83,6 @@ def test_missing_and_corrupt_weights_fail_clearly(tmp_path):
     np.savez(other, **arrays)
     with pytest.raises(ScoreError, match="wrong shape: W1"):
         ContextHead(other)
-    arrays = {k: z for k, z in arrays.items()}
     with np.load(WEIGHTS_FILE) as z:
         arrays = {k: z[k].copy() for k in z.files}
     arrays["b1"][0] = np.nan
