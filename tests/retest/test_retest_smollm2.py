@@ -69,7 +69,9 @@ def smol_world(tmp_path_factory):
 def tuned(smol_world, tmp_path_factory):
     """The control's weights fine-tuned on the legal domain, as a Hugging Face folder."""
     if os.environ.get("EXPLAINER_TEST_FINETUNE") != "1":
-        pytest.skip("the SmolLM2 fine-tune takes 3-20 min here (more under load): set EXPLAINER_TEST_FINETUNE=1 to run it")
+        pytest.skip(
+            "the SmolLM2 fine-tune takes 3-20 min here (more under load): set EXPLAINER_TEST_FINETUNE=1 to run it"
+        )
     from transformers import AutoModelForCausalLM
 
     _, _, _, control, lm = smol_world
