@@ -4,6 +4,7 @@ intervention-scorer tests: real collection, real store."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from explainer.collect.collector import CollectConfig
 
@@ -24,17 +25,23 @@ TEXTS = [
 ]
 
 
+def write_corpus(folder: Path) -> Path:
+    """:data:`TEXTS`, twice over, as a JSONL corpus ``folder/corpus.jsonl``; returns its path."""
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text(
+        "\n".join(json.dumps({"id": i, "domain": d, "text": t}) for i, (d, t) in enumerate(TEXTS * 2)),
+        encoding="utf-8",
+    )
+    return corpus
+
+
 def collect_tiny(
     settings, model_dir, tmp_path, hookpoint: str = "layers.2.mlp", config: CollectConfig = CFG
 ) -> tuple[str, list[str]]:
     """Collect ``hookpoint`` of the tiny model over a small corpus; (collection id, live unit ids)."""
     from explainer.pipeline.collection import collect_stage, select_units
 
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        "\n".join(json.dumps({"id": i, "domain": d, "text": t}) for i, (d, t) in enumerate(TEXTS * 2)),
-        encoding="utf-8",
-    )
+    corpus = write_corpus(tmp_path)
     cid = collect_stage(settings, str(model_dir), hookpoint, str(corpus), config, progress=False)
     return cid, select_units(settings, cid, 4)
 

@@ -55,18 +55,14 @@ def test_labeling_stores_output_sides_everywhere_and_the_output_prompt_shows_the
     """`label` computes each labeled unit's output side once and stores it with the unit: `show`
     prints it without loading the model, the unit page and every report format carry it, and the
     output-aware prompt hands the promoted tokens to the explainer."""
-    from builders.intervene import TEXTS
+    from builders.intervene import write_corpus
     from builders.report import pdf_pages, validate_report
     from fastapi.testclient import TestClient
 
     from explainer.api.app import ApiConfig, create_app
     from explainer.runtime import get_store
 
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        "\n".join(json.dumps({"id": i, "domain": d, "text": t}) for i, (d, t) in enumerate(TEXTS * 2)),
-        encoding="utf-8",
-    )
+    corpus = write_corpus(tmp_path)
     server = fake_endpoint()
     argv = ["label", "--model", str(tiny_model_dir), "--layer", "2", "--corpus", str(corpus), "--max-tokens", "400"]
     argv += ["--window", "8", "--context", "16", "--top-k", "4", "--units", "2", "--scorer", "simulation-embedding"]

@@ -9,7 +9,7 @@ import dataclasses
 import json
 
 import pytest
-from builders.intervene import TEXTS, collect_tiny, explain
+from builders.intervene import collect_tiny, explain, write_corpus
 
 from explainer.errors import ConfigError
 from explainer.pipeline.options import LabelOptions
@@ -117,11 +117,7 @@ def test_the_score_stage_steers_with_the_runs_flags_not_the_workers_settings(set
 def test_label_flags_reach_the_score_and_bad_ones_are_one_line(
     settings, tiny_model_dir, tmp_path, fake_endpoint, capsys
 ):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        "\n".join(json.dumps({"id": i, "domain": d, "text": t}) for i, (d, t) in enumerate(TEXTS * 2)),
-        encoding="utf-8",
-    )
+    corpus = write_corpus(tmp_path)
     server = fake_endpoint()
     argv = ["label", "--model", str(tiny_model_dir), "--layer", "2", "--corpus", str(corpus), "--max-tokens", "400"]
     argv += ["--window", "8", "--context", "16", "--top-k", "4", "--units", "1", "--no-output-side"]
