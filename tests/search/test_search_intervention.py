@@ -18,19 +18,26 @@ from explainer.search.hybrid import SearchFilters, search
 KEY = {"X-API-Key": "k"}
 
 
-def test_min_intervention_filters_and_hits_show_both_sides(settings):
+def _score_three(settings, scorer: str, judge: str, values: tuple[float, ...]):
+    """The searchable units written, and the first three scored ones given an ok ``scorer`` score
+    each of ``values``; (those units, explanation id by unit id)."""
     eids = write_units(settings)
-    scored = [u for u in UNITS if u.explanation and u.score is not None][:3]
+    scored = [u for u in UNITS if u.explanation and u.score is not None][: len(values)]
     store = get_store(settings)
-    for u, value in zip(scored, (1.5, 0.0, -0.7)):
+    for u, value in zip(scored, values):
         store.save_score(
             explanation_id=eids[u.unit_id],
-            scorer="intervention",
-            simulator_model="judge",
+            scorer=scorer,
+            simulator_model=judge,
             status="ok",
             value=value,
             details={"kind": "intervention"},
         )
+    return scored, eids
+
+
+def test_min_intervention_filters_and_hits_show_both_sides(settings):
+    scored, _ = _score_three(settings, "intervention", "judge", (1.5, 0.0, -0.7))
     query = "Python function definitions"
     everything = search(settings, query, SearchFilters(), limit=50)
     shown = {h["unit_id"]: h["intervention_score"] for h in everything}
@@ -64,18 +71,8 @@ def test_the_filter_reads_the_intervention_scorer_it_is_told(settings, capsys):
     from explainer.score.registry import SUBJECT_MODEL_SCORERS
     from workers.cli import main
 
-    eids = write_units(settings)
-    scored = [u for u in UNITS if u.explanation and u.score is not None][:3]
+    scored, eids = _score_three(settings, "intervention-embedding", "all-MiniLM-L6-v2", (0.4, 0.05, -0.2))
     store = get_store(settings)
-    for u, value in zip(scored, (0.4, 0.05, -0.2)):
-        store.save_score(
-            explanation_id=eids[u.unit_id],
-            scorer="intervention-embedding",
-            simulator_model="all-MiniLM-L6-v2",
-            status="ok",
-            value=value,
-            details={"kind": "intervention"},
-        )
     # the first also has a log-probability score, far off the cosine scale: never mixed in
     store.save_score(
         explanation_id=eids[scored[0].unit_id],
