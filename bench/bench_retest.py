@@ -45,31 +45,43 @@ from explainer.settings import load_settings  # noqa: E402
 DOMAINS = ("code", "docs", "legal")
 
 
-def fine_tune(model, tokenizer, texts: list[str], steps: int, lr: float, up_to: int, batch: int = 2, seq_len: int = 32):
-    """A copy of ``model`` trained ``steps`` next-token AdamW steps on random chunks of ``texts``;
-    only blocks 0…``up_to`` are trained (the others and the tied embeddings stay frozen), which
-    keeps a CPU fine-tune short and moves exactly the blocks the hooked units read."""
+def fine_tune(
+    model,
+    tokenizer,
+    texts: list[str],
+    steps: int,
+    lr: float,
+    up_to: int | None,
+    batch: int = 2,
+    seq_len: int = 32,
+    log_every: int | None = 10,
+):
+    """A copy of ``model`` trained ``steps`` next-token AdamW steps on random chunks of ``texts``,
+    and the loss of each step; with ``up_to``, only blocks 0…``up_to`` are trained (the others and
+    the tied embeddings stay frozen), which keeps a CPU fine-tune short and moves exactly the blocks
+    the hooked units read. The loss is printed every ``log_every`` steps (never with ``None``)."""
     import torch
 
     tuned = copy.deepcopy(model).train()
-    for name, p in tuned.named_parameters():
-        parts = name.split(".")
-        block = int(parts[parts.index("layers") + 1]) if "layers" in parts else None
-        p.requires_grad_(block is not None and block <= up_to)
+    if up_to is not None:
+        for name, p in tuned.named_parameters():
+            parts = name.split(".")
+            block = int(parts[parts.index("layers") + 1]) if "layers" in parts else None
+            p.requires_grad_(block is not None and block <= up_to)
     ids = tokenizer("\n".join(texts), return_tensors="pt").input_ids[0]
-    chunks = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len, seq_len)]
+    chunks = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len, seq_len)] or [ids[:seq_len]]
     opt = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=lr)
     gen = torch.Generator().manual_seed(0)
     losses = []
     for step in range(steps):
-        pick = torch.randint(len(chunks), (batch,), generator=gen)
+        pick = torch.randint(len(chunks), (min(batch, len(chunks)),), generator=gen)
         x = torch.stack([chunks[int(i)] for i in pick])
         loss = tuned(input_ids=x, labels=x).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-        if step % 10 == 0:
+        if log_every and step % log_every == 0:
             print(f"  step {step}: loss {losses[-1]:.3f}", flush=True)
     return tuned.eval(), losses
 

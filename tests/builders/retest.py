@@ -75,30 +75,14 @@ def fine_tuned(
     batch: int = 4,
     up_to: int | None = None,
 ) -> Any:
-    """A copy of ``model`` trained for ``steps`` next-token steps (AdamW, ``batch`` chunks of
-    ``seq_len`` tokens of ``texts`` each); with ``up_to``, only blocks 0…``up_to`` are trained (the
-    others and the embeddings stay frozen: the units of a hookpoint in those blocks move, for a
-    fraction of the optimiser's memory)."""
-    import torch
+    """A copy of ``model`` trained for ``steps`` next-token steps by the retest bench's fine-tune
+    (AdamW, ``batch`` chunks of ``seq_len`` tokens of ``texts`` each); with ``up_to``, only blocks
+    0…``up_to`` are trained (the others and the embeddings stay frozen: the units of a hookpoint in
+    those blocks move, for a fraction of the optimiser's memory)."""
+    from bench.bench_retest import fine_tune
 
-    tuned = copy.deepcopy(model).train()
-    if up_to is not None:
-        for name, p in tuned.named_parameters():
-            parts = name.split(".")
-            block = int(parts[parts.index("layers") + 1]) if "layers" in parts else None
-            p.requires_grad_(block is not None and block <= up_to)
-    ids = tokenizer("\n".join(texts), return_tensors="pt").input_ids[0]
-    chunks = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len, seq_len)] or [ids[:seq_len]]
-    opt = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=lr)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        pick = torch.randint(len(chunks), (min(batch, len(chunks)),), generator=gen)
-        x = torch.stack([chunks[int(i)] for i in pick])
-        loss = tuned(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return tuned.eval()
+    tuned, _ = fine_tune(model, tokenizer, texts, steps, lr, up_to, batch=batch, seq_len=seq_len, log_every=None)
+    return tuned
 
 
 CFG = CollectConfig(
