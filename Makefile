@@ -53,13 +53,13 @@ browser:
 
 ## make bench-search: index 100,000 synthetic explanations, time filtered hybrid queries; JSON on the last line
 bench-search: $(STAMP)
-	$(PY) bench/bench_search.py
+	$(PY) -m bench.bench_search
 
 ## make bench-collect: collection vs the bare truncated forward pass (and forward + SAE encode) on
 ## SmolLM2-135M, side by side on the same batches; layer 3 vs 29; all 30 MLP layers in one pass vs 30
 ## collections; 4 shard processes vs one (identical records, merge cost); JSON on the last line
 bench-collect: $(STAMP)
-	$(PY) bench/bench_collect.py
+	$(PY) -m bench.bench_collect
 
 ## make bench-discrimination [CONCEPTS="FILE ..."]: does each scorer rank a planted unit's true description
 ## above the other concepts' descriptions? A line per concept set (default: token-level bench/concepts.yaml and
