@@ -19,7 +19,7 @@ collection each) vs 30 separate collections, tokens of corpus per second. The ti
 to turn the streaming state into records (once per collection) is reported apart. The last line
 is one JSON object with every figure.
 
-    python bench/bench_collect.py [--batches 5] [--sae-batches 4] [--depth-batches 3] [--warmup 2] [--device cpu]
+    python -m bench.bench_collect [--batches 5] [--sae-batches 4] [--depth-batches 3] [--warmup 2] [--device cpu]
                                 [--shards 4] [--shard-tokens 16384] [--only-shards]
 """
 
