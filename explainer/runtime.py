@@ -49,12 +49,15 @@ def get_store(settings: Settings) -> SQLStore:
 
 
 def get_index(settings: Settings) -> VectorIndex:
-    from store.vectors import VectorIndex
+    from store.vectors import LocalEmbedder, VectorIndex
 
     key = settings.chroma_url or str(settings.chroma_path)
     with _lock:
         if key not in _indexes:
+            embedder = LocalEmbedder(query_runtime=settings.query_embed, cache_dir=settings.model_cache)
             _indexes[key] = (
-                VectorIndex(url=settings.chroma_url) if settings.chroma_url else VectorIndex(path=settings.chroma_path)
+                VectorIndex(url=settings.chroma_url, embedder=embedder)
+                if settings.chroma_url
+                else VectorIndex(path=settings.chroma_path, embedder=embedder)
             )
         return _indexes[key]
