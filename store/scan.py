@@ -41,15 +41,15 @@ BASE_PROBES = 16
 """Lists an unfiltered query visits; a filter passing a fraction f of rows visits 16 / √f."""
 
 
-class VectorScan:
-    """Rows of (id, unit vector, metadata) with numpy columns for the search filters."""
+class FilterColumns:
+    """Rows of (id, metadata) with a numpy column per search filter, and :meth:`mask` over them: what
+    the in-memory vector scan and the in-memory keyword ranking (``store/keyword_scan.py``) share.
+    Metadata is the vector index's (``model``, ``layer``, ``source``, ``score``, ``domains``)."""
 
-    def __init__(self, dim: int = 384):
-        self.dim = dim
+    def __init__(self) -> None:
         self.ids: list[str] = []
         self.metas: list[dict[str, Any]] = []
         self.row: dict[str, int] = {}
-        self.mat = np.zeros((0, dim), np.float32)
         self.alive = np.zeros(0, bool)
         self.model = np.zeros(0, np.int32)
         self.layer = np.zeros(0, np.int32)
@@ -59,69 +59,45 @@ class VectorScan:
         self.domains: dict[str, np.ndarray] = {}
         self.token: Any = None
         """What the owner last synchronised to (e.g. the SQL store's latest ``indexed_at``)."""
-        self.ann_state: tuple[Any, int] | None = None
-        """(FAISS inverted-file index, rows it covers: ``[0, rows)``), once :meth:`build_ann` made it;
-        one attribute, so a query never sees the index of one build with the row count of another."""
-        self.stale = np.zeros(0, bool)
-        """Rows under ``ann_rows`` rewritten since the index was built (scanned exactly)."""
-        self.n_stale = 0
-        self._building = threading.Lock()
-
-    @property
-    def ann(self) -> Any:
-        """The approximate index, if any."""
-        return None if self.ann_state is None else self.ann_state[0]
-
-    @property
-    def ann_rows(self) -> int:
-        """Rows the approximate index covers."""
-        return 0 if self.ann_state is None else self.ann_state[1]
 
     def __len__(self) -> int:
         return int(self.alive[: len(self.ids)].sum())
 
+    @property
+    def capacity(self) -> int:
+        return int(self.alive.shape[0])
+
     def _grow(self, need: int) -> None:
-        cap = self.mat.shape[0]
-        if need <= cap:
+        if need <= self.capacity:
             return
-        new = max(need, 2 * cap, 1024)
+        self._resize(max(need, 2 * self.capacity, 1024))
 
-        def grow(a: np.ndarray) -> np.ndarray:
-            b = np.zeros((new,) + a.shape[1:], a.dtype)
-            b[: a.shape[0]] = a
-            return b
+    @staticmethod
+    def _grown(a: np.ndarray, new: int) -> np.ndarray:
+        b = np.zeros((new,) + a.shape[1:], a.dtype)
+        b[: a.shape[0]] = a
+        return b
 
-        self.mat, self.alive, self.model = grow(self.mat), grow(self.alive), grow(self.model)
-        self.layer, self.source, self.score = grow(self.layer), grow(self.source), grow(self.score)
-        self.stale = grow(self.stale)
-        self.domains = {d: grow(col) for d, col in self.domains.items()}
+    def _resize(self, new: int) -> None:
+        """Grow every per-row column to ``new`` rows (subclasses grow theirs too)."""
+        self.alive, self.model = self._grown(self.alive, new), self._grown(self.model, new)
+        self.layer, self.source = self._grown(self.layer, new), self._grown(self.source, new)
+        self.score = self._grown(self.score, new)
+        self.domains = {d: self._grown(col, new) for d, col in self.domains.items()}
 
-    def put(self, ids: list[str], vectors: Any, metadatas: list[dict[str, Any]]) -> None:
-        """Insert or replace rows."""
-        vecs = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        self._grow(len(self.ids) + len(ids))
-        for i, eid in enumerate(ids):
-            r = self.row.get(eid)
-            if r is None:
-                r = self.row[eid] = len(self.ids)
-                self.ids.append(eid)
-                self.metas.append({})
-            elif r < self.ann_rows and not self.stale[r]:
-                self.stale[r] = True  # the approximate index holds its old vector
-                self.n_stale += 1
-            meta = metadatas[i] or {}
-            self.metas[r] = meta
-            self.mat[r] = vecs[i]
-            self.alive[r] = True
-            self.model[r] = self.models.setdefault(str(meta.get("model")), len(self.models))
-            self.layer[r] = int(meta.get("layer", -1))
-            self.source[r] = SOURCES.get(str(meta.get("source")), -1)
-            self.score[r] = float(meta.get("score", -2.0))
-            mine = set(meta.get("domains") or ())
-            for d in mine - self.domains.keys():
-                self.domains[d] = np.zeros(self.mat.shape[0], bool)
-            for d, col in self.domains.items():
-                col[r] = d in mine
+    def _set(self, r: int, meta: dict[str, Any]) -> None:
+        """Row ``r`` alive, with ``meta``'s filter values."""
+        self.metas[r] = meta
+        self.alive[r] = True
+        self.model[r] = self.models.setdefault(str(meta.get("model")), len(self.models))
+        self.layer[r] = int(meta.get("layer", -1))
+        self.source[r] = SOURCES.get(str(meta.get("source")), -1)
+        self.score[r] = float(meta.get("score", -2.0))
+        mine = set(meta.get("domains") or ())
+        for d in mine - self.domains.keys():
+            self.domains[d] = np.zeros(self.capacity, bool)
+        for d, col in self.domains.items():
+            col[r] = d in mine
 
     def remove(self, ids: list[str]) -> None:
         for eid in ids:
@@ -153,6 +129,52 @@ class VectorScan:
             col = self.domains.get(domain)
             m &= col[:n] if col is not None else False
         return m
+
+
+class VectorScan(FilterColumns):
+    """Rows of (id, unit vector, metadata) with numpy columns for the search filters."""
+
+    def __init__(self, dim: int = 384):
+        super().__init__()
+        self.dim = dim
+        self.mat = np.zeros((0, dim), np.float32)
+        self.ann_state: tuple[Any, int] | None = None
+        """(FAISS inverted-file index, rows it covers: ``[0, rows)``), once :meth:`build_ann` made it;
+        one attribute, so a query never sees the index of one build with the row count of another."""
+        self.stale = np.zeros(0, bool)
+        """Rows under ``ann_rows`` rewritten since the index was built (scanned exactly)."""
+        self.n_stale = 0
+        self._building = threading.Lock()
+
+    @property
+    def ann(self) -> Any:
+        """The approximate index, if any."""
+        return None if self.ann_state is None else self.ann_state[0]
+
+    @property
+    def ann_rows(self) -> int:
+        """Rows the approximate index covers."""
+        return 0 if self.ann_state is None else self.ann_state[1]
+
+    def _resize(self, new: int) -> None:
+        super()._resize(new)
+        self.mat, self.stale = self._grown(self.mat, new), self._grown(self.stale, new)
+
+    def put(self, ids: list[str], vectors: Any, metadatas: list[dict[str, Any]]) -> None:
+        """Insert or replace rows."""
+        vecs = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        self._grow(len(self.ids) + len(ids))
+        for i, eid in enumerate(ids):
+            r = self.row.get(eid)
+            if r is None:
+                r = self.row[eid] = len(self.ids)
+                self.ids.append(eid)
+                self.metas.append({})
+            elif r < self.ann_rows and not self.stale[r]:
+                self.stale[r] = True  # the approximate index holds its old vector
+                self.n_stale += 1
+            self.mat[r] = vecs[i]
+            self._set(r, metadatas[i] or {})
 
     def top(self, vector: Any, n: int, **filters: Any) -> list[tuple[str, float, dict[str, Any]]]:
         """(id, cosine distance, metadata) of the ``n`` rows nearest to ``vector`` among those that
