@@ -4,16 +4,20 @@ additive migrations and the decoding of JSON and timestamp columns."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, create_engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from store.schema import metadata
+
+if TYPE_CHECKING:
+    from store.keyword_scan import KeywordScan
 
 
 def now() -> datetime:
@@ -79,6 +83,9 @@ class StoreBase:
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
         self.url = url
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        self.keyword_scan: KeywordScan | None = None
+        """The in-memory keyword ranking, once ``load_keyword_scan`` filled it (``store/keyword_scan.py``)."""
+        self._keyword_scan_lock = threading.Lock()
         if url.startswith("sqlite"):
             from sqlalchemy import event
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import RowMapping, select, update
 
@@ -21,6 +21,9 @@ from store.records import (
     make_unit_row_id,
 )
 from store.schema import collections, explanations, scores, units
+
+if TYPE_CHECKING:
+    from store.keyword_scan import KeywordScan
 
 
 def explanation_from_row(row: RowMapping) -> Explanation:
@@ -334,10 +337,39 @@ class ExplanationsRepo(StoreBase):
         source: str | None = None,
         min_score: float | None = None,
         domain: str | None = None,
+        engine: str = "auto",
     ) -> list[tuple[str, float]]:
-        """Full-text matches (explanation id, relevance) that pass the filters, best first."""
+        """Full-text matches (explanation id, relevance) that pass the filters, best first: from the SQL
+        full-text index (``engine="sql"``), from the in-memory BM25 ranking (``"scan"``, loaded on first
+        use), or from the scan once :meth:`load_keyword_scan` loaded it and SQL until then (``"auto"``)."""
         from store import keyword
 
-        return keyword.search(
-            self, query, limit=limit, model=model, layer=layer, source=source, min_score=min_score, domain=domain
-        )
+        if engine not in ("auto", "sql", "scan"):
+            raise ValueError(f"engine must be auto, sql or scan, got {engine!r}")
+        filters: dict[str, Any] = dict(model=model, layer=layer, source=source, min_score=min_score, domain=domain)
+        if engine == "scan" or (engine == "auto" and self.keyword_scan is not None):
+            return self.load_keyword_scan().top(keyword.query_terms(query), limit, **filters)
+        return keyword.search(self, query, limit=limit, **filters)
+
+    def load_keyword_scan(self) -> KeywordScan:
+        """The in-memory keyword ranking (``store/keyword_scan.py``), filled from the keyword rows on first use."""
+        from store import keyword
+        from store.keyword_scan import KeywordScan
+
+        with self._keyword_scan_lock:
+            if self.keyword_scan is None:
+                scan = KeywordScan()
+                scan.put(keyword.scan_rows(self))
+                self.keyword_scan = scan
+            return self.keyword_scan
+
+    def refresh_keyword_scan(self, explanation_ids: list[str]) -> None:
+        """Re-read these explanations' keyword rows into the loaded scan; ids without a row leave it."""
+        from store import keyword
+
+        scan = self.keyword_scan
+        if scan is None or not explanation_ids:
+            return
+        rows = list(keyword.scan_rows(self, list(explanation_ids)))
+        scan.put(rows)
+        scan.remove(sorted(set(explanation_ids) - {eid for eid, _, _ in rows}))

@@ -273,6 +273,40 @@ def rebuild(store: Any, batch: int = 2000) -> int:
     return len(seen)
 
 
+def scan_rows(
+    store: Any, explanation_ids: list[str] | None = None, batch: int = 10_000
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(explanation id, text, filter metadata) of every keyword row, or of those of ``explanation_ids``:
+    what the in-memory keyword ranking (``store/keyword_scan.py``) holds. Read by id, ``batch`` rows a query."""
+    from store.schema import keyword_docs
+
+    d = keyword_docs.c
+    cols = (d.explanation_id, d.text, d.model, d.layer, d.source, d.score, d.domains)
+    if explanation_ids is not None:
+        for s in range(0, len(explanation_ids), 500):
+            with store.engine.connect() as conn:
+                rows = conn.execute(select(*cols).where(d.explanation_id.in_(explanation_ids[s : s + 500]))).all()
+            yield from (_scan_row(*r) for r in rows)
+        return
+    last = ""
+    while True:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                select(*cols).where(d.explanation_id > last).order_by(d.explanation_id).limit(batch)
+            ).all()
+        if not rows:
+            return
+        yield from (_scan_row(*r) for r in rows)
+        last = rows[-1][0]
+
+
+def _scan_row(
+    eid: str, text: str, model: str, layer: int, source: str, score: float, domains: str
+) -> tuple[str, str, dict[str, Any]]:
+    meta = {"model": model, "layer": layer, "source": source, "score": score, "domains": parse_domains(domains)}
+    return eid, text, meta
+
+
 def all_rows(store: Any) -> dict[str, dict[str, Any]]:
     """Every keyword row by explanation id (for consistency checks)."""
     from store.schema import keyword_docs

@@ -7,7 +7,9 @@ Two rankings of the explanations that pass the filters:
   ran, as the HTTP API does at start-up — an exact in-memory scan over Chroma's vectors with the
   filters as masks (``store/scan.py``; Chroma's filtered query is too slow at 100k entries);
 - **keyword**: full-text matches of the query's terms in the SQL store's keyword index (SQLite
-  FTS5 with BM25, or PostgreSQL ``ts_rank``), the filters in the same SQL statement.
+  FTS5 with BM25, or PostgreSQL ``ts_rank``), the filters in the same SQL statement — or, once
+  :func:`load_scan` ran, the same BM25 over an in-memory copy of the keyword rows with the filters
+  as masks (``store/keyword_scan.py``; the SQL query's time grows with the rows a term matches).
 
 They are fused by reciprocal rank fusion (Cormack et al. 2009): ``rrf = Σ 1 / (RRF_K + rank)``
 over the rankings that contain the explanation. Each ranking contributes its best
@@ -193,17 +195,21 @@ def refresh_scan(settings: Settings) -> None:
         return
     token = store.index_token()
     if token is not None and token != scan.token:
-        index.refresh_scan(store.indexed_since(scan.token))
+        changed = store.indexed_since(scan.token)
+        index.refresh_scan(changed)
+        store.refresh_keyword_scan(changed)
         scan.token = token
 
 
 def load_scan(settings: Settings) -> int:
-    """Load the vector index into the in-memory exact scan (the HTTP API does this at start-up);
-    returns its size. Until then semantic ranking uses Chroma's own filtered query."""
+    """Load the vector index into the in-memory exact scan and the keyword rows into the in-memory BM25
+    ranking (the HTTP API does this at start-up); returns the vector scan's size. Until then semantic
+    ranking uses Chroma's own filtered query, and keyword ranking the SQL full-text index."""
     index, store = get_index(settings), get_store(settings)
     token = store.index_token()  # read first: what is indexed later is re-read by refresh_scan
     scan = index.scan
     if scan is None:
+        store.load_keyword_scan()
         scan = index.load_scan()
         scan.token = token
     return len(scan)

@@ -21,10 +21,14 @@ def ids(hits):
 
 @pytest.fixture(params=["chroma", "scan"])
 def engines(searchable, request):
-    """The searchable deployment, semantic ranking by Chroma's filtered query or by the
-    in-memory exact scan (what the HTTP API uses)."""
+    """The searchable deployment, ranked by Chroma's filtered query and the SQL full-text index, or by
+    the in-memory exact vector scan and BM25 keyword ranking (what the HTTP API uses)."""
+    store = get_store(searchable)
     if request.param == "scan":
         assert load_scan(searchable) == 11
+        assert store.keyword_scan is not None and len(store.keyword_scan) == 11  # the ok explanations
+    else:
+        assert store.keyword_scan is None
     return searchable
 
 
@@ -42,11 +46,11 @@ def test_semantic_ranking_finds_meaning_without_shared_words(engines):
     assert hits[0]["semantic_rank"] == 1 and hits[0]["keyword_rank"] is None
 
 
-def test_keyword_ranking_finds_rare_words_and_stems(searchable):
-    hits = search(searchable, "xylophone", limit=3)
+def test_keyword_ranking_finds_rare_words_and_stems(engines):
+    hits = search(engines, "xylophone", limit=3)
     assert ids(hits)[0] == unit(11).unit_id and hits[0]["keyword_rank"] == 1
     # porter stemming: "citation" matches "citations", "warranties" matches "warranty"
-    store = get_store(searchable)
+    store = get_store(engines)
     got = [eid for eid, _ in store.keyword_search("citation", limit=5)]
     assert len(got) == 1 and store.get_explanation(got[0]).unit_id == unit(0).unit_id
     got = [eid for eid, _ in store.keyword_search("warranties", limit=5)]

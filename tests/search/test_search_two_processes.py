@@ -13,7 +13,7 @@ from pathlib import Path
 
 from builders.search import collection_id, unit
 
-from explainer.runtime import get_index
+from explainer.runtime import get_index, get_store
 from explainer.search.hybrid import SearchFilters, load_scan, search
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,9 @@ def test_search_finds_what_another_process_indexed(searchable):
         hits = search(searchable, "thunderstorms", SearchFilters(layer=9), limit=5)
         assert hits and hits[0]["explanation_id"] == eids[0]
     assert len(get_index(searchable).scan) >= len(eids)
+    store = get_store(searchable)  # the in-memory keyword ranking re-read the new rows too
+    assert store.keyword_scan is not None and len(store.keyword_scan) >= len(eids)
+    assert store.keyword_search("thunderstorms", limit=3)[0][0] == eids[0]
 
 
 def test_a_served_search_answers_while_another_process_indexes(searchable, tmp_path):
