@@ -116,7 +116,6 @@ class KeywordScan(FilterColumns):
                 r = self.row[eid] = len(self.ids)
                 self._grow(r + 1)
                 self.ids.append(eid)
-                self.metas.append({})
                 self._set(r, meta)
                 terms = tokens(text)
                 self.length[r] = len(terms)
@@ -165,12 +164,11 @@ class KeywordScan(FilterColumns):
                 continue
             self.postings[t] = (remap[rows[keep]].astype(np.int32), tfs[keep])
         ids = [self.ids[i] for i in live]
-        metas = [self.metas[i] for i in live]
         cols = [self.alive, self.model, self.layer, self.source, self.score, self.length, *self.domains.values()]
         packed = [c[live] for c in cols]
         self.alive, self.model, self.layer, self.source, self.score, self.length = packed[:6]
         self.domains = dict(zip(self.domains.keys(), packed[6:]))
-        self.ids, self.metas = ids, metas
+        self.ids = ids
         self.row = {eid: i for i, eid in enumerate(ids)}
         self.n_dead = 0
 

@@ -48,7 +48,6 @@ class FilterColumns:
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.metas: list[dict[str, Any]] = []
         self.row: dict[str, int] = {}
         self.alive = np.zeros(0, bool)
         self.model = np.zeros(0, np.int32)
@@ -87,7 +86,6 @@ class FilterColumns:
 
     def _set(self, r: int, meta: dict[str, Any]) -> None:
         """Row ``r`` alive, with ``meta``'s filter values."""
-        self.metas[r] = meta
         self.alive[r] = True
         self.model[r] = self.models.setdefault(str(meta.get("model")), len(self.models))
         self.layer[r] = int(meta.get("layer", -1))
@@ -136,6 +134,8 @@ class VectorScan(FilterColumns):
 
     def __init__(self, dim: int = 384):
         super().__init__()
+        self.metas: list[dict[str, Any]] = []
+        """Each row's metadata, as a query returns it."""
         self.dim = dim
         self.mat = np.zeros((0, dim), np.float32)
         self.ann_state: tuple[Any, int] | None = None
@@ -174,7 +174,8 @@ class VectorScan(FilterColumns):
                 self.stale[r] = True  # the approximate index holds its old vector
                 self.n_stale += 1
             self.mat[r] = vecs[i]
-            self._set(r, metadatas[i] or {})
+            self.metas[r] = metadatas[i] or {}
+            self._set(r, self.metas[r])
 
     def top(self, vector: Any, n: int, **filters: Any) -> list[tuple[str, float, dict[str, Any]]]:
         """(id, cosine distance, metadata) of the ``n`` rows nearest to ``vector`` among those that

@@ -117,6 +117,11 @@ class LocalEmbedder:
                 self._queries.popitem(last=False)
         return vector
 
+    def forget_queries(self) -> None:
+        """Drop the cached query vectors (a benchmark times the embedding itself)."""
+        with self._queries_lock:
+            self._queries.clear()
+
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Unit-length vectors (cosine similarity = dot product), one per text."""
         model = self._load()
