@@ -192,16 +192,16 @@ class KeywordScan(FilterColumns):
                 if post is None:
                     continue
                 rows, tf32 = post
-                tf = tf32.astype(np.float64)  # BM25 in double precision, as FTS5 computes it
-                alive = self.alive[rows]
-                df = int(np.count_nonzero(alive))
+                df = int(np.count_nonzero(self.alive[rows]))  # live rows holding the term, filtered or not
                 if df == 0:
                     continue
                 idf = max(math.log((live_rows - df + 0.5) / (df + 0.5)), 1e-6)
+                keep = m[rows]  # the filters (and liveness) before any arithmetic
+                rows = rows[keep]
+                tf = tf32[keep].astype(np.float64)  # BM25 in double precision, as FTS5 computes it
                 norm = K1 * (1.0 - B + B * self.length[rows] / avg)
-                acc[rows] += np.where(alive, idf * tf * (K1 + 1.0) / (tf + norm), 0.0)
-            acc[~m] = 0.0
-            hits = np.flatnonzero(acc > 0.0)
+                acc[rows] += idf * tf * (K1 + 1.0) / (tf + norm)
+            hits = np.flatnonzero(acc)
             if hits.size > n:
                 kth = np.partition(acc[hits], hits.size - n)[hits.size - n]
                 hits = hits[acc[hits] >= kth]  # every row tied with the n-th, so ties break by id below
