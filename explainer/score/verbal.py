@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PUNCTUATION", "render_contexts"]
+__all__ = ["PUNCTUATION", "RENDER_VERSION", "render_contexts"]
+
+RENDER_VERSION = "1"
+"""Stored in each score's ``details.verbal``: bump it whenever a rendered sentence changes."""
 
 PUNCTUATION: dict[str, str] = {
     "==": "a double equals sign",
