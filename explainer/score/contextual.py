@@ -34,8 +34,9 @@ DEFAULT_SPANS: tuple[tuple[int, int, float], ...] = ((0, 0, 0.25), (2, 2, 1.0))
 DEFAULT_VERBAL_WEIGHT = 1.0
 """Weight of the verbalised context (:mod:`explainer.score.verbal`) beside :data:`DEFAULT_SPANS`.
 With it, the span of the 4 preceding tokens (weight 0.5 in version 1) added nothing measurable and
-was dropped, so a token costs three texts as before. Chosen by ``make bench-discrimination`` and
-the generated held-out concepts of ``bench/context_concepts.py`` together (see the README)."""
+was dropped. Chosen by ``make bench-discrimination`` and the generated held-out concepts of
+``bench/context_concepts.py`` together; the sentences are longer than spans, so scoring costs about
+twice version 1 (see the README)."""
 
 
 def span_text(tokens: tuple[str, ...] | list[str], i: int, before: int, after: int) -> str:
