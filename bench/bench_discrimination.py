@@ -34,6 +34,7 @@ from explainer.collect.planted import (  # noqa: E402
     planted_record,
     tokenize_windows,
 )
+from explainer.score.contextual import ContextualSimulator  # noqa: E402
 from explainer.score.correlation import score_simulation  # noqa: E402
 from explainer.score.embedding import EmbeddingSimulator  # noqa: E402
 from explainer.score.registry import DISCRIMINATION_FILE, make_scorer  # noqa: E402
@@ -144,7 +145,8 @@ stores in the same file; this benchmark keeps them (and their ``causal`` block) 
 
 
 def cheap_scorers(embedder) -> dict:
-    """The no-LLM simulators measured on every concept, with the embedding simulator's ablations."""
+    """The no-LLM simulators measured on every concept, with ablations (``[...]``): the embedding
+    simulator's, and ``simulation-context`` as it was before the verbalised context."""
     return {
         "simulation-embedding": lambda: make_scorer("simulation-embedding"),
         "simulation-context": lambda: make_scorer("simulation-context"),
@@ -152,6 +154,10 @@ def cheap_scorers(embedder) -> dict:
         "simulation-embedding[token-only]": lambda: EmbeddingSimulator(embedder),
         "simulation-embedding[context-only]": lambda: EmbeddingSimulator(
             embedder, context_tokens=4, context_weight=1.0
+        ),
+        # simulation-context version 1: raw-text spans only, no verbalised context
+        "simulation-context[v1-spans]": lambda: ContextualSimulator(
+            embedder, spans=((0, 0, 0.25), (4, 0, 0.5), (2, 2, 1.0)), verbal_weight=0.0
         ),
     }
 

@@ -47,7 +47,7 @@ from explainer.collect.planted import (  # noqa: E402
     planted_record,
     tokenize_windows,
 )
-from explainer.score.contextual import DEFAULT_SPANS, span_text  # noqa: E402
+from explainer.score.contextual import DEFAULT_SPANS, DEFAULT_VERBAL_WEIGHT, token_texts  # noqa: E402
 from explainer.score.correlation import score_simulation  # noqa: E402
 from explainer.score.trained import SPANS, WEIGHTS_FILE, token_span_texts  # noqa: E402
 
@@ -99,14 +99,13 @@ def window_texts(windows: list[TokenizedWindow]) -> list[str]:
 
 
 def contextual_texts(windows) -> list[str]:
-    """Span texts ``simulation-context`` reads (the centred span, besides the token/preceding spans)."""
-    return [
-        span_text(w.tokens, i, b, a)
-        for w in windows
-        for i, t in enumerate(w.tokens)
-        if t.strip()
-        for b, a, _ in DEFAULT_SPANS
-    ]
+    """Texts ``simulation-context`` reads (its spans and the verbalised context)."""
+    verbal = DEFAULT_VERBAL_WEIGHT > 0
+    return [t for w in windows for row in token_texts(w.tokens, DEFAULT_SPANS, verbal) if row for t in row]
+
+
+V1_MIX = {"token": 0.25, "preceding": 0.5, "centred": 1.0}
+"""``simulation-context``'s cosine mix when the v1 head was trained (its --baseline start)."""
 
 
 def build_head(dim: int, rank: int, hidden: int, seed: int, baseline: float = 0.0):
@@ -126,10 +125,9 @@ def build_head(dim: int, rank: int, hidden: int, seed: int, baseline: float = 0.
             if baseline:
                 # start from simulation-context's mix of cosines (token, preceding, centred), scaled,
                 # with the MLP's output at zero: training learns corrections to it
-                mix = {"token": DEFAULT_SPANS[0][2], "preceding": DEFAULT_SPANS[1][2], "centred": DEFAULT_SPANS[2][2]}
-                total = sum(mix.values())
+                total = sum(V1_MIX.values())
                 with torch.no_grad():
-                    self.wc.copy_(torch.tensor([baseline * mix.get(s, 0.0) / total for s in SPANS]))
+                    self.wc.copy_(torch.tensor([baseline * V1_MIX.get(s, 0.0) / total for s in SPANS]))
                     self.l2.weight.zero_()
 
         def forward(self, e, s):
