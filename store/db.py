@@ -86,6 +86,7 @@ class StoreBase:
         self.keyword_scan: KeywordScan | None = None
         """The in-memory keyword ranking, once ``load_keyword_scan`` filled it (``store/keyword_scan.py``)."""
         self._keyword_scan_lock = threading.Lock()
+        self._keyword_scan_rebuilding = False
         if url.startswith("sqlite"):
             from sqlalchemy import event
 

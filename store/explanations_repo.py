@@ -348,28 +348,59 @@ class ExplanationsRepo(StoreBase):
             raise ValueError(f"engine must be auto, sql or scan, got {engine!r}")
         filters: dict[str, Any] = dict(model=model, layer=layer, source=source, min_score=min_score, domain=domain)
         if engine == "scan" or (engine == "auto" and self.keyword_scan is not None):
-            return self.load_keyword_scan().top(keyword.query_terms(query), limit, **filters)
+            self.load_keyword_scan()
+            scan = self.refresh_keyword_scan()
+            assert scan is not None  # loaded above; a reload swaps in another, never None
+            return scan.top(keyword.query_terms(query), limit, **filters)
         return keyword.search(self, query, limit=limit, **filters)
 
     def load_keyword_scan(self) -> KeywordScan:
         """The in-memory keyword ranking (``store/keyword_scan.py``), filled from the keyword rows on first use."""
+        with self._keyword_scan_lock:
+            if self.keyword_scan is None:
+                self.keyword_scan = self._fresh_keyword_scan()
+            return self.keyword_scan
+
+    def _fresh_keyword_scan(self) -> KeywordScan:
         from store import keyword
         from store.keyword_scan import KeywordScan
 
-        with self._keyword_scan_lock:
-            if self.keyword_scan is None:
-                scan = KeywordScan()
-                scan.put(keyword.scan_rows(self))
-                self.keyword_scan = scan
-            return self.keyword_scan
+        _, _, newest = keyword.changes_since(self, 2**62)  # read first: later changes are re-read
+        scan = KeywordScan()
+        scan.put(keyword.scan_rows(self))
+        scan.seq = newest or 0
+        return scan
 
-    def refresh_keyword_scan(self, explanation_ids: list[str]) -> None:
-        """Re-read these explanations' keyword rows into the loaded scan; ids without a row leave it."""
+    def refresh_keyword_scan(self) -> KeywordScan | None:
+        """Bring the loaded keyword ranking up to date with the keyword rows, whoever changed them, and
+        return it: the rows named in the change log (``keyword_changes``, written by triggers) since it
+        last read it are re-read, rows gone leave it. It is rebuilt whole, beside the one in use (which
+        answers meanwhile), when the changes pass a fifth of its rows or the log no longer holds what
+        it had not read."""
         from store import keyword
 
-        scan = self.keyword_scan
-        if scan is None or not explanation_ids:
-            return
-        rows = list(keyword.scan_rows(self, list(explanation_ids)))
-        scan.put(rows)
-        scan.remove(sorted(set(explanation_ids) - {eid for eid, _, _ in rows}))
+        with self._keyword_scan_lock:
+            scan = self.keyword_scan
+            if scan is None or self._keyword_scan_rebuilding:
+                return scan
+            overlap = keyword.CHANGES_OVERLAP_PG if self.engine.dialect.name == "postgresql" else 0
+            changes, oldest, _ = keyword.changes_since(self, scan.seq - overlap)
+            fresh = [(s, e) for s, e in changes if s not in scan.seen]
+            lost = oldest is not None and oldest > scan.seq + 1  # pruned before this ranking read them
+            ids = sorted({e for _, e in fresh})
+            if not lost and len(ids) <= 0.2 * max(1, len(scan)):
+                if ids:
+                    rows = list(keyword.scan_rows(self, ids))
+                    scan.put(rows)
+                    scan.remove(sorted(set(ids) - {eid for eid, _, _ in rows}))
+                    scan.seq = max([scan.seq] + [s for s, _ in fresh])
+                    scan.seen = {s for s in scan.seen | {s for s, _ in fresh} if s > scan.seq - overlap}
+                return scan
+            self._keyword_scan_rebuilding = True
+        try:
+            rebuilt = self._fresh_keyword_scan()
+            with self._keyword_scan_lock:
+                self.keyword_scan = rebuilt
+            return rebuilt
+        finally:
+            self._keyword_scan_rebuilding = False

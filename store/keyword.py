@@ -49,12 +49,24 @@ _SQLITE_DDL = [
     "INSERT INTO keyword_fts(keyword_fts, rowid, text) VALUES ('delete', old.id, old.text); "
     "INSERT INTO keyword_fts(rowid, text) VALUES (new.id, new.text); END",
     "CREATE INDEX IF NOT EXISTS ix_explanations_indexed_at ON explanations (indexed_at)",
+    # the change log the in-memory keyword ranking follows (store/keyword_scan.py): every writer, any process
+    "CREATE TRIGGER IF NOT EXISTS keyword_docs_log_ai AFTER INSERT ON keyword_docs BEGIN "
+    "INSERT INTO keyword_changes(explanation_id) VALUES (new.explanation_id); END",
+    "CREATE TRIGGER IF NOT EXISTS keyword_docs_log_au AFTER UPDATE ON keyword_docs BEGIN "
+    "INSERT INTO keyword_changes(explanation_id) VALUES (new.explanation_id); END",
+    "CREATE TRIGGER IF NOT EXISTS keyword_docs_log_ad AFTER DELETE ON keyword_docs BEGIN "
+    "INSERT INTO keyword_changes(explanation_id) VALUES (old.explanation_id); END",
 ]
 _POSTGRES_DDL = [
     "ALTER TABLE keyword_docs ADD COLUMN IF NOT EXISTS tsv tsvector "
     "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED",
     "CREATE INDEX IF NOT EXISTS keyword_docs_tsv ON keyword_docs USING gin (tsv)",
     "CREATE INDEX IF NOT EXISTS ix_explanations_indexed_at ON explanations (indexed_at)",
+    "CREATE OR REPLACE FUNCTION keyword_docs_log() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF TG_OP = 'DELETE' THEN INSERT INTO keyword_changes(explanation_id) VALUES (OLD.explanation_id); "
+    "ELSE INSERT INTO keyword_changes(explanation_id) VALUES (NEW.explanation_id); END IF; RETURN NULL; END $$",
+    "CREATE OR REPLACE TRIGGER keyword_docs_log AFTER INSERT OR UPDATE OR DELETE ON keyword_docs "
+    "FOR EACH ROW EXECUTE FUNCTION keyword_docs_log()",
 ]
 
 
@@ -298,6 +310,35 @@ def scan_rows(
             return
         yield from (_scan_row(*r) for r in rows)
         last = rows[-1][0]
+
+
+CHANGES_KEPT = 200_000
+"""Change-log entries (``keyword_changes``) kept once the log holds twice as many; a keyword ranking
+that had not read the dropped ones reloads itself whole."""
+CHANGES_OVERLAP_PG = 1_000
+"""PostgreSQL hands out sequence numbers at insert, not at commit, so a transaction can commit after
+a later number was read: the ranking re-reads this many numbers behind its last (skipping those it
+applied). SQLite commits one writer at a time, in number order."""
+
+
+def changes_since(store: Any, after: int) -> tuple[list[tuple[int, str]], int | None, int | None]:
+    """(seq, explanation id) of the keyword-row changes numbered above ``after``, in order, with the
+    log's oldest and newest numbers; drops the oldest entries when the log is past twice
+    :data:`CHANGES_KEPT`."""
+    from sqlalchemy import func
+
+    from store.schema import keyword_changes as kc
+
+    with store.engine.connect() as conn:
+        rows = [
+            (int(s), str(e))
+            for s, e in conn.execute(select(kc.c.seq, kc.c.explanation_id).where(kc.c.seq > after).order_by(kc.c.seq))
+        ]
+        oldest, newest = conn.execute(select(func.min(kc.c.seq), func.max(kc.c.seq))).one()
+    if oldest is not None and newest - oldest > 2 * CHANGES_KEPT:
+        with store.engine.begin() as conn:
+            conn.execute(kc.delete().where(kc.c.seq <= newest - CHANGES_KEPT))
+    return rows, oldest, newest
 
 
 def _scan_row(

@@ -9,14 +9,15 @@ rows the filters reject (the masks of :class:`store.scan.FilterColumns`, shared 
 and selects the best rows with ``argpartition``.
 
 The ranking is FTS5's: the same BM25 (``k1`` 1.2, ``b`` 0.75, ``idf = ln((N − n + 0.5) / (n + 0.5))``
-floored at 1e-6, document length in tokens) over the same terms. Text is split as FTS5's
-``unicode61`` tokenizer splits it (runs of letters and digits, lower-cased, diacritics removed) and
-stemmed by the Porter algorithm (PyStemmer's ``porter``, the C Snowball implementation: the
-maintained library for it, and fast enough to stem a million explanations at load), words of fewer
-than 3 letters left as they are, as FTS5's ``porter`` leaves them. Measured against FTS5's own
-tokens of 2,675 distinct words (README, benchmarks, concepts; accented, CJK, digits): all equal but
-one (``straße``: FTS5 gives ``straß``). Ties are broken by explanation id, as the SQL query breaks them.
-``tests/store/test_keyword_scan.py`` checks the rankings against FTS5's.
+floored at 1e-6, document length in tokens) over the same terms. ASCII text is split as FTS5's
+``unicode61`` tokenizer splits it (runs of letters and digits, lower-cased) and stemmed by the Porter
+algorithm (PyStemmer's ``porter``, the C Snowball implementation: the maintained library for it, and
+fast enough to stem a million explanations at load), words of fewer than 3 or more than 64 letters
+left as they are, as FTS5's ``porter`` leaves them. Other text — where ``unicode61``'s own Unicode
+tables decide which marks fold and which characters are letters — is tokenized by SQLite itself, in
+an in-memory FTS5 table read back through ``fts5vocab``. Ties are broken by explanation id, as the
+SQL query breaks them. ``tests/store/test_keyword_scan.py`` checks the tokens (4,000 words of this
+repository and words of nine scripts) and the rankings against FTS5's.
 
 On PostgreSQL the SQL ranking is ``ts_rank`` over the English text-search configuration; this scan
 ranks by the BM25 above whatever the database, so a PostgreSQL deployment's search ranks its keyword
@@ -24,7 +25,10 @@ candidates by BM25 once the scan is loaded (``explainer serve`` loads it at star
 
 Rows are append-only: a rewritten explanation gets a new row and its old one dies (the masks skip
 dead rows, and document frequencies count live rows only); the postings are compacted when dead rows
-reach a fifth of them. The scan is a cache of the SQL keyword rows, which stay the source of truth.
+reach a fifth of them. The scan is a cache of the SQL keyword rows, which stay the source of truth:
+triggers log every insert, update and delete of a keyword row (``keyword_changes``), and each query
+first re-reads the rows logged since the last (``SQLStore.refresh_keyword_scan``), so what any process
+writes is ranked by the next search.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from __future__ import annotations
 import math
 import re
 import threading
-import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,10 +78,34 @@ def stem(word: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    """The terms of ``text`` as FTS5's ``porter unicode61`` tokenizer makes them."""
-    if not text.isascii():
-        text = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
-    return [stem(w) for w in _WORD_RE.findall(text.lower())]
+    """The terms of ``text`` as FTS5's ``porter unicode61`` tokenizer makes them: ASCII text here (runs of
+    letters and digits, lower-cased, Porter-stemmed), any other text by SQLite's own tokenizer, whose
+    Unicode rules (which marks it folds, which characters are letters, lengths in bytes) are its own."""
+    if text.isascii():
+        return [stem(w) for w in _WORD_RE.findall(text.lower())]
+    return _sqlite_tokens(text)
+
+
+_local = threading.local()
+
+
+def _sqlite_tokens(text: str) -> list[str]:
+    """FTS5's tokens of ``text``, read back from an in-memory FTS5 table (one per thread) through
+    ``fts5vocab``; the row is rolled back, so the table stays empty."""
+    con = getattr(_local, "fts5", None)
+    if con is None:
+        import sqlite3
+
+        con = sqlite3.connect(":memory:", isolation_level=None)
+        con.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='porter unicode61')")
+        con.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")
+        _local.fts5 = con
+    con.execute("BEGIN")
+    try:
+        con.execute("INSERT INTO t(rowid, x) VALUES (1, ?)", (text,))
+        return [term for (term,) in con.execute("SELECT term FROM v ORDER BY offset")]
+    finally:
+        con.execute("ROLLBACK")
 
 
 class KeywordScan(FilterColumns):
@@ -99,6 +126,10 @@ class KeywordScan(FilterColumns):
         """Per term: postings of rows added since the last compaction."""
         self.n_dead = 0
         self._lock = threading.Lock()
+        self.seq = 0
+        """The last number of the SQL change log (``keyword_changes``) applied here."""
+        self.seen: set[int] = set()
+        """Numbers applied within the re-read window behind ``seq`` (PostgreSQL commits out of order)."""
 
     def _resize(self, new: int) -> None:
         super()._resize(new)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -131,6 +132,16 @@ keyword_docs = Table(
     Column("domains", Text, nullable=False),  # ",code,docs," — domains of the unit's top windows
     Column("score", Float, nullable=False),  # keyword.UNSCORED when there is no ok score
     Column("text", Text, nullable=False),
+)
+
+# Every insert, update and delete of a keyword row, in commit order (written by triggers, store/keyword.py):
+# what the in-memory keyword ranking of another process re-reads to stay equal to the SQL rows.
+keyword_changes = Table(
+    "keyword_changes",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("explanation_id", String(64), nullable=False),
+    sqlite_autoincrement=True,  # numbers never reused, even after the oldest are dropped
 )
 
 # Labeling runs: one per (collection, label options, explain prompt hash); `explainer label` with the

@@ -167,12 +167,24 @@ class OnnxQueryModel:
     def load(cls, model: SentenceTransformer, cache_dir: Path) -> OnnxQueryModel:
         import onnxruntime as ort
 
-        path = cls.export(model, cache_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one short text: threads cost more than they save
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        path = cls.export(model, cache_dir)
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as first:  # noqa: BLE001 - a damaged cached file: exported again, once
+            progress.info("the cached ONNX file %s cannot be read (%s); exporting it again", path, first)
+            path.unlink(missing_ok=True)
+            path = cls.export(model, cache_dir)
+            try:
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise RuntimeError(
+                    f"ONNX Runtime cannot load the exported query embedding model {path}: {exc}; "
+                    "set EXPLAINER_QUERY_EMBED=torch to embed queries with torch"
+                ) from exc
         return cls(session, model.tokenizer, int(model.max_seq_length or 256))
 
     @classmethod
@@ -197,7 +209,13 @@ class OnnxQueryModel:
                 "exporting the query embedding model to ONNX needs the onnx package (pip install onnx), "
                 "or set EXPLAINER_QUERY_EMBED=torch"
             ) from exc
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot write the ONNX export of the query embedding model in {cache_dir} ({exc.strerror or exc}): "
+                "set EXPLAINER_MODEL_CACHE to a writable directory, or EXPLAINER_QUERY_EMBED=torch"
+            ) from exc
         progress.info("exporting the embedding model to ONNX for search queries (once) ...")
         start = time.monotonic()
 
@@ -230,6 +248,11 @@ class OnnxQueryModel:
                     dynamo=False,
                 )
             os.replace(tmp, path)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot write the ONNX export of the query embedding model in {cache_dir} ({exc.strerror or exc}): "
+                "set EXPLAINER_MODEL_CACHE to a writable directory, or EXPLAINER_QUERY_EMBED=torch"
+            ) from exc
         finally:
             tmp.unlink(missing_ok=True)
         progress.info("exported the embedding model to %s in %.1f s", path, time.monotonic() - start)

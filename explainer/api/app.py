@@ -358,7 +358,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
             from explainer.runtime import get_index
             from explainer.search.hybrid import load_scan
 
-            get_index(settings).embedder.embed(["warm up"])
+            get_index(settings).embedder.embed_query("warm up")  # loads the model (and exports it to ONNX once)
             log.info("vector scan loaded: %d explanations", load_scan(settings))
         yield
 

@@ -195,9 +195,7 @@ def refresh_scan(settings: Settings) -> None:
         return
     token = store.index_token()
     if token is not None and token != scan.token:
-        changed = store.indexed_since(scan.token)
-        index.refresh_scan(changed)
-        store.refresh_keyword_scan(changed)
+        index.refresh_scan(store.indexed_since(scan.token))
         scan.token = token
 
 

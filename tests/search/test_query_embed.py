@@ -73,3 +73,41 @@ def test_search_embeds_queries_with_the_configured_runtime(settings):
 
     embedder = get_index(settings).embedder
     assert embedder.query_runtime == "onnx" and embedder.cache_dir == settings.model_cache
+
+
+def test_a_damaged_cached_export_is_exported_again(tmp_path):
+    model = LocalEmbedder()._load()
+    path = OnnxQueryModel.export(model, tmp_path)
+    path.write_bytes(path.read_bytes()[:1000])  # a truncated file, as a full disk leaves it
+    onnx = OnnxQueryModel.load(model, tmp_path)
+    assert path.is_file() and path.stat().st_size > 1000
+    expected = np.array(LocalEmbedder().embed(["python code"])[0])
+    assert np.abs(np.array(onnx.embed("python code")) - expected).max() < 1e-5
+
+
+def test_an_unwritable_cache_is_one_clear_error(tmp_path):
+    model = LocalEmbedder()._load()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(
+        RuntimeError, match="cannot write the ONNX export.*EXPLAINER_MODEL_CACHE.*EXPLAINER_QUERY_EMBED=torch"
+    ):
+        OnnxQueryModel.export(model, blocker / "cache")
+
+
+def test_search_queries_go_through_onnx(searchable, monkeypatch):
+    from explainer.runtime import get_index
+    from explainer.search.hybrid import search
+
+    calls = []
+    original = OnnxQueryModel.embed
+
+    def counted(self, text):
+        calls.append(text)
+        return original(self, text)
+
+    monkeypatch.setattr(OnnxQueryModel, "embed", counted)
+    get_index(searchable).embedder.forget_queries()
+    hits = search(searchable, "made-up bibliography entries for scholarly articles", limit=3)
+    assert calls == ["made-up bibliography entries for scholarly articles"]
+    assert hits and hits[0]["semantic_rank"] == 1

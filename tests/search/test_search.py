@@ -185,6 +185,42 @@ def test_keyword_index_follows_saves(settings):
     assert eid not in keyword.all_rows(store) and store.keyword_search("letters", limit=5) == []
 
 
+def test_loaded_keyword_ranking_follows_every_writer(settings):
+    """Once loaded, the in-memory keyword ranking answers as the SQL full-text index does after every
+    kind of write — a score, a new text, a failed rewrite, a reindex — with no indexing in between."""
+    from explainer.search.reindex import reindex
+
+    write_units(settings, UNITS[:4], index=False)
+    store = get_store(settings)
+    store.load_keyword_scan()
+
+    def same(*queries, **filters):
+        for q in queries:
+            mine = store.keyword_search(q, limit=10, **filters)
+            sql = store.keyword_search(q, limit=10, engine="sql", **filters)
+            assert [e for e, _ in mine] == [e for e, _ in sql], (q, filters)
+            assert [r for _, r in mine] == pytest.approx([r for _, r in sql], rel=1e-9)
+
+    same("citations python warranty", "function definitions", min_score=0.5)
+    eid = store.keyword_search("citations", limit=5, engine="sql")[0][0]
+    store.save_score(explanation_id=eid, scorer=SEARCH_SCORER, simulator_model="fake", status="ok", value=0.1)
+    same("citations", min_score=0.5)
+    assert store.keyword_search("citations", limit=5, min_score=0.5) == []
+    e = store.get_explanation(eid)
+    common = {
+        k: getattr(e, k)
+        for k in ("unit_id", "collection_id", "explainer_model", "prompt_name", "prompt_version", "prompt_hash")
+    }
+    store.save_explanation(status="ok", text="marimba players in letters", **common)
+    same("marimba", "citations")
+    assert [h for h, _ in store.keyword_search("marimba", limit=5)] == [eid]
+    store.save_explanation(status="failed", error="ParseError", **common)
+    same("marimba", "letters warranty")
+    assert store.keyword_search("marimba", limit=5) == []
+    reindex(settings)
+    same("citations python warranty", "parentheses brackets")
+
+
 @pytest.mark.postgres
 def test_keyword_search_on_postgres(settings, postgres_url, monkeypatch):
     from explainer.settings import load_settings
@@ -202,6 +238,14 @@ def test_keyword_search_on_postgres(settings, postgres_url, monkeypatch):
         assert store.keyword_search("warranties", limit=5, layer=1)  # english stemming
         assert store.keyword_search("warranties", limit=5, layer=2) == []
         assert store.rebuild_keyword_index() == 11
+        # the in-memory ranking (BM25 over the same rows) follows the PostgreSQL change log
+        scan = store.load_keyword_scan()
+        assert len(scan) == 11 and scan.seq > 0
+        got = store.keyword_search("python import statement", limit=5)
+        assert [store.get_explanation(e).unit_id for e, _ in got][0] == unit(8).unit_id
+        eid = got[0][0]
+        store.save_score(explanation_id=eid, scorer=SEARCH_SCORER, simulator_model="f", status="failed", error="x")
+        assert eid not in {e for e, _ in store.keyword_search("python import statement", limit=5, min_score=-1.0)}
     finally:
         store.engine.dispose()
 
