@@ -74,6 +74,11 @@ def ensure_schema(engine: Engine) -> None:
     """Create the full-text index next to ``keyword_docs`` (idempotent)."""
     ddl = _POSTGRES_DDL if engine.dialect.name == "postgresql" else _SQLITE_DDL
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # CREATE OR REPLACE TRIGGER locks keyword_docs against writers even when nothing changes:
+            # run the change-log statements only where the trigger is missing
+            if conn.exec_driver_sql("SELECT 1 FROM pg_trigger WHERE tgname = 'keyword_docs_log'").first():
+                ddl = [d for d in ddl if "keyword_docs_log" not in d]
         for stmt in ddl:
             conn.exec_driver_sql(stmt)
 
