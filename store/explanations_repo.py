@@ -19,6 +19,7 @@ from store.records import (
 )
 from store.rows import explanation_row, score_row
 from store.schema import collections, explanations, scores, units
+from store.transactions import retry_deadlocks
 
 
 def explanation_from_row(row: RowMapping) -> Explanation:
@@ -86,7 +87,7 @@ class ExplanationsRepo(StoreBase):
         written: it scored a text that is not the stored one. Returns the ids of the explanations written."""
         from store import keyword
 
-        with self.engine.begin() as conn:
+        def write(conn: Any) -> set[str]:
             written: set[str] = set()
             if explanation_rows:
                 stmt = dialect_insert(self.engine, explanations)
@@ -99,7 +100,9 @@ class ExplanationsRepo(StoreBase):
             kept = [r for r in score_rows if r["explanation_id"] not in skipped]
             self._upsert(scores, kept, ["id"], conn=conn)
             keyword.sync(self, sorted(written | {r["explanation_id"] for r in kept}), conn=conn)
-        return written
+            return written
+
+        return retry_deadlocks(self.engine, write)
 
     def get_explanation(self, explanation_id: str) -> Explanation | None:
         with self.engine.connect() as conn:

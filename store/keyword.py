@@ -61,10 +61,17 @@ _POSTGRES_DDL = [
 
 def ensure_schema(engine: Engine) -> None:
     """Create the full-text index next to ``keyword_docs`` (idempotent)."""
+    from store.transactions import retry_deadlocks
+
     ddl = _POSTGRES_DDL if engine.dialect.name == "postgresql" else _SQLITE_DDL
-    with engine.begin() as conn:
+
+    def create(conn: Any) -> None:
         for stmt in ddl:
             conn.exec_driver_sql(stmt)
+
+    # These statements lock their tables even when there is nothing to create: against a transaction
+    # that writes explanations and keyword rows together, PostgreSQL may abort either one.
+    retry_deadlocks(engine, create)
 
 
 UnitSource = Literal["mlp", "resid", "mlp_in", "mlp_out", "attn_out", "sae", "directions"]
