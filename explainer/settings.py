@@ -86,7 +86,7 @@ class Settings:
     """Units one llm task explains and scores side by side (``EXPLAINER_UNITS_PER_TASK``; unset: 8 with a
     broker, 1 for the in-process worker of the embedded default). An llm worker with ``-c N`` threads keeps
     up to N × this many units, and their LLM calls, in flight."""
-    index_batch_wait_ms: float = 50.0
+    index_batch_wait_ms: float = 500.0
     """An index worker waits up to this long after an index task arrives for others to embed and upsert
     with it in one batch (``EXPLAINER_INDEX_BATCH_WAIT_MS``; the in-process worker of the embedded default,
     one thread, never waits)."""
@@ -198,7 +198,7 @@ def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None
         batch_window=int(limits["EXPLAINER_BATCH_WINDOW"] or 512),
         visibility_timeout_s=int(limits["EXPLAINER_VISIBILITY_TIMEOUT"] or 4 * 3600),
         units_per_task=int(limits["EXPLAINER_UNITS_PER_TASK"]) if limits["EXPLAINER_UNITS_PER_TASK"] else None,
-        index_batch_wait_ms=50.0
+        index_batch_wait_ms=500.0
         if limits["EXPLAINER_INDEX_BATCH_WAIT_MS"] is None
         else limits["EXPLAINER_INDEX_BATCH_WAIT_MS"],
         simulator_base_url=env.get("EXPLAINER_SIMULATOR_BASE_URL") or env.get("EXPLAINER_LLM_BASE_URL") or None,
