@@ -8,8 +8,9 @@ the same run, on the same server, a bare client (``C`` threads calling the serve
 no Celery, no store) measures what this machine can reach at all.
 
 The deployment: a private redis-server (broker, results), a private PostgreSQL database (SQL
-store), ``celery -A workers worker`` processes with thread pools on ``llm`` (``C`` threads in all)
-and one on ``index`` (Chroma directory). A warm-up batch loads the models first; the timed batch
+store), ``celery -A workers worker`` processes with thread pools on ``llm`` (``C / K`` threads in
+all, each task labeling a group of ``K = --units-per-task`` units side by side: ``C`` calls in
+flight) and one on ``index`` (Chroma directory). A warm-up batch loads the models first; the timed batch
 is a fresh collection. The last line is one JSON object.
 """
 
@@ -95,23 +96,23 @@ def bare_ceiling(base_url: str, n_units: int, concurrency: int) -> float:
     return n_units / (time.monotonic() - start)
 
 
-def stage_cpu_ms(settings: Any, collection_id: str, unit_ids: list[str], opts: Any, threads: int = 8) -> float:
-    """CPU milliseconds per unit of the explain and score stages called directly in this process
-    (no Celery, no Redis; the same server and store, ``threads`` units at a time), beside what the
-    llm workers spent per unit."""
+def stage_cpu_ms(settings: Any, collection_id: str, unit_ids: list[str], opts: Any, units_per_task: int) -> float:
+    """CPU milliseconds per unit of :func:`explainer.pipeline.group.label_group` called directly in this
+    process on groups of ``units_per_task`` units (no Celery, no Redis; the same server and store),
+    beside what the llm workers spent per unit."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from explainer.pipeline import stages as pipeline
+    from explainer.pipeline.group import label_group
 
-    def one(uid: str) -> None:
-        pipeline.score_stage(settings, pipeline.explain_stage(settings, collection_id, uid, opts), opts)
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, unit_ids[:threads]))  # imports and clients are made on first use: not counted
-        timed = unit_ids[threads:]
+    k = max(1, units_per_task)
+    groups = [unit_ids[i : i + k] for i in range(0, len(unit_ids), k)]
+    # imports and clients are made on first use: not counted
+    label_group(settings, collection_id, groups[0], opts, opts)
+    timed = groups[1:]
+    with ThreadPoolExecutor(max(1, 64 // k)) as pool:  # groups side by side, as the workers run them
         start = time.process_time()
-        list(pool.map(one, timed))
-    return (time.process_time() - start) / len(timed) * 1000
+        list(pool.map(lambda g: label_group(settings, collection_id, g, opts, opts), timed))
+    return (time.process_time() - start) / sum(len(g) for g in timed) * 1000
 
 
 def measure(args: argparse.Namespace, latency: float) -> dict[str, Any]:
@@ -147,13 +148,15 @@ def measure(args: argparse.Namespace, latency: float) -> dict[str, Any]:
             HF_HUB_OFFLINE="1",
             OMP_NUM_THREADS="1",
             TOKENIZERS_PARALLELISM="false",
+            EXPLAINER_UNITS_PER_TASK=str(args.units_per_task),
         )
         os.environ.update({k: v for k, v in env.items() if k.startswith(("EXPLAINER_", "BENCH_"))})
         _wait(lambda: _port_open(llm_port) and _port_open(redis_port), "the fake server and redis-server")
 
-        threads = [
-            args.concurrency // args.workers + (i < args.concurrency % args.workers) for i in range(args.workers)
-        ]
+        # Each llm task runs ``units_per_task`` units side by side: a worker's threads times that is
+        # its share of the calls in flight.
+        tasks_at_once = -(-args.concurrency // args.units_per_task)
+        threads = [tasks_at_once // args.workers + (i < tasks_at_once % args.workers) for i in range(args.workers)]
         workers = []
         for i, n in enumerate(threads):
             workers.append(_worker(env, f"llm{i}", "llm", n, tmp))
@@ -188,7 +191,7 @@ def measure(args: argparse.Namespace, latency: float) -> dict[str, Any]:
         after = _get(f"http://127.0.0.1:{llm_port}/stats")
         cpu = {p.pid: _cpu_s(p.pid) - cpu0[p.pid] for p in procs}
         client_cpu = time.process_time() - client_cpu0
-        stage_cpu = stage_cpu_ms(settings, "direct", direct, opts)
+        stage_cpu = stage_cpu_ms(settings, "direct", direct, opts, args.units_per_task)
         from workers.tasks import index_stats_task
 
         stats = index_stats_task.apply_async().get(timeout=30)
@@ -236,7 +239,8 @@ def measure(args: argparse.Namespace, latency: float) -> dict[str, Any]:
         "cpu_ms_per_unit": {**cpu_ms, "fake_server": round(cpu[server.pid] / args.units * 1000, 2)},
         "cpu_ms_per_unit_ours": round(sum(cpu_ms.values()), 2),
         "index_batches": batches,
-        "explain_score_stages_cpu_ms_per_unit_in_process": round(stage_cpu, 2),
+        "units_per_task": args.units_per_task,
+        "label_group_cpu_ms_per_unit_in_process": round(stage_cpu, 2),
         "cpu_bound_features_per_s": round(
             args.units / max(1e-9, (worker_cpu + client_cpu + cpu[server.pid])) * (os.cpu_count() or 1), 1
         ),
@@ -250,7 +254,7 @@ def measure(args: argparse.Namespace, latency: float) -> dict[str, Any]:
         f"{achieved:.1f} features/s against an ideal of {ideal:.1f} -> ratio {achieved / ideal:.3f} "
         f"(bare client on the same server: {bare:.1f}/s, ratio {bare / ideal:.3f}); "
         f"mean calls in flight {out['mean_calls_in_flight']}; worker CPU {worker_cpu / args.units * 1000:.1f} ms/unit "
-        f"(explain + score stages alone, in-process: {stage_cpu:.1f} ms/unit); "
+        f"(explain + score of the groups alone, in-process: {stage_cpu:.1f} ms/unit); "
         f"our CPU in all {out['cpu_ms_per_unit_ours']} ms/unit {cpu_ms}",
         flush=True,
     )
@@ -265,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=2, help="llm worker processes sharing the concurrency")
     ap.add_argument("--index-threads", type=int, default=64, help="threads of the index worker (one batcher)")
     ap.add_argument("--warmup", type=int, default=64)
+    ap.add_argument("--units-per-task", type=int, default=8, help="units an llm task labels side by side")
     ap.add_argument("--one", type=float, help=argparse.SUPPRESS)  # one latency, in a process of its own
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up when stopped
@@ -276,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for latency in [float(x) for x in args.latencies.split(",")]:
         # a process per deployment: Celery keeps its first broker and result backend for the process's life
         cmd = [sys.executable, "-m", "bench.bench_workers", "--one", str(latency)]
-        for flag in ("units", "concurrency", "workers", "index_threads", "warmup"):
+        for flag in ("units", "concurrency", "workers", "index_threads", "warmup", "units_per_task"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
         lines = done.stdout.strip().splitlines()

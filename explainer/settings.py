@@ -82,7 +82,11 @@ class Settings:
     batch_window: int = 512
     """Unit chains ``explainer label`` keeps in flight at once (bounds the client's and broker's memory)."""
     visibility_timeout_s: int = 4 * 3600
-    index_batch_wait_ms: float = 50.0
+    units_per_task: int | None = None
+    """Units one llm task explains and scores side by side (``EXPLAINER_UNITS_PER_TASK``; unset: 8 with a
+    broker, 1 for the in-process worker of the embedded default). An llm worker with ``-c N`` threads keeps
+    up to N × this many units, and their LLM calls, in flight."""
+    index_batch_wait_ms: float = 500.0
     """An index worker waits up to this long after an index task arrives for others to embed and upsert
     with it in one batch (``EXPLAINER_INDEX_BATCH_WAIT_MS``; the in-process worker of the embedded default,
     one thread, never waits)."""
@@ -139,6 +143,11 @@ class Settings:
     def embedded_broker(self) -> bool:
         return not self.broker_url
 
+    @property
+    def task_units(self) -> int:
+        """Units per llm task: :attr:`units_per_task`, else 8 with a broker and 1 without."""
+        return self.units_per_task or (1 if self.embedded_broker else 8)
+
 
 def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None = None) -> Settings:
     """Build settings from ``env`` (defaults to ``os.environ``). The data directory is ``data_dir``
@@ -167,6 +176,7 @@ def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None
             ("EXPLAINER_LLM_CONCURRENCY", int),
             ("EXPLAINER_BATCH_WINDOW", int),
             ("EXPLAINER_VISIBILITY_TIMEOUT", int),
+            ("EXPLAINER_UNITS_PER_TASK", int),
             ("EXPLAINER_INDEX_BATCH_WAIT_MS", float),
         )
     }
@@ -191,7 +201,8 @@ def load_settings(env: dict[str, str] | None = None, data_dir: str | Path | None
         ratelimit_url=ratelimit_url,
         batch_window=int(limits["EXPLAINER_BATCH_WINDOW"] or 512),
         visibility_timeout_s=int(limits["EXPLAINER_VISIBILITY_TIMEOUT"] or 4 * 3600),
-        index_batch_wait_ms=50.0
+        units_per_task=int(limits["EXPLAINER_UNITS_PER_TASK"]) if limits["EXPLAINER_UNITS_PER_TASK"] else None,
+        index_batch_wait_ms=500.0
         if limits["EXPLAINER_INDEX_BATCH_WAIT_MS"] is None
         else limits["EXPLAINER_INDEX_BATCH_WAIT_MS"],
         simulator_base_url=env.get("EXPLAINER_SIMULATOR_BASE_URL") or env.get("EXPLAINER_LLM_BASE_URL") or None,

@@ -104,8 +104,11 @@ class StoreBase:
             add_missing_columns(self.engine)
             keyword.ensure_schema(self.engine)
 
-    def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str], where: Any = None) -> None:
-        """Insert or update on the key; with ``where``, only existing rows that match it are updated."""
+    def _upsert(
+        self, table: Table, rows: list[dict[str, Any]], keys: list[str], where: Any = None, conn: Any = None
+    ) -> None:
+        """Insert or update on the key; with ``where``, only existing rows that match it are updated.
+        ``conn``: a connection whose transaction the statements join (else one of their own)."""
         if not rows:
             return
         stmt = dialect_insert(self.engine, table)
@@ -115,9 +118,13 @@ class StoreBase:
             if cols
             else stmt.on_conflict_do_nothing()
         )
-        with self.engine.begin() as conn:
-            for start in range(0, len(rows), 500):
-                conn.execute(stmt, rows[start : start + 500])
+        if conn is None:
+            with self.engine.begin() as own:
+                for start in range(0, len(rows), 500):
+                    own.execute(stmt, rows[start : start + 500])
+            return
+        for start in range(0, len(rows), 500):
+            conn.execute(stmt, rows[start : start + 500])
 
     def sync_keyword_index(self, explanation_ids: list[str]) -> None:
         """Update the keyword-index rows of these explanations from the source tables."""

@@ -4,7 +4,6 @@ kept in step with them."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +15,11 @@ from store.records import (
     ExplanationDetail,
     Score,
     UnitRecord,
-    make_explanation_id,
     make_score_id,
-    make_unit_row_id,
 )
+from store.rows import explanation_row, score_row
 from store.schema import collections, explanations, scores, units
+from store.transactions import retry_deadlocks
 
 if TYPE_CHECKING:
     from store.keyword_scan import KeywordScan
@@ -73,63 +72,51 @@ class ExplanationsRepo(StoreBase):
     """Explanations, scores and the keyword index over them."""
 
     # -- explanations ---------------------------------------------------------------
-    def save_explanation(
-        self,
-        *,
-        unit_id: str,
-        collection_id: str,
-        explainer_model: str,
-        prompt_name: str,
-        prompt_version: str,
-        prompt_hash: str,
-        status: str,
-        text: str | None = None,
-        error: str | None = None,
-        window_ids: list[str] | None = None,
-        settings: dict[str, Any] | None = None,
-        prompt_tokens: int | None = None,
-        completion_tokens: int | None = None,
-        keep_ok: bool = False,
-    ) -> str:
-        """Upsert on (unit, collection, explainer model, prompt hash). ``keep_ok``: an ok row already
-        there stays as it is (a task delivered twice and run side by side must not replace the
-        explanation the first one stored, scored and indexed)."""
-        if status == "ok" and not (text and text.strip()):
-            raise ValueError("an ok explanation needs a text")
-        eid = make_explanation_id(unit_id, collection_id, explainer_model, prompt_hash)
-        self._upsert(
-            explanations,
-            [
-                dict(
-                    id=eid,
-                    unit_id=unit_id,
-                    collection_id=collection_id,
-                    unit_row=make_unit_row_id(collection_id, unit_id),
-                    explainer_model=explainer_model,
-                    prompt_name=prompt_name,
-                    prompt_version=prompt_version,
-                    prompt_hash=prompt_hash,
-                    status=status,
-                    text=text if status == "ok" else None,
-                    error=error,
-                    window_ids=json.dumps(window_ids or []),
-                    settings=json.dumps(settings or {}, sort_keys=True),
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    created_at=now(),
-                    indexed_at=None,
-                )
-            ],
-            ["id"],
-            where=(explanations.c.status != "ok") if keep_ok else None,
-        )
-        self.sync_keyword_index([eid])
-        return eid
+    def save_explanation(self, *, keep_ok: bool = False, **fields: Any) -> str:
+        """Upsert on (unit, collection, explainer model, prompt hash); ``fields`` are
+        :func:`explanation_row`'s. ``keep_ok``: an ok row already there stays as it is (a task delivered
+        twice and run side by side must not replace the explanation the first one stored, scored and
+        indexed)."""
+        row = explanation_row(**fields)
+        self._upsert(explanations, [row], ["id"], where=(explanations.c.status != "ok") if keep_ok else None)
+        self.sync_keyword_index([row["id"]])
+        return str(row["id"])
+
+    def save_labels(self, explanation_rows: list[dict[str, Any]], score_rows: list[dict[str, Any]]) -> set[str]:
+        """Explanations (:func:`explanation_row`, each kept when an ok one is stored already) and
+        scores (:func:`score_row`) of many units in one transaction, with their keyword rows: a few
+        statements for the lot instead of a few per unit. A score of an explanation in
+        ``explanation_rows`` whose ok row was stored by someone else (a duplicate delivery) is not
+        written: it scored a text that is not the stored one. Returns the ids of the explanations written."""
+        from store import keyword
+
+        def write(conn: Any) -> set[str]:
+            written: set[str] = set()
+            if explanation_rows:
+                stmt = dialect_insert(self.engine, explanations)
+                cols = {c: getattr(stmt.excluded, c) for c in explanation_rows[0] if c != "id"}
+                upsert = stmt.on_conflict_do_update(
+                    index_elements=["id"], set_=cols, where=explanations.c.status != "ok"
+                ).returning(explanations.c.id)
+                written = set(conn.execute(upsert, explanation_rows).scalars())
+            skipped = {r["id"] for r in explanation_rows} - written
+            kept = [r for r in score_rows if r["explanation_id"] not in skipped]
+            self._upsert(scores, kept, ["id"], conn=conn)
+            keyword.sync(self, sorted(written | {r["explanation_id"] for r in kept}), conn=conn)
+            return written
+
+        return retry_deadlocks(self.engine, write)
 
     def get_explanation(self, explanation_id: str) -> Explanation | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(explanations).where(explanations.c.id == explanation_id)).mappings().first()
         return explanation_from_row(row) if row else None
+
+    def get_explanations(self, explanation_ids: list[str]) -> dict[str, Explanation]:
+        """Explanations by id (those that exist), in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(explanations).where(explanations.c.id.in_(explanation_ids))).mappings().all()
+        return {r["id"]: explanation_from_row(r) for r in rows}
 
     def explanations_for(self, unit_ids: list[str], collection_id: str | None = None) -> list[Explanation]:
         q = select(explanations).where(explanations.c.unit_id.in_(unit_ids))
@@ -212,50 +199,15 @@ class ExplanationsRepo(StoreBase):
             return list(conn.execute(q).scalars())
 
     # -- scores -----------------------------------------------------------------------
-    def save_score(
-        self,
-        *,
-        explanation_id: str,
-        scorer: str,
-        simulator_model: str | None,
-        status: str,
-        value: float | None = None,
-        ci_low: float | None = None,
-        ci_high: float | None = None,
-        per_domain: dict[str, float] | None = None,
-        heldout_ids: list[str] | None = None,
-        n_tokens: int | None = None,
-        error: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> str:
-        sid = make_score_id(explanation_id, scorer)
-        self._upsert(
-            scores,
-            [
-                dict(
-                    id=sid,
-                    explanation_id=explanation_id,
-                    scorer=scorer,
-                    simulator_model=simulator_model,
-                    status=status,
-                    value=value,
-                    ci_low=ci_low,
-                    ci_high=ci_high,
-                    per_domain=json.dumps(per_domain or {}),
-                    heldout_ids=json.dumps(heldout_ids or []),
-                    n_tokens=n_tokens,
-                    error=error,
-                    details=json.dumps(details or {}, sort_keys=True),
-                    created_at=now(),
-                )
-            ],
-            ["id"],
-        )
+    def save_score(self, **fields: Any) -> str:
+        """Upsert on (explanation, scorer); ``fields`` are :func:`score_row`'s."""
+        row = score_row(**fields)
+        self._upsert(scores, [row], ["id"])
         from store import keyword
 
-        if scorer == keyword.SEARCH_SCORER:  # the keyword row holds this scorer's value only
-            keyword.set_score(self, explanation_id, value if status == "ok" else None)
-        return sid
+        if row["scorer"] == keyword.SEARCH_SCORER:  # the keyword row holds this scorer's value only
+            keyword.set_score(self, row["explanation_id"], row["value"] if row["status"] == "ok" else None)
+        return str(row["id"])
 
     def get_score(self, explanation_id: str, scorer: str) -> Score | None:
         with self.engine.connect() as conn:

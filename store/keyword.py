@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -72,15 +73,23 @@ _POSTGRES_DDL = [
 
 def ensure_schema(engine: Engine) -> None:
     """Create the full-text index next to ``keyword_docs`` (idempotent)."""
+    from store.transactions import retry_deadlocks
+
     ddl = _POSTGRES_DDL if engine.dialect.name == "postgresql" else _SQLITE_DDL
-    with engine.begin() as conn:
+
+    def create(conn: Any) -> None:
+        todo = ddl
         if engine.dialect.name == "postgresql":
             # CREATE OR REPLACE TRIGGER locks keyword_docs against writers even when nothing changes:
             # run the change-log statements only where the trigger is missing
             if conn.exec_driver_sql("SELECT 1 FROM pg_trigger WHERE tgname = 'keyword_docs_log'").first():
-                ddl = [d for d in ddl if "keyword_docs_log" not in d]
-        for stmt in ddl:
+                todo = [d for d in ddl if "keyword_docs_log" not in d]
+        for stmt in todo:
             conn.exec_driver_sql(stmt)
+
+    # These statements lock their tables even when there is nothing to create: against a transaction
+    # that writes explanations and keyword rows together, PostgreSQL may abort either one.
+    retry_deadlocks(engine, create)
 
 
 UnitSource = Literal["mlp", "resid", "mlp_in", "mlp_out", "attn_out", "sae", "directions"]
@@ -162,11 +171,16 @@ class IndexDoc:
 
 
 def iter_docs(
-    store: Any, explanation_ids: list[str] | None = None, batch: int = 1000, scorer: str = SEARCH_SCORER
+    store: Any,
+    explanation_ids: list[str] | None = None,
+    batch: int = 1000,
+    scorer: str = SEARCH_SCORER,
+    conn: Any = None,
 ) -> Iterator[IndexDoc]:
     """Index documents of ok explanations (all of them, or those of ``explanation_ids``), by id: one
     query per ``batch`` (explanation, unit fields, ``scorer``'s score); a unit's record is read only for
-    rows written before the units table kept its domains and name."""
+    rows written before the units table kept its domains and name. ``conn``: read within that
+    connection's transaction (else on a connection of its own per batch)."""
     from store.records import UnitRecord
     from store.schema import explanations, scores, units
 
@@ -203,14 +217,12 @@ def iter_docs(
         )
         if explanation_ids is not None:
             q = q.where(explanations.c.id.in_(explanation_ids))
-        with store.engine.connect() as conn:
-            rows = conn.execute(q).mappings().all()
+        with nullcontext(conn) if conn is not None else store.engine.connect() as c:
+            rows = c.execute(q).mappings().all()
             if not rows:
                 return
             old = sorted({r["unit_row"] for r in rows if r["top_domains"] is None})
-            blobs = (
-                dict(conn.execute(select(units.c.id, units.c.record).where(units.c.id.in_(old))).all()) if old else {}
-            )
+            blobs = dict(c.execute(select(units.c.id, units.c.record).where(units.c.id.in_(old))).all()) if old else {}
         records = {uid: UnitRecord.from_blob(b) for uid, b in blobs.items()}
         for r in rows:
             rec = records.get(r["unit_row"])
@@ -243,16 +255,22 @@ def iter_docs(
         last = rows[-1]["id"]
 
 
-def sync(store: Any, explanation_ids: list[str]) -> None:
-    """Bring the keyword rows of these explanations in line with the source tables."""
+def sync(store: Any, explanation_ids: list[str], conn: Any = None) -> None:
+    """Bring the keyword rows of these explanations in line with the source tables (``conn``: within
+    that connection's transaction, else in one of their own)."""
+    if not explanation_ids:
+        return
+    if conn is None:
+        with store.engine.begin() as own:
+            sync(store, explanation_ids, own)
+        return
     from store.schema import keyword_docs
 
-    docs = [d.row() for d in iter_docs(store, explanation_ids)]
+    docs = [d.row() for d in iter_docs(store, explanation_ids, conn=conn)]
     gone = set(explanation_ids) - {d["explanation_id"] for d in docs}
     if gone:
-        with store.engine.begin() as conn:
-            conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(sorted(gone))))
-    store._upsert(keyword_docs, docs, ["explanation_id"])
+        conn.execute(keyword_docs.delete().where(keyword_docs.c.explanation_id.in_(sorted(gone))))
+    store._upsert(keyword_docs, docs, ["explanation_id"], conn=conn)
 
 
 def set_score(store: Any, explanation_id: str, value: float | None) -> None:

@@ -90,3 +90,15 @@ def test_a_bench_hands_the_model_cache_to_the_runtime_as_the_cli_does(tmp_path, 
     monkeypatch.setattr(runtime, "_model_cache", [])
     configure_runtime()
     assert runtime.model_cache() == tmp_path / "bench-mc"
+
+
+def test_labeling_groups_units_and_the_index_worker_waits_half_a_second_for_company(tmp_path):
+    """With a broker, an llm task labels 8 units and an index batch gathers what arrives within 500 ms
+    (at 30 units/s that is a batch of about 50 explanations, where 50 ms gave about 12: half the
+    index worker's CPU per unit); the in-process default labels one unit per task. Both can be set."""
+    base = {"EXPLAINER_DATA_DIR": str(tmp_path)}
+    embedded = load_settings(base)
+    brokered = load_settings({**base, "EXPLAINER_BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert (embedded.task_units, brokered.task_units, brokered.index_batch_wait_ms) == (1, 8, 500.0)
+    tuned = load_settings({**base, "EXPLAINER_UNITS_PER_TASK": "3", "EXPLAINER_INDEX_BATCH_WAIT_MS": "20"})
+    assert (tuned.task_units, tuned.index_batch_wait_ms) == (3, 20.0)

@@ -1,10 +1,11 @@
 """Batch labeling through Celery: runs, resume, and a bounded window of chains in flight.
 
 ``label_units`` opens (or reuses) the *run* of (collection, options, explain prompt hash) in the
-SQL store, adds the units to it, and sends one ``explain → score → index`` chain per unit that is
-not done yet (failed units too with ``retry_failed``). At most ``window`` chains are in flight:
-a 131,072-unit run never builds one giant message, and the client holds at most ``window``
-results. Progress (tqdm, with ETA) counts the units a previous invocation already finished.
+SQL store, adds the units to it, and sends one ``label_group → index`` chain per group of
+``units_per_task`` units that are not done yet (failed units too with ``retry_failed``): an llm
+worker explains and scores a group's units side by side and writes them in one transaction. At most
+``window`` units are in flight: a 131,072-unit run never builds one giant message, and the client
+holds at most ``window`` results. Progress (tqdm, with ETA) counts the units a previous invocation already finished.
 
 With no broker configured, an in-process worker is started first; otherwise the chains go to
 the configured broker and separate ``celery -A workers worker`` processes run them.
@@ -68,9 +69,12 @@ def label_units(
     progress: bool = True,
     timeout_s: float | None = None,
     window: int | None = None,
+    units_per_task: int | None = None,
 ) -> BatchResult:
     """Label ``unit_ids`` as one run (see the module docstring); returns when every chain this
-    invocation sent has finished, or after ``timeout_s``."""
+    invocation sent has finished, or after ``timeout_s``. ``window``: units in flight at most
+    (default ``settings.batch_window``); ``units_per_task``: units per chain (default
+    ``settings.task_units``)."""
     from tqdm.auto import tqdm
 
     from explainer.runtime import get_store
@@ -110,6 +114,7 @@ def label_units(
                 window or settings.batch_window,
                 bar,
                 None if timeout_s is None else start + timeout_s,
+                units_per_task or settings.task_units,
             )
     except BaseException as exc:
         runs.finish_run(store, run_id, error=f"interrupted: {type(exc).__name__}")
@@ -130,18 +135,21 @@ def _run_window(
     window: int,
     bar: Any,
     deadline: float | None,
+    units_per_task: int = 1,
 ) -> dict[str, str]:
-    """Keep at most ``window`` chains in flight until ``todo`` is exhausted; unit id → chain error."""
-    from workers.tasks import unit_chain
+    """Send ``todo`` as chains of ``units_per_task`` units each, keeping at most ``window`` units in
+    flight, until it is exhausted; unit id → chain error (or the unit's own, reported by its group)."""
+    from workers.tasks import group_chain
 
     payload = opts.to_payload()
-    in_flight: dict[str, Any] = {}
+    size = max(1, units_per_task)
+    in_flight: dict[tuple[str, ...], Any] = {}
     errors: dict[str, str] = {}
-    queue = iter(todo)
+    queue = iter([tuple(todo[i : i + size]) for i in range(0, len(todo), size)])
     poll = 0.02 if settings.embedded_broker else 0.1
     exhausted, held = False, None
-    again: list[str] = []  # chains broken by the infrastructure, sent once more (idempotent)
-    resent: dict[str, int] = {}
+    again: list[tuple[str, ...]] = []  # chains broken by the infrastructure, sent once more (idempotent)
+    resent: dict[tuple[str, ...], int] = {}
     eta, notes = Eta(len(todo)), {}
 
     def show(refresh: bool = False, **note: object) -> None:
@@ -150,15 +158,17 @@ def _run_window(
 
     show(refresh=True)
     shown_at = time.monotonic()
+    units_in_flight = 0
     while True:
         try:
-            while not exhausted and len(in_flight) < max(1, window):
-                uid = held or (again.pop() if again else next(queue, None))
-                if uid is None:
+            while not exhausted and units_in_flight < max(1, window):
+                group = held or (again.pop() if again else next(queue, None))
+                if group is None:
                     exhausted = not again
                     break
-                held = uid  # kept until the broker took it
-                in_flight[uid] = unit_chain(collection_id, uid, payload).apply_async()
+                held = group  # kept until the broker took it
+                in_flight[group] = group_chain(collection_id, list(group), payload).apply_async()
+                units_in_flight += len(group)
                 held = None
             if not in_flight:
                 return errors
@@ -172,19 +182,20 @@ def _run_window(
             continue
         if notes.get("broker"):
             show(refresh=True, broker=None)
-        for uid, error in finished.items():
-            res = in_flight.pop(uid)
+        for group, outcome in finished.items():
+            res = in_flight.pop(group)
+            units_in_flight -= len(group)
             _forget(res)
-            if error is not None and error.kind in INFRASTRUCTURE_ERRORS and resent.get(uid, 0) < RESEND:
-                resent[uid] = resent.get(uid, 0) + 1  # e.g. the broker was away when a worker sent the next step
-                again.append(uid)
+            error = outcome.error
+            if error is not None and error.kind in INFRASTRUCTURE_ERRORS and resent.get(group, 0) < RESEND:
+                resent[group] = resent.get(group, 0) + 1  # e.g. the broker was away when a worker sent the next step
+                again.append(group)
                 exhausted = False
                 continue
-            if error is not None:
-                errors[uid] = error.text
-            eta.update(1)
+            errors.update({uid: error.text for uid in group} if error is not None else outcome.unit_errors)
+            eta.update(len(group))
             show(chain_errors=len(errors))
-            bar.update(1)
+            bar.update(len(group))
         if deadline is not None and time.monotonic() > deadline:
             return _timed_out(errors, in_flight, held, again, queue)
         if not finished:
@@ -195,13 +206,19 @@ def _run_window(
 
 
 def _timed_out(
-    errors: dict[str, str], in_flight: dict[str, Any], held: str | None, again: list[str], queue: Any
+    errors: dict[str, str],
+    in_flight: dict[tuple[str, ...], Any],
+    held: tuple[str, ...] | None,
+    again: list[tuple[str, ...]],
+    queue: Any,
 ) -> dict[str, str]:
     """``errors`` plus every unit the timeout left unfinished: in flight, or never sent."""
-    for uid in in_flight:
-        errors[uid] = "not finished before the timeout"
-    for uid in ([held] if held and held not in in_flight else []) + again + list(queue):
-        errors.setdefault(uid, "not sent before the timeout")
+    for group in in_flight:
+        for uid in group:
+            errors[uid] = "not finished before the timeout"
+    for group in ([held] if held and held not in in_flight else []) + again + list(queue):
+        for uid in group:
+            errors.setdefault(uid, "not sent before the timeout")
     return errors
 
 
@@ -232,23 +249,43 @@ class ChainError(NamedTuple):
     text: str
 
 
-def _finished(app: Any, in_flight: dict[str, Any]) -> dict[str, ChainError | None]:
+class ChainOutcome(NamedTuple):
+    """A finished chain: its error (``None``: it succeeded), or the units its group could not label."""
+
+    error: ChainError | None
+    unit_errors: dict[str, str]
+
+
+def _finished(app: Any, in_flight: dict[Any, Any]) -> dict[Any, ChainOutcome]:
     """Chains of ``in_flight`` whose last task is ready (a failure anywhere in a chain is
-    propagated to its last task), with their error or ``None``; one round trip to the backend."""
+    propagated to its last task), with how they ended; one round trip to the backend."""
     from celery import states
 
     backend = app.backend
-    uids = list(in_flight)
+    keys_in = list(in_flight)
     if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
-        keys = [backend.get_key_for_task(in_flight[u].id) for u in uids]
+        keys = [backend.get_key_for_task(in_flight[k].id) for k in keys_in]
         values = backend.mget(keys)
         if isinstance(values, dict):  # the cache backend answers by key
             values = [values.get(k) for k in keys]
         metas = [backend.decode_result(v) if v else None for v in values]
-        ready = {u: m["status"] for u, m in zip(uids, metas) if m and m["status"] in states.READY_STATES}
+        ready = {k: m for k, m in zip(keys_in, metas) if m and m["status"] in states.READY_STATES}
     else:  # pragma: no cover - other backends
-        ready = {u: in_flight[u].state for u in uids if in_flight[u].ready()}
-    return {u: None if status == states.SUCCESS else _chain_error(in_flight[u]) for u, status in ready.items()}
+        ready = {
+            k: {"status": in_flight[k].state, "result": in_flight[k].result} for k in keys_in if in_flight[k].ready()
+        }
+    return {
+        k: ChainOutcome(None, _unit_errors(m.get("result")))
+        if m["status"] == states.SUCCESS
+        else ChainOutcome(_chain_error(in_flight[k]), {})
+        for k, m in ready.items()
+    }
+
+
+def _unit_errors(result: Any) -> dict[str, str]:
+    """The units a group's chain reported it could not label (its last task's result)."""
+    errors = result.get("errors") if isinstance(result, dict) else None
+    return {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else {}
 
 
 def _chain_error(res: Any) -> ChainError:

@@ -45,9 +45,7 @@ def celery_config(settings: Settings) -> dict:
             "explainer.collect_shard": {"queue": "collect"},
             "explainer.collect_merge": {"queue": "collect"},
             "explainer.audit": {"queue": "collect"},
-            "explainer.explain": {"queue": "llm"},
-            "explainer.explain_score": {"queue": "llm"},
-            "explainer.score": {"queue": "llm"},
+            "explainer.label_group": {"queue": "llm"},
             "explainer.score_subject": {"queue": "collect"},  # steers the subject model
             "explainer.index": {"queue": "index"},
             "explainer.index_stats": {"queue": "index"},

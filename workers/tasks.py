@@ -109,42 +109,33 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
-@app.task(name="explainer.explain", **RETRY)
-def explain_task(self: Any, collection_id: str, unit_id: str, options: dict[str, Any]) -> str:
-    final = self.request.retries >= self.max_retries
-    opts = pipeline.LabelOptions.from_payload(options)
-    return pipeline.explain_stage(worker_settings(), collection_id, unit_id, opts, final)
-
-
-@app.task(name="explainer.explain_score", **RETRY)
-def explain_score_task(
-    self: Any, collection_id: str, unit_id: str, options: dict[str, Any], score_options: dict[str, Any]
-) -> str:
-    """Explain, then score with the scorers of ``score_options``, in one task: one message, one
-    result and one pickup fewer per unit than two steps. A retry redoes only what is missing (a
-    stored ok explanation is not asked for again)."""
-    from explainer.runtime import get_store
+@app.task(name="explainer.label_group", **RETRY)
+def label_group_task(
+    self: Any, collection_id: str, unit_ids: list[str], options: dict[str, Any], score_options: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Explain, then score with the scorers of ``score_options`` (``None``: explain only), a group of
+    units side by side (:func:`explainer.pipeline.group.label_group`): one message, one pickup, one
+    result and one transaction for the group instead of one per unit. A retry redoes only what is
+    missing. Returns the group's explanation ids and the units that could not be labeled at all."""
+    from explainer.pipeline.group import label_group
 
     final = self.request.retries >= self.max_retries
-    settings = worker_settings()
-    record = get_store(settings).get_record(unit_id, collection_id)  # read once for both stages
-    opts = pipeline.LabelOptions.from_payload(options)
-    eid = pipeline.explain_stage(settings, collection_id, unit_id, opts, final, record=record)
-    return pipeline.score_stage(settings, eid, pipeline.LabelOptions.from_payload(score_options), final, record=record)
-
-
-@app.task(name="explainer.score", **RETRY)
-def score_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
-    final = self.request.retries >= self.max_retries
-    return pipeline.score_stage(worker_settings(), explanation_id, pipeline.LabelOptions.from_payload(options), final)
+    score_opts = None if score_options is None else pipeline.LabelOptions.from_payload(score_options)
+    result = label_group(
+        worker_settings(), collection_id, unit_ids, pipeline.LabelOptions.from_payload(options), score_opts, final
+    )
+    return {"explanation_ids": result.explanation_ids, "errors": result.errors}
 
 
 @app.task(name="explainer.score_subject", **RETRY)
-def score_subject_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
-    """The scorers that steer the subject model (``intervention``…), on a ``collect`` worker where
-    that model lives; ``options`` names only those scorers."""
+def score_subject_task(self: Any, group: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The scorers that steer the subject model (``intervention``…) of a group's explanations, on a
+    ``collect`` worker where that model lives; ``options`` names only those scorers."""
     final = self.request.retries >= self.max_retries
-    return pipeline.score_stage(worker_settings(), explanation_id, pipeline.LabelOptions.from_payload(options), final)
+    opts = pipeline.LabelOptions.from_payload(options)
+    for eid in group["explanation_ids"]:
+        pipeline.score_stage(worker_settings(), eid, opts, final)
+    return group
 
 
 def _index_batch(scorer: str, explanation_ids: list[str]) -> None:
@@ -170,26 +161,26 @@ def index_stats_task() -> dict[str, int]:
 
 
 @app.task(name="explainer.index", bind=True)
-def index_task(self: Any, explanation_id: str, options: dict[str, Any]) -> str:
+def index_task(self: Any, group: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Embed and upsert a group's explanations (through the process's batcher, with those of the other
+    index tasks running now); returns the units of the group that could not be labeled at all."""
     scorer = pipeline.LabelOptions.from_payload(options).scorers[0]
-    INDEX_BATCHER.submit(scorer, explanation_id).result()
-    return explanation_id
+    for fut in [INDEX_BATCHER.submit(scorer, eid) for eid in group["explanation_ids"]]:
+        fut.result()
+    return {"errors": group.get("errors") or {}}
 
 
-def unit_chain(collection_id: str, unit_id: str, options: dict[str, Any]) -> Any:
-    """explain + simulate/score → index for one unit of a collection (explaining and the scorers that
-    call the LLM are one task on the ``llm`` queue). Scorers that steer the subject model run as their
-    own step on the ``collect`` queue (after the others, before indexing)."""
+def group_chain(collection_id: str, unit_ids: list[str], options: dict[str, Any]) -> Any:
+    """explain + simulate/score → index for a group of units of a collection (explaining and the scorers
+    that call the LLM are one task on the ``llm`` queue). Scorers that steer the subject model run as
+    their own step on the ``collect`` queue (after the others, before indexing)."""
     from celery import chain
 
     from explainer.score.registry import SUBJECT_MODEL_SCORERS
 
     subject = [s for s in options["scorers"] if s in SUBJECT_MODEL_SCORERS]
     others = [s for s in options["scorers"] if s not in SUBJECT_MODEL_SCORERS]
-    if others:
-        steps = [explain_score_task.s(collection_id, unit_id, options, {**options, "scorers": others})]
-    else:
-        steps = [explain_task.s(collection_id, unit_id, options)]
+    steps = [label_group_task.s(collection_id, unit_ids, options, {**options, "scorers": others} if others else None)]
     if subject:
         steps.append(score_subject_task.s({**options, "scorers": subject}))
     return chain(*steps, index_task.s(options))

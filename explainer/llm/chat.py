@@ -201,18 +201,28 @@ class EndpointChat:
     def max_tokens(self) -> int:
         return self.cfg.max_tokens
 
-    def complete(self, messages: list[tuple[str, str]]) -> ChatAnswer:
+    def request_body(self, messages: list[tuple[str, str]]) -> dict[str, Any]:
+        """The JSON body of one chat completion request: plain values only (strings, numbers)."""
         cfg = self.cfg
-        sent: Any = [{"role": role, "content": content} for role, content in messages]
-        sampled: dict[str, Any] = {"seed": cfg.seed} if cfg.temperature > 0 else {}
-        resp = self.client.chat.completions.create(
-            model=cfg.model,
-            messages=sent,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            max_completion_tokens=cfg.max_tokens,
-            **sampled,
-        )
+        body: dict[str, Any] = {
+            "model": cfg.model,
+            "messages": [{"role": role, "content": content} for role, content in messages],
+            "temperature": cfg.temperature,
+            "max_tokens": cfg.max_tokens,
+            "max_completion_tokens": cfg.max_tokens,
+        }
+        if cfg.temperature > 0:
+            body["seed"] = cfg.seed
+        return body
+
+    def complete(self, messages: list[tuple[str, str]]) -> ChatAnswer:
+        from openai.types.chat import ChatCompletion
+
+        # The client's documented custom-request path: the same endpoint, headers, timeout, retries
+        # and errors as ``chat.completions.create``, without its per-call walk of the body against
+        # the request's TypedDicts (a no-op on plain strings and numbers that cost about 1.5 ms of
+        # CPU per call, two calls per labeled unit).
+        resp = self.client.post("/chat/completions", body=self.request_body(messages), cast_to=ChatCompletion)
         choices = getattr(resp, "choices", None)
         if not choices:
             raise PermanentLLMError(f"the endpoint answered no chat completion: {str(resp)[:120]!r}")

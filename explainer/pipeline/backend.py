@@ -1,6 +1,6 @@
 """The seam between the entry points and whatever runs labeling chains: a small protocol.
 
-The CLI needs things it cannot do alone: send one ``explain → score → index`` chain per unit to
+The CLI needs things it cannot do alone: send ``explain → score → index`` chains (one per group of units) to
 workers (or an in-process worker), and run a collection or an audit on a GPU host's ``collect`` queue. Both are
 Celery's job, and Celery lives in the ``workers`` package, which sits *above* ``explainer`` (it
 imports the stages). So the CLI receives an implementation of :class:`LabelBackend` from the

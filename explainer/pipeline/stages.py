@@ -164,6 +164,24 @@ def explain_stage(
         from explainer.errors import UnknownUnitError
 
         raise UnknownUnitError([unit_id])
+    return store.save_explanation(
+        keep_ok=True, **explanation_fields(record, collection_id, opts, template, settings, final_attempt, chat_factory)
+    )
+
+
+def explanation_fields(
+    record: UnitRecord,
+    collection_id: str,
+    opts: LabelOptions,
+    template: Any,
+    settings: Settings,
+    final_attempt: bool = True,
+    chat_factory: ChatClientFactory = make_chat_model,
+) -> dict[str, Any]:
+    """Ask the explainer (``best_of`` candidates, the best one kept) and return the explanation to
+    store (:func:`store.rows.explanation_row`'s fields), ok or failed with its reason; raises
+    :class:`TransientLLMError` for the caller to retry unless this is the ``final_attempt``."""
+    unit_id = record.unit_id
     candidates = _candidates(record, opts, template, settings, final_attempt, chat_factory)
     common: dict[str, Any] = dict(
         unit_id=unit_id,
@@ -189,11 +207,10 @@ def explain_stage(
         # the explainer never answered: a baseline may win a comparison, never stand in for the explainer
         where = f" at {opts.explainer.base_url}" if opts.explainer.base_url else ""
         reasons = "; ".join(f"{c['source']}: {c['error']}" for c in llm)
-        return store.save_explanation(
+        return dict(
             status="failed",
             error=f"explainer {opts.explainer.model}{where} never answered: {reasons}",
             settings={**run_settings, "candidates": candidates},
-            keep_ok=True,
             **tokens,
             **common,
         )
@@ -203,20 +220,18 @@ def explain_stage(
             if len(candidates) == 1
             else "; ".join(f"{c['source']}: {c['error']}" for c in candidates)
         )
-        return store.save_explanation(
+        return dict(
             status="failed",
             error=errors,
             settings={**run_settings, "candidates": candidates},
-            keep_ok=True,
             **tokens,
             **common,
         )
     best = _select(record, candidates, opts, settings)
-    return store.save_explanation(
+    return dict(
         status="ok",
         text=best["text"],
         window_ids=best["window_ids"],
-        keep_ok=True,
         settings={**run_settings, "selected": best["source"], "candidates": candidates},
         **tokens,
         **common,
@@ -257,51 +272,66 @@ def score_stage(
                 from explainer.errors import UnknownUnitError
 
                 raise UnknownUnitError([expl.unit_id])
-        windows = record.windows_for("heldout")
-        common: dict[str, Any] = dict(
-            explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows]
+        fields = score_fields(settings, name, explanation_id, expl.text, record, opts, final_attempt)
+        store.save_score(**fields)
+        measured = (fields.get("details") or {}).get("measured_output")
+        if measured:  # an intervention scorer steered the unit: keep what it did
+            store.save_output_sides({expl.unit_id: measured})
+    return explanation_id
+
+
+def score_fields(
+    settings: Settings,
+    name: str,
+    explanation_id: str,
+    text: str,
+    record: UnitRecord,
+    opts: LabelOptions,
+    final_attempt: bool = True,
+) -> dict[str, Any]:
+    """Score the explanation ``text`` of ``record``'s unit with the scorer ``name`` and return the score
+    to store (:func:`store.rows.score_row`'s fields), ok or failed with its reason; a transient
+    endpoint error is raised for the caller to retry unless this is the ``final_attempt``."""
+    windows = record.windows_for("heldout")
+    common: dict[str, Any] = dict(
+        explanation_id=explanation_id, scorer=name, heldout_ids=[w.window_id for w in windows]
+    )
+    try:
+        sim = make_scorer(
+            name,
+            simulator_model=opts.simulator_model,
+            device=settings.device,
+            settings=opts.scorer_settings(settings),
         )
-        try:
-            sim = make_scorer(
-                name,
-                simulator_model=opts.simulator_model,
-                device=settings.device,
-                settings=opts.scorer_settings(settings),
-            )
-            if not windows and not isinstance(sim, UnitScorer):  # intervention scorers steer the unit instead
-                raise ExplainerError("no held-out windows to score on")
-            s = evaluate(sim, expl.text, windows, unit_id=expl.unit_id)
-        except TransientLLMError as exc:
-            if not final_attempt:
-                raise
-            store.save_score(
-                simulator_model=None,
-                status="failed",
-                error=f"gave up after retries: {exc}",
-                details={"method": name},
-                **common,
-            )
-            continue
-        except ExplainerError as exc:
-            store.save_score(
-                simulator_model=None,
-                status="failed",
-                error=f"{type(exc).__name__}: {exc}",
-                details={"method": name},
-                **common,
-            )
-            continue
-        store.save_score(
-            simulator_model=s.model,
-            status="ok",
-            value=s.value,
-            ci_low=s.ci_low,
-            ci_high=s.ci_high,
-            per_domain=s.per_domain,
-            n_tokens=s.n_tokens,
-            details=s.details,
+        if not windows and not isinstance(sim, UnitScorer):  # intervention scorers steer the unit instead
+            raise ExplainerError("no held-out windows to score on")
+        s = evaluate(sim, text, windows, unit_id=record.unit_id)
+    except TransientLLMError as exc:
+        if not final_attempt:
+            raise
+        return dict(
+            simulator_model=None,
+            status="failed",
+            error=f"gave up after retries: {exc}",
+            details={"method": name},
             **common,
         )
-        if (s.details or {}).get("measured_output"):  # an intervention scorer steered the unit: keep what it did
-            store.save_output_sides({expl.unit_id: s.details["measured_output"]})
-    return explanation_id
+    except ExplainerError as exc:
+        return dict(
+            simulator_model=None,
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            details={"method": name},
+            **common,
+        )
+    return dict(
+        simulator_model=s.model,
+        status="ok",
+        value=s.value,
+        ci_low=s.ci_low,
+        ci_high=s.ci_high,
+        per_domain=s.per_domain,
+        n_tokens=s.n_tokens,
+        details=s.details,
+        **common,
+    )

@@ -221,3 +221,21 @@ def test_the_endpoint_simulator_takes_an_injected_transport(settings):
     finally:
         reset_detection()
     assert preds == [[0.0, 10.0]] and details["method"] == "json-answer"
+
+
+def test_the_wire_body_is_exactly_the_request_body_built():
+    """The chat request goes out as built (plain JSON, every key kept: no per-call rewrite by the client)."""
+    seen: list[httpx.Request] = []
+    chat = _chat(lambda req: httpx.Response(200, json=_completion("x")), seen)
+    invoke_chat(chat, MESSAGES)
+    assert (
+        json.loads(seen[0].content)
+        == chat.request_body(MESSAGES)
+        == {
+            "model": "m",
+            "messages": [{"role": r, "content": c} for r, c in MESSAGES],
+            "temperature": 0.0,
+            "max_tokens": 48,
+            "max_completion_tokens": 48,
+        }
+    )

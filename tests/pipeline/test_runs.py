@@ -184,25 +184,56 @@ def test_collect_and_label_queues():
 
     routes = app.conf.task_routes
     assert routes["explainer.collect"] == {"queue": "collect"}
-    assert {routes[t]["queue"] for t in ("explainer.explain", "explainer.explain_score", "explainer.score")} == {"llm"}
+    assert routes["explainer.label_group"] == {"queue": "llm"}
     assert routes["explainer.index"] == {"queue": "index"}
     assert routes["explainer.score_subject"] == {"queue": "collect"}  # steering needs the subject model
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost and app.conf.worker_prefetch_multiplier == 1
 
 
 def test_scorers_that_steer_the_subject_model_get_their_own_step_on_the_collect_queue():
-    from workers.tasks import unit_chain
+    from workers.tasks import group_chain
 
     opts = LabelOptions(scorers=("simulation-context", "intervention-embedding")).to_payload()
-    steps = unit_chain("cid", "m/layers.1.mlp/3", opts).tasks
-    assert [t.task for t in steps] == ["explainer.explain_score", "explainer.score_subject", "explainer.index"]
+    units = ["m/layers.1.mlp/3", "m/layers.1.mlp/4"]
+    steps = group_chain("cid", units, opts).tasks
+    assert [t.task for t in steps] == ["explainer.label_group", "explainer.score_subject", "explainer.index"]
+    assert steps[0].args[1] == units  # one task for the group
     assert steps[0].args[-1]["scorers"] == ["simulation-context"]  # explained, then scored by the LLM-side scorers
     assert steps[1].args[-1]["scorers"] == ["intervention-embedding"]
     assert tuple(steps[2].args[-1]["scorers"]) == opts["scorers"]  # the index step ranks by the first scorer
-    only = unit_chain("cid", "m/layers.1.mlp/3", LabelOptions(scorers=("intervention",)).to_payload()).tasks
-    assert [t.task for t in only] == ["explainer.explain", "explainer.score_subject", "explainer.index"]
-    plain = unit_chain("cid", "m/layers.1.mlp/3", LabelOptions().to_payload()).tasks
-    assert [t.task for t in plain] == ["explainer.explain_score", "explainer.index"]
+    only = group_chain("cid", units, LabelOptions(scorers=("intervention",)).to_payload()).tasks
+    assert [t.task for t in only] == ["explainer.label_group", "explainer.score_subject", "explainer.index"]
+    assert only[0].args[-1] is None  # explained only
+    plain = group_chain("cid", units, LabelOptions().to_payload()).tasks
+    assert [t.task for t in plain] == ["explainer.label_group", "explainer.index"]
+
+
+def test_a_run_sends_one_chain_per_group_of_units(settings, units, server, monkeypatch):
+    """With ``units_per_task`` 3, eight units go as three chains (3 + 3 + 2), and every unit is labeled
+    once; the window counts units."""
+    import workers.tasks as tasks
+
+    sent: list[list[str]] = []
+    real = tasks.group_chain
+
+    def spy(collection_id, unit_ids, options):
+        sent.append(list(unit_ids))
+        return real(collection_id, unit_ids, options)
+
+    monkeypatch.setattr(tasks, "group_chain", spy)
+    result = label_units(settings, "synthetic", units, _opts(server), progress=False, units_per_task=3, window=6)
+    assert [len(g) for g in sent] == [3, 3, 2] and sorted(u for g in sent for u in g) == sorted(units)
+    assert result.counts["done"] == 8 and result.submitted == 8 and not result.task_errors
+    assert server.app.stats["explain"] == 8
+
+
+def test_a_unit_its_group_cannot_label_is_reported_while_the_others_finish(settings, units, server):
+    missing = "synth/layers.0.mlp/999"
+    store = get_store(settings)
+    result = label_units(settings, "synthetic", [*units[:3], missing], _opts(server), progress=False, units_per_task=4)
+    assert set(result.task_errors) == {missing} and "UnknownUnitError" in result.task_errors[missing]
+    assert result.counts["done"] == 3
+    assert all(store.get_explanation(pipeline.explanation_key("synthetic", u, _opts(server))[0]) for u in units[:3])
 
 
 def test_no_more_chains_in_flight_than_the_window(settings, units, server, monkeypatch):

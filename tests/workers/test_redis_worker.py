@@ -145,7 +145,7 @@ def test_label_through_redis_postgres_and_chroma_server(tmp_path, redis_url, pos
     ran = {q: set(re.findall(r"Task (explainer\.\w+)\[[^\]]+\] succeeded", t)) for q, t in text.items()}
     assert ran == {
         "collect": {"explainer.collect"},
-        "llm": {"explainer.explain_score"},
+        "llm": {"explainer.label_group"},
         "index": {"explainer.index"},
     }, ran
     assert not list(redis.Redis.from_url(backend).scan_iter("celery-task-meta-*"))
