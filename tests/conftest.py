@@ -139,6 +139,16 @@ def searchable(settings):
 
 
 @pytest.fixture
+def server():
+    """The fake OpenAI-compatible server (``bench/fake_openai.py``) over real HTTP, answering every
+    request (not scripted): what the labeling tests point their explainer at."""
+    from bench.fake_openai import FakeOpenAI, ServerThread
+
+    with ServerThread(FakeOpenAI(latency=0.0), free_port()) as srv:
+        yield srv
+
+
+@pytest.fixture
 def fake_openai():
     """The fake OpenAI-compatible server (``bench/fake_openai.py``) over real HTTP, scripted: set
     ``.script`` to the answers; a request with nothing scripted gets HTTP 418. ``.requests`` and

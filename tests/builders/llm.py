@@ -6,7 +6,8 @@ through the ``fake_openai`` and ``fake_endpoint`` fixtures of ``tests/conftest.p
 
 from typing import Any
 
-from explainer.llm.chat import ChatAnswer
+from explainer.llm.chat import ChatAnswer, LLMConfig
+from explainer.pipeline.options import LabelOptions
 from store.records import UnitRecord, UnitStats, Window
 
 
@@ -43,3 +44,13 @@ RECORD = UnitRecord(
         Window("random-0", "random", "heldout", "docs:d.md", "docs", ("hello",), (0.0,)),
     ),
 )
+
+
+def fake_label_options(server: Any, **kw: Any) -> LabelOptions:
+    """Label options whose explainer is the fake server ``server`` (the ``server`` fixture), no retries,
+    no baseline candidate."""
+    return LabelOptions(
+        explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5),
+        baseline_candidate=False,
+        **kw,
+    )

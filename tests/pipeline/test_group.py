@@ -5,25 +5,16 @@ each unit's failure its own, and a retry that redoes only the unit that met a tr
 from __future__ import annotations
 
 import pytest
-from conftest import free_port
+from builders.llm import fake_label_options
 from sqlalchemy import event
 
-from bench.fake_openai import FakeOpenAI, ServerThread
 from bench.synthetic import store_synthetic_collection
 from explainer.errors import TransientLLMError
-from explainer.llm.chat import LLMConfig
 from explainer.pipeline import stages
 from explainer.pipeline.group import label_group
-from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
 from explainer.score.registry import DEFAULT_SCORERS
 from store import keyword
-
-
-@pytest.fixture
-def server():
-    with ServerThread(FakeOpenAI(latency=0.0), free_port()) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -31,12 +22,7 @@ def units(settings):
     return store_synthetic_collection(get_store(settings), 4)
 
 
-def _opts(server, **kw):
-    return LabelOptions(
-        explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5),
-        baseline_candidate=False,
-        **kw,
-    )
+_opts = fake_label_options
 
 
 def _marker(unit_index: int) -> str:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import free_port
+from builders.llm import fake_label_options
 
-from bench.fake_openai import FakeOpenAI, ServerThread
 from bench.synthetic import store_synthetic_collection
-from explainer.llm.chat import LLMConfig
 from explainer.pipeline import stages as pipeline
 from explainer.pipeline.options import LabelOptions
 from explainer.runtime import get_store
@@ -22,22 +20,11 @@ from workers.cli import main
 
 
 @pytest.fixture
-def server():
-    with ServerThread(FakeOpenAI(latency=0.0), free_port()) as srv:
-        yield srv
-
-
-@pytest.fixture
 def units(settings):
     return store_synthetic_collection(get_store(settings), 8)
 
 
-def _opts(server, **kw):
-    return LabelOptions(
-        explainer=LLMConfig(model="fake", base_url=server.base_url, max_retries=0, timeout_s=5),
-        baseline_candidate=False,
-        **kw,
-    )
+_opts = fake_label_options
 
 
 def _explain_calls(server):
