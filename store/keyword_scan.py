@@ -123,7 +123,7 @@ class KeywordScan(FilterColumns):
         self.postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         """Per term: (rows holding it, how often), compacted."""
         self._pending: dict[str, tuple[list[int], list[int]]] = {}
-        """Per term: postings of rows added since the last compaction."""
+        """Per term: postings of rows added since a query last merged them into ``postings``."""
         self.n_dead = 0
         self._lock = threading.Lock()
         self.seq = 0
