@@ -8,7 +8,7 @@ Two rankings of the explanations that pass the filters:
   filters as masks (``store/scan.py``; Chroma's filtered query is too slow at 100k entries);
 - **keyword**: full-text matches of the query's terms in the SQL store's keyword index (SQLite
   FTS5 with BM25, or PostgreSQL ``ts_rank``), the filters in the same SQL statement — or, once
-  :func:`load_scan` ran, the same BM25 over an in-memory copy of the keyword rows with the filters
+  :func:`load_scan` ran, FTS5's BM25 over an in-memory copy of the keyword rows with the filters
   as masks (``store/keyword_scan.py``; the SQL query's time grows with the rows a term matches).
 
 They are fused by reciprocal rank fusion (Cormack et al. 2009): ``rrf = Σ 1 / (RRF_K + rank)``
