@@ -101,17 +101,7 @@ def _score_one(
             store.save_calibration(scorer=name, simulator_model=None, status="failed", error=str(exc), **common)
             out.append({"unit_id": entry.record.unit_id, "scorer": name, "status": "failed", "error": str(exc)})
             continue
-        store.save_calibration(
-            scorer=name,
-            simulator_model=s.model,
-            status="ok",
-            value=s.value,
-            ci_low=s.ci_low,
-            ci_high=s.ci_high,
-            per_domain=s.per_domain,
-            n_tokens=s.n_tokens,
-            **common,
-        )
+        store.save_calibration(scorer=name, **s.ok_fields(), **common)
         out.append(
             {
                 "unit_id": entry.record.unit_id,

@@ -324,14 +324,4 @@ def score_fields(
             details={"method": name},
             **common,
         )
-    return dict(
-        simulator_model=s.model,
-        status="ok",
-        value=s.value,
-        ci_low=s.ci_low,
-        ci_high=s.ci_high,
-        per_domain=s.per_domain,
-        n_tokens=s.n_tokens,
-        details=s.details,
-        **common,
-    )
+    return dict(**s.ok_fields(), details=s.details, **common)

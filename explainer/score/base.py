@@ -36,6 +36,18 @@ class ScoreResult:
     details: dict[str, Any] = field(default_factory=dict)
     """How the figure was computed: method, fidelity, extra figures (stored in the score's ``details``)."""
 
+    def ok_fields(self) -> dict[str, Any]:
+        """The fields an ok score (or calibration) row stores from this result, ``details`` aside."""
+        return dict(
+            simulator_model=self.model,
+            status="ok",
+            value=self.value,
+            ci_low=self.ci_low,
+            ci_high=self.ci_high,
+            per_domain=self.per_domain,
+            n_tokens=self.n_tokens,
+        )
+
 
 @runtime_checkable
 class Scorer(Protocol):
