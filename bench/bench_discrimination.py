@@ -38,7 +38,7 @@ from explainer.score.contextual import ContextualSimulator  # noqa: E402
 from explainer.score.correlation import score_simulation  # noqa: E402
 from explainer.score.embedding import EmbeddingSimulator  # noqa: E402
 from explainer.score.registry import DISCRIMINATION_FILE, make_scorer  # noqa: E402
-from store.vectors import LocalEmbedder  # noqa: E402
+from store.embedding import LocalEmbedder  # noqa: E402
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:

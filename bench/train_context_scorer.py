@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from transformers import AutoTokenizer
 
-    from store.vectors import LocalEmbedder
+    from store.embedding import LocalEmbedder
 
     src = resolve_model("smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(src.directory, gguf_file=src.gguf_file)

@@ -49,7 +49,8 @@ def get_store(settings: Settings) -> SQLStore:
 
 
 def get_index(settings: Settings) -> VectorIndex:
-    from store.vectors import LocalEmbedder, VectorIndex
+    from store.embedding import LocalEmbedder
+    from store.vectors import VectorIndex
 
     key = settings.chroma_url or str(settings.chroma_path)
     with _lock:

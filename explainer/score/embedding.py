@@ -32,7 +32,7 @@ class EmbeddingSimulator:
         if not 0.0 <= context_weight <= 1.0:
             raise ValueError("context_weight must be in [0, 1]")
         if embedder is None:
-            from store.vectors import (
+            from store.embedding import (
                 LocalEmbedder,  # shares the loaded model within the process
             )
 
@@ -112,7 +112,7 @@ class EmbeddingScorer:
 
     def __init__(self, embedder: Any = None):
         if embedder is None:
-            from store.vectors import LocalEmbedder
+            from store.embedding import LocalEmbedder
 
             embedder = LocalEmbedder()
         self.embedder = embedder

@@ -197,7 +197,7 @@ class InterventionScorer:
         import numpy as np
 
         if self._embedder is None:
-            from store.vectors import LocalEmbedder
+            from store.embedding import LocalEmbedder
 
             self._embedder = LocalEmbedder()
         vecs = np.asarray(self._embedder.embed([explanation] + [" ".join(t.split()) or "(nothing)" for t in texts]))

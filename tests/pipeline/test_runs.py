@@ -261,7 +261,7 @@ def test_a_thread_pool_worker_loads_each_model_once():
     share one embedding model (and one subject/local model: explainer.collect.models.load_model locks too)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import store.vectors as vectors
+    import store.embedding as vectors
 
     embedders = [vectors.LocalEmbedder() for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:

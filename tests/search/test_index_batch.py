@@ -72,7 +72,7 @@ def test_units_written_before_the_domain_column_are_read_from_their_record(setti
 
 
 def test_a_repeated_search_query_is_embedded_once(monkeypatch):
-    from store.vectors import LocalEmbedder
+    from store.embedding import LocalEmbedder
 
     emb = LocalEmbedder()
     calls: list[list[str]] = []

@@ -9,7 +9,7 @@ import pytest
 
 from explainer.errors import ConfigError
 from explainer.settings import load_settings
-from store.vectors import LocalEmbedder, OnnxQueryModel
+from store.embedding import LocalEmbedder, OnnxQueryModel
 
 QUERIES = [
     "closing parentheses in Python code",
